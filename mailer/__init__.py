@@ -1,0 +1,20 @@
+"""mailer: the one service every app uses to send email."""
+
+from __future__ import annotations
+
+import flask
+
+from mailer import api, db
+from mailer.config import Settings
+
+
+def create_app(settings: Settings | None = None) -> flask.Flask:
+    """The Flask app (the `web` process); nothing connects until it is created."""
+    settings = settings or Settings.from_env()
+    app = flask.Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
+    app.extensions["mailer.settings"] = settings
+    app.extensions["mailer.pool"] = db.create_pool(settings, name="web")
+    api.init_app(app)
+    return app

@@ -1,0 +1,14 @@
+"""HTTP API: blueprints, schemas, and the one place errors become responses."""
+
+from __future__ import annotations
+
+import flask
+
+from mailer.api import errors, events, health, queue, status
+
+
+def init_app(app: flask.Flask) -> None:
+    """Register every blueprint and the error handlers."""
+    errors.init_app(app)
+    for blueprint in (health.bp, queue.bp, status.bp, events.bp):
+        app.register_blueprint(blueprint)

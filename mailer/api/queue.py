@@ -1,0 +1,66 @@
+"""POST /queue: accept email for sending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask
+from marshmallow import ValidationError
+
+from mailer import db
+from mailer.api import auth, body, schemas
+from mailer.api.errors import details_from_marshmallow
+from mailer.domain import errors
+from mailer.services import queueing
+
+bp = flask.Blueprint("queue", __name__)
+bp.before_request(auth.require_app_key)
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@bp.post("/queue")
+def queue_mail() -> tuple[flask.Response, int]:
+    """Validate one message or a batch, store it durably, answer 202 with the job id(s)."""
+    payload = body.json_body()
+    batch = isinstance(payload, dict) and "messages" in payload
+    schema = schemas.BatchSchema() if batch else schemas.MessageSchema()
+    try:
+        loaded = schema.load(payload)
+    except ValidationError as exc:
+        raise errors.ValidationFailed("the request is not a valid message", details_from_marshmallow(exc.messages)) from None
+    messages = loaded["messages"] if batch else [loaded]
+    key = _idempotency_key()
+    settings = flask.current_app.extensions["mailer.settings"]
+    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+        accepted = queueing.accept(
+            conn,
+            app_id=auth.current_app_id(),
+            jobs=[_new_job(message) for message in messages],
+            batch=batch,
+            batch_size=settings.send_batch_size,
+            idempotency_key=key,
+            request_hash=queueing.request_fingerprint(payload) if key else "",
+        )
+    return flask.jsonify(accepted.body), accepted.status_code
+
+
+def _new_job(loaded: dict[str, Any]) -> queueing.NewJob:
+    message = dict(loaded)
+    priority = message.pop("priority")
+    metadata = message.pop("metadata")
+    send_at = message.pop("send_at")
+    message["from"] = message.pop("from_")
+    return queueing.NewJob(message=message, priority=priority, metadata=metadata, send_at=send_at)
+
+
+def _idempotency_key() -> str | None:
+    key = flask.request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise errors.ValidationFailed(
+            "Idempotency-Key must be 1 to 255 characters",
+            {"Idempotency-Key": [f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"]},
+        )
+    return key

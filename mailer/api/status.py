@@ -1,0 +1,31 @@
+"""GET /status/{id}: the whole story of a job."""
+
+from __future__ import annotations
+
+import uuid
+
+import flask
+
+from mailer import db
+from mailer.api import auth
+from mailer.domain import errors
+from mailer.services import status
+
+bp = flask.Blueprint("status", __name__)
+bp.before_request(auth.require_app_key)
+
+
+def parse_job_id(raw: str) -> uuid.UUID:
+    """A job id from a URL; an id that is not a UUID is simply unknown (404)."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise errors.NotFound(f"no job {raw}") from None
+
+
+@bp.get("/status/<job_id>")
+def job_status(job_id: str) -> flask.Response:
+    """Job, recipients with their events, and the audit trail."""
+    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+        story = status.job_status(conn, app_id=auth.current_app_id(), job_id=parse_job_id(job_id))
+    return flask.jsonify(story)

@@ -1,0 +1,115 @@
+"""Settings, read once from the environment (12-factor)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value mailer cannot use."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything mailer's processes read from the environment."""
+
+    database_url: str | None = None
+    mailjet_api_url: str = "https://api.mailjet.com"
+    mailjet_api_key: str | None = None
+    mailjet_api_secret: str | None = None
+    mailjet_timeout_s: float = 30.0
+    events_auth: str | None = None
+    webhook_allow_private: bool = False
+    port: int = 8000
+    max_body_bytes: int = 20 * MIB
+    send_max_attempts: int = 8
+    send_backoff_base_s: float = 2.0
+    send_backoff_cap_s: float = 600.0
+    send_batch_size: int = 50
+    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    worker_concurrency: int = 8
+    db_pool_size: int = 10
+    db_timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: the process environment)."""
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        defaults = cls()
+        return cls(
+            database_url=reader.text("DATABASE_URL"),
+            mailjet_api_url=(reader.text("MAILJET_API_URL") or defaults.mailjet_api_url).rstrip("/"),
+            mailjet_api_key=reader.text("MAILJET_API_KEY"),
+            mailjet_api_secret=reader.text("MAILJET_API_SECRET"),
+            mailjet_timeout_s=reader.number("MAILER_MAILJET_TIMEOUT_S", defaults.mailjet_timeout_s),
+            events_auth=reader.text("MAILER_EVENTS_AUTH"),
+            webhook_allow_private=reader.flag("MAILER_WEBHOOK_ALLOW_PRIVATE"),
+            port=reader.integer("PORT", defaults.port, minimum=1),
+            max_body_bytes=reader.integer("MAILER_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1),
+            send_max_attempts=reader.integer("MAILER_SEND_MAX_ATTEMPTS", defaults.send_max_attempts, minimum=1),
+            send_backoff_base_s=reader.number("MAILER_SEND_BACKOFF_BASE_S", defaults.send_backoff_base_s),
+            send_backoff_cap_s=reader.number("MAILER_SEND_BACKOFF_CAP_S", defaults.send_backoff_cap_s),
+            send_batch_size=reader.integer("MAILER_SEND_BATCH_SIZE", defaults.send_batch_size, minimum=1, maximum=50),
+            webhook_retry_schedule=reader.schedule("MAILER_WEBHOOK_RETRY_SCHEDULE", defaults.webhook_retry_schedule),
+            worker_concurrency=reader.integer("MAILER_WORKER_CONCURRENCY", defaults.worker_concurrency, minimum=1),
+            db_pool_size=reader.integer("MAILER_DB_POOL_SIZE", defaults.db_pool_size, minimum=1),
+            db_timeout_s=reader.number("MAILER_DB_TIMEOUT_S", defaults.db_timeout_s),
+        )
+
+    def require_database_url(self) -> str:
+        """The database URL, or a clear error when it is not configured."""
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set")
+        return self.database_url
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reader:
+    env: Mapping[str, str]
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def flag(self, name: str) -> bool:
+        value = (self.text(name) or "0").lower()
+        if value not in {"0", "1", "true", "false", "yes", "no"}:
+            raise ConfigError(f"{name} must be 0 or 1, not {value!r}")
+        return value in {"1", "true", "yes"}
+
+    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+        raw = self.text(name)
+        try:
+            value = default if raw is None else int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise ConfigError(f"{name} must be between {minimum} and {maximum}, not {value}")
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.text(name)
+        try:
+            value = default if raw is None else float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"{name} must not be negative")
+        return value
+
+    def schedule(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            steps = tuple(int(part) for part in raw.split(","))
+        except ValueError:
+            raise ConfigError(f"{name} must be comma-separated seconds, not {raw!r}") from None
+        if not steps or any(step < 0 for step in steps):
+            raise ConfigError(f"{name} must list at least one non-negative number of seconds")
+        return steps

@@ -1,0 +1,46 @@
+"""The connection pool: the only place that opens connections to Postgres."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import psycopg
+import psycopg_pool
+
+from mailer.config import Settings
+from mailer.domain import errors
+
+
+def create_pool(settings: Settings, *, name: str, max_size: int | None = None) -> psycopg_pool.ConnectionPool:
+    """Open a pool in the background, so a process starts even while Postgres is down."""
+    pool = psycopg_pool.ConnectionPool(
+        settings.require_database_url(),
+        name=name,
+        min_size=1,
+        max_size=max_size or settings.db_pool_size,
+        timeout=settings.db_timeout_s,
+        # Connections that died with a Postgres restart are replaced on checkout, so every
+        # process recovers by itself.
+        check=psycopg_pool.ConnectionPool.check_connection,
+        reconnect_timeout=0,  # keep trying forever rather than give up on the pool
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+@contextlib.contextmanager
+def connection(pool: psycopg_pool.ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A connection in a transaction that commits on success; an unreachable database is a 503."""
+    try:
+        with pool.connection() as conn:
+            yield conn
+    except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
+        raise errors.DatabaseUnavailable("the database is unavailable; try again shortly") from exc
+
+
+def ping(pool: psycopg_pool.ConnectionPool) -> None:
+    """Raise DatabaseUnavailable unless a trivial query succeeds."""
+    with connection(pool) as conn:
+        conn.execute("SELECT 1")

@@ -1,0 +1,1 @@
+"""Statuses, transitions and errors: no Flask, no psycopg."""

@@ -1,0 +1,132 @@
+"""A private PostgreSQL cluster in a local folder, for `mailer dev`, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import pathlib
+import pwd
+import shutil
+import socket
+import subprocess
+
+# initdb and postgres refuse to run as root; as root we run them as this user instead.
+UNPRIVILEGED_USERS = ("postgres", "nobody")
+
+
+class ClusterError(RuntimeError):
+    """The private cluster could not be created or started."""
+
+
+def find_binary(name: str) -> str:
+    """Path of a PostgreSQL server program (on PATH or in Debian's versioned folder)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_version_key)
+    if candidates:
+        return candidates[-1]
+    raise ClusterError(f"{name} not found: install the PostgreSQL server (e.g. apt-get install postgresql)")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclasses.dataclass
+class Cluster:
+    """One PostgreSQL server listening on 127.0.0.1 with trust authentication for `postgres`."""
+
+    base_dir: pathlib.Path  # a folder of its own: the data and the server log live in it
+    port: int
+    fast_unsafe: bool = False  # fsync off: for throwaway test clusters only
+
+    @property
+    def data_dir(self) -> pathlib.Path:
+        return self.base_dir / "data"
+
+    @property
+    def log_file(self) -> pathlib.Path:
+        return self.base_dir / "postgres.log"
+
+    def url(self, dbname: str = "postgres") -> str:
+        """libpq URL of a database in this cluster."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """Create the cluster's folder and run initdb, as an unprivileged user when we are root."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        owner = _run_as_user()
+        if owner:
+            for folder in (self.base_dir, self.data_dir):
+                os.chown(folder, owner.pw_uid, owner.pw_gid)
+            if not self._reachable_by(owner):
+                raise ClusterError(f"{owner.pw_name} cannot reach {self.base_dir}: choose a folder outside /root")
+        self._run(find_binary("initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                  "--auth=trust", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.data_dir}",
+                   "-c max_connections=200"]
+        if self.fast_unsafe:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._run(find_binary("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                  "-o", " ".join(options), "-w", "-t", "60", "start")
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown); no error if it is not running."""
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run(find_binary("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop", check=False)
+
+    def ensure_running(self) -> None:
+        """Initialise the cluster if needed and start it."""
+        if not self.initialized():
+            self.init()
+        self.start()
+
+    def _reachable_by(self, owner: pwd.struct_passwd) -> bool:
+        command = ["runuser", "-u", owner.pw_name, "--", "test", "-w", str(self.base_dir)]
+        return subprocess.run(command, capture_output=True, check=False).returncode == 0  # noqa: S603
+
+    def _run(self, *argv: str, check: bool = True) -> None:
+        owner = _run_as_user()
+        command = ["runuser", "-u", owner.pw_name, "--", *argv] if owner else list(argv)
+        result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+        if check and result.returncode != 0:
+            log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+            raise ClusterError(f"{' '.join(argv[:1])} failed: {result.stderr.strip()}\n{log}")
+
+
+def reachable_base_dir(preferred: pathlib.Path, fallback_name: str) -> pathlib.Path:
+    """`preferred`, unless we are root and the unprivileged user cannot get there (e.g. under /root)."""
+    owner = _run_as_user()
+    if owner is None:
+        return preferred
+    probe = ["runuser", "-u", owner.pw_name, "--", "test", "-x", str(preferred.parent.resolve())]
+    if subprocess.run(probe, capture_output=True, check=False).returncode == 0:  # noqa: S603
+        return preferred
+    return pathlib.Path("/tmp") / fallback_name  # noqa: S108  # a folder postgres can reach
+
+
+def _run_as_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in UNPRIVILEGED_USERS:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise ClusterError("running as root and no unprivileged user (postgres, nobody) to run PostgreSQL as")
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    version = pathlib.Path(path).parts[-3]
+    return tuple(int(part) for part in version.split(".") if part.isdigit())

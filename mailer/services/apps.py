@@ -1,0 +1,67 @@
+"""Apps and API keys: keys are shown once, stored as a hash and compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+import psycopg
+
+from mailer import store
+from mailer.domain import errors
+from mailer.store.apps import App
+
+KEY_PREFIX = "mk"
+_DUMMY_HASH = hashlib.sha256(b"no such key").digest()
+
+
+def _hash_secret(secret: str) -> bytes:
+    # The secret has 256 random bits, so a fast hash is enough (no password stretching needed).
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def create_app(conn: psycopg.Connection, name: str) -> tuple[App, str]:
+    """Register an app; return it with its API key (the only time the key is known)."""
+    name = name.strip()
+    if not name:
+        raise errors.ValidationFailed("an app needs a name", {"name": ["must not be blank"]})
+    key_id, secret = _new_key()
+    try:
+        with conn.transaction():
+            app = store.insert_app(conn, name=name, key_id=key_id, key_hash=_hash_secret(secret))
+    except psycopg.errors.UniqueViolation:
+        raise errors.Conflict(f"an app named {name!r} exists already") from None
+    return app, f"{KEY_PREFIX}_{key_id}_{secret}"
+
+
+def rotate_key(conn: psycopg.Connection, name: str) -> tuple[App, str]:
+    """Give an app a new API key (the old one stops working); return it with the key."""
+    key_id, secret = _new_key()
+    app = store.rotate_app_key(conn, name=name, key_id=key_id, key_hash=_hash_secret(secret))
+    if app is None:
+        raise errors.NotFound(f"no active app named {name!r}")
+    return app, f"{KEY_PREFIX}_{key_id}_{secret}"
+
+
+def _new_key() -> tuple[str, str]:
+    return secrets.token_hex(6), secrets.token_urlsafe(32)
+
+
+def authenticate(conn: psycopg.Connection, api_key: str) -> int:
+    """The id of the app that owns `api_key`; Unauthorized otherwise."""
+    prefix, _, rest = api_key.partition("_")
+    key_id, _, secret = rest.partition("_")
+    credentials = store.get_app_by_key_id(conn, key_id=key_id) if prefix == KEY_PREFIX and secret else None
+    expected = credentials.key_hash if credentials else _DUMMY_HASH
+    if not hmac.compare_digest(expected, _hash_secret(secret)) or credentials is None:
+        raise errors.Unauthorized("invalid or revoked API key")
+    return credentials.id
+
+
+def revoke_app(conn: psycopg.Connection, name: str) -> App:
+    """Revoke an app's key so it can no longer call the API."""
+    app = store.revoke_app(conn, name=name)
+    if app is None:
+        raise errors.NotFound(f"no active app named {name!r}")
+    return app

@@ -1,0 +1,112 @@
+"""Accept email: jobs, recipients and their wake-ups commit together, so a 202 is durable."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from mailer import store
+from mailer.domain import errors, statuses
+from mailer.services import wakeups
+
+RECIPIENT_KINDS = ("to", "cc", "bcc")
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    """What the API answers: a status code and a JSON body."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class NewJob:
+    """A validated message with its sending options."""
+
+    message: dict[str, Any]
+    priority: str = "transactional"
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    send_at: Any = None  # an aware datetime or None
+
+
+def request_fingerprint(body: Any) -> str:
+    """A hash of a request body that ignores key order and whitespace."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def accept(
+    conn: psycopg.Connection,
+    *,
+    app_id: int,
+    jobs: Sequence[NewJob],
+    batch: bool,
+    batch_size: int,
+    idempotency_key: str | None = None,
+    request_hash: str = "",
+) -> Accepted:
+    """Store jobs and wake the senders in one transaction; honour Idempotency-Key."""
+    with conn.transaction():
+        if idempotency_key is not None:
+            replay = _replay(conn, app_id, idempotency_key, request_hash)
+            if replay is not None:
+                return replay
+        accepted = _insert(conn, app_id, jobs, batch, batch_size)
+        if idempotency_key is not None:
+            store.insert_idempotency_key(
+                conn,
+                app_id=app_id,
+                key=idempotency_key,
+                request_hash=request_hash,
+                response_status=accepted.status_code,
+                response_body=accepted.body,
+            )
+        return accepted
+
+
+def _replay(conn: psycopg.Connection, app_id: int, key: str, request_hash: str) -> Accepted | None:
+    if not store.lock_idempotency_key(conn, app_id=app_id, key=key):
+        raise errors.Conflict("a request with this Idempotency-Key is still being handled; retry shortly")
+    earlier = store.get_idempotency_key(conn, app_id=app_id, key=key)
+    if earlier is None:
+        return None
+    if earlier["request_hash"] != request_hash:
+        raise errors.ValidationFailed(
+            "this Idempotency-Key was used with a different request body",
+            {"Idempotency-Key": ["already used with a different body"]},
+        )
+    return Accepted(earlier["response_status"], earlier["response_body"])
+
+
+def _insert(conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch: bool, batch_size: int) -> Accepted:
+    ids = [uuid.uuid4() for _ in jobs]
+    job_rows = [
+        {"id": job_id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
+         "send_at": job.send_at}
+        for job_id, job in zip(ids, jobs, strict=True)
+    ]
+    recipient_rows = [
+        {"job_id": job_id, "kind": kind, "position": position, "email": address["email"],
+         "name": address.get("name")}
+        for job_id, job in zip(ids, jobs, strict=True)
+        for kind in RECIPIENT_KINDS
+        for position, address in enumerate(job.message.get(kind) or [])
+    ]
+    inserted = store.insert_jobs(conn, app_id=app_id, jobs=job_rows, recipients=recipient_rows)
+    wakeups.wake_senders(
+        conn,
+        (
+            (job.priority, inserted[job_id]["run_at"] if inserted[job_id]["status"] == statuses.SCHEDULED else None)
+            for job_id, job in zip(ids, jobs, strict=True)
+        ),
+        batch_size,
+    )
+    answers = [{"id": str(job_id), "status": inserted[job_id]["status"]} for job_id in ids]
+    return Accepted(202, {"jobs": answers} if batch else answers[0])

@@ -1,0 +1,40 @@
+"""Running named queries: parameters in, rows (as dicts) out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from mailer.store.queries import query
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def jsonb(value: Any) -> Jsonb:
+    """A value to pass as a jsonb parameter (uuids and datetimes become strings)."""
+    return Jsonb(value, dumps=lambda obj: json.dumps(obj, default=_default))
+
+
+def all_rows(conn: psycopg.Connection, query_name: str, /, **params: Any) -> list[dict[str, Any]]:
+    """Run a named query and return every row."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query(query_name), params)  # type: ignore[arg-type]  # named queries are trusted files
+        return cur.fetchall() if cur.description else []
+
+
+def one_row(conn: psycopg.Connection, query_name: str, /, **params: Any) -> dict[str, Any] | None:
+    """Run a named query and return its first row, if any."""
+    rows = all_rows(conn, query_name, **params)
+    return rows[0] if rows else None

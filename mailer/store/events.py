@@ -1,0 +1,34 @@
+"""Mailjet's tracking events and the recipient statuses they move."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from mailer.store import _run
+
+
+def insert_mailjet_events(conn: psycopg.Connection, *, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store new events (duplicates dropped), matched to recipients where possible."""
+    return _run.all_rows(conn, "insert_mailjet_events", events=_run.jsonb(list(events)))
+
+
+def apply_pending_events(conn: psycopg.Connection, *, message_ids: Sequence[int]) -> list[int]:
+    """Match waiting events to the recipients that now have these MessageIDs; their recipient ids."""
+    rows = _run.all_rows(conn, "apply_pending_events", message_ids=list(message_ids))
+    return sorted({row["recipient_id"] for row in rows})
+
+
+def advance_recipient_statuses(conn: psycopg.Connection, *, recipient_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Move recipients to the best status among their events; the rows that changed."""
+    if not recipient_ids:
+        return []
+    return _run.all_rows(conn, "advance_recipient_statuses", recipient_ids=list(recipient_ids))
+
+
+def list_recipient_events(conn: psycopg.Connection, *, job_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every tracking event of a job's recipients, oldest first."""
+    return _run.all_rows(conn, "list_recipient_events", job_id=job_id)

@@ -1,0 +1,100 @@
+"""Jobs (which are also the send queue), their recipients, audit trail and idempotency keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from mailer.store import _run
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedJob:
+    id: uuid.UUID
+    app_id: int
+    priority: str
+    message: dict[str, Any]
+    attempts: int
+    verify_before_send: bool
+
+
+def insert_jobs(
+    conn: psycopg.Connection, *, app_id: int, jobs: Sequence[dict[str, Any]], recipients: Sequence[dict[str, Any]]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Insert jobs with their recipients and first audit event; their status and run_at by id."""
+    rows = _run.all_rows(
+        conn, "insert_jobs", app_id=app_id, jobs=_run.jsonb(list(jobs)), recipients=_run.jsonb(list(recipients))
+    )
+    return {row["id"]: row for row in rows}
+
+
+def get_job(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """One job of one app, or None (another app's job is as unknown as a missing one)."""
+    return _run.one_row(conn, "get_job", id=job_id, app_id=app_id)
+
+
+def list_recipients(conn: psycopg.Connection, *, job_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A job's recipients in the order they were given."""
+    return _run.all_rows(conn, "list_recipients", job_id=job_id)
+
+
+def list_job_events(conn: psycopg.Connection, *, job_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A job's audit trail, oldest first."""
+    return _run.all_rows(conn, "list_job_events", job_id=job_id)
+
+
+def claim_due_jobs(conn: psycopg.Connection, *, limit: int) -> list[ClaimedJob]:
+    """Mark up to `limit` due jobs as sending and return them."""
+    return [ClaimedJob(**row) for row in _run.all_rows(conn, "claim_due_jobs", limit=limit)]
+
+
+def mark_jobs_sent(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Mark sending jobs as sent; the ids that changed."""
+    return [row["job_id"] for row in _run.all_rows(conn, "mark_jobs_sent", ids=list(ids))]
+
+
+def set_recipient_message_ids(conn: psycopg.Connection, *, recipients: Sequence[dict[str, Any]]) -> None:
+    """Store Mailjet's per-recipient MessageIDs (job_id, kind, position, message_id, message_uuid)."""
+    _run.all_rows(conn, "set_recipient_message_ids", recipients=_run.jsonb(list(recipients)))
+
+
+def mark_jobs_failed(conn: psycopg.Connection, *, failures: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
+    """Fail sending jobs with their error (id, error); the ids that changed."""
+    return [row["job_id"] for row in _run.all_rows(conn, "mark_jobs_failed", failures=_run.jsonb(list(failures)))]
+
+
+def requeue_jobs(conn: psycopg.Connection, *, retries: Sequence[dict[str, Any]]) -> dict[uuid.UUID, dt.datetime]:
+    """Put sending jobs back in the queue after a delay (id, error, delay_s, ambiguous); run_at by id."""
+    rows = _run.all_rows(conn, "requeue_jobs", retries=_run.jsonb(list(retries)))
+    return {row["job_id"]: row["run_at"] for row in rows}
+
+
+def lock_idempotency_key(conn: psycopg.Connection, *, app_id: int, key: str) -> bool:
+    """Hold the key for this transaction; False when another request holds it."""
+    row = _run.one_row(conn, "lock_idempotency_key", app_id=app_id, key=key)
+    return bool(row and row["locked"])
+
+
+def get_idempotency_key(conn: psycopg.Connection, *, app_id: int, key: str) -> dict[str, Any] | None:
+    """The stored outcome of an earlier request with this key."""
+    return _run.one_row(conn, "get_idempotency_key", app_id=app_id, key=key)
+
+
+def insert_idempotency_key(
+    conn: psycopg.Connection, *, app_id: int, key: str, request_hash: str, response_status: int, response_body: Any
+) -> None:
+    """Remember a request's outcome under its key."""
+    _run.all_rows(
+        conn,
+        "insert_idempotency_key",
+        app_id=app_id,
+        key=key,
+        request_hash=request_hash,
+        response_status=response_status,
+        response_body=_run.jsonb(response_body),
+    )

@@ -1,0 +1,76 @@
+"""`mailer db migrate`: our numbered migrations, then Procrastinate's schema, each recorded once."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import procrastinate
+import psycopg
+from procrastinate import schema as procrastinate_schema
+
+from mailer.store import _run
+from mailer.store.queries import SQL_DIR
+
+PROCRASTINATE_PREFIX = "procrastinate:"
+_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
+
+
+def migrate(conninfo: str) -> list[str]:
+    """Apply everything not yet applied; the names applied. Safe to run concurrently."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        _run.all_rows(conn, "lock_migrations")
+        try:
+            return _apply_pending(conn)
+        finally:
+            _run.all_rows(conn, "unlock_migrations")
+
+
+def _apply_pending(conn: psycopg.Connection) -> list[str]:
+    files = sorted((SQL_DIR / "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    with conn.transaction():
+        conn.execute(files[0].read_text())  # type: ignore[arg-type]  # the migrations table itself
+    applied = {row["name"] for row in _run.all_rows(conn, "list_applied_migrations")}
+    done: list[str] = []
+    for path in files:
+        if path.stem not in applied:
+            _apply(conn, path.stem, path.read_text())
+            done.append(path.stem)
+    done.extend(_apply_procrastinate(conn, applied))
+    return done
+
+
+def _apply_procrastinate(conn: psycopg.Connection, applied: set[str]) -> list[str]:
+    current = PROCRASTINATE_PREFIX + procrastinate.__version__
+    if current in applied:
+        return []
+    recorded = sorted((name for name in applied if name.startswith(PROCRASTINATE_PREFIX)), key=_version_of)
+    if not recorded:
+        present = _run.one_row(conn, "procrastinate_schema_exists")
+        if present and present["present"]:
+            raise RuntimeError("Procrastinate's schema exists but was not installed by mailer; migrate it by hand")
+        _apply(conn, current, procrastinate_schema.SchemaManager.get_schema())
+        return [current]
+    since = _version_of(recorded[-1])
+    migrations_dir = pathlib.Path(procrastinate_schema.SchemaManager.get_migrations_path())
+    for path in sorted(migrations_dir.glob("*.sql")):
+        if since < _version_of(path.name) <= _version_of(current):
+            with conn.transaction():
+                conn.execute(path.read_text())  # type: ignore[arg-type]  # Procrastinate's own files
+    _apply(conn, current, "")
+    return [current]
+
+
+def _apply(conn: psycopg.Connection, name: str, sql: str) -> None:
+    with conn.transaction():
+        if sql.strip():
+            conn.execute(sql)  # type: ignore[arg-type]  # migration files are trusted
+        _run.all_rows(conn, "record_migration", name=name)
+
+
+def _version_of(name: str) -> tuple[int, int, int]:
+    match = _VERSION.match(name.removeprefix(PROCRASTINATE_PREFIX))
+    if not match:
+        raise ValueError(f"not a versioned migration: {name}")
+    major, minor, patch = (int(group) for group in match.groups())
+    return (major, minor, patch)

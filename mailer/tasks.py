@@ -1,0 +1,21 @@
+"""Procrastinate tasks: thin wrappers over services."""
+
+from __future__ import annotations
+
+import procrastinate
+
+from mailer import jobqueue
+from mailer.services import sending
+
+# One wake-up drains at most this many batches, so no single job holds a worker for long.
+MAX_BATCHES_PER_JOB = 20
+
+
+@jobqueue.app.task(name=jobqueue.SEND_TASK, queue=jobqueue.SEND_QUEUE, pass_context=True)
+def send_due_jobs(context: procrastinate.JobContext) -> None:
+    """Send due email, a batch of up to 50 per Mailjet call, until none is left or the cap is hit."""
+    runtime = context.additional_context["runtime"]
+    for _ in range(MAX_BATCHES_PER_JOB):
+        outcome = sending.send_due_batch(runtime.pool, runtime.mailjet, runtime.settings)
+        if outcome.claimed < runtime.settings.send_batch_size:
+            return

@@ -1,0 +1,93 @@
+"""The worker process: a Procrastinate worker for mailer's tasks that outlives database outages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+
+import procrastinate
+import psycopg_pool
+
+from mailer import db, jobqueue
+from mailer.config import Settings
+from mailer.mailjet import send as mailjet
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY_S = (0.5, 1, 2, 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """What tasks need: settings, a database pool, the Mailjet client."""
+
+    settings: Settings
+    pool: psycopg_pool.ConnectionPool
+    mailjet: mailjet.MailjetClient
+
+
+def run(settings: Settings) -> None:
+    """Run the worker until SIGTERM/SIGINT; restart it whenever it stops for any other reason."""
+    runtime = Runtime(
+        settings=settings,
+        pool=db.create_pool(settings, name="worker", max_size=settings.worker_concurrency + 2),
+        mailjet=mailjet.MailjetClient(
+            settings.mailjet_api_url, settings.mailjet_api_key, settings.mailjet_api_secret,
+            timeout=settings.mailjet_timeout_s,
+        ),
+    )
+    try:
+        asyncio.run(_supervise(runtime))
+    finally:
+        runtime.pool.close()
+
+
+async def _supervise(runtime: Runtime) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    current: asyncio.Task[None] | None = None
+
+    def stop() -> None:
+        stopping.set()
+        if current is not None:
+            current.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+    failures = 0
+    while not stopping.is_set():
+        current = asyncio.create_task(_run_once(runtime))
+        try:
+            await current
+            failures = 0
+            if not stopping.is_set():
+                log.warning("procrastinate worker stopped by itself; restarting it")
+        except asyncio.CancelledError:
+            if stopping.is_set():
+                break
+            raise
+        except Exception as exc:
+            failures += 1
+            log.warning("worker stopped (%s: %s); restarting", type(exc).__name__, exc)
+        delay = RESTART_DELAY_S[min(failures, len(RESTART_DELAY_S) - 1)]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=delay)
+
+
+async def _run_once(runtime: Runtime) -> None:
+    # A fresh connector (and pool) per run: after an outage nothing stale is reused.
+    app = jobqueue.app.with_connector(
+        procrastinate.PsycopgConnector(conninfo=runtime.settings.require_database_url(), min_size=2, max_size=4)
+    )
+    async with app.open_async():
+        await app.run_worker_async(
+            concurrency=runtime.settings.worker_concurrency,
+            additional_context={"runtime": runtime},
+            # LISTEN/NOTIFY wakes us at once; polling is the fallback for scheduled jobs
+            # (send_at, retry backoff) and for a lost LISTEN connection.
+            fetch_job_polling_interval=1.0,
+            install_signal_handlers=False,
+        )

@@ -1,0 +1,61 @@
+-- insert_mailjet_events --
+-- Keep each Mailjet event once (duplicates by fingerprint are dropped) and match it to its
+-- recipient by MessageID, or by CustomID (our job id) + email when the send result is not
+-- stored yet. Unmatched events stay with applied_at null until the message becomes known.
+WITH incoming AS (
+    SELECT e.fingerprint, e.name, e.status, e.occurred_at, e.message_id, e.custom_id, e.email,
+           e.suppresses, e.payload,
+           coalesce(
+               (SELECT r.id FROM recipients r
+                WHERE e.message_id IS NOT NULL AND r.message_id = e.message_id
+                ORDER BY r.id LIMIT 1),
+               (SELECT r.id FROM recipients r
+                WHERE r.job_id = e.job_id AND lower(r.email) = lower(e.email)
+                ORDER BY r.id LIMIT 1)
+           ) AS recipient_id
+    FROM jsonb_to_recordset(%(events)s)
+        AS e(fingerprint text, name text, status text, occurred_at timestamptz, message_id bigint,
+             custom_id text, job_id uuid, email text, suppresses boolean, payload jsonb)
+)
+INSERT INTO mailjet_events (fingerprint, name, status, occurred_at, message_id, custom_id, email,
+                            suppresses, payload, recipient_id, applied_at)
+SELECT fingerprint, name, status, occurred_at, message_id, custom_id, email, suppresses, payload,
+       recipient_id, CASE WHEN recipient_id IS NOT NULL THEN now() END
+FROM incoming
+ON CONFLICT ON CONSTRAINT mailjet_events_fingerprint_key DO NOTHING
+RETURNING id, recipient_id, status;
+
+-- apply_pending_events --
+-- Match events that arrived before their message's send result was stored.
+UPDATE mailjet_events AS e
+SET recipient_id = r.id, applied_at = now()
+FROM recipients AS r
+WHERE e.applied_at IS NULL
+  AND e.message_id = ANY(%(message_ids)s)
+  AND r.message_id = e.message_id
+RETURNING e.recipient_id;
+
+-- advance_recipient_statuses --
+-- Set each recipient to the highest-ranked status among its events, never to a lower one.
+-- The rank of the current status is a subquery (not a join) so a concurrent update is
+-- re-checked against the row's newest status.
+UPDATE recipients AS r
+SET status = best.status, updated_at = now()
+FROM (
+    SELECT DISTINCT ON (e.recipient_id) e.recipient_id, e.status, s.rank
+    FROM mailjet_events e
+    JOIN recipient_statuses s ON s.status = e.status
+    WHERE e.recipient_id = ANY(%(recipient_ids)s)
+    ORDER BY e.recipient_id, s.rank DESC, e.occurred_at DESC
+) AS best
+WHERE r.id = best.recipient_id
+  AND best.rank > (SELECT rank FROM recipient_statuses WHERE status = r.status)
+RETURNING r.id, r.job_id, r.email, r.status;
+
+-- list_recipient_events --
+-- The tracking timeline of every recipient of a job, oldest first.
+SELECT e.recipient_id, e.status AS type, e.occurred_at AS at
+FROM mailjet_events e
+JOIN recipients r ON r.id = e.recipient_id
+WHERE r.job_id = %(job_id)s AND e.status IS NOT NULL
+ORDER BY e.occurred_at, e.id;

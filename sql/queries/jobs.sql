@@ -1,0 +1,142 @@
+-- insert_jobs --
+-- Accept messages: jobs, their recipients and the first audit event, in one statement.
+-- A send_at in the future makes the job scheduled; in the past (or none) it is queued now.
+WITH new_jobs AS (
+    INSERT INTO jobs (id, app_id, status, priority, message, metadata, send_at, run_at)
+    SELECT j.id, %(app_id)s,
+           CASE WHEN j.send_at > now() THEN 'scheduled' ELSE 'queued' END,
+           j.priority, j.message, coalesce(j.metadata, '{}'::jsonb), j.send_at,
+           greatest(coalesce(j.send_at, now()), now())
+    FROM jsonb_to_recordset(%(jobs)s)
+        AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz)
+    RETURNING id, status, run_at
+), new_recipients AS (
+    INSERT INTO recipients (job_id, kind, position, email, name)
+    SELECT r.job_id, r.kind, r.position, r.email, r.name
+    FROM jsonb_to_recordset(%(recipients)s)
+        AS r(job_id uuid, kind text, position integer, email text, name text)
+), new_events AS (
+    INSERT INTO job_events (job_id, type)
+    SELECT id, status FROM new_jobs
+)
+SELECT id, status, run_at FROM new_jobs;
+
+-- get_job --
+-- One job of one app.
+SELECT id, app_id, status, priority, message, metadata, send_at, run_at, attempts,
+       last_error, created_at, updated_at
+FROM jobs
+WHERE id = %(id)s AND app_id = %(app_id)s;
+
+-- list_recipients --
+-- A job's recipients in the order they were given.
+SELECT id, kind, position, email, name, status, message_id, message_uuid, updated_at
+FROM recipients
+WHERE job_id = %(job_id)s
+ORDER BY CASE kind WHEN 'to' THEN 0 WHEN 'cc' THEN 1 ELSE 2 END, position;
+
+-- list_job_events --
+-- A job's audit trail, oldest first.
+SELECT type, at, detail
+FROM job_events
+WHERE job_id = %(job_id)s
+ORDER BY id;
+
+-- claim_due_jobs --
+-- Take up to `limit` due jobs for sending, transactional before bulk, without waiting for rows
+-- another sender holds. The claim commits before Mailjet is called, so a crash leaves a trace.
+WITH due AS (
+    SELECT id
+    FROM jobs
+    WHERE status IN ('queued', 'scheduled') AND run_at <= now()
+    ORDER BY (priority = 'bulk'), run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs
+    SET status = 'sending', attempts = jobs.attempts + 1, claimed_at = now(), updated_at = now()
+    FROM due
+    WHERE jobs.id = due.id
+    RETURNING jobs.id, jobs.app_id, jobs.priority, jobs.message, jobs.attempts,
+              jobs.verify_before_send
+), audit AS (
+    INSERT INTO job_events (job_id, type, detail)
+    SELECT id, 'sending', jsonb_build_object('attempt', attempts) FROM claimed
+)
+SELECT id, app_id, priority, message, attempts, verify_before_send FROM claimed;
+
+-- mark_jobs_sent --
+-- Mailjet accepted these jobs.
+WITH sent AS (
+    UPDATE jobs
+    SET status = 'sent', last_error = NULL, verify_before_send = false, claimed_at = NULL,
+        updated_at = now()
+    WHERE id = ANY(%(ids)s) AND status = 'sending'
+    RETURNING id
+)
+INSERT INTO job_events (job_id, type)
+SELECT id, 'sent' FROM sent
+RETURNING job_id;
+
+-- set_recipient_message_ids --
+-- Store the per-recipient MessageIDs Mailjet gave; `sent` unless events already moved it further.
+UPDATE recipients AS r
+SET message_id = x.message_id,
+    message_uuid = x.message_uuid,
+    status = CASE
+        WHEN (SELECT rank FROM recipient_statuses WHERE status = r.status)
+             < (SELECT rank FROM recipient_statuses WHERE status = 'sent')
+        THEN 'sent' ELSE r.status END,
+    updated_at = now()
+FROM jsonb_to_recordset(%(recipients)s)
+    AS x(job_id uuid, kind text, position integer, message_id bigint, message_uuid text)
+WHERE r.job_id = x.job_id AND r.kind = x.kind AND r.position = x.position;
+
+-- mark_jobs_failed --
+-- Mailjet rejected these jobs (or retries ran out): the job and its pending recipients fail.
+WITH failed AS (
+    UPDATE jobs
+    SET status = 'failed', last_error = x.error, claimed_at = NULL, updated_at = now()
+    FROM jsonb_to_recordset(%(failures)s) AS x(id uuid, error text)
+    WHERE jobs.id = x.id AND jobs.status = 'sending'
+    RETURNING jobs.id, x.error
+), failed_recipients AS (
+    UPDATE recipients
+    SET status = 'failed', updated_at = now()
+    FROM failed
+    WHERE recipients.job_id = failed.id AND recipients.status = 'pending'
+)
+INSERT INTO job_events (job_id, type, detail)
+SELECT id, 'failed', jsonb_build_object('error', error) FROM failed
+RETURNING job_id;
+
+-- requeue_jobs --
+-- A transient failure: try again after each job's backoff.
+WITH requeued AS (
+    UPDATE jobs
+    SET status = 'queued', last_error = x.error, run_at = now() + make_interval(secs => x.delay_s),
+        verify_before_send = jobs.verify_before_send OR x.ambiguous, claimed_at = NULL,
+        updated_at = now()
+    FROM jsonb_to_recordset(%(retries)s)
+        AS x(id uuid, error text, delay_s double precision, ambiguous boolean)
+    WHERE jobs.id = x.id AND jobs.status = 'sending'
+    RETURNING jobs.id, jobs.run_at, x.error
+)
+INSERT INTO job_events (job_id, type, detail)
+SELECT id, 'retry_scheduled', jsonb_build_object('error', error, 'run_at', run_at) FROM requeued
+RETURNING job_id, (detail->>'run_at')::timestamptz AS run_at;
+
+-- lock_idempotency_key --
+-- Serialize requests that carry the same Idempotency-Key; false when another holds it now.
+SELECT pg_try_advisory_xact_lock(hashtextextended(%(app_id)s::text || ':' || %(key)s, 0)) AS locked;
+
+-- get_idempotency_key --
+-- The stored outcome of an earlier request with this key.
+SELECT request_hash, response_status, response_body
+FROM idempotency_keys
+WHERE app_id = %(app_id)s AND key = %(key)s;
+
+-- insert_idempotency_key --
+-- Remember a request's outcome under its key, in the transaction that created its jobs.
+INSERT INTO idempotency_keys (app_id, key, request_hash, response_status, response_body)
+VALUES (%(app_id)s, %(key)s, %(request_hash)s, %(response_status)s, %(response_body)s);

@@ -1,0 +1,83 @@
+"""Shared fixtures: a real PostgreSQL for the session, a fresh database (cloned from a migrated
+template) for each test that asks for one."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from mailer import pgcluster
+from mailer.config import Settings
+from mailer.store import migrations
+
+TEMPLATE_DB = "mailer_template"
+EVENTS_AUTH = "mailjet:events-secret"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pgcluster.Cluster]:
+    """A throwaway PostgreSQL server for the whole test session (started as an unprivileged user)."""
+    base = tempfile.mkdtemp(prefix="mailer-test-pg-")
+    cluster = pgcluster.Cluster(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(), fast_unsafe=True)
+    cluster.ensure_running()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _janitor(cluster: pgcluster.Cluster, dbname: str, **kwargs: object) -> DatabaseJanitor:
+    return DatabaseJanitor(user="postgres", host="127.0.0.1", port=cluster.port, dbname=dbname, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_cluster: pgcluster.Cluster) -> str:
+    """A database migrated once through `mailer db migrate`, marked as a template."""
+    janitor = _janitor(pg_cluster, TEMPLATE_DB)
+    janitor.init()
+    migrations.migrate(pg_cluster.url(TEMPLATE_DB))
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {TEMPLATE_DB} WITH is_template true")
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def database_url(pg_cluster: pgcluster.Cluster, template_db: str) -> Iterator[str]:
+    """A fresh migrated database for one test, dropped afterwards."""
+    dbname = f"mailer_test_{os.getpid()}_{next(_counter)}"
+    janitor = _janitor(pg_cluster, dbname, template_dbname=template_db)
+    janitor.init()
+    try:
+        yield pg_cluster.url(dbname)
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection]:
+    """A direct connection to the test's database, for setting up and checking rows."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings pointing at the test database; Mailjet at an address nothing listens on."""
+    return Settings(
+        database_url=database_url,
+        events_auth=EVENTS_AUTH,
+        mailjet_api_url="http://127.0.0.1:9",
+        mailjet_api_key="key",
+        mailjet_api_secret="secret",
+        send_backoff_base_s=0.01,
+        send_backoff_cap_s=0.05,
+    )

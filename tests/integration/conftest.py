@@ -1,0 +1,63 @@
+"""Fixtures for tests that drive the Flask app against a real database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import flask
+import psycopg
+import pytest
+
+from mailer import create_app
+from mailer.config import Settings
+from mailer.services import apps
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[flask.Flask]:
+    """The web app, with its own pool on the test database."""
+    application = create_app(settings)
+    yield application
+    application.extensions["mailer.pool"].close()
+
+
+@pytest.fixture
+def client(app: flask.Flask) -> flask.testing.FlaskClient:
+    return app.test_client()
+
+
+def make_key(conn: psycopg.Connection, name: str) -> str:
+    """Register an app and return its API key."""
+    _, key = apps.create_app(conn, name)
+    return key
+
+
+@pytest.fixture
+def api_key(conn: psycopg.Connection) -> str:
+    return make_key(conn, "billing")
+
+
+@pytest.fixture
+def auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def simulator() -> Iterator[str]:
+    """The Mailjet simulator in a thread (no event callbacks); its base URL."""
+    from mailer import pgcluster
+    from mailer.mailjet import simulator as sim
+
+    port = pgcluster.free_port()
+    server, thread = sim.start_in_thread("127.0.0.1", port, sim.SimulatorConfig(api_key="key", api_secret="secret"))
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def send_settings(settings: Settings, simulator: str) -> Settings:
+    """Settings whose Mailjet is the simulator."""
+    import dataclasses
+
+    return dataclasses.replace(settings, mailjet_api_url=simulator, mailjet_timeout_s=2.0)
