@@ -40,7 +40,11 @@ def run(base_dir: str) -> int:
         if not settings.mailjet_api_key:
             sim_port = pgcluster.free_port()
             user, password = env["MAILER_EVENTS_AUTH"].split(":", 1)
-            env.update(MAILJET_API_URL=f"http://127.0.0.1:{sim_port}", MAILJET_API_KEY="dev", MAILJET_API_SECRET="dev")
+            env.update(
+                MAILJET_API_URL=f"http://127.0.0.1:{sim_port}",
+                MAILJET_API_KEY="dev",
+                MAILJET_API_SECRET="dev",  # noqa: S106  # the local simulator's, not a real secret
+            )
             children.append(_spawn([
                 sys.executable, "-m", "mailer.mailjet.simulator", "--port", str(sim_port),
                 "--api-key", "dev", "--api-secret", "dev",

@@ -28,7 +28,8 @@ def queue_mail() -> tuple[flask.Response, int]:
     try:
         loaded = schema.load(payload)
     except ValidationError as exc:
-        raise errors.ValidationFailed("the request is not a valid message", details_from_marshmallow(exc.messages)) from None
+        details = details_from_marshmallow(exc.messages)
+        raise errors.ValidationFailed("the request is not a valid message", details) from None
     messages = loaded["messages"] if batch else [loaded]
     key = _idempotency_key()
     settings = flask.current_app.extensions["mailer.settings"]

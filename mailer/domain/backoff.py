@@ -14,5 +14,5 @@ def retry_delay(
     without ever collapsing to zero. A server's Retry-After is a floor.
     """
     step = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
-    delay = step / 2 + (rng or random).uniform(0, step / 2)  # noqa: S311  # jitter, not crypto
+    delay = step / 2 + (rng or random).uniform(0, step / 2)  # jitter, not crypto
     return max(delay, retry_after_s or 0.0)

@@ -38,7 +38,10 @@ class _Results:
 
 
 def send_due_batch(
-    pool: psycopg_pool.ConnectionPool, client: mailjet.MailjetClient, settings: Settings, rng: random.Random | None = None
+    pool: psycopg_pool.ConnectionPool,
+    client: mailjet.MailjetClient,
+    settings: Settings,
+    rng: random.Random | None = None,
 ) -> BatchOutcome:
     """Claim up to one batch of due jobs, send it, record the outcome; what happened."""
     with db.connection(pool) as conn:

@@ -42,7 +42,13 @@ def job_status(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> d
             for recipient in store.list_recipients(conn, job_id=job_id)
         ],
         "events": [
-            {"type": event["type"], "at": rfc3339(event["at"]), **({"detail": event["detail"]} if event["detail"] else {})}
-            for event in store.list_job_events(conn, job_id=job_id)
+            _audit_event(event) for event in store.list_job_events(conn, job_id=job_id)
         ],
     }
+
+
+def _audit_event(event: dict[str, Any]) -> dict[str, Any]:
+    shown = {"type": event["type"], "at": rfc3339(event["at"])}
+    if event["detail"]:
+        shown["detail"] = event["detail"]
+    return shown

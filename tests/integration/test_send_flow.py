@@ -6,7 +6,7 @@ from mailer.services import sending
 
 
 def message(to="ann@example.org", **extra):
-    return {"from": {"email": "billing@example.com"}, "to": [{"email": to}], "subject": "Invoice", "text": "hi", **extra}
+    return {"from": {"email": "billing@example.com"}, "to": [{"email": to}], "subject": "Invoice", "text": "hi"} | extra
 
 
 def run_sender(settings):

@@ -1,0 +1,131 @@
+"""Mailjet Event API parser: webhook bodies to normalized events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+# Mailjet event name -> our recipient status, as django-anymail normalizes them.
+# https://dev.mailjet.com/email/guides/webhooks/
+EVENT_STATUS = {
+    "sent": "delivered",
+    "open": "opened",
+    "click": "clicked",
+    "bounce": "bounced",
+    "blocked": "blocked",
+    "spam": "spam",
+    "unsub": "unsubscribed",
+}
+SOFT_BOUNCE_STATUS = "deferred"
+# Events after which the address must not be mailed again (a hard bounce only, among bounces).
+SUPPRESSING_EVENTS = frozenset({"blocked", "spam", "unsub"})
+
+
+class MalformedEvents(ValueError):
+    """The body is not JSON, or not an object or an array of objects."""
+
+
+@dataclass(frozen=True)
+class MailjetEvent:
+    """One Mailjet tracking event, normalized."""
+
+    status: str | None
+    name: str
+    at: datetime
+    message_id: int | None
+    custom_id: str | None
+    email: str | None
+    hard_bounce: bool
+    suppresses: bool
+    fingerprint: str
+    raw: dict
+
+
+def fingerprint(raw: dict) -> str:
+    """The dedup key of a raw event: sha256 of its canonical JSON."""
+    # Events carry no id and Mailjet retries resend whole batches, so the content is the key.
+    # https://dev.mailjet.com/email/guides/webhooks/
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = None
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
+    return datetime.now(UTC)
+
+
+def _message_id(value: Any) -> int | None:
+    # MessageID is above 2**53: a float has already lost digits, so only ints and digit strings.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value) or None
+
+
+def _is_true(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return value is True or (isinstance(value, int) and value == 1)
+
+
+def to_event(raw: dict) -> MailjetEvent:
+    """Normalize one raw event object; every field is optional."""
+    name = raw.get("event")
+    name = name if isinstance(name, str) else ""
+    key = name.strip().lower()
+    status = EVENT_STATUS.get(key)
+    hard_bounce = key == "bounce" and _is_true(raw.get("hard_bounce"))
+    if key == "bounce" and not hard_bounce:
+        # A soft bounce (greylisting, full mailbox): Mailjet retries delivery itself.
+        # https://dev.mailjet.com/email/guides/webhooks/
+        status = SOFT_BOUNCE_STATUS
+    return MailjetEvent(
+        status=status,
+        name=name,
+        at=_timestamp(raw.get("time")),
+        message_id=_message_id(raw.get("MessageID")),
+        custom_id=_text(raw.get("CustomID")),
+        email=(_text(raw.get("email")) or "").strip() or None,
+        hard_bounce=hard_bounce,
+        suppresses=hard_bounce or key in SUPPRESSING_EVENTS,
+        fingerprint=fingerprint(raw),
+        raw=raw,
+    )
+
+
+def parse_events(body: bytes) -> list[MailjetEvent]:
+    """Parse a webhook body: one bare object (version 1) or an array of objects (version 2)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvents(f"body is not JSON: {exc}") from None
+    # Grouped callbacks (version 2) post an array, ungrouped ones a single object.
+    # https://dev.mailjet.com/email/guides/webhooks/
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise MalformedEvents(f"expected an object or an array, got {type(data).__name__}")
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise MalformedEvents(f"element {index} is {type(item).__name__}, not an object")
+    return [to_event(item) for item in data]

@@ -1,0 +1,459 @@
+"""A local stand-in for Mailjet: Send API v3.1, REST message lookup, Event API callbacks, faults."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import hmac
+import itertools
+import json
+import logging
+import re
+import signal
+import threading
+import time
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from flask import Flask, Response, request
+from werkzeug.serving import BaseWSGIServer, make_server
+
+log = logging.getLogger(__name__)
+
+FIRST_MESSAGE_ID = 2**58  # 288230376151711744: real MessageIDs are above 2**53 as well
+MAX_MESSAGES = 50
+BEHAVIOURS = frozenset({"ok", "429", "429_retry_after", "500", "timeout", "accept_then_500"})
+EVENT_MAX_ATTEMPTS = 5
+EVENT_RETRY_DELAY_S = 0.5
+# Headers Mailjet sets itself and refuses to take from the caller (error send-0011).
+# https://dev.mailjet.com/email/guides/send-api-v31/
+FORBIDDEN_HEADERS = frozenset(h.lower() for h in (
+    "From", "Sender", "Subject", "To", "Cc", "Bcc", "Return-Path", "Delivered-To", "Message-Id",
+    "DKIM-Signature", "DomainKey-Status", "Received-SPF", "Authentication-Results", "Received",
+    "User-Agent", "X-Mailer", "X-Mailjet-Prio", "X-Mailjet-Debug", "X-Mailjet-Campaign",
+    "X-Mailjet-TrackOpen", "X-Mailjet-TrackClick", "X-MJ-CustomID", "X-MJ-EventPayload",
+    "X-MJ-Vars", "X-MJ-TemplateID", "X-MJ-TemplateLanguage", "X-MJ-TemplateErrorDeliver",
+    "X-MJ-TemplateErrorReporting", "Content-Type", "Content-Transfer-Encoding", "MIME-Version",
+))
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
+_HREF = re.compile(r"""href=["'](https?://[^"']+)""")
+_HTML_429 = (
+    "<html><head><title>429 Too Many Requests</title></head><body>"
+    "<center><h1>429 Too Many Requests</h1></center><hr><center>nginx</center></body></html>"
+)
+_CLIENT = {"ip": "203.0.113.7", "geo": "FR", "agent": "Mozilla/5.0 (mailjet-simulator)"}
+
+
+@dataclasses.dataclass
+class SimulatorConfig:
+    """How the simulator authenticates, where it posts events and how fast it is."""
+
+    api_key: str
+    api_secret: str
+    events_url: str | None = None
+    events_auth: str | None = None
+    latency_s: float = 0.0
+    event_delay_s: float = 0.2
+    grouped_events: bool = True
+    open_delay_s: float = 1.0
+    timeout_s: float = 5.0
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # json.dumps keeps big ints exact and key order as Mailjet writes it.
+    return Response(json.dumps(body), status, headers, mimetype="application/json")
+
+
+def _error(code: str, message: str, related: list[str], status: int = 400) -> dict[str, Any]:
+    return {"ErrorIdentifier": str(uuid.uuid4()), "ErrorCode": code, "StatusCode": status,
+            "ErrorMessage": message, "ErrorRelatedTo": related}
+
+
+def _global_error(code: str, message: str, status: int = 400) -> Response:
+    return _json({"ErrorIdentifier": str(uuid.uuid4()), "ErrorCode": code, "StatusCode": status,
+                  "ErrorMessage": message}, status)
+
+
+def _valid_email(value: Any) -> bool:
+    return (isinstance(value, str) and _EMAIL.match(value) is not None
+            and not value.lower().endswith(".invalid"))
+
+
+def _message_errors(msg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Validate one message as Mailjet does, collecting every error."""
+    errors = []
+    sender = msg.get("From")
+    if not isinstance(sender, dict):
+        errors.append(_error("mj-0003", "Missing mandatory property.", ["From"]))
+    elif not _valid_email(sender.get("Email")):
+        errors.append(_error("mj-0013", f'"{sender.get("Email")}" is an invalid email address.',
+                             ["From.Email"]))
+    if not msg.get("To"):
+        errors.append(_error("mj-0003", "Missing mandatory property.", ["To"]))
+    for field in ("To", "Cc", "Bcc"):
+        for i, rcpt in enumerate(msg.get(field) or []):
+            address = rcpt.get("Email") if isinstance(rcpt, dict) else rcpt
+            if not _valid_email(address):
+                errors.append(_error("mj-0013", f'"{address}" is an invalid email address.',
+                                     [f"{field}[{i}].Email"]))
+    if not (msg.get("TextPart") or msg.get("HTMLPart") or msg.get("TemplateID")):
+        errors.append(_error("send-0003", 'At least "HTMLPart", "TextPart" or "TemplateID" '
+                             "must be provided.", ["HTMLPart", "TextPart", "TemplateID"]))
+    headers = msg.get("Headers")
+    for name in headers if isinstance(headers, dict) else {}:
+        if name.lower() in FORBIDDEN_HEADERS:
+            errors.append(_error("send-0011", f'"{name}" header can not be customized.',
+                                 [f"Headers.{name}"]))
+    return errors
+
+
+_HARD = {"blocked": False, "hard_bounce": True, "error_related_to": "recipient",
+         "error": "user unknown", "comment": "550 5.1.1 Recipient address rejected: User unknown"}
+_SOFT = {"blocked": False, "hard_bounce": False, "error_related_to": "domain",
+         "error": "greylisted", "comment": "451 4.7.1 Greylisted, please try again later"}
+_OPEN = (True, "open", _CLIENT)
+# Recipient local part -> (after the open delay?, event, extra fields); first match wins.
+_SCENARIOS: tuple[tuple[str, tuple[tuple[bool, str, dict[str, Any]], ...]], ...] = (
+    ("softbounce", ((False, "bounce", _SOFT),)),
+    ("bounce", ((False, "bounce", _HARD),)),
+    ("blocked", ((False, "blocked", {"error_related_to": "mailjet", "error": "preblocked"}),)),
+    ("spam", ((False, "sent", {}), (True, "spam", {"source": "JMRPP"}))),
+    ("unsub", ((False, "sent", {}), _OPEN, (True, "unsub", {"mj_list_id": 1, **_CLIENT}))),
+    ("click", ((False, "sent", {}), _OPEN, (True, "click", _CLIENT))),
+    ("", ((False, "sent", {}), _OPEN)),
+)
+
+
+def _events_for(rcpt: dict[str, Any], msg: dict[str, Any], open_delay: float,
+                ) -> list[tuple[float, dict[str, Any]]]:
+    """The (offset, event) pairs Mailjet would post for this recipient."""
+    local = rcpt["Email"].split("@", 1)[0].lower()
+    steps = next(steps for key, steps in _SCENARIOS if key in local)
+    href = _HREF.search(msg.get("HTMLPart") or "")
+    base = {"MessageID": rcpt["MessageID"], "Message_GUID": rcpt["MessageUUID"],
+            "email": rcpt["Email"], "mj_campaign_id": 1,
+            "mj_contact_id": zlib.crc32(rcpt["Email"].lower().encode()),
+            "customcampaign": msg.get("CustomCampaign", ""), "CustomID": msg.get("CustomID", ""),
+            "Payload": msg.get("EventPayload", "")}
+    per_type = {"sent": {"mj_message_id": str(rcpt["MessageID"]),
+                         "smtp_reply": "sent (250 2.0.0 OK mailjet-simulator)"},
+                "click": {"url": href.group(1) if href else "https://example.com/"}}
+    return [(open_delay if after_open else 0.0,
+             {"event": name, **base, **per_type.get(name, {}), **extra})
+            for after_open, name, extra in steps]
+
+
+class _Dispatcher:
+    """Posts scheduled events from one worker thread, in time order (a heap), with retries."""
+
+    def __init__(self, config: Callable[[], SimulatorConfig]) -> None:
+        self._config = config
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, int, dict[str, Any]]] = []
+        self._seq = itertools.count()
+        self._running = False
+
+    def schedule(self, items: list[tuple[float, dict[str, Any]]], attempt: int = 0) -> None:
+        """Queue (delay, event) pairs; the worker starts on demand and stops when idle."""
+        with self._cond:
+            for delay, event in items:
+                event.setdefault("time", int(time.time() + delay))
+                due = time.monotonic() + delay
+                heapq.heappush(self._heap, (due, next(self._seq), attempt, event))
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="mj-sim-events", daemon=True).start()
+            self._cond.notify()
+
+    def clear(self) -> None:
+        """Drop every pending event."""
+        with self._cond:
+            self._heap.clear()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if not self._heap:
+                        self._running = False
+                        return
+                    wait = self._heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                now, due = time.monotonic(), []
+                while self._heap and self._heap[0][0] <= now:
+                    due.append(heapq.heappop(self._heap))
+            try:
+                self._deliver(due)
+            except Exception:
+                log.exception("event delivery crashed; events dropped")
+
+    def _deliver(self, due: list[tuple[float, int, int, dict[str, Any]]]) -> None:
+        config = self._config()
+        # Version 2 callbacks group the events of the last second in one array.
+        # https://dev.mailjet.com/email/guides/webhooks/
+        batches = [due] if config.grouped_events else [[item] for item in due]
+        for batch in batches:
+            body = [e for *_, e in batch] if config.grouped_events else batch[0][3]
+            if self._post(config, body):
+                continue
+            for _, _, attempt, event in batch:
+                if attempt + 1 < EVENT_MAX_ATTEMPTS:
+                    self.schedule([(EVENT_RETRY_DELAY_S * (attempt + 1), event)], attempt + 1)
+                else:
+                    log.warning("giving up on %s event for %s", event["event"], event["email"])
+
+    @staticmethod
+    def _post(config: SimulatorConfig, body: Any) -> bool:
+        if not config.events_url:
+            return True
+        user, _, password = (config.events_auth or "").partition(":")
+        auth = (user, password) if config.events_auth else None
+        try:
+            response = requests.post(config.events_url, json=body, auth=auth, timeout=5)
+        except requests.RequestException as exc:
+            log.warning("posting events failed: %s", type(exc).__name__)
+            return False
+        # Mailjet retries anything but exactly 200.
+        if response.status_code != 200:
+            log.warning("events endpoint answered %s", response.status_code)
+        return response.status_code == 200
+
+
+class _Simulator:
+    """The simulator's state: config, scripted faults, accepted messages."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = dataclasses.replace(config)
+        self.lock = threading.Lock()
+        self.ids = itertools.count(FIRST_MESSAGE_ID)
+        self.dispatcher = _Dispatcher(lambda: self.config)
+        self.calls = 0
+        self.script: deque[str] = deque()
+        self.accepted: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        """Forget calls, script, accepted messages and pending events (IDs keep counting)."""
+        with self.lock:
+            self.calls = 0
+            self.script.clear()
+            self.accepted.clear()
+        self.dispatcher.clear()
+
+    def accept(self, msg: dict[str, Any], href: str, sandbox: bool) -> dict[str, Any]:
+        """Give each recipient its MessageID, record the message and schedule its events."""
+        result: dict[str, Any] = {"Status": "success", "CustomID": msg.get("CustomID", "")}
+        recipients = []
+        for field in ("To", "Cc", "Bcc"):
+            result[field] = []
+            for rcpt in msg.get(field) or []:
+                with self.lock:
+                    message_id = 0 if sandbox else next(self.ids)
+                entry = {"Email": rcpt["Email"], "MessageUUID": str(uuid.uuid4()),
+                         "MessageID": message_id, "MessageHref": f"{href}{message_id}"}
+                result[field].append(entry)
+                recipients.append(entry)
+        if sandbox:  # https://dev.mailjet.com/email/guides/send-api-v31/ (SandboxMode)
+            return result
+        config = self.config
+        with self.lock:
+            self.accepted.append({"custom_id": msg.get("CustomID", ""), "recipients": recipients,
+                                  "at": datetime.now(UTC).isoformat(), "payload": msg})
+        if config.events_url:
+            self.dispatcher.schedule([
+                (config.event_delay_s + offset, event) for rcpt in recipients
+                for offset, event in _events_for(rcpt, msg, config.open_delay_s)])
+        return result
+
+    def rows(self, custom_id: str | None) -> list[dict[str, Any]]:
+        """REST `message` rows, one per accepted recipient, optionally for one CustomID."""
+        with self.lock:
+            return [{"ID": r["MessageID"], "UUID": r["MessageUUID"], "Status": "sent",
+                     "CustomID": m["custom_id"], "ContactAlt": r["Email"], "ArrivedAt": m["at"],
+                     "Subject": m["payload"].get("Subject", "")}
+                    for m in self.accepted if custom_id is None or m["custom_id"] == custom_id
+                    for r in m["recipients"]]
+
+
+def _authorized(config: SimulatorConfig) -> bool:
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        return False
+    # Compare both, always: no early exit that would tell which half was wrong.
+    user_ok = hmac.compare_digest((auth.username or "").encode(), config.api_key.encode())
+    password_ok = hmac.compare_digest((auth.password or "").encode(), config.api_secret.encode())
+    return user_ok and password_ok
+
+
+def _config_value_ok(key: str, value: Any) -> bool:
+    if key.endswith("_s"):
+        return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    if key == "grouped_events":
+        return isinstance(value, bool)
+    if key in ("api_key", "api_secret"):
+        return isinstance(value, str)
+    return key in ("events_url", "events_auth") and (value is None or isinstance(value, str))
+
+
+def create_simulator(config: SimulatorConfig) -> Flask:
+    """Build the simulator's WSGI app; its state lives in app.extensions["mailjet_simulator"]."""
+    app = Flask(__name__)
+    sim = _Simulator(config)
+    app.extensions["mailjet_simulator"] = sim
+
+    @app.before_request
+    def check_auth() -> Response | None:
+        if request.path.startswith("/_sim/") or _authorized(sim.config):
+            return None
+        return _json({"ErrorIdentifier": str(uuid.uuid4()), "StatusCode": 401,
+                      "ErrorMessage": "API key authentication/authorization failure. You may be "
+                      "unauthorized to access the API or your API key may be expired."},
+                     401, {"WWW-Authenticate": 'Basic realm="Provide an apiKey and secretKey"'})
+
+    @app.post("/v3.1/send")
+    def send() -> Response:
+        config = sim.config
+        with sim.lock:
+            sim.calls += 1
+            behaviour = sim.script.popleft() if sim.script else "ok"
+        if config.latency_s > 0:
+            time.sleep(config.latency_s)
+        if behaviour.startswith("429"):
+            # Rate limiting answers with an HTML page, not JSON; Retry-After is not promised.
+            # https://dev.mailjet.com/email/guides/send-api-v31/
+            headers = {"Retry-After": "1"} if behaviour == "429_retry_after" else None
+            return Response(_HTML_429, 429, headers, mimetype="text/html")
+        if behaviour == "500":
+            return _global_error("mj-0000", "Internal Server Error", 500)
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            body = {}
+        messages = body.get("Messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return _global_error("mj-0002", "Malformed JSON, please review the syntax and "
+                                 "properties types.")
+        if not 1 <= len(messages) <= MAX_MESSAGES:
+            return _global_error("send-0002", f"Messages must hold 1 to {MAX_MESSAGES} items.")
+        href = f"{request.host_url}v3/REST/message/"
+        results = []
+        for msg in messages:
+            errors = _message_errors(msg)
+            results.append({"Errors": errors, "Status": "error"} if errors
+                           else sim.accept(msg, href, body.get("SandboxMode") is True))
+        if behaviour == "timeout":
+            time.sleep(config.timeout_s)
+        if behaviour == "accept_then_500":
+            return _global_error("mj-0000", "Internal Server Error", 500)
+        # One failed message makes the whole call a 400, though the others were sent.
+        # https://dev.mailjet.com/email/guides/send-api-v31/
+        failed = any(r["Status"] == "error" for r in results)
+        return _json({"Messages": results}, 400 if failed else 200)
+
+    @app.get("/v3/REST/message")
+    @app.get("/v3/REST/message/<int:message_id>")
+    def messages(message_id: int | None = None) -> Response:
+        rows = [r for r in sim.rows(request.args.get("CustomID")) if message_id in (None, r["ID"])]
+        if message_id is not None and not rows:
+            return _json({"ErrorInfo": "", "ErrorMessage": "Object not found", "StatusCode": 404},
+                         404)
+        return _json({"Count": len(rows), "Data": rows, "Total": len(rows)})
+
+    @app.post("/_sim/script")
+    def script() -> Response:
+        body = request.get_json(force=True, silent=True)
+        items = body.get("responses") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not all(i in BEHAVIOURS for i in map(str, items)):
+            return _json({"error": f"responses must be a list of {sorted(BEHAVIOURS)}"}, 400)
+        with sim.lock:
+            sim.script.extend(map(str, items))
+            return _json({"queued": list(sim.script)})
+
+    @app.get("/_sim/sends")
+    def sends() -> Response:
+        with sim.lock:
+            messages = [{"custom_id": m["custom_id"], "at": m["at"],
+                         "recipients": [{"email": r["Email"], "message_id": str(r["MessageID"])}
+                                        for r in m["recipients"]]} for m in sim.accepted]
+            counts: dict[str, int] = {}
+            for m in sim.accepted:
+                counts[m["custom_id"]] = counts.get(m["custom_id"], 0) + 1
+            return _json({"calls": sim.calls, "messages": messages, "by_custom_id": counts})
+
+    @app.post("/_sim/reset")
+    def reset() -> Response:
+        sim.reset()
+        return _json({"reset": True})
+
+    @app.route("/_sim/config", methods=["GET", "POST"])
+    def update_config() -> Response:
+        changes = request.get_json(force=True, silent=True) if request.method == "POST" else {}
+        if not isinstance(changes, dict) or any(not _config_value_ok(k, v)
+                                                for k, v in changes.items()):
+            return _json({"error": "expected an object of SimulatorConfig fields"}, 400)
+        sim.config = dataclasses.replace(sim.config, **changes)
+        return _json({k: v for k, v in dataclasses.asdict(sim.config).items()
+                      if k != "api_secret"})
+
+    return app
+
+
+def start_in_thread(host: str, port: int, config: SimulatorConfig,
+                    ) -> tuple[BaseWSGIServer, threading.Thread]:
+    """Serve the simulator from a daemon thread; stop it with server.shutdown()."""
+    server = make_server(host, port, create_simulator(config), threaded=True)
+    # A short poll interval makes shutdown() quick, which tests do often.
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="mj-sim",
+                              daemon=True)
+    thread.start()
+    return server, thread
+
+
+def run_simulator(host: str, port: int, config: SimulatorConfig) -> None:
+    """Serve the simulator (threaded) until KeyboardInterrupt or SIGTERM."""
+    server = make_server(host, port, create_simulator(config), threaded=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+    print(f"mailjet simulator listening on http://{host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: python -m mailer.mailjet.simulator --port 8025 ..."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--api-secret", required=True)
+    parser.add_argument("--events-url")
+    parser.add_argument("--events-auth", help="user:pass sent as basic auth with events")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--single-events", action="store_true",
+                        help="post one event object per request (Event API version 1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = SimulatorConfig(
+        api_key=args.api_key, api_secret=args.api_secret, events_url=args.events_url,
+        events_auth=args.events_auth, latency_s=args.latency_ms / 1000,
+        grouped_events=not args.single_events,
+    )
+    run_simulator(args.host, args.port, config)
+
+
+if __name__ == "__main__":
+    main()
