@@ -30,6 +30,9 @@ class Settings:
     send_backoff_base_s: float = 2.0
     send_backoff_cap_s: float = 600.0
     send_batch_size: int = 50
+    # A claim older than this belongs to a dead worker. Must exceed the Mailjet timeout, or a slow
+    # but live send would be checked (and possibly repeated) by another worker.
+    send_stalled_after_s: float = 90.0
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     worker_concurrency: int = 8
     db_pool_size: int = 10
@@ -55,11 +58,19 @@ class Settings:
             send_backoff_base_s=reader.number("MAILER_SEND_BACKOFF_BASE_S", defaults.send_backoff_base_s),
             send_backoff_cap_s=reader.number("MAILER_SEND_BACKOFF_CAP_S", defaults.send_backoff_cap_s),
             send_batch_size=reader.integer("MAILER_SEND_BATCH_SIZE", defaults.send_batch_size, minimum=1, maximum=50),
+            send_stalled_after_s=reader.number("MAILER_SEND_STALLED_AFTER_S", defaults.send_stalled_after_s),
             webhook_retry_schedule=reader.schedule("MAILER_WEBHOOK_RETRY_SCHEDULE", defaults.webhook_retry_schedule),
             worker_concurrency=reader.integer("MAILER_WORKER_CONCURRENCY", defaults.worker_concurrency, minimum=1),
             db_pool_size=reader.integer("MAILER_DB_POOL_SIZE", defaults.db_pool_size, minimum=1),
             db_timeout_s=reader.number("MAILER_DB_TIMEOUT_S", defaults.db_timeout_s),
         )
+
+    def __post_init__(self) -> None:
+        if self.send_stalled_after_s <= self.mailjet_timeout_s:
+            raise ConfigError(
+                f"MAILER_SEND_STALLED_AFTER_S ({self.send_stalled_after_s}) must exceed "
+                f"MAILER_MAILJET_TIMEOUT_S ({self.mailjet_timeout_s})"
+            )
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is not configured."""

@@ -1,4 +1,4 @@
-"""The Procrastinate app: the queue that wakes the workers. Tasks live in mailer.tasks."""
+"""The Procrastinate apps: the queue that wakes the workers. Tasks live in mailer.tasks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ SEND_QUEUE = "send"
 # Procrastinate runs higher priorities first: transactional wake-ups jump any bulk backlog.
 LANE_PRIORITY = {"transactional": 10, "bulk": 0}
 
-# The connector gets its pool from the worker (App.open_async(pool)); the web process only
-# defers on its own connection (configure(connection=...)), so it never opens this app.
+# The worker's app; mailer.worker gives it a fresh connector (and pool) on every (re)start.
 app = procrastinate.App(connector=procrastinate.PsycopgConnector(), import_paths=["mailer.tasks"])
+
+# Deferring inside the caller's transaction (configure(connection=conn)) in any process, web or
+# worker: a sync connector that is never opened, so it only ever uses the connection it is given.
+deferrer = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import procrastinate
 
-from mailer import jobqueue
-from mailer.services import sending
+from mailer import db, jobqueue
+from mailer.services import recovery, sending
 
 # One wake-up drains at most this many batches, so no single job holds a worker for long.
 MAX_BATCHES_PER_JOB = 20
@@ -19,3 +19,12 @@ def send_due_jobs(context: procrastinate.JobContext) -> None:
         outcome = sending.send_due_batch(runtime.pool, runtime.mailjet, runtime.settings)
         if outcome.claimed < runtime.settings.send_batch_size:
             return
+
+
+@jobqueue.app.periodic(cron="* * * * * */5", periodic_id="recover")
+@jobqueue.app.task(name="mailer.recover_stalled_sends", queue="housekeeping", pass_context=True)
+def recover_stalled_sends(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every 5 s: requeue sends a dead worker held, wake senders for due jobs nothing will pick up."""
+    runtime = context.additional_context["runtime"]
+    with db.connection(runtime.pool) as conn:
+        recovery.sweep(conn, runtime.settings)

@@ -79,15 +79,14 @@ async def _supervise(runtime: Runtime) -> None:
 
 async def _run_once(runtime: Runtime) -> None:
     # A fresh connector (and pool) per run: after an outage nothing stale is reused.
-    app = jobqueue.app.with_connector(
-        procrastinate.PsycopgConnector(conninfo=runtime.settings.require_database_url(), min_size=2, max_size=4)
-    )
-    async with app.open_async():
-        await app.run_worker_async(
-            concurrency=runtime.settings.worker_concurrency,
-            additional_context={"runtime": runtime},
-            # LISTEN/NOTIFY wakes us at once; polling is the fallback for scheduled jobs
-            # (send_at, retry backoff) and for a lost LISTEN connection.
-            fetch_job_polling_interval=1.0,
-            install_signal_handlers=False,
-        )
+    connector = procrastinate.PsycopgConnector(conninfo=runtime.settings.require_database_url(), min_size=2, max_size=4)
+    with jobqueue.app.replace_connector(connector) as app:
+        async with app.open_async():
+            await app.run_worker_async(
+                concurrency=runtime.settings.worker_concurrency,
+                additional_context={"runtime": runtime},
+                # LISTEN/NOTIFY wakes us at once; polling is the fallback for scheduled jobs
+                # (send_at, retry backoff) and for a lost LISTEN connection.
+                fetch_job_polling_interval=1.0,
+                install_signal_handlers=False,
+            )

@@ -20,7 +20,7 @@ def wake_senders(conn: psycopg.Connection, due: Iterable[tuple[str, dt.datetime 
     """
     groups = collections.Counter(due)
     for (priority, run_at), count in groups.items():
-        deferrer = jobqueue.app.configure_task(
+        deferrer = jobqueue.deferrer.configure_task(
             jobqueue.SEND_TASK,
             connection=conn,
             queue=jobqueue.SEND_QUEUE,

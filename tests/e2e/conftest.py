@@ -49,8 +49,8 @@ class System:
         return self.start(name, [sys.executable, "-m", "mailer.cli", "worker"])
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
-        process = self.processes.pop(name)
-        if process.poll() is None:
+        process = self.processes.pop(name, None)
+        if process is not None and process.poll() is None:
             process.send_signal(sig)
             try:
                 process.wait(timeout=15)

@@ -1,0 +1,28 @@
+-- requeue_stalled_jobs --
+-- Jobs claimed for sending longer ago than any live sender holds one: their worker died (kill -9,
+-- lost machine). Queue them again, marked to ask Mailjet before sending, so nothing goes twice.
+WITH stalled AS (
+    UPDATE jobs
+    SET status = 'queued', run_at = now(), verify_before_send = true, claimed_at = NULL, updated_at = now()
+    WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => %(stalled_after_s)s)
+    RETURNING id, priority
+), audit AS (
+    INSERT INTO job_events (job_id, type, detail)
+    SELECT id, 'recovered', jsonb_build_object('reason', 'the sending worker stopped answering')
+    FROM stalled
+)
+SELECT id, priority FROM stalled;
+
+-- count_unattended_due_jobs --
+-- Due jobs, by priority, that no pending wake-up will pick up (their wake-up was taken by a
+-- worker that died before claiming them). Empty while any send wake-up is waiting to run.
+SELECT j.priority, count(*) AS due
+FROM jobs j
+WHERE j.status IN ('queued', 'scheduled')
+  AND j.run_at <= now() - make_interval(secs => %(grace_s)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM procrastinate_jobs p
+      WHERE p.task_name = %(task_name)s AND p.status = 'todo'
+        AND (p.scheduled_at IS NULL OR p.scheduled_at <= now())
+  )
+GROUP BY j.priority;
