@@ -73,8 +73,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, message: str =
     raise AssertionError(f"{message} not reached within {timeout} s")
 
 
-@pytest.fixture
-def system(database_url: str, tmp_path: pathlib.Path) -> Iterator[System]:
+@contextlib.contextmanager
+def running_system(database_url: str, log_dir: pathlib.Path, **extra_env: str) -> Iterator[System]:
     """gunicorn + one worker + the simulator (posting events back to /events), all real processes."""
     with psycopg.connect(database_url) as conn:
         _, api_key = apps.create_app(conn, "e2e")
@@ -91,8 +91,9 @@ def system(database_url: str, tmp_path: pathlib.Path) -> Iterator[System]:
         "MAILER_SEND_BACKOFF_BASE_S": "0.2",
         "MAILER_SEND_BACKOFF_CAP_S": "1",
         "PYTHONUNBUFFERED": "1",
+        **extra_env,
     }
-    system = System(web_url, sim_url, api_key, env, {}, tmp_path)
+    system = System(web_url, sim_url, api_key, env, {}, log_dir)
     system.start("simulator", [
         sys.executable, "-m", "mailer.mailjet.simulator", "--port", str(sim_port),
         "--api-key", "e2e-key", "--api-secret", "e2e-secret",
@@ -100,7 +101,7 @@ def system(database_url: str, tmp_path: pathlib.Path) -> Iterator[System]:
     ])
     system.start("web", [
         sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{web_port}",
-        "--workers", "2", "--threads", "2",
+        "--workers", "2", "--threads", "4",
     ])
     system.start_worker()
     try:
@@ -113,6 +114,13 @@ def system(database_url: str, tmp_path: pathlib.Path) -> Iterator[System]:
     finally:
         for name in list(system.processes):
             system.stop(name)
+
+
+@pytest.fixture
+def system(database_url: str, tmp_path: pathlib.Path) -> Iterator[System]:
+    """The whole system on the test's database."""
+    with running_system(database_url, tmp_path) as running:
+        yield running
 
 
 def _ready(url: str) -> bool:

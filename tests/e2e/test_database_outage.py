@@ -1,0 +1,116 @@
+"""Postgres stops and starts under load: 503s in the error shape meanwhile, then everything recovers by itself."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import requests
+
+from mailer import pgcluster
+from mailer.store import migrations
+from tests.e2e.conftest import System, running_system, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[pgcluster.Cluster]:
+    """A cluster of this test's own, since the test stops it."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="mailer-outage-pg-"))
+    cluster = pgcluster.Cluster(base_dir=base, port=pgcluster.free_port(), fast_unsafe=True)
+    cluster.ensure_running()
+    try:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE outage")
+        migrations.migrate(cluster.url("outage"))
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def message(i: int) -> dict:
+    return {"from": {"email": "shop@example.com"}, "to": [{"email": f"c{i}@example.org"}], "subject": "S", "text": "T"}
+
+
+class Load:
+    """A client posting one message after another, remembering what was accepted and what was answered."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.accepted: list[str] = []
+        self.answers: list[tuple[int, dict]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            try:
+                response = requests.post(
+                    f"{self.system.web_url}/queue", json=message(i), headers=self.system.auth, timeout=15
+                )
+            except requests.RequestException:
+                continue
+            self.answers.append((response.status_code, response.json()))
+            if response.status_code == 202:
+                self.accepted.append(response.json()["id"])
+            time.sleep(0.02)
+
+
+def listening_backends(cluster: pgcluster.Cluster) -> int:
+    with psycopg.connect(cluster.url("outage")) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'outage' AND query ILIKE 'LISTEN%'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_web_and_worker_ride_out_a_postgres_restart(own_cluster: pgcluster.Cluster, tmp_path: pathlib.Path) -> None:
+    with running_system(own_cluster.url("outage"), tmp_path, MAILER_DB_TIMEOUT_S="1") as system:
+        load = Load(system)
+        load.thread.start()
+        wait_until(lambda: len(load.accepted) >= 10, 20, message="some jobs accepted")
+
+        own_cluster.stop()
+        down = requests.get(f"{system.web_url}/readyz", timeout=10)
+        refused = requests.post(f"{system.web_url}/queue", json=message(0), headers=system.auth, timeout=10)
+        time.sleep(2)
+        own_cluster.start()
+
+        wait_until(lambda: requests.get(f"{system.web_url}/readyz", timeout=10).status_code == 200, 30,
+                   message="readyz back to 200")
+        accepted_before = len(load.accepted)
+        wait_until(lambda: len(load.accepted) >= accepted_before + 10, 30, message="new jobs accepted after restart")
+        load.stop.set()
+        load.thread.join(timeout=20)
+
+        assert down.status_code == 503
+        assert down.json()["error"]["code"] == "database_unavailable"
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "database_unavailable"
+        assert {code for code, _ in load.answers} <= {202, 503}
+        for code, body in load.answers:
+            if code == 503:
+                assert set(body["error"]) == {"code", "message", "details"}
+
+        # Every accepted job reaches its final state, without anyone restarting a process.
+        def all_sent() -> bool:
+            with psycopg.connect(own_cluster.url("outage")) as conn:
+                rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
+            return dict(rows) == {"sent": len(load.accepted)}
+
+        wait_until(all_sent, 60, 0.5, message="every accepted job sent")
+        assert system.processes["worker"].poll() is None
+        # LISTEN/NOTIFY is back, not just polling.
+        assert wait_until(lambda: listening_backends(own_cluster) >= 1, 15, 0.5, message="a LISTEN connection")
+        by_custom_id = requests.get(f"{system.simulator_url}/_sim/sends", timeout=5).json()["by_custom_id"]
+        assert set(by_custom_id.values()) == {1}
