@@ -8,10 +8,10 @@ import flask
 from marshmallow import ValidationError
 
 from mailer import db
-from mailer.api import auth, body, schemas
+from mailer.api import auth, body, schemas, status
 from mailer.api.errors import details_from_marshmallow
 from mailer.domain import errors
-from mailer.services import queueing
+from mailer.services import actions, queueing
 
 bp = flask.Blueprint("queue", __name__)
 bp.before_request(auth.require_app_key)
@@ -65,3 +65,22 @@ def _idempotency_key() -> str | None:
             {"Idempotency-Key": [f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"]},
         )
     return key
+
+
+@bp.delete("/queue/<job_id>")
+def cancel_job(job_id: str) -> flask.Response:
+    """Cancel a scheduled or queued job."""
+    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+        answer = actions.cancel(conn, app_id=auth.current_app_id(), job_id=status.parse_job_id(job_id))
+    return flask.jsonify(answer)
+
+
+@bp.post("/queue/<job_id>/retry")
+def retry_job(job_id: str) -> tuple[flask.Response, int]:
+    """Queue a failed job again, keeping its id and history."""
+    settings = flask.current_app.extensions["mailer.settings"]
+    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+        answer = actions.retry(
+            conn, app_id=auth.current_app_id(), job_id=status.parse_job_id(job_id), batch_size=settings.send_batch_size
+        )
+    return flask.jsonify(answer), 202

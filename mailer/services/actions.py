@@ -1,0 +1,42 @@
+"""Cancel and retry: the manual actions an app can take on one job."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+
+from mailer import store
+from mailer.domain import errors, statuses
+from mailer.services import wakeups
+from mailer.store import actions
+
+
+def cancel(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> dict[str, str]:
+    """Cancel a scheduled or queued job (Conflict once it is sending or later)."""
+    with conn.transaction():
+        if actions.cancel_job(conn, app_id=app_id, job_id=job_id):
+            return {"id": str(job_id), "status": statuses.CANCELLED}
+        job = _existing(conn, app_id, job_id)
+    raise errors.Conflict(
+        f"job {job_id} is {job['status']}; only scheduled or queued jobs can be cancelled",
+        {"status": job["status"]},
+    )
+
+
+def retry(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID, batch_size: int) -> dict[str, str]:
+    """Queue a failed job again, keeping its id and history (Conflict unless it is failed)."""
+    with conn.transaction():
+        retried = actions.retry_job(conn, app_id=app_id, job_id=job_id)
+        if retried is not None:
+            wakeups.wake_senders(conn, [(retried["priority"], None)], batch_size)
+            return {"id": str(job_id), "status": statuses.QUEUED}
+        job = _existing(conn, app_id, job_id)
+    raise errors.Conflict(f"job {job_id} is {job['status']}; only failed jobs can be retried", {"status": job["status"]})
+
+
+def _existing(conn: psycopg.Connection, app_id: int, job_id: uuid.UUID) -> dict:
+    job = store.get_job(conn, app_id=app_id, job_id=job_id)
+    if job is None:
+        raise errors.NotFound(f"no job {job_id}")
+    return job
