@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import flask
 
 from mailer.domain import errors
 
-_NUL_ESCAPE = re.compile(r"\\u0000", re.IGNORECASE)
+# A lone surrogate escape (e.g. "\ud800") parses, but it is not Unicode text: it cannot be
+# encoded as UTF-8 nor stored by Postgres.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 parses as inf, which Postgres's jsonb cannot store.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
 
 
 def json_body() -> Any:
@@ -24,13 +36,30 @@ def json_body() -> Any:
         raise errors.MalformedRequest("the request body is empty; send JSON")
     try:
         text = raw.decode("utf-8")
-        body = json.loads(text, parse_constant=_refuse_constant)
+        body = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise errors.MalformedRequest(f"the request body is not valid JSON: {_short(exc)}") from None
-    if _NUL_ESCAPE.search(text):
+    strings = list(_strings(body))
+    if any(_SURROGATE.search(value) for value in strings):
+        raise errors.MalformedRequest("the request body is not UTF-8 text: it has a lone surrogate (\\ud800-\\udfff)")
+    if any("\x00" in value for value in strings):
         # Postgres cannot store U+0000 in text or jsonb.
         raise errors.ValidationFailed("strings must not contain NUL (\\u0000)", {"_body": ["contains \\u0000"]})
     return body
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON value, object keys included (no recursion: depth is free)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _short(exc: Exception) -> str:

@@ -50,7 +50,11 @@ def _from_http_exception(exc: http.HTTPException) -> flask.Response:
         error = errors.MailerError(exc.description or "internal error")
         error.http_status = code
         return error_response(error)
-    return error_response(kind(exc.description or kind.code.replace("_", " ")))
+    response = error_response(kind(exc.description or kind.code.replace("_", " ")))
+    if isinstance(exc, http.MethodNotAllowed) and exc.valid_methods:
+        # RFC 9110 15.5.6: a 405 names the methods the resource does support.
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
 
 
 def _from_database_error(exc: Exception) -> flask.Response:

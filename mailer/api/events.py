@@ -38,7 +38,7 @@ def receive_events() -> flask.Response:
     raw = raw.replace(b"\\u0000", b"\\ufffd")
     try:
         parsed = mailjet_events.parse_events(raw)
-    except mailjet_events.MalformedEvents as exc:
+    except (mailjet_events.MalformedEvents, RecursionError) as exc:  # RecursionError: nested too deep
         raise errors.MalformedRequest(f"not a Mailjet event payload: {exc}") from None
     with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
         recorded = tracking.record_events(conn, parsed)

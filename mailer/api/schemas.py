@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 from typing import Any
 
@@ -23,6 +24,15 @@ def _header_name(value: str) -> None:
         raise ValidationError("is not a valid header name")
     if value.lower() in rules.FORBIDDEN_HEADERS:
         raise ValidationError(f"{value} cannot be set (Mailjet sets it, or a field of its own does)")
+
+
+def _send_at_in_range(value: dt.datetime) -> None:
+    try:
+        in_range = rules.EARLIEST_SEND_AT <= value.astimezone(dt.UTC) <= rules.LATEST_SEND_AT
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise ValidationError("must be between the years 1 and 9999")
 
 
 def _base64(value: str) -> None:
@@ -45,7 +55,7 @@ class AddressSchema(StrictSchema):
 class AttachmentSchema(StrictSchema):
     filename = fields.String(required=True, validate=[validate.Length(min=1, max=255), _no_line_break])
     content_type = fields.String(
-        required=True, validate=validate.Regexp(r"^[\w.+-]+/[\w.+-]+$", error="is not a MIME type")
+        required=True, validate=validate.Regexp(r"\A[\w.+-]+/[\w.+-]+\Z", error="is not a MIME type")
     )
     content = fields.String(required=True, validate=_base64)
 
@@ -71,7 +81,7 @@ class MessageSchema(StrictSchema):
     )
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     priority = fields.String(load_default="transactional", validate=validate.OneOf(statuses.PRIORITIES))
-    send_at = fields.AwareDateTime(load_default=None, allow_none=True, format="iso")
+    send_at = fields.AwareDateTime(load_default=None, allow_none=True, format="iso", validate=_send_at_in_range)
 
     @validates_schema
     def _check_whole_message(self, data: dict[str, Any], **_: Any) -> None:

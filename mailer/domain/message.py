@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 MAX_RECIPIENTS = 50
@@ -24,8 +25,14 @@ FORBIDDEN_HEADERS = frozenset(
     )
 )
 
-# RFC 5322 field name: printable US-ASCII except the colon.
-HEADER_NAME = re.compile(r"^[!-9;-~]{1,100}$")
+# RFC 5322 field name: printable US-ASCII except the colon. \Z, not $: $ also matches before a
+# trailing newline, which would let "X-Name\n" through.
+HEADER_NAME = re.compile(r"\A[!-9;-~]{1,100}\Z")
+
+# send_at must survive conversion to UTC and back into any session time zone (Python's
+# datetime stops at years 1 and 9999), hence a day of slack at both ends.
+EARLIEST_SEND_AT = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+LATEST_SEND_AT = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
 
 
 def has_line_break(value: str) -> bool:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
 from mailer import store
 from mailer.mailjet.events import MailjetEvent
+
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +31,10 @@ def record_events(conn: psycopg.Connection, events: Sequence[MailjetEvent]) -> R
     """Store new events and move their recipients' statuses forward."""
     unique = {event.fingerprint: event for event in events}
     rows = [
-        {"fingerprint": event.fingerprint, "name": event.name, "status": event.status,
-         "occurred_at": event.at, "message_id": event.message_id, "custom_id": event.custom_id,
-         "job_id": _job_id(event.custom_id), "email": event.email, "suppresses": event.suppresses,
-         "payload": event.raw}
+        _storable({"fingerprint": event.fingerprint, "name": event.name, "status": event.status,
+                   "occurred_at": event.at, "message_id": _bigint(event.message_id),
+                   "custom_id": event.custom_id, "job_id": _job_id(event.custom_id),
+                   "email": event.email, "suppresses": event.suppresses, "payload": event.raw})
         for event in unique.values()
     ]
     inserted = store.insert_mailjet_events(conn, events=rows) if rows else []
@@ -36,6 +42,25 @@ def record_events(conn: psycopg.Connection, events: Sequence[MailjetEvent]) -> R
     store.advance_recipient_statuses(conn, recipient_ids=matched)
     return Recorded(received=len(events), new=len(inserted), matched=sum(
         1 for row in inserted if row["recipient_id"] is not None))
+
+
+def _bigint(message_id: int | None) -> int | None:
+    """A MessageID Postgres can store; one outside bigint is no id of ours (kept, never matched)."""
+    return message_id if message_id is not None and _BIGINT_MIN <= message_id <= _BIGINT_MAX else None
+
+
+def _storable(value: Any) -> Any:
+    """`value` with what Postgres cannot store replaced: NUL and lone surrogates in strings
+    (by U+FFFD), NaN and infinities (by null). The event must be kept, not retried forever."""
+    if isinstance(value, str):
+        return _UNSTORABLE_CHARS.sub("\ufffd", value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
 
 
 def _job_id(custom_id: str | None) -> uuid.UUID | None:

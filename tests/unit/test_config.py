@@ -1,0 +1,161 @@
+"""Settings.from_env: SPEC section 1's names and defaults, every variable read, bad values refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mailer.config import MIB, ConfigError, Settings
+
+
+def test_the_defaults_are_those_of_the_spec():
+    settings = Settings.from_env({})
+    assert settings.database_url is None
+    assert settings.mailjet_api_url == "https://api.mailjet.com"
+    assert (settings.mailjet_api_key, settings.mailjet_api_secret) == (None, None)
+    assert settings.events_auth is None
+    assert settings.webhook_allow_private is False
+    assert settings.port == 8000
+    assert settings.max_body_bytes == 20 * MIB == 20_971_520
+    assert settings.send_max_attempts == 8
+    assert (settings.send_backoff_base_s, settings.send_backoff_cap_s) == (2, 600)
+    assert settings.webhook_retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def test_the_environment_defaults_equal_the_dataclass_defaults():
+    assert Settings.from_env({}) == Settings()
+
+
+def test_blank_values_mean_unset():
+    blank = {name: "  " for name in ("DATABASE_URL", "MAILJET_API_URL", "MAILER_EVENTS_AUTH", "PORT",
+                                     "MAILER_WEBHOOK_RETRY_SCHEDULE", "MAILER_WEBHOOK_ALLOW_PRIVATE")}
+    assert Settings.from_env(blank) == Settings()
+
+
+ENV = {
+    "DATABASE_URL": "postgresql://u:p@db:5432/mailer",
+    "MAILJET_API_URL": "http://127.0.0.1:9999/",
+    "MAILJET_API_KEY": "pub",
+    "MAILJET_API_SECRET": "priv",
+    "MAILER_MAILJET_TIMEOUT_S": "7.5",
+    "MAILER_EVENTS_AUTH": "mj:pw",
+    "MAILER_WEBHOOK_ALLOW_PRIVATE": "1",
+    "PORT": "9000",
+    "MAILER_MAX_BODY_BYTES": "1024",
+    "MAILER_SEND_MAX_ATTEMPTS": "3",
+    "MAILER_SEND_BACKOFF_BASE_S": "0.5",
+    "MAILER_SEND_BACKOFF_CAP_S": "30",
+    "MAILER_SEND_BATCH_SIZE": "20",
+    "MAILER_WEBHOOK_RETRY_SCHEDULE": "1,2,3",
+    "MAILER_WORKER_CONCURRENCY": "4",
+    "MAILER_DB_POOL_SIZE": "3",
+    "MAILER_DB_TIMEOUT_S": "1.5",
+}
+
+
+def test_every_variable_is_read():
+    read = dataclasses.asdict(Settings.from_env(ENV))
+    expected = {
+        "database_url": "postgresql://u:p@db:5432/mailer",
+        "mailjet_api_url": "http://127.0.0.1:9999",  # the trailing slash is dropped
+        "mailjet_api_key": "pub",
+        "mailjet_api_secret": "priv",
+        "mailjet_timeout_s": 7.5,
+        "events_auth": "mj:pw",
+        "webhook_allow_private": True,
+        "port": 9000,
+        "max_body_bytes": 1024,
+        "send_max_attempts": 3,
+        "send_backoff_base_s": 0.5,
+        "send_backoff_cap_s": 30.0,
+        "send_batch_size": 20,
+        "webhook_retry_schedule": (1, 2, 3),
+        "worker_concurrency": 4,
+        "db_pool_size": 3,
+        "db_timeout_s": 1.5,
+    }
+    assert {name: read[name] for name in expected} == expected
+
+
+@pytest.mark.parametrize("name", sorted(ENV))
+def test_each_variable_changes_its_setting(name):
+    assert Settings.from_env({name: ENV[name]}) != Settings.from_env({})
+
+
+def test_surrounding_whitespace_is_ignored():
+    assert Settings.from_env({"PORT": " 9000\n", "MAILER_EVENTS_AUTH": " mj:pw "}).port == 9000
+    assert Settings.from_env({"MAILER_EVENTS_AUTH": " mj:pw "}).events_auth == "mj:pw"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("true", True), ("YES", True), ("0", False),
+                                               ("false", False), ("no", False), ("", False)])
+def test_the_allow_private_flag(raw, expected):
+    assert Settings.from_env({"MAILER_WEBHOOK_ALLOW_PRIVATE": raw}).webhook_allow_private is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("5,300,1800", (5, 300, 1800)), ("60", (60,)), (" 5 , 10 ", (5, 10)), ("0,0", (0, 0))],
+)
+def test_the_webhook_retry_schedule_is_parsed(raw, expected):
+    assert Settings.from_env({"MAILER_WEBHOOK_RETRY_SCHEDULE": raw}).webhook_retry_schedule == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("PORT", "eighty"),
+        ("PORT", "0"),
+        ("PORT", "80.5"),
+        ("MAILER_MAX_BODY_BYTES", "20MiB"),
+        ("MAILER_MAX_BODY_BYTES", "0"),
+        ("MAILER_MAX_BODY_BYTES", "-1"),
+        ("MAILER_SEND_MAX_ATTEMPTS", "0"),
+        ("MAILER_SEND_MAX_ATTEMPTS", "many"),
+        ("MAILER_SEND_BACKOFF_BASE_S", "-1"),
+        ("MAILER_SEND_BACKOFF_BASE_S", "two"),
+        ("MAILER_SEND_BACKOFF_CAP_S", "-0.5"),
+        ("MAILER_MAILJET_TIMEOUT_S", "soon"),
+        ("MAILER_SEND_BATCH_SIZE", "51"),
+        ("MAILER_SEND_BATCH_SIZE", "0"),
+        ("MAILER_WORKER_CONCURRENCY", "0"),
+        ("MAILER_DB_POOL_SIZE", "0"),
+        ("MAILER_DB_TIMEOUT_S", "-1"),
+        ("MAILER_WEBHOOK_ALLOW_PRIVATE", "maybe"),
+        ("MAILER_WEBHOOK_ALLOW_PRIVATE", "2"),
+        ("MAILER_WEBHOOK_RETRY_SCHEDULE", "5,,300"),
+        ("MAILER_WEBHOOK_RETRY_SCHEDULE", ","),
+        ("MAILER_WEBHOOK_RETRY_SCHEDULE", "5,-1"),
+        ("MAILER_WEBHOOK_RETRY_SCHEDULE", "5 min"),
+        ("MAILER_WEBHOOK_RETRY_SCHEDULE", "1.5"),
+    ],
+)
+def test_a_bad_value_is_a_config_error_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: raw})
+
+
+@pytest.mark.xfail(strict=True, reason="config.py _Reader.number accepts nan and inf (nan < 0 is False); "
+                                       "outside this suite's files to fix")
+@pytest.mark.parametrize("raw", ["nan", "inf"])
+def test_a_non_finite_number_is_a_config_error(raw):
+    with pytest.raises(ConfigError):
+        Settings.from_env({"MAILER_SEND_BACKOFF_BASE_S": raw})
+
+
+@pytest.mark.xfail(strict=True, reason="config.py reads PORT with no maximum; outside this suite's files to fix")
+def test_a_port_above_65535_is_a_config_error():
+    with pytest.raises(ConfigError):
+        Settings.from_env({"PORT": "70000"})
+
+
+def test_a_missing_database_url_is_a_clear_error():
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        Settings.from_env({}).require_database_url()
+    assert Settings.from_env({"DATABASE_URL": "postgresql:///x"}).require_database_url() == "postgresql:///x"
+
+
+def test_settings_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
