@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 
@@ -49,10 +50,10 @@ class Settings:
             mailjet_api_url=(reader.text("MAILJET_API_URL") or defaults.mailjet_api_url).rstrip("/"),
             mailjet_api_key=reader.text("MAILJET_API_KEY"),
             mailjet_api_secret=reader.text("MAILJET_API_SECRET"),
-            mailjet_timeout_s=reader.number("MAILER_MAILJET_TIMEOUT_S", defaults.mailjet_timeout_s),
+            mailjet_timeout_s=reader.number("MAILER_MAILJET_TIMEOUT_S", defaults.mailjet_timeout_s, positive=True),
             events_auth=reader.text("MAILER_EVENTS_AUTH"),
             webhook_allow_private=reader.flag("MAILER_WEBHOOK_ALLOW_PRIVATE"),
-            port=reader.integer("PORT", defaults.port, minimum=1),
+            port=reader.integer("PORT", defaults.port, minimum=1, maximum=65535),
             max_body_bytes=reader.integer("MAILER_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1),
             send_max_attempts=reader.integer("MAILER_SEND_MAX_ATTEMPTS", defaults.send_max_attempts, minimum=1),
             send_backoff_base_s=reader.number("MAILER_SEND_BACKOFF_BASE_S", defaults.send_backoff_base_s),
@@ -62,7 +63,7 @@ class Settings:
             webhook_retry_schedule=reader.schedule("MAILER_WEBHOOK_RETRY_SCHEDULE", defaults.webhook_retry_schedule),
             worker_concurrency=reader.integer("MAILER_WORKER_CONCURRENCY", defaults.worker_concurrency, minimum=1),
             db_pool_size=reader.integer("MAILER_DB_POOL_SIZE", defaults.db_pool_size, minimum=1),
-            db_timeout_s=reader.number("MAILER_DB_TIMEOUT_S", defaults.db_timeout_s),
+            db_timeout_s=reader.number("MAILER_DB_TIMEOUT_S", defaults.db_timeout_s, positive=True),
         )
 
     def __post_init__(self) -> None:
@@ -103,14 +104,14 @@ class _Reader:
             raise ConfigError(f"{name} must be between {minimum} and {maximum}, not {value}")
         return value
 
-    def number(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float, positive: bool = False) -> float:
         raw = self.text(name)
         try:
             value = default if raw is None else float(raw)
         except ValueError:
             raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-        if value < 0:
-            raise ConfigError(f"{name} must not be negative")
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise ConfigError(f"{name} must be a finite {'positive' if positive else 'non-negative'} number, not {raw}")
         return value
 
     def schedule(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:

@@ -32,7 +32,9 @@ def retry(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID, batch_siz
             wakeups.wake_senders(conn, [(retried["priority"], None)], batch_size)
             return {"id": str(job_id), "status": statuses.QUEUED}
         job = _existing(conn, app_id, job_id)
-    raise errors.Conflict(f"job {job_id} is {job['status']}; only failed jobs can be retried", {"status": job["status"]})
+    raise errors.Conflict(
+        f"job {job_id} is {job['status']}; only failed jobs can be retried", {"status": job["status"]}
+    )
 
 
 def _existing(conn: psycopg.Connection, app_id: int, job_id: uuid.UUID) -> dict:

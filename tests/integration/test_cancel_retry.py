@@ -66,7 +66,9 @@ def test_retry_a_failed_job_keeps_its_id_and_history(client, auth, send_settings
     response = client.post(f"/queue/{job_id}/retry", headers=auth)
     assert response.status_code == 202
     assert response.json == {"id": job_id, "status": "queued"}
-    wakeups = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'mailer.send_due_jobs'").fetchone()
+    wakeups = conn.execute(
+        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'mailer.send_due_jobs'"
+    ).fetchone()
     assert wakeups == (2,)  # the original one and the retry's
     assert run_sender(settings).sent == 1
     story = client.get(f"/status/{job_id}", headers=auth).json

@@ -68,7 +68,7 @@ def test_db_migrate_is_idempotent(database_url: str) -> None:
 
 def test_missing_database_url_is_a_clear_error() -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "mailer.cli", "db", "migrate"], env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 2

@@ -79,7 +79,9 @@ def test_a_429_html_page_requeues_with_backoff_and_a_wakeup(client, auth, send_s
     assert client.get(f"/status/{job_id}", headers=auth).json["attempts"] == 2
 
 
-def test_accepted_then_500_is_checked_with_mailjet_and_never_resent(client, auth, send_settings, simulator, conn) -> None:
+def test_accepted_then_500_is_checked_with_mailjet_and_never_resent(
+    client, auth, send_settings, simulator, conn
+) -> None:
     job_id = client.post("/queue", json=message("ann@example.org"), headers=auth).json["id"]
     script(simulator, "accept_then_500")
 
@@ -93,7 +95,9 @@ def test_accepted_then_500_is_checked_with_mailjet_and_never_resent(client, auth
     assert client.get(f"/status/{job_id}", headers=auth).json["status"] == "sent"
 
 
-def test_a_500_that_accepted_nothing_is_sent_again_after_the_check(client, auth, send_settings, simulator, conn) -> None:
+def test_a_500_that_accepted_nothing_is_sent_again_after_the_check(
+    client, auth, send_settings, simulator, conn
+) -> None:
     job_id = client.post("/queue", json=message("ann@example.org"), headers=auth).json["id"]
     script(simulator, "500")
 

@@ -136,18 +136,27 @@ def test_a_bad_value_is_a_config_error_naming_the_variable(name, raw):
         Settings.from_env({name: raw})
 
 
-@pytest.mark.xfail(strict=True, reason="config.py _Reader.number accepts nan and inf (nan < 0 is False); "
-                                       "outside this suite's files to fix")
 @pytest.mark.parametrize("raw", ["nan", "inf"])
 def test_a_non_finite_number_is_a_config_error(raw):
     with pytest.raises(ConfigError):
         Settings.from_env({"MAILER_SEND_BACKOFF_BASE_S": raw})
 
 
-@pytest.mark.xfail(strict=True, reason="config.py reads PORT with no maximum; outside this suite's files to fix")
 def test_a_port_above_65535_is_a_config_error():
     with pytest.raises(ConfigError):
         Settings.from_env({"PORT": "70000"})
+
+
+@pytest.mark.parametrize("name", ["MAILER_DB_TIMEOUT_S", "MAILER_MAILJET_TIMEOUT_S"])
+def test_a_zero_timeout_is_a_config_error(name):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: "0"})
+
+
+def test_stalled_after_must_exceed_the_mailjet_timeout():
+    with pytest.raises(ConfigError, match="MAILER_SEND_STALLED_AFTER_S"):
+        Settings.from_env({"MAILER_MAILJET_TIMEOUT_S": "30", "MAILER_SEND_STALLED_AFTER_S": "20"})
+    assert Settings.from_env({"MAILER_SEND_STALLED_AFTER_S": "45"}).send_stalled_after_s == 45
 
 
 def test_a_missing_database_url_is_a_clear_error():
