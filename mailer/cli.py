@@ -15,6 +15,12 @@ from mailer.domain import errors
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulator"]:  # its own argparse takes every option after the word
+        from mailer.mailjet import simulator
+
+        simulator.main(argv[1:])
+        return 0
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -51,9 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="run the whole system locally with a private Postgres and Mailjet simulator")
     dev.add_argument("--dir", default=".mailer-dev", help="where the private Postgres lives (default .mailer-dev)")
     dev.set_defaults(handler=_dev)
-    sim = commands.add_parser("simulator", help="run the Mailjet simulator", add_help=False)
-    sim.add_argument("rest", nargs=argparse.REMAINDER)
-    sim.set_defaults(handler=_simulator)
+    commands.add_parser("simulator", help="run the Mailjet simulator (mailer simulator --help)")
     return parser
 
 
@@ -119,12 +123,6 @@ def _dev(args: argparse.Namespace) -> int:
     from mailer import devserver
 
     return devserver.run(args.dir)
-
-
-def _simulator(args: argparse.Namespace) -> int:
-    from mailer.mailjet import simulator
-
-    return int(simulator.main(args.rest) or 0)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,11 @@ def test_unreachable_database_is_a_clear_error() -> None:
     result = mailer("postgresql://postgres@127.0.0.1:9/none?connect_timeout=2", "apps", "list")
     assert result.returncode == 2
     assert "cannot reach the database" in result.stderr
+
+
+def test_simulator_command_takes_its_own_options() -> None:
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "mailer.cli", "simulator", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert "--latency-ms" in result.stdout
