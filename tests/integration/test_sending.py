@@ -132,3 +132,20 @@ def test_transactional_mail_is_claimed_before_a_bulk_backlog(client, auth, send_
     run_sender(send_settings)
 
     assert client.get(f"/status/{urgent}", headers=auth).json["status"] == "sent"
+
+
+def test_a_timeout_after_mailjet_accepted_is_not_sent_twice(client, auth, send_settings, simulator, conn) -> None:
+    settings = dataclasses.replace(send_settings, mailjet_timeout_s=0.5)
+    requests.post(f"{simulator}/_sim/config", json={"timeout_s": 1.0}, timeout=5).raise_for_status()
+    job_id = client.post("/queue", json=message("ann@example.org"), headers=auth).json["id"]
+    script(simulator, "timeout")
+
+    assert run_sender(settings).retried == 1
+    story = client.get(f"/status/{job_id}", headers=auth).json
+    assert story["status"] == "queued"
+    assert "timed out" in story["last_error"].lower() or "timeout" in story["last_error"].lower()
+    make_due(conn)
+    outcome = run_sender(settings)
+
+    assert outcome.sent == 1
+    assert sends(simulator)["by_custom_id"] == {job_id: 1}
