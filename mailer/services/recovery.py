@@ -7,15 +7,17 @@ import logging
 
 import psycopg
 
-from mailer import jobqueue
+from mailer import jobqueue, store
 from mailer.config import Settings
 from mailer.services import wakeups
-from mailer.store import recovery as store
+from mailer.store import recovery as recovery_store
 
 log = logging.getLogger(__name__)
 
 # A wake-up is normally picked up within milliseconds; give it this long before calling it lost.
 UNATTENDED_GRACE_S = 10.0
+# How far back to look for events that missed their message by a race.
+LATE_EVENT_WINDOW_S = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,17 +26,20 @@ class Recovered:
 
     stalled: int
     unattended: int
+    late_events: int
 
 
 def sweep(conn: psycopg.Connection, settings: Settings) -> Recovered:
-    """Requeue stalled sends and wake senders for due jobs that nothing will pick up."""
-    stalled = store.requeue_stalled_jobs(conn, stalled_after_s=settings.send_stalled_after_s)
-    unattended = store.count_unattended_due_jobs(conn, task_name=jobqueue.SEND_TASK, grace_s=UNATTENDED_GRACE_S)
+    """Requeue stalled sends, wake senders for due jobs nothing will pick up, match late events."""
+    stalled = recovery_store.requeue_stalled_jobs(conn, stalled_after_s=settings.send_stalled_after_s)
+    unattended = recovery_store.count_unattended_due_jobs(conn, task_name=jobqueue.SEND_TASK, grace_s=UNATTENDED_GRACE_S)
     due = [(row["priority"], None) for row in stalled]
     due += [(priority, None) for priority, count in unattended.items() for _ in range(count)]
     wakeups.wake_senders(conn, due, settings.send_batch_size)
+    late = recovery_store.match_late_events(conn, window_s=LATE_EVENT_WINDOW_S)
+    store.advance_recipient_statuses(conn, recipient_ids=sorted({row["recipient_id"] for row in late}))
     if stalled or unattended:
         log.warning(
             "recovered %d stalled sends; woke senders for %d unattended jobs", len(stalled), sum(unattended.values())
         )
-    return Recovered(stalled=len(stalled), unattended=sum(unattended.values()))
+    return Recovered(stalled=len(stalled), unattended=sum(unattended.values()), late_events=len(late))

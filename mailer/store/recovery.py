@@ -18,3 +18,8 @@ def count_unattended_due_jobs(conn: psycopg.Connection, *, task_name: str, grace
     """Due jobs no pending wake-up covers, by priority."""
     rows = _run.all_rows(conn, "count_unattended_due_jobs", task_name=task_name, grace_s=grace_s)
     return {row["priority"]: row["due"] for row in rows}
+
+
+def match_late_events(conn: psycopg.Connection, *, window_s: float) -> list[dict[str, Any]]:
+    """Match recent unmatched events whose MessageID is now known; their ids and recipient ids."""
+    return _run.all_rows(conn, "match_late_events", window_s=window_s)

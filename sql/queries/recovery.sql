@@ -26,3 +26,15 @@ WHERE j.status IN ('queued', 'scheduled')
         AND (p.scheduled_at IS NULL OR p.scheduled_at <= now())
   )
 GROUP BY j.priority;
+
+-- match_late_events --
+-- Events stored while their message's send result was being recorded in another transaction:
+-- neither saw the other, so match them now. Only recent events: older ones belong to no message of ours.
+UPDATE mailjet_events AS e
+SET recipient_id = r.id, applied_at = now()
+FROM recipients AS r
+WHERE e.applied_at IS NULL
+  AND e.message_id IS NOT NULL
+  AND e.received_at > now() - make_interval(secs => %(window_s)s)
+  AND r.message_id = e.message_id
+RETURNING e.id, e.recipient_id;
