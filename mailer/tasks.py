@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+
 import procrastinate
 
 from mailer import db, jobqueue
-from mailer.services import recovery, sending
+from mailer.services import recovery, scheduling, sending
 
 # One wake-up drains at most this many batches, so no single job holds a worker for long.
 MAX_BATCHES_PER_JOB = 20
@@ -28,3 +30,12 @@ def recover_stalled_sends(context: procrastinate.JobContext, timestamp: int) -> 
     runtime = context.additional_context["runtime"]
     with db.connection(runtime.pool) as conn:
         recovery.sweep(conn, runtime.settings)
+
+
+@jobqueue.app.periodic(cron="* * * * * */5", periodic_id="scheduler")
+@jobqueue.app.task(name="mailer.run_scheduler", queue="housekeeping", pass_context=True)
+def run_scheduler(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every 5 s: turn schedule occurrences due within the next minute into scheduled jobs."""
+    runtime = context.additional_context["runtime"]
+    with db.connection(runtime.pool) as conn:
+        scheduling.tick(conn, now=datetime.datetime.now(datetime.UTC), batch_size=runtime.settings.send_batch_size)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import flask
 
-from mailer.api import errors, events, health, queue, status
+from mailer.api import errors, events, health, queue, schedules, status
 
 
 def init_app(app: flask.Flask) -> None:
     """Register every blueprint and the error handlers."""
     errors.init_app(app)
-    for blueprint in (health.bp, queue.bp, status.bp, events.bp):
+    for blueprint in (health.bp, queue.bp, status.bp, events.bp, schedules.bp):
         app.register_blueprint(blueprint)

@@ -10,6 +10,7 @@ from marshmallow import ValidationError
 from mailer import db
 from mailer.api import auth, body, schemas, status
 from mailer.api.errors import details_from_marshmallow
+from mailer.api.schedule_schemas import SendAtPatchSchema
 from mailer.domain import errors
 from mailer.services import actions, queueing
 
@@ -37,7 +38,7 @@ def queue_mail() -> tuple[flask.Response, int]:
         accepted = queueing.accept(
             conn,
             app_id=auth.current_app_id(),
-            jobs=[_new_job(message) for message in messages],
+            jobs=[new_job_from(message) for message in messages],
             batch=batch,
             batch_size=settings.send_batch_size,
             idempotency_key=key,
@@ -46,11 +47,12 @@ def queue_mail() -> tuple[flask.Response, int]:
     return flask.jsonify(accepted.body), accepted.status_code
 
 
-def _new_job(loaded: dict[str, Any]) -> queueing.NewJob:
+def new_job_from(loaded: dict[str, Any]) -> queueing.NewJob:
+    """A loaded MessageSchema as a job: the message proper, and its sending options apart."""
     message = dict(loaded)
     priority = message.pop("priority")
     metadata = message.pop("metadata")
-    send_at = message.pop("send_at")
+    send_at = message.pop("send_at", None)
     message["from"] = message.pop("from_")
     return queueing.NewJob(message=message, priority=priority, metadata=metadata, send_at=send_at)
 
@@ -84,3 +86,19 @@ def retry_job(job_id: str) -> tuple[flask.Response, int]:
             conn, app_id=auth.current_app_id(), job_id=status.parse_job_id(job_id), batch_size=settings.send_batch_size
         )
     return flask.jsonify(answer), 202
+
+
+@bp.patch("/queue/<job_id>")
+def reschedule_job(job_id: str) -> flask.Response:
+    """Move a scheduled job to another send_at."""
+    try:
+        loaded = SendAtPatchSchema().load(body.json_body())
+    except ValidationError as exc:
+        raise errors.ValidationFailed("send_at is required", details_from_marshmallow(exc.messages)) from None
+    settings = flask.current_app.extensions["mailer.settings"]
+    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+        answer = actions.reschedule(
+            conn, app_id=auth.current_app_id(), job_id=status.parse_job_id(job_id), send_at=loaded["send_at"],
+            batch_size=settings.send_batch_size,
+        )
+    return flask.jsonify(answer)

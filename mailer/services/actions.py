@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import psycopg
@@ -35,6 +36,21 @@ def retry(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID, batch_siz
     raise errors.Conflict(
         f"job {job_id} is {job['status']}; only failed jobs can be retried", {"status": job["status"]}
     )
+
+
+def reschedule(
+    conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID, send_at: dt.datetime, batch_size: int
+) -> dict[str, str]:
+    """Move a job that still waits for its send_at (Conflict otherwise)."""
+    with conn.transaction():
+        moved = actions.reschedule_job(conn, app_id=app_id, job_id=job_id, send_at=send_at)
+        if moved is not None:
+            run_at = moved["run_at"] if moved["status"] == statuses.SCHEDULED else None
+            # The wake-up deferred for the old time finds nothing due then: a harmless no-op.
+            wakeups.wake_senders(conn, [(moved["priority"], run_at)], batch_size)
+            return {"id": str(job_id), "status": moved["status"]}
+        job = _existing(conn, app_id, job_id)
+    raise errors.Conflict(f"job {job_id} is {job['status']}; only scheduled jobs can be moved", {"status": job["status"]})
 
 
 def _existing(conn: psycopg.Connection, app_id: int, job_id: uuid.UUID) -> dict:

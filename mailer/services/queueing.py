@@ -34,6 +34,8 @@ class NewJob:
     priority: str = "transactional"
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     send_at: Any = None  # an aware datetime or None
+    schedule_id: uuid.UUID | None = None
+    id: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
 
 
 def request_fingerprint(body: Any) -> str:
@@ -58,7 +60,8 @@ def accept(
             replay = _replay(conn, app_id, idempotency_key, request_hash)
             if replay is not None:
                 return replay
-        accepted = _insert(conn, app_id, jobs, batch, batch_size)
+        answers = insert(conn, app_id, jobs, batch_size)
+        accepted = Accepted(202, {"jobs": answers} if batch else answers[0])
         if idempotency_key is not None:
             store.insert_idempotency_key(
                 conn,
@@ -85,12 +88,13 @@ def _replay(conn: psycopg.Connection, app_id: int, key: str, request_hash: str) 
     return Accepted(earlier["response_status"], earlier["response_body"])
 
 
-def _insert(conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch: bool, batch_size: int) -> Accepted:
-    ids = [uuid.uuid4() for _ in jobs]
+def insert(conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch_size: int) -> list[dict[str, str]]:
+    """Store jobs with their recipients and wake-ups in the open transaction; [{id, status}] in order."""
+    ids = [job.id for job in jobs]
     job_rows = [
-        {"id": job_id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
-         "send_at": job.send_at}
-        for job_id, job in zip(ids, jobs, strict=True)
+        {"id": job.id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
+         "send_at": job.send_at, "schedule_id": job.schedule_id}
+        for job in jobs
     ]
     recipient_rows = [
         {"job_id": job_id, "kind": kind, "position": position, "email": address["email"],
@@ -108,5 +112,4 @@ def _insert(conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch
         ),
         batch_size,
     )
-    answers = [{"id": str(job_id), "status": inserted[job_id]["status"]} for job_id in ids]
-    return Accepted(202, {"jobs": answers} if batch else answers[0])
+    return [{"id": str(job_id), "status": inserted[job_id]["status"]} for job_id in ids]

@@ -31,6 +31,7 @@ def job_status(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> d
         "attempts": job["attempts"],
         "last_error": job["last_error"],
         "metadata": job["metadata"],
+        "schedule_id": None if job["schedule_id"] is None else str(job["schedule_id"]),
         "recipients": [
             {
                 "email": recipient["email"],

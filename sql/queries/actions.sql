@@ -11,7 +11,8 @@ SELECT id, 'cancelled', jsonb_build_object('by', 'api') FROM cancelled
 RETURNING job_id;
 
 -- retry_job --
--- Queue a failed job again with a fresh budget of attempts; its id and history stay.
+-- Queue a failed job again with a fresh budget of attempts; its id and history stay. Recipients
+-- left out as suppressed are screened again at the next attempt (the list may have changed).
 WITH target AS (
     SELECT id, attempts, last_error
     FROM jobs
@@ -27,7 +28,7 @@ WITH target AS (
     UPDATE recipients
     SET status = 'pending', updated_at = now()
     FROM retried
-    WHERE recipients.job_id = retried.id AND recipients.status = 'failed'
+    WHERE recipients.job_id = retried.id AND recipients.status IN ('failed', 'suppressed')
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
     SELECT id, 'retried', jsonb_build_object('by', 'api', 'previous_attempts', previous_attempts,
@@ -35,3 +36,17 @@ WITH target AS (
     FROM retried
 )
 SELECT id, priority FROM retried;
+
+-- reschedule_job --
+-- Move a job that is still waiting for its send_at; a time in the past queues it now.
+WITH moved AS (
+    UPDATE jobs
+    SET send_at = %(send_at)s, run_at = greatest(%(send_at)s, now()),
+        status = CASE WHEN %(send_at)s > now() THEN 'scheduled' ELSE 'queued' END, updated_at = now()
+    WHERE id = %(id)s AND app_id = %(app_id)s AND status = 'scheduled'
+    RETURNING id, status, run_at, priority
+), audit AS (
+    INSERT INTO job_events (job_id, type, detail)
+    SELECT id, 'rescheduled', jsonb_build_object('by', 'api', 'send_at', %(send_at)s::timestamptz) FROM moved
+)
+SELECT id, status, run_at, priority FROM moved;

@@ -2,13 +2,13 @@
 -- Accept messages: jobs, their recipients and the first audit event, in one statement.
 -- A send_at in the future makes the job scheduled; in the past (or none) it is queued now.
 WITH new_jobs AS (
-    INSERT INTO jobs (id, app_id, status, priority, message, metadata, send_at, run_at)
+    INSERT INTO jobs (id, app_id, status, priority, message, metadata, send_at, run_at, schedule_id)
     SELECT j.id, %(app_id)s,
            CASE WHEN j.send_at > now() THEN 'scheduled' ELSE 'queued' END,
            j.priority, j.message, coalesce(j.metadata, '{}'::jsonb), j.send_at,
-           greatest(coalesce(j.send_at, now()), now())
+           greatest(coalesce(j.send_at, now()), now()), j.schedule_id
     FROM jsonb_to_recordset(%(jobs)s)
-        AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz)
+        AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz, schedule_id uuid)
     RETURNING id, status, run_at
 ), new_recipients AS (
     INSERT INTO recipients (job_id, kind, position, email, name)
@@ -24,7 +24,7 @@ SELECT id, status, run_at FROM new_jobs;
 -- get_job --
 -- One job of one app.
 SELECT id, app_id, status, priority, message, metadata, send_at, run_at, attempts,
-       last_error, created_at, updated_at
+       last_error, schedule_id, created_at, updated_at
 FROM jobs
 WHERE id = %(id)s AND app_id = %(app_id)s;
 

@@ -10,7 +10,7 @@ from mailer.config import Settings
 from mailer.mailjet import send as mailjet
 from mailer.services import sending
 
-JOB_KEYS = ["id", "status", "priority", "created_at", "updated_at", "send_at", "attempts", "last_error", "metadata",
+JOB_KEYS = ["id", "status", "priority", "created_at", "updated_at", "send_at", "attempts", "last_error", "metadata", "schedule_id",
             "recipients", "events"]
 RECIPIENT_KEYS = ["email", "kind", "message_id", "status", "events"]
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")

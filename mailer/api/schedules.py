@@ -1,0 +1,138 @@
+"""/schedules: recurring email (reminders)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+import flask
+from marshmallow import Schema, ValidationError
+
+from mailer import db
+from mailer.api import auth, body, queue
+from mailer.api.errors import details_from_marshmallow
+from mailer.api.schedule_schemas import ScheduleCreateSchema, ScheduleListSchema, SchedulePatchSchema
+from mailer.domain import errors, recurrence
+from mailer.services import scheduling
+from mailer.store import schedules as store
+
+bp = flask.Blueprint("schedules", __name__)
+bp.before_request(auth.require_app_key)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _pool() -> Any:
+    return flask.current_app.extensions["mailer.pool"]
+
+
+def _load(schema: Schema, data: Any) -> dict[str, Any]:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise errors.ValidationFailed("the request is not a valid schedule", details_from_marshmallow(exc.messages)) from None
+
+
+def _schedule_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise errors.NotFound(f"no schedule {raw}") from None
+
+
+def _spec(loaded: dict[str, Any], timezone: str) -> dict[str, Any]:
+    """Loaded fields as stored columns: local naive times in the schedule's zone, the message apart."""
+    zone = recurrence.parse_timezone(timezone)
+    spec: dict[str, Any] = {}
+    if "message" in loaded:
+        job = queue.new_job_from(loaded["message"])
+        spec.update(message=job.message, priority=job.priority, metadata=job.metadata)
+    if "start_at" in loaded:
+        spec["start_local"] = recurrence.local_naive(loaded["start_at"], zone)
+    if "until" in loaded:
+        spec["until_local"] = None if loaded["until"] is None else recurrence.local_naive(loaded["until"], zone)
+    for field in ("timezone", "frequency", "interval", "count"):
+        if field in loaded:
+            spec[field] = loaded[field]
+    return spec
+
+
+@bp.post("/schedules")
+def create_schedule() -> tuple[flask.Response, int]:
+    """Create a recurring schedule; 201 with its next occurrence and the 5 after."""
+    loaded = _load(ScheduleCreateSchema(), body.json_body())
+    now = _now()
+    with db.connection(_pool()) as conn:
+        created = scheduling.create(conn, app_id=auth.current_app_id(), spec=_spec(loaded, loaded["timezone"]), now=now)
+        shown = scheduling.view(conn, created, now, with_jobs=True)
+    return flask.jsonify(shown), 201
+
+
+@bp.get("/schedules")
+def list_schedules() -> flask.Response:
+    """The app's schedules, newest first, a page at a time."""
+    query = _load(ScheduleListSchema(), flask.request.args.to_dict())
+    after = _decode_cursor(query["cursor"]) if query["cursor"] else None
+    now = _now()
+    with db.connection(_pool()) as conn:
+        rows = store.list_schedules(
+            conn, app_id=auth.current_app_id(), state=query["status"], after=after, limit=query["limit"] + 1
+        )
+        items = [scheduling.view(conn, row, now, with_jobs=False) for row in rows[: query["limit"]]]
+    more = len(rows) > query["limit"]
+    last = rows[query["limit"] - 1] if more else None
+    return flask.jsonify({"items": items, "next_cursor": _encode_cursor(last) if last else None})
+
+
+@bp.get("/schedules/<schedule_id>")
+def get_schedule(schedule_id: str) -> flask.Response:
+    """One schedule with its upcoming occurrences and the jobs it produced."""
+    with db.connection(_pool()) as conn:
+        schedule = scheduling.get(conn, app_id=auth.current_app_id(), schedule_id=_schedule_id(schedule_id))
+        return flask.jsonify(scheduling.view(conn, schedule, _now(), with_jobs=True))
+
+
+@bp.patch("/schedules/<schedule_id>")
+def patch_schedule(schedule_id: str) -> flask.Response:
+    """Change message, rule or zone; upcoming is recomputed."""
+    loaded = _load(SchedulePatchSchema(), body.json_body())
+    app_id, key, now = auth.current_app_id(), _schedule_id(schedule_id), _now()
+    with db.connection(_pool()) as conn:
+        timezone = loaded.get("timezone") or scheduling.get(conn, app_id=app_id, schedule_id=key)["timezone"]
+        updated = scheduling.update(conn, app_id=app_id, schedule_id=key, changes=_spec(loaded, timezone), now=now)
+        return flask.jsonify(scheduling.view(conn, updated, now, with_jobs=True))
+
+
+@bp.post("/schedules/<schedule_id>/done")
+def stop_schedule(schedule_id: str) -> flask.Response:
+    """Stop: no further sends (waiting jobs of this schedule are cancelled)."""
+    with db.connection(_pool()) as conn:
+        stopped = scheduling.stop(conn, app_id=auth.current_app_id(), schedule_id=_schedule_id(schedule_id))
+        return flask.jsonify(scheduling.view(conn, stopped, _now(), with_jobs=True))
+
+
+@bp.delete("/schedules/<schedule_id>")
+def delete_schedule(schedule_id: str) -> tuple[str, int]:
+    """Delete a schedule; the jobs it produced stay."""
+    with db.connection(_pool()) as conn:
+        scheduling.delete(conn, app_id=auth.current_app_id(), schedule_id=_schedule_id(schedule_id))
+    return "", 204
+
+
+def _encode_cursor(row: dict[str, Any]) -> str:
+    raw = json.dumps([row["created_at"].isoformat(), str(row["id"])]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        created_at, schedule_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return dt.datetime.fromisoformat(created_at), uuid.UUID(schedule_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise errors.ValidationFailed("cursor is not one this API gave out", {"cursor": ["invalid"]}) from None
