@@ -38,6 +38,7 @@ def sweep(conn: psycopg.Connection, settings: Settings) -> Recovered:
     wakeups.wake_senders(conn, due, settings.send_batch_size)
     late = recovery_store.match_late_events(conn, window_s=LATE_EVENT_WINDOW_S)
     store.advance_recipient_statuses(conn, recipient_ids=sorted({row["recipient_id"] for row in late}))
+    store.suppress_from_events(conn, event_ids=[row["id"] for row in late])
     if stalled or unattended:
         log.warning(
             "recovered %d stalled sends; woke senders for %d unattended jobs", len(stalled), sum(unattended.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -16,10 +17,20 @@ def insert_mailjet_events(conn: psycopg.Connection, *, events: Sequence[dict[str
     return _run.all_rows(conn, "insert_mailjet_events", events=_run.jsonb(list(events)))
 
 
-def apply_pending_events(conn: psycopg.Connection, *, message_ids: Sequence[int]) -> list[int]:
-    """Match waiting events to the recipients that now have these MessageIDs; their recipient ids."""
+@dataclasses.dataclass(frozen=True)
+class AppliedEvents:
+    """Events matched late: their ids, and the recipients they belong to."""
+
+    event_ids: list[int]
+    recipient_ids: list[int]
+
+
+def apply_pending_events(conn: psycopg.Connection, *, message_ids: Sequence[int]) -> AppliedEvents:
+    """Match waiting events to the recipients that now have these MessageIDs."""
     rows = _run.all_rows(conn, "apply_pending_events", message_ids=list(message_ids))
-    return sorted({row["recipient_id"] for row in rows})
+    return AppliedEvents(
+        event_ids=sorted(row["id"] for row in rows), recipient_ids=sorted({row["recipient_id"] for row in rows})
+    )
 
 
 def advance_recipient_statuses(conn: psycopg.Connection, *, recipient_ids: Sequence[int]) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ FROM recipients AS r
 WHERE e.applied_at IS NULL
   AND e.message_id = ANY(%(message_ids)s)
   AND r.message_id = e.message_id
-RETURNING e.recipient_id;
+RETURNING e.id, e.recipient_id;
 
 -- advance_recipient_statuses --
 -- Set each recipient to the highest-ranked status among its events, never to a lower one.

@@ -83,7 +83,8 @@ def mark_sent(conn: psycopg.Connection, job_id: str, message_id: int, kind: str 
                            "message_uuid": f"uuid-{message_id}"}]
     )
     matched = store.apply_pending_events(conn, message_ids=[message_id])
-    store.advance_recipient_statuses(conn, recipient_ids=matched)
+    store.advance_recipient_statuses(conn, recipient_ids=matched.recipient_ids)
+    store.suppress_from_events(conn, event_ids=matched.event_ids)
 
 
 def recipient(client, auth, job_id: str, index: int = 0) -> dict:

@@ -1,0 +1,94 @@
+-- insert_suppression --
+-- Add an address to an app's list; nothing (no row) when it is already there.
+INSERT INTO suppressions (app_id, email, reason, source)
+VALUES (%(app_id)s, lower(%(email)s), %(reason)s, %(source)s)
+ON CONFLICT ON CONSTRAINT suppressions_pkey DO NOTHING
+RETURNING email, reason, source, created_at;
+
+-- get_suppression --
+-- One entry of an app's list, the address matched case-insensitively.
+SELECT email, reason, source, created_at
+FROM suppressions
+WHERE app_id = %(app_id)s AND email = lower(%(email)s);
+
+-- delete_suppression --
+-- Take an address off an app's list; the address removed, if it was there.
+DELETE FROM suppressions
+WHERE app_id = %(app_id)s AND email = lower(%(email)s)
+RETURNING email;
+
+-- list_suppressions --
+-- One page of an app's list, newest first (ties by address), after the cursor's position if any;
+-- optionally only one address.
+SELECT email, reason, source, created_at
+FROM suppressions
+WHERE app_id = %(app_id)s
+  AND (%(email)s::text IS NULL OR email = lower(%(email)s::text))
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR (created_at, email) < (%(after_created_at)s::timestamptz, %(after_email)s::text))
+ORDER BY created_at DESC, email DESC
+LIMIT %(limit)s;
+
+-- suppress_from_events --
+-- Add the addresses of these matched events that suppress (hard bounce, blocked, spam, unsub) to
+-- the list of the app that sent the message; source and reason are the Mailjet event's name.
+INSERT INTO suppressions (app_id, email, reason, source)
+SELECT DISTINCT ON (j.app_id, lower(r.email))
+       j.app_id, lower(r.email), lower(btrim(e.name)), lower(btrim(e.name))
+FROM mailjet_events e
+JOIN recipients r ON r.id = e.recipient_id
+JOIN jobs j ON j.id = r.job_id
+WHERE e.id = ANY(%(event_ids)s) AND e.suppresses
+ORDER BY j.app_id, lower(r.email), e.occurred_at, e.id
+ON CONFLICT ON CONSTRAINT suppressions_pkey DO NOTHING
+RETURNING app_id, email;
+
+-- list_suppressed_recipients --
+-- The recipients of these jobs whose address is on their app's list (one lookup per send batch).
+SELECT r.job_id, r.kind, r.position, r.email
+FROM recipients r
+JOIN jobs j ON j.id = r.job_id
+JOIN suppressions s ON s.app_id = j.app_id AND s.email = lower(r.email)
+WHERE r.job_id = ANY(%(job_ids)s);
+
+-- mark_jobs_suppressed --
+-- Every recipient of these sending jobs is suppressed: the job ends without a Mailjet call.
+WITH suppressed AS (
+    UPDATE jobs
+    SET status = 'suppressed', last_error = NULL, verify_before_send = false, claimed_at = NULL,
+        updated_at = now()
+    WHERE id = ANY(%(ids)s) AND status = 'sending'
+    RETURNING id
+), suppressed_recipients AS (
+    UPDATE recipients
+    SET status = 'suppressed', updated_at = now()
+    FROM suppressed
+    WHERE recipients.job_id = suppressed.id AND recipients.status = 'pending'
+)
+INSERT INTO job_events (job_id, type, detail)
+SELECT s.id, 'suppressed', jsonb_build_object('recipients', (
+    SELECT jsonb_agg(r.email ORDER BY CASE r.kind WHEN 'to' THEN 0 WHEN 'cc' THEN 1 ELSE 2 END, r.position)
+    FROM recipients r WHERE r.job_id = s.id))
+FROM suppressed s
+RETURNING job_id;
+
+-- suppress_recipients --
+-- Some recipients of these sending jobs were left out because they are suppressed: mark them and
+-- note the skipped addresses in the job's audit trail.
+WITH marked AS (
+    UPDATE recipients AS r
+    SET status = 'suppressed', updated_at = now()
+    FROM jsonb_to_recordset(%(recipients)s) AS x(job_id uuid, kind text, position integer), jobs AS j
+    WHERE r.job_id = x.job_id AND r.kind = x.kind AND r.position = x.position
+      AND j.id = r.job_id AND j.status = 'sending'
+      AND (SELECT rank FROM recipient_statuses WHERE status = r.status)
+          < (SELECT rank FROM recipient_statuses WHERE status = 'suppressed')
+    RETURNING r.job_id, r.kind, r.position, r.email
+)
+INSERT INTO job_events (job_id, type, detail)
+SELECT job_id, 'recipients_suppressed',
+       jsonb_build_object('recipients', jsonb_agg(email ORDER BY CASE kind WHEN 'to' THEN 0 WHEN 'cc' THEN 1 ELSE 2 END,
+                                                  position))
+FROM marked
+GROUP BY job_id
+RETURNING job_id;
