@@ -1,4 +1,4 @@
-"""Bearer API keys: who is calling."""
+"""Bearer API keys: who is calling, and whether they are within their request rate limit."""
 
 from __future__ import annotations
 
@@ -6,20 +6,26 @@ import flask
 
 from mailer import db
 from mailer.domain import errors
-from mailer.services import apps
+from mailer.services import apps, rate_limits
 
 
 def current_app_id() -> int:
-    """The id of the app whose key authorised this request."""
+    """The id of the app whose key authorised this request (counted once against its rate limit)."""
     cached = flask.g.get("app_id")
     if cached is not None:
         return int(cached)
     scheme, _, key = flask.request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise errors.Unauthorized("send your API key as 'Authorization: Bearer <key>'")
+    settings = flask.current_app.extensions["mailer.settings"]
+    # The limit's one statement shares the key check's short transaction, which ends with this
+    # block: the bucket's row lock is never held for the rest of the request. A refused take rolls
+    # back, which leaves the bucket as it would have been anyway.
     with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
-        flask.g.app_id = apps.authenticate(conn, key.strip())
-    return int(flask.g.app_id)
+        app_id = apps.authenticate(conn, key.strip())
+        rate_limits.limit_app_request(conn, settings, app_id)
+    flask.g.app_id = app_id
+    return app_id
 
 
 def require_app_key() -> None:

@@ -1,0 +1,28 @@
+"""Token buckets for rate limits shared by every process."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import psycopg
+
+from mailer.store import _run
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """Whether tokens were granted; if not, the seconds until enough of them exist."""
+
+    granted: bool
+    retry_after_s: float
+
+
+def take_rate_limit_tokens(
+    conn: psycopg.Connection, *, key: str, rate_per_s: float, burst: float, cost: float
+) -> Decision:
+    """Refill bucket `key` for the time elapsed and take `cost` tokens if that many are there."""
+    row = _run.one_row(
+        conn, "take_rate_limit_tokens", key=key, rate=float(rate_per_s), burst=float(burst), cost=float(cost)
+    )
+    assert row is not None  # noqa: S101  # INSERT ... ON CONFLICT DO UPDATE ... RETURNING always returns the row
+    return Decision(granted=row["granted"], retry_after_s=float(row["retry_after_s"]))

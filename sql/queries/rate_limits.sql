@@ -1,0 +1,21 @@
+-- take_rate_limit_tokens --
+-- Refill a token bucket for the time since its last take (capped at the burst), then take `cost`
+-- tokens only if that many are there; whether they were granted and, if not, the seconds until they
+-- would be. A new bucket starts full. One statement, so concurrent takes serialize on the row lock.
+INSERT INTO rate_limit_buckets AS bucket (key, tokens, updated_at, granted)
+VALUES (%(key)s, %(burst)s - %(cost)s, clock_timestamp(), true)
+ON CONFLICT ON CONSTRAINT rate_limit_buckets_pkey DO UPDATE
+SET (tokens, granted) = (
+        SELECT CASE WHEN refill.tokens >= %(cost)s THEN refill.tokens - %(cost)s ELSE refill.tokens END,
+               refill.tokens >= %(cost)s
+        FROM (
+            SELECT least(%(burst)s, bucket.tokens + %(rate)s * greatest(
+                       0, extract(epoch FROM excluded.updated_at - bucket.updated_at)::double precision
+                   )) AS tokens
+        ) AS refill
+    ),
+    -- excluded.updated_at is this statement's one clock reading (taken before any wait for the row
+    -- lock); greatest() keeps the bucket's clock from moving back, so no interval is credited twice.
+    updated_at = greatest(bucket.updated_at, excluded.updated_at)
+RETURNING granted,
+          CASE WHEN granted THEN 0 ELSE (%(cost)s - tokens) / %(rate)s END AS retry_after_s;
