@@ -1,0 +1,59 @@
+"""GET /logs (the app's jobs, newest first, a page at a time) and GET /stats (its counters per day)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask
+from marshmallow import Schema, ValidationError
+
+from mailer import db
+from mailer.api import auth, schemas
+from mailer.api.errors import details_from_marshmallow
+from mailer.domain import errors
+from mailer.services import logs
+
+bp = flask.Blueprint("logs", __name__)
+bp.before_request(auth.require_app_key)
+
+
+def _query(schema: Schema) -> dict[str, Any]:
+    """The query string, validated: each parameter at most once, unknown ones refused."""
+    args = flask.request.args
+    repeated = sorted(key for key in args if len(args.getlist(key)) > 1)
+    if repeated:
+        raise errors.ValidationFailed(
+            "a query parameter is given more than once", {key: ["is given more than once"] for key in repeated}
+        )
+    try:
+        return schema.load(args.to_dict())  # type: ignore[no-any-return]  # a dict: not many=True
+    except ValidationError as exc:
+        raise errors.ValidationFailed("the query is not valid", details_from_marshmallow(exc.messages)) from None
+
+
+@bp.get("/logs")
+def list_logs() -> flask.Response:
+    """One page of the app's jobs, newest first, with next_cursor and today's counters."""
+    query = _query(schemas.LogsArgs())
+    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+        page = logs.log_page(
+            conn,
+            app_id=auth.current_app_id(),
+            limit=query["limit"],
+            before=query["cursor"],
+            status=query["status"],
+            recipient=query["recipient"],
+            since=query["since"],
+            until=query["until"],
+            metadata=query["metadata"],
+        )
+    return flask.jsonify(page)
+
+
+@bp.get("/stats")
+def stats() -> flask.Response:
+    """The app's counters per UTC day: created, sent, failed, suppressed, cancelled."""
+    query = _query(schemas.StatsArgs())
+    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+        answer = logs.daily_stats(conn, app_id=auth.current_app_id(), since=query["since"], until=query["until"])
+    return flask.jsonify(answer)
