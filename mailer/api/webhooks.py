@@ -1,0 +1,130 @@
+"""/webhooks: the app's outbound webhook endpoints, their deliveries, replays and secret rotation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import flask
+from marshmallow import Schema, ValidationError
+
+from mailer import db
+from mailer.api import auth, body, schemas
+from mailer.api.errors import details_from_marshmallow
+from mailer.domain import errors
+from mailer.services import webhooks
+
+bp = flask.Blueprint("webhooks", __name__)
+bp.before_request(auth.require_app_key)
+
+
+def _load(schema: Schema, data: Any, what: str) -> dict[str, Any]:
+    try:
+        return schema.load(data)  # type: ignore[no-any-return]  # a dict: these schemas are not many=True
+    except ValidationError as exc:
+        raise errors.ValidationFailed(f"the {what} is not valid", details_from_marshmallow(exc.messages)) from None
+
+
+def _endpoint_id(raw: str) -> uuid.UUID:
+    """An endpoint id from a URL; one that is not a UUID is simply unknown (404)."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise errors.NotFound(f"no webhook {raw}") from None
+
+
+def _pool() -> Any:
+    return flask.current_app.extensions["mailer.pool"]
+
+
+def _allow_private() -> bool:
+    return bool(flask.current_app.extensions["mailer.settings"].webhook_allow_private)
+
+
+def _with_secret(answer: dict[str, Any], status: int) -> tuple[flask.Response, int]:
+    response = flask.jsonify(answer)
+    response.headers["Cache-Control"] = "no-store"  # the secret is shown once; keep it out of caches
+    return response, status
+
+
+@bp.post("/webhooks")
+def create_webhook() -> tuple[flask.Response, int]:
+    """Register an endpoint: 201 with its secret, shown this once."""
+    loaded = _load(schemas.WebhookSchema(), body.json_body(), "request")
+    with db.connection(_pool()) as conn:
+        created = webhooks.create(
+            conn, app_id=auth.current_app_id(), url=loaded["url"], events=loaded["events"],
+            allow_private=_allow_private(),
+        )
+    return _with_secret(created, 201)
+
+
+@bp.get("/webhooks")
+def list_webhooks() -> flask.Response:
+    """The app's endpoints (without secrets)."""
+    with db.connection(_pool()) as conn:
+        items = webhooks.list_endpoints(conn, app_id=auth.current_app_id())
+    return flask.jsonify({"items": items})
+
+
+@bp.get("/webhooks/<endpoint_id>")
+def get_webhook(endpoint_id: str) -> flask.Response:
+    """One endpoint (without its secret)."""
+    with db.connection(_pool()) as conn:
+        return flask.jsonify(webhooks.get(conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id)))
+
+
+@bp.patch("/webhooks/<endpoint_id>")
+def update_webhook(endpoint_id: str) -> flask.Response:
+    """Change url, events or enabled (true clears a disabled state)."""
+    loaded = _load(schemas.WebhookPatchSchema(), body.json_body(), "request")
+    with db.connection(_pool()) as conn:
+        updated = webhooks.update(
+            conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id), url=loaded.get("url"),
+            events=loaded.get("events"), enabled=loaded.get("enabled"), allow_private=_allow_private(),
+        )
+    return flask.jsonify(updated)
+
+
+@bp.delete("/webhooks/<endpoint_id>")
+def delete_webhook(endpoint_id: str) -> flask.Response:
+    """Delete an endpoint and its deliveries: 204."""
+    with db.connection(_pool()) as conn:
+        webhooks.delete(conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id))
+    return flask.Response(status=204)
+
+
+@bp.post("/webhooks/<endpoint_id>/rotate-secret")
+def rotate_webhook_secret(endpoint_id: str) -> tuple[flask.Response, int]:
+    """A new secret, shown this once; the old one keeps signing beside it for 24 h."""
+    with db.connection(_pool()) as conn:
+        rotated = webhooks.rotate_secret(conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id))
+    return _with_secret(rotated, 200)
+
+
+@bp.get("/webhooks/<endpoint_id>/deliveries")
+def list_webhook_deliveries(endpoint_id: str) -> flask.Response:
+    """The endpoint's deliveries, newest first, each with every attempt; `next_cursor` pages on."""
+    args = flask.request.args
+    repeated = sorted(key for key in args if len(args.getlist(key)) > 1)
+    if repeated:
+        raise errors.ValidationFailed(
+            "a query parameter is given more than once", {key: ["is given more than once"] for key in repeated}
+        )
+    query = _load(schemas.WebhookDeliveryListArgs(), args.to_dict(), "query")
+    with db.connection(_pool()) as conn:
+        page = webhooks.list_deliveries(
+            conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id), limit=query["limit"],
+            cursor=query["cursor"], status=query["status"],
+        )
+    return flask.jsonify(page)
+
+
+@bp.post("/webhooks/<endpoint_id>/deliveries/<int:delivery_id>/replay")
+def replay_webhook_delivery(endpoint_id: str, delivery_id: int) -> tuple[flask.Response, int]:
+    """Send one delivery again now (same webhook-id and body): 202."""
+    with db.connection(_pool()) as conn:
+        replayed = webhooks.replay(
+            conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id), delivery_id=delivery_id
+        )
+    return flask.jsonify(replayed), 202

@@ -1,0 +1,119 @@
+"""The SSRF guard: subscriber URLs must not reach loopback, private or cloud-metadata addresses."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+import urllib.parse
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_URL_LENGTH = 2048
+
+# Instance-metadata services that answer with credentials. Refused even with
+# MAILER_WEBHOOK_ALLOW_PRIVATE=1: no development set-up needs to post to them.
+# (169.254.169.254: AWS, GCP, Azure, OpenStack; fd00:ec2::254: AWS over IPv6; 100.100.100.200:
+# Alibaba Cloud; 168.63.129.16: Azure's WireServer, a public address.)
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(text) for text in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")
+)
+# IPv6 prefixes that carry an IPv4 address inside (RFC 6052 NAT64 well-known prefix).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class UnsafeURL(ValueError):
+    """A subscriber URL that must not be called; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A checked URL: its host and port."""
+
+    url: str
+    host: str
+    port: int
+
+
+def parse(url: str) -> Target:
+    """Check the form of a subscriber URL: http or https, a host, no control characters."""
+    if len(url) > MAX_URL_LENGTH:
+        raise UnsafeURL(f"must be at most {MAX_URL_LENGTH} characters")
+    if any(ord(char) < 33 or ord(char) == 127 for char in url):
+        raise UnsafeURL("must not contain spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeURL(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise UnsafeURL("must be an http or https URL")
+    if not parts.hostname:
+        raise UnsafeURL("must name a host")
+    return Target(url=url, host=parts.hostname, port=port or (443 if parts.scheme == "https" else 80))
+
+
+def forbidden_reason(address: IPAddress, allow_private: bool) -> str | None:
+    """Why `address` must not be called, or None when it may be."""
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        return forbidden_reason(embedded, allow_private)
+    if address in METADATA_ADDRESSES:
+        return f"{address} is a cloud metadata address"
+    if allow_private:
+        return None
+    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+        if getattr(address, f"is_{kind}"):
+            return f"{address} is a {kind.replace('_', '-')} address"
+    if not address.is_global:
+        return f"{address} is not a public address"  # e.g. 100.64.0.0/10 (carrier-grade NAT)
+    return None
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo, NAT64), if any."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (an IP literal is itself); UnsafeURL when none."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise UnsafeURL(f"host {host} does not resolve ({exc})") from None
+    addresses: list[IPAddress] = []
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])  # drop an IPv6 zone id
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise UnsafeURL(f"host {host} does not resolve")
+    return addresses
+
+
+def check_url(url: str, allow_private: bool) -> Target:
+    """Check a URL and every address its host resolves to now; UnsafeURL if any is forbidden."""
+    target = parse(url)
+    for address in resolve(target.host, target.port):
+        reason = forbidden_reason(address, allow_private)
+        if reason is not None:
+            raise UnsafeURL(f"resolves to a forbidden address: {reason}")
+    return target
+
+
+def check_peer(sockaddr: tuple[object, ...], allow_private: bool) -> None:
+    """Check the address a socket actually connected to (defeats DNS rebinding)."""
+    address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+    reason = forbidden_reason(address, allow_private)
+    if reason is not None:
+        raise UnsafeURL(f"connected to a forbidden address: {reason}")

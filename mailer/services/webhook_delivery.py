@@ -1,0 +1,341 @@
+"""Deliver outbound webhooks: claim due deliveries, post them (guarded, signed, bounded), record each attempt."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import random
+import socket
+import threading
+import time
+
+import psycopg_pool
+import requests
+import urllib3
+
+from mailer import db
+from mailer.config import Settings
+from mailer.services import ssrf, webhooks
+from mailer.store import webhooks as store
+from mailer.store.webhooks import ClaimedDelivery
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 50
+# Read at most this much of a subscriber's answer (only to quote it in an attempt's error).
+MAX_RESPONSE_BYTES = 4096
+MAX_ERROR_CHARS = 300
+# A claimed delivery is leased for the attempt's timeout plus this; a dead worker's lease expires.
+LEASE_MARGIN_S = 60.0
+JITTER = 0.2  # each retry delay is stretched or shrunk by up to 20 %
+# Database connections a dispatcher's threads use at once (claims and records are short): the rest of
+# the worker's pool stays free for sending email, however many webhooks are being posted.
+DISPATCHER_DB_CONNECTIONS = 2
+USER_AGENT = "mailer-webhooks/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """What one POST to a subscriber came to."""
+
+    attempted_at: dt.datetime
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivered:
+    """A delivery after one attempt: the attempt and the delivery's new status."""
+
+    delivery: ClaimedDelivery
+    attempt: Attempt
+    status: str | None
+
+
+def claim(pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CLAIM_BATCH) -> list[ClaimedDelivery]:
+    """Lease up to `limit` due deliveries, a fair share per endpoint; the lease commits at once."""
+    with db.connection(pool) as conn:
+        return store.claim_webhook_deliveries(
+            conn, limit=limit, per_endpoint=per_endpoint_limit(settings),
+            lease_s=settings.webhook_timeout_s + LEASE_MARGIN_S,
+        )
+
+
+def per_endpoint_limit(settings: Settings) -> int:
+    """Posts one endpoint may have in flight at once (across workers): a quarter of one worker's."""
+    return max(1, settings.webhook_concurrency // 4)
+
+
+# --- posting ----------------------------------------------------------------------------------
+
+
+class _Guard:
+    """One attempt's sockets: each checked against the SSRF rules once connected, all cut at the deadline."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def adopt(self, sock: socket.socket) -> socket.socket:
+        try:
+            ssrf.check_peer(sock.getpeername(), self.allow_private)
+        except (ssrf.UnsafeURL, OSError):
+            sock.close()
+            raise
+        with self._lock:
+            if self.expired:
+                sock.close()
+                raise TimeoutError("the attempt's deadline passed")
+            self._sockets.append(sock)
+        return sock
+
+    def expire(self) -> None:
+        """The deadline: cut every connection, which ends a read the subscriber is dripping out."""
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+_current = threading.local()
+
+
+def _guarded(sock: socket.socket) -> socket.socket:
+    guard: _Guard | None = getattr(_current, "guard", None)
+    if guard is None:  # only post() opens these connections; never connect unchecked
+        sock.close()
+        raise ssrf.UnsafeURL("connection opened outside of an attempt")
+    return guard.adopt(sock)
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _guarded(super()._new_conn())
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _guarded(super()._new_conn())
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection  # type: ignore[assignment]  # a subclass of the expected class
+
+
+class _GuardedAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose connections check the address they actually reached (no DNS rebinding)."""
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxy from the environment: the peer must be the subscriber
+    adapter = _GuardedAdapter(max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def post(delivery: ClaimedDelivery, settings: Settings) -> Attempt:
+    """POST one delivery, signed, never following redirects, within the timeout; never raises."""
+    attempted_at = dt.datetime.now(dt.UTC)
+    started = time.monotonic()
+    guard = _Guard(settings.webhook_allow_private)
+    deadline = threading.Timer(settings.webhook_timeout_s, guard.expire)
+    deadline.daemon = True
+    status_code: int | None = None
+    error: str | None = None
+    body = delivery.body.encode("utf-8")
+    timestamp = int(time.time())
+    live = [delivery.secret] + ([delivery.previous_secret] if delivery.previous_secret else [])
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "accept-encoding": "identity",
+        "webhook-id": delivery.message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": webhooks.signature_header(live, delivery.message_id, timestamp, body),
+    }
+    _current.guard = guard
+    deadline.start()
+    try:
+        ssrf.check_url(delivery.url, settings.webhook_allow_private)  # DNS again: it may have changed
+        with _session() as session, session.post(
+            delivery.url, data=body, headers=headers, timeout=settings.webhook_timeout_s,
+            allow_redirects=False, stream=True,
+        ) as response:
+            status_code = response.status_code
+            excerpt = response.raw.read(MAX_RESPONSE_BYTES, decode_content=False) or b""
+            if not 200 <= status_code < 300:
+                error = _http_error(status_code, excerpt)
+    except ssrf.UnsafeURL as exc:
+        error = f"refused: the URL {exc}"
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        if guard.expired or isinstance(exc, requests.Timeout | TimeoutError):
+            error = f"timed out after {settings.webhook_timeout_s:g} s"
+        else:
+            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+    finally:
+        deadline.cancel()
+        _current.guard = None
+    latency_ms = round((time.monotonic() - started) * 1000)
+    return Attempt(attempted_at=attempted_at, status_code=status_code, latency_ms=latency_ms, error=error)
+
+
+def _http_error(status_code: int, excerpt: bytes) -> str:
+    if 300 <= status_code < 400:
+        return f"HTTP {status_code}: redirects are not followed"
+    text = excerpt.decode("utf-8", "replace").strip().replace("\x00", "\ufffd")
+    return f"HTTP {status_code}: {text}"[:MAX_ERROR_CHARS] if text else f"HTTP {status_code}"
+
+
+# --- recording --------------------------------------------------------------------------------
+
+
+def retry_delay(attempts: int, settings: Settings, rng: random.Random | None = None) -> float | None:
+    """Seconds before the next attempt after `attempts` failed ones (with jitter); None when out of retries."""
+    schedule = settings.webhook_retry_schedule
+    if attempts > len(schedule):
+        return None
+    return schedule[attempts - 1] * (rng or random).uniform(1 - JITTER, 1 + JITTER)
+
+
+def record(
+    pool: psycopg_pool.ConnectionPool,
+    delivery: ClaimedDelivery,
+    attempt: Attempt,
+    settings: Settings,
+    rng: random.Random | None = None,
+) -> str | None:
+    """Log the attempt, move the delivery on, and keep the endpoint's health; the delivery's status."""
+    gone = attempt.status_code == 410  # Standard Webhooks: 410 means "stop sending to me"
+    retry_in_s = None
+    if attempt.succeeded:
+        status = "succeeded"
+    elif gone:
+        status = "disabled"
+    else:
+        retry_in_s = retry_delay(delivery.attempts + 1, settings, rng)
+        status = "failed" if retry_in_s is None else "pending"
+    with db.connection(pool) as conn:
+        disabled = store.update_webhook_endpoint_health(
+            conn, endpoint_id=delivery.endpoint_id, succeeded=attempt.succeeded, gone=gone,
+            disable_after_s=settings.webhook_disable_after_s,
+        )
+        if disabled and status == "pending":
+            status = "disabled"
+        recorded = store.record_webhook_attempt(
+            conn, delivery_id=delivery.id, attempted_at=attempt.attempted_at, status_code=attempt.status_code,
+            latency_ms=attempt.latency_ms, error=attempt.error, status=status, retry_in_s=retry_in_s,
+        )
+        if disabled:
+            store.disable_webhook_deliveries(conn, endpoint_id=delivery.endpoint_id)
+    if disabled and not attempt.succeeded:
+        log.warning("webhook endpoint %s is disabled after: %s", delivery.endpoint_id, attempt.error)
+    return recorded
+
+
+def deliver(
+    pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, settings: Settings, rng: random.Random | None = None
+) -> Delivered:
+    """One attempt of one claimed delivery: post it, record it."""
+    attempt = post(delivery, settings)
+    return Delivered(delivery, attempt, record(pool, delivery, attempt, settings, rng))
+
+
+def deliver_due_batch(
+    pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CLAIM_BATCH, rng: random.Random | None = None
+) -> list[Delivered]:
+    """Claim a batch, post every delivery at once (each recorded as soon as it is done), wait for all."""
+    claimed = claim(pool, settings, limit)
+    if not claimed:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(len(claimed), thread_name_prefix="webhook") as executor:
+        return list(executor.map(lambda delivery: deliver(pool, delivery, settings, rng), claimed))
+
+
+class Dispatcher:
+    """A worker process's webhook posts: up to `webhook_concurrency` at once, refilled as each ends.
+
+    `dispatch()` only claims and hands deliveries to the threads, so the task calling it holds a
+    Procrastinate slot for milliseconds: slow subscribers never keep the worker from sending email.
+    """
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool, settings: Settings) -> None:
+        self._pool, self._settings = pool, settings
+        self._capacity = settings.webhook_concurrency
+        self._executor = concurrent.futures.ThreadPoolExecutor(self._capacity, thread_name_prefix="webhook")
+        self._lock = threading.Lock()
+        self._claiming = threading.Lock()
+        self._in_flight = 0
+        self._closed = False
+        self._db_slots = threading.BoundedSemaphore(DISPATCHER_DB_CONNECTIONS)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def dispatch(self) -> int:
+        """Claim as many due deliveries as there are free threads and start them; how many."""
+        if not self._claiming.acquire(blocking=False):
+            return 0  # another thread is claiming right now; it takes what is due
+        started = 0
+        try:
+            while not self._closed:
+                with self._lock:
+                    free = self._capacity - self._in_flight
+                want = min(free, CLAIM_BATCH)
+                if want <= 0:
+                    break
+                with self._db_slots:
+                    claimed = claim(self._pool, self._settings, want)
+                with self._lock:
+                    self._in_flight += len(claimed)
+                for delivery in claimed:
+                    self._executor.submit(self._deliver, delivery)
+                started += len(claimed)
+                if len(claimed) < want:
+                    break
+        finally:
+            self._claiming.release()
+        return started
+
+    def _deliver(self, delivery: ClaimedDelivery) -> None:
+        try:
+            attempt = post(delivery, self._settings)
+            with self._db_slots:
+                record(self._pool, delivery, attempt, self._settings)
+        except Exception:  # the lease expires and another attempt follows; never log the secrets
+            log.exception("recording webhook delivery %s failed", delivery.id)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        try:
+            self.dispatch()  # refill at once rather than at the next tick
+        except Exception as exc:
+            log.warning("claiming webhook deliveries failed: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        """Wait for the posts in flight and stop the threads."""
+        with self._claiming:  # a claim in progress hands its deliveries over first
+            self._closed = True
+        self._executor.shutdown(wait=True)
