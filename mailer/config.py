@@ -35,9 +35,18 @@ class Settings:
     # but live send would be checked (and possibly repeated) by another worker.
     send_stalled_after_s: float = 90.0
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    # Outbound webhooks (services/webhook_delivery.py): the whole of one attempt, the posts one worker
+    # process runs at once, and how long an endpoint may fail without a success before it is disabled.
+    webhook_timeout_s: float = 10.0
+    webhook_concurrency: int = 32
+    webhook_disable_after_s: float = 3 * 24 * 3600.0
     worker_concurrency: int = 8
     db_pool_size: int = 10
     db_timeout_s: float = 5.0
+    # Token buckets in Postgres (see services/rate_limits.py); a rate of 0 turns the limit off.
+    rate_limit_per_s: float = 500.0
+    rate_limit_burst: int = 1000
+    mailjet_max_calls_per_s: float = 100.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,9 +70,15 @@ class Settings:
             send_batch_size=reader.integer("MAILER_SEND_BATCH_SIZE", defaults.send_batch_size, minimum=1, maximum=50),
             send_stalled_after_s=reader.number("MAILER_SEND_STALLED_AFTER_S", defaults.send_stalled_after_s),
             webhook_retry_schedule=reader.schedule("MAILER_WEBHOOK_RETRY_SCHEDULE", defaults.webhook_retry_schedule),
+            webhook_timeout_s=reader.number("MAILER_WEBHOOK_TIMEOUT_S", defaults.webhook_timeout_s, positive=True),
+            webhook_concurrency=reader.integer("MAILER_WEBHOOK_CONCURRENCY", defaults.webhook_concurrency, minimum=1),
+            webhook_disable_after_s=reader.number("MAILER_WEBHOOK_DISABLE_AFTER_S", defaults.webhook_disable_after_s),
             worker_concurrency=reader.integer("MAILER_WORKER_CONCURRENCY", defaults.worker_concurrency, minimum=1),
             db_pool_size=reader.integer("MAILER_DB_POOL_SIZE", defaults.db_pool_size, minimum=1),
             db_timeout_s=reader.number("MAILER_DB_TIMEOUT_S", defaults.db_timeout_s, positive=True),
+            rate_limit_per_s=reader.number("MAILER_RATE_LIMIT_PER_S", defaults.rate_limit_per_s),
+            rate_limit_burst=reader.integer("MAILER_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
+            mailjet_max_calls_per_s=reader.number("MAILER_MAILJET_MAX_CALLS_PER_S", defaults.mailjet_max_calls_per_s),
         )
 
     def __post_init__(self) -> None:

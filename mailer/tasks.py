@@ -39,3 +39,13 @@ def run_scheduler(context: procrastinate.JobContext, timestamp: int) -> None:
     runtime = context.additional_context["runtime"]
     with db.connection(runtime.pool) as conn:
         scheduling.tick(conn, now=datetime.datetime.now(datetime.UTC), batch_size=runtime.settings.send_batch_size)
+
+
+@jobqueue.app.periodic(cron="* * * * * *", periodic_id="webhooks")
+@jobqueue.app.task(
+    name="mailer.deliver_webhooks", queue="webhooks", queueing_lock="mailer.deliver_webhooks", pass_context=True
+)
+def deliver_webhooks(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every second: hand due webhook deliveries to this process's posting threads and return at once
+    (the threads refill themselves as posts end, so a slow subscriber never holds a worker slot)."""
+    context.additional_context["runtime"].webhooks.dispatch()

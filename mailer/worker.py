@@ -14,6 +14,7 @@ import psycopg_pool
 from mailer import db, jobqueue
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
+from mailer.services import webhook_delivery
 
 log = logging.getLogger(__name__)
 
@@ -22,26 +23,31 @@ RESTART_DELAY_S = (0.5, 1, 2, 5)
 
 @dataclasses.dataclass(frozen=True)
 class Runtime:
-    """What tasks need: settings, a database pool, the Mailjet client."""
+    """What tasks need: settings, a database pool, the Mailjet client, the webhook posting threads."""
 
     settings: Settings
     pool: psycopg_pool.ConnectionPool
     mailjet: mailjet.MailjetClient
+    webhooks: webhook_delivery.Dispatcher
 
 
 def run(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT; restart it whenever it stops for any other reason."""
+    pool = db.create_pool(settings, name="worker", max_size=settings.worker_concurrency + 2)
     runtime = Runtime(
         settings=settings,
-        pool=db.create_pool(settings, name="worker", max_size=settings.worker_concurrency + 2),
+        pool=pool,
         mailjet=mailjet.MailjetClient(
             settings.mailjet_api_url, settings.mailjet_api_key, settings.mailjet_api_secret,
             timeout=settings.mailjet_timeout_s,
         ),
+        # Kept across the worker's in-process restarts, like the pool.
+        webhooks=webhook_delivery.Dispatcher(pool, settings),
     )
     try:
         asyncio.run(_supervise(runtime))
     finally:
+        runtime.webhooks.close()  # webhook posts in flight get recorded before the pool closes
         runtime.pool.close()
 
 
@@ -89,4 +95,6 @@ async def _run_once(runtime: Runtime) -> None:
                 # (send_at, retry backoff) and for a lost LISTEN connection.
                 fetch_job_polling_interval=1.0,
                 install_signal_handlers=False,
+                # Wake-ups and periodic ticks leave no history worth keeping; failed ones stay for a look.
+                delete_jobs=procrastinate.jobs.DeleteJobCondition.SUCCESSFUL,
             )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import flask
 
-from mailer.api import errors, events, health, queue, schedules, status
+from mailer.api import errors, events, health, logs, queue, schedules, status, suppressions, webhooks
 
 
 def init_app(app: flask.Flask) -> None:
     """Register every blueprint and the error handlers."""
     errors.init_app(app)
-    for blueprint in (health.bp, queue.bp, status.bp, events.bp, schedules.bp):
+    for blueprint in (
+        health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, webhooks.bp, logs.bp,
+    ):
         app.register_blueprint(blueprint)

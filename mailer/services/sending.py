@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 
 import psycopg
 import psycopg_pool
@@ -14,7 +16,7 @@ from mailer import db, store
 from mailer.config import Settings
 from mailer.domain import backoff
 from mailer.mailjet import send as mailjet
-from mailer.services import wakeups
+from mailer.services import rate_limits, suppressions, wakeups
 from mailer.store.jobs import ClaimedJob
 
 log = logging.getLogger(__name__)
@@ -22,12 +24,13 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class BatchOutcome:
-    """How many claimed jobs ended sent, failed, or back in the queue."""
+    """How many claimed jobs ended sent, failed, suppressed, or back in the queue."""
 
     claimed: int = 0
     sent: int = 0
     failed: int = 0
     retried: int = 0
+    suppressed: int = 0
 
 
 @dataclasses.dataclass
@@ -35,6 +38,8 @@ class _Results:
     accepted: list[tuple[ClaimedJob, mailjet.MessageResult | None]] = dataclasses.field(default_factory=list)
     rejected: list[tuple[ClaimedJob, str]] = dataclasses.field(default_factory=list)
     retry: list[tuple[ClaimedJob, str, bool, float | None]] = dataclasses.field(default_factory=list)
+    suppressed: list[ClaimedJob] = dataclasses.field(default_factory=list)  # every recipient suppressed
+    screenings: dict[uuid.UUID, suppressions.Screening] = dataclasses.field(default_factory=dict)
 
 
 def send_due_batch(
@@ -46,20 +51,29 @@ def send_due_batch(
     """Claim up to one batch of due jobs, send it, record the outcome; what happened."""
     with db.connection(pool) as conn:
         claimed = store.claim_due_jobs(conn, limit=settings.send_batch_size)
+        screenings = suppressions.screen(conn, claimed) if claimed else {}
     if not claimed:
         return BatchOutcome()
     results = _Results()
-    to_send = [job for job in claimed if not _already_accepted(client, job, results)]
-    if to_send:
-        _send(client, to_send, results)
+    # Every Mailjet call first waits for the cap that all workers share (MAILER_MAILJET_MAX_CALLS_PER_S).
+    throttle = functools.partial(rate_limits.wait_for_mailjet, pool, settings)
+    to_send = [job for job in claimed if not _already_accepted(client, job, results, throttle)]
+    screened = suppressions.split(to_send, screenings)
+    results.suppressed, results.screenings = screened.suppressed, screened.screenings
+    results.rejected.extend(screened.unsendable)
+    if screened.to_send:
+        _send(client, screened.to_send, results, throttle)
     with db.connection(pool) as conn:
         return _record(conn, settings, results, rng)
 
 
-def _already_accepted(client: mailjet.MailjetClient, job: ClaimedJob, results: _Results) -> bool:
+def _already_accepted(
+    client: mailjet.MailjetClient, job: ClaimedJob, results: _Results, throttle: Callable[[], None]
+) -> bool:
     """Whether an earlier attempt whose outcome is unknown did reach Mailjet (then never resend)."""
     if not job.verify_before_send:
         return False
+    throttle()
     try:
         found = client.find_by_custom_id(str(job.id))
     except mailjet.SendError as exc:
@@ -71,8 +85,11 @@ def _already_accepted(client: mailjet.MailjetClient, job: ClaimedJob, results: _
     return False
 
 
-def _send(client: mailjet.MailjetClient, jobs: Sequence[ClaimedJob], results: _Results) -> None:
+def _send(
+    client: mailjet.MailjetClient, jobs: Sequence[ClaimedJob], results: _Results, throttle: Callable[[], None]
+) -> None:
     outgoing = [mailjet.OutgoingMessage(custom_id=str(job.id), message=job.message) for job in jobs]
+    throttle()
     try:
         response = client.send(outgoing)
     except mailjet.SendError as exc:
@@ -90,16 +107,25 @@ def _send(client: mailjet.MailjetClient, jobs: Sequence[ClaimedJob], results: _R
 
 
 def _record(conn: psycopg.Connection, settings: Settings, results: _Results, rng: random.Random | None) -> BatchOutcome:
+    # Suppressed recipients first, while their jobs are still `sending`. A job going back to the
+    # queue is screened again at its next attempt, so its recipients stay as they are.
+    requeue = {job.id for job, *_ in results.retry if job.attempts < settings.send_max_attempts}
+    suppressed = store.mark_jobs_suppressed(conn, ids=[job.id for job in results.suppressed])
+    store.suppress_recipients(conn, recipients=[
+        {"job_id": job_id, "kind": kind, "position": position}
+        for job_id, screening in results.screenings.items() if job_id not in requeue and not screening.nothing_left
+        for kind, position in screening.skipped
+    ])
     sent = store.mark_jobs_sent(conn, ids=[job.id for job, _ in results.accepted])
     message_rows = [
-        {"job_id": job.id, "kind": recipient.kind, "position": recipient.position,
-         "message_id": recipient.message_id, "message_uuid": recipient.message_uuid}
+        _message_row(job, recipient, results.screenings.get(job.id))
         for job, result in results.accepted if result is not None
         for recipient in result.recipients
     ]
     store.set_recipient_message_ids(conn, recipients=message_rows)
     matched = store.apply_pending_events(conn, message_ids=[row["message_id"] for row in message_rows])
-    store.advance_recipient_statuses(conn, recipient_ids=matched)
+    store.advance_recipient_statuses(conn, recipient_ids=matched.recipient_ids)
+    store.suppress_from_events(conn, event_ids=matched.event_ids)
 
     failures = [{"id": job.id, "error": error} for job, error in results.rejected]
     retries = []
@@ -120,8 +146,21 @@ def _record(conn: psycopg.Connection, settings: Settings, results: _Results, rng
     for job, error, *_ in results.retry:
         log.warning("send attempt %s of job %s failed: %s", job.attempts, job.id, error)
     return BatchOutcome(
-        claimed=len(results.accepted) + len(results.rejected) + len(results.retry),
+        claimed=len(results.accepted) + len(results.rejected) + len(results.retry) + len(results.suppressed),
         sent=len(sent),
         failed=len(failed),
         retried=len(requeued),
+        suppressed=len(suppressed),
     )
+
+
+def _message_row(
+    job: ClaimedJob, recipient: mailjet.AcceptedRecipient, screening: suppressions.Screening | None
+) -> dict:
+    """The stored recipient a MessageID belongs to: Mailjet counts positions in the message as sent,
+    which lacks the suppressed recipients (and may have moved Cc up to To)."""
+    kind, position = (recipient.kind, recipient.position)
+    if screening is not None:
+        kind, position = screening.original(kind, position)
+    return {"job_id": job.id, "kind": kind, "position": position,
+            "message_id": recipient.message_id, "message_uuid": recipient.message_uuid}

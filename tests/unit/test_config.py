@@ -168,3 +168,31 @@ def test_a_missing_database_url_is_a_clear_error():
 def test_settings_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_the_rate_limit_settings():
+    defaults = Settings.from_env({})
+    assert (defaults.rate_limit_per_s, defaults.rate_limit_burst, defaults.mailjet_max_calls_per_s) == (500, 1000, 100)
+    read = Settings.from_env(
+        {"MAILER_RATE_LIMIT_PER_S": "2.5", "MAILER_RATE_LIMIT_BURST": "7", "MAILER_MAILJET_MAX_CALLS_PER_S": "40"}
+    )
+    assert (read.rate_limit_per_s, read.rate_limit_burst, read.mailjet_max_calls_per_s) == (2.5, 7, 40)
+    off = Settings.from_env({"MAILER_RATE_LIMIT_PER_S": "0", "MAILER_MAILJET_MAX_CALLS_PER_S": "0"})
+    assert (off.rate_limit_per_s, off.mailjet_max_calls_per_s) == (0, 0)  # 0 turns a limit off
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("MAILER_RATE_LIMIT_PER_S", "-1"),
+        ("MAILER_RATE_LIMIT_PER_S", "lots"),
+        ("MAILER_RATE_LIMIT_PER_S", "inf"),
+        ("MAILER_RATE_LIMIT_BURST", "0"),
+        ("MAILER_RATE_LIMIT_BURST", "1.5"),
+        ("MAILER_MAILJET_MAX_CALLS_PER_S", "-5"),
+        ("MAILER_MAILJET_MAX_CALLS_PER_S", "nan"),
+    ],
+)
+def test_a_bad_rate_limit_is_a_config_error_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: raw})
