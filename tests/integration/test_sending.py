@@ -149,3 +149,14 @@ def test_a_timeout_after_mailjet_accepted_is_not_sent_twice(client, auth, send_s
 
     assert outcome.sent == 1
     assert sends(simulator)["by_custom_id"] == {job_id: 1}
+
+
+def test_retry_after_from_mailjet_is_a_floor_for_the_backoff(client, auth, send_settings, simulator, conn) -> None:
+    client.post("/queue", json=message("ann@example.org"), headers=auth)
+    script(simulator, "429_retry_after")  # HTML 429 with Retry-After: 1; our own backoff is 0.01-0.05 s
+
+    assert run_sender(send_settings).retried == 1
+
+    wait = conn.execute("SELECT extract(epoch FROM run_at - updated_at) FROM jobs").fetchone()
+    assert wait is not None
+    assert 0.99 <= float(wait[0]) <= 1.5
