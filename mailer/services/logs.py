@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from mailer import store
-from mailer.domain.timefmt import rfc3339
+from mailer.services import status
 
 TODAY_KINDS = ("created", "sent", "failed")
 STATS_KINDS = ("created", "sent", "failed", "suppressed", "cancelled")
@@ -86,18 +86,7 @@ def log_page(
 
 
 def _item(job: dict[str, Any], recipients: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "id": str(job["id"]),
-        "status": job["status"],
-        "priority": job["priority"],
-        "created_at": rfc3339(job["created_at"]),
-        "updated_at": rfc3339(job["updated_at"]),
-        "send_at": rfc3339(job["send_at"]),
-        "attempts": job["attempts"],
-        "last_error": job["last_error"],
-        "metadata": job["metadata"],
-        "recipients": recipients,
-    }
+    return {**status.job_summary(job), "recipients": recipients}
 
 
 def daily_stats(conn: psycopg.Connection, *, app_id: int, since: dt.date, until: dt.date) -> dict[str, Any]:

@@ -13,14 +13,8 @@ from mailer.domain import errors
 from mailer.domain.timefmt import rfc3339
 
 
-def job_status(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> dict[str, Any]:
-    """Job, recipients with their event timelines, and the audit trail; NotFound for others' jobs."""
-    job = store.get_job(conn, app_id=app_id, job_id=job_id)
-    if job is None:
-        raise errors.NotFound(f"no job {job_id}")
-    timelines: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
-    for event in store.list_recipient_events(conn, job_id=job_id):
-        timelines[event["recipient_id"]].append({"type": event["type"], "at": rfc3339(event["at"])})
+def job_summary(job: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a job that /status and /logs both show, in the documented order."""
     return {
         "id": str(job["id"]),
         "status": job["status"],
@@ -31,6 +25,19 @@ def job_status(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> d
         "attempts": job["attempts"],
         "last_error": job["last_error"],
         "metadata": job["metadata"],
+    }
+
+
+def job_status(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> dict[str, Any]:
+    """Job, recipients with their event timelines, and the audit trail; NotFound for others' jobs."""
+    job = store.get_job(conn, app_id=app_id, job_id=job_id)
+    if job is None:
+        raise errors.NotFound(f"no job {job_id}")
+    timelines: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+    for event in store.list_recipient_events(conn, job_id=job_id):
+        timelines[event["recipient_id"]].append({"type": event["type"], "at": rfc3339(event["at"])})
+    return {
+        **job_summary(job),
         "schedule_id": None if job["schedule_id"] is None else str(job["schedule_id"]),
         "recipients": [
             {
