@@ -7,7 +7,7 @@ import uuid
 import psycopg
 
 from tests.integration.conftest import make_key
-from tests.integration.test_sending import message, run_sender, script
+from tests.integration.sending_support import message, run_sender, script
 
 
 def queue(client, auth, **extra) -> str:  # type: ignore[no-untyped-def]

@@ -82,7 +82,7 @@ def test_unreachable_database_is_a_clear_error() -> None:
 
 
 def test_simulator_command_takes_its_own_options() -> None:
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "mailer.cli", "simulator", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0

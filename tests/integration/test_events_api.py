@@ -16,11 +16,10 @@ import psycopg
 import pytest
 
 import mailer
-from mailer import db, pgcluster, store
+from mailer import pgcluster, store
 from mailer.config import Settings
-from mailer.mailjet import send as mailjet
-from mailer.services import sending
 from tests.conftest import EVENTS_AUTH
+from tests.integration.sending_support import run_sender
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 T0 = 1_755_500_000  # a Mailjet `time` (unix seconds)
@@ -91,15 +90,6 @@ def recipient(client, auth, job_id: str, index: int = 0) -> dict:
     response = client.get(f"/status/{job_id}", headers=auth)
     assert response.status_code == 200
     return response.json["recipients"][index]
-
-
-def run_sender(settings: Settings) -> sending.BatchOutcome:
-    pool = db.create_pool(settings, name="test-sender")
-    client = mailjet.MailjetClient(settings.mailjet_api_url, "key", "secret", timeout=settings.mailjet_timeout_s)
-    try:
-        return sending.send_due_batch(pool, client, settings)
-    finally:
-        pool.close()
 
 
 @contextlib.contextmanager

@@ -1,21 +1,10 @@
 import requests
 
-from mailer import db
-from mailer.mailjet import send as mailjet
-from mailer.services import sending
+from tests.integration.sending_support import run_sender
 
 
 def message(to="ann@example.org", **extra):
     return {"from": {"email": "billing@example.com"}, "to": [{"email": to}], "subject": "Invoice", "text": "hi"} | extra
-
-
-def run_sender(settings):
-    pool = db.create_pool(settings, name="test-sender")
-    client = mailjet.MailjetClient(settings.mailjet_api_url, "key", "secret", timeout=settings.mailjet_timeout_s)
-    try:
-        return sending.send_due_batch(pool, client, settings)
-    finally:
-        pool.close()
 
 
 def test_a_queued_job_is_sent_and_gets_message_ids(client, auth, send_settings, simulator):

@@ -4,39 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import psycopg
 import requests
 
-from mailer import db
-from mailer.config import Settings
-from mailer.mailjet import send as mailjet
-from mailer.services import sending
-
-
-def message(to: str) -> dict:
-    return {"from": {"email": "billing@example.com"}, "to": [{"email": to}], "subject": "Invoice", "text": "hi"}
-
-
-def run_sender(settings: Settings) -> sending.BatchOutcome:
-    pool = db.create_pool(settings, name="test-sender")
-    client = mailjet.MailjetClient(settings.mailjet_api_url, "key", "secret", timeout=settings.mailjet_timeout_s)
-    try:
-        return sending.send_due_batch(pool, client, settings)
-    finally:
-        pool.close()
-
-
-def make_due(conn: psycopg.Connection) -> None:
-    """Skip the backoff wait of requeued jobs."""
-    conn.execute("UPDATE jobs SET run_at = now() WHERE status = 'queued'")
-
-
-def script(simulator: str, *responses: str) -> None:
-    requests.post(f"{simulator}/_sim/script", json={"responses": list(responses)}, timeout=5).raise_for_status()
-
-
-def sends(simulator: str) -> dict:
-    return requests.get(f"{simulator}/_sim/sends", timeout=5).json()
+from tests.integration.sending_support import make_due, message, run_sender, script, sends
 
 
 def test_a_partly_failed_batch_is_applied_message_by_message(client, auth, send_settings, simulator, conn) -> None:

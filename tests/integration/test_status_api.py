@@ -5,13 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from mailer import db
-from mailer.config import Settings
-from mailer.mailjet import send as mailjet
-from mailer.services import sending
+from tests.integration.sending_support import run_sender
 
-JOB_KEYS = ["id", "status", "priority", "created_at", "updated_at", "send_at", "attempts", "last_error", "metadata", "schedule_id",
-            "recipients", "events"]
+JOB_KEYS = ["id", "status", "priority", "created_at", "updated_at", "send_at", "attempts", "last_error", "metadata",
+            "schedule_id", "recipients", "events"]
 RECIPIENT_KEYS = ["email", "kind", "message_id", "status", "events"]
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
@@ -24,15 +21,6 @@ def message(**extra: object) -> dict:
 def parse(timestamp: str) -> dt.datetime:
     assert RFC3339_UTC.match(timestamp), timestamp
     return dt.datetime.fromisoformat(timestamp)
-
-
-def run_sender(settings: Settings) -> sending.BatchOutcome:
-    pool = db.create_pool(settings, name="test-sender")
-    client = mailjet.MailjetClient(settings.mailjet_api_url, "key", "secret", timeout=settings.mailjet_timeout_s)
-    try:
-        return sending.send_due_batch(pool, client, settings)
-    finally:
-        pool.close()
 
 
 def get_status(client, auth, job_id: str) -> dict:

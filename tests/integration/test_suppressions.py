@@ -12,8 +12,8 @@ import pytest
 from mailer.mailjet import simulator as sim
 from mailer.services import recovery
 from tests.integration.conftest import make_key
+from tests.integration.sending_support import make_due, run_sender, script, sends
 from tests.integration.test_events_api import assert_error, event, post_events
-from tests.integration.test_sending import make_due, run_sender, script, sends
 
 T0 = 1_755_500_000
 

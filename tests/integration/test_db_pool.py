@@ -1,0 +1,39 @@
+"""The pool's checkout check: a dead connection is replaced, a live one costs no round trip."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import psycopg_pool
+import pytest
+
+from mailer import db
+from mailer.config import Settings
+
+
+def _backend_pid(pool: object) -> int:
+    with db.connection(pool) as conn:  # type: ignore[arg-type]  # a ConnectionPool
+        return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+
+
+def test_a_connection_the_server_ended_is_replaced_on_checkout(database_url: str) -> None:
+    pool = db.create_pool(Settings(database_url=database_url), name="test-check", max_size=1)
+    try:
+        pool.wait()
+        first = _backend_pid(pool)
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+        time.sleep(0.2)  # the server's goodbye reaches the idle socket
+        second = _backend_pid(pool)  # no error: the check saw the socket readable and replaced it
+        assert second != first
+    finally:
+        pool.close()
+
+
+def test_a_live_idle_connection_is_not_queried(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    queried: list[object] = []
+    monkeypatch.setattr(psycopg_pool.ConnectionPool, "check_connection", staticmethod(queried.append))
+    with psycopg.connect(database_url) as conn:
+        db.check_idle_connection(conn)
+    assert queried == []
