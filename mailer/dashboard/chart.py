@@ -1,0 +1,54 @@
+"""The daily chart's geometry: bars for /stats days, drawn as inline SVG by the template."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+SERIES = ("created", "sent", "failed")
+BAR_W = 9
+GAP = 1
+DAY_GAP = 10
+PLOT_H = 140
+TOP = 16  # room for the scale's label
+LABEL_H = 18
+
+
+@dataclasses.dataclass(frozen=True)
+class Bar:
+    kind: str
+    x: int
+    y: float
+    height: float
+    title: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Chart:
+    width: int
+    height: int
+    plot_bottom: int
+    peak: int
+    bars: list[Bar]
+    labels: list[tuple[int, str]]  # (x of the day's middle, "MM-DD")
+
+
+def daily_bars(days: Sequence[dict[str, Any]]) -> Chart:
+    """One group of bars (created, sent, failed) per day, scaled to the busiest value."""
+    peak = max((day[kind] for day in days for kind in SERIES), default=0)
+    scale = PLOT_H / peak if peak else 0.0
+    group = len(SERIES) * (BAR_W + GAP) + DAY_GAP
+    bars, labels = [], []
+    bottom = TOP + PLOT_H
+    for index, day in enumerate(days):
+        left = index * group + DAY_GAP // 2
+        for offset, kind in enumerate(SERIES):
+            height = round(day[kind] * scale, 1)
+            bars.append(Bar(
+                kind=kind, x=left + offset * (BAR_W + GAP), y=round(bottom - height, 1), height=height,
+                title=f"{day['date']}: {day[kind]} {kind}",
+            ))
+        labels.append((left + (len(SERIES) * (BAR_W + GAP)) // 2, str(day["date"])[5:]))
+    return Chart(width=max(group * len(days), 1), height=bottom + LABEL_H, plot_bottom=bottom, peak=peak,
+                 bars=bars, labels=labels)

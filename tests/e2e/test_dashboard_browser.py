@@ -1,0 +1,135 @@
+"""The dashboard in a real headless Chromium against real processes: log in through the form, queue an
+email through the API, watch it appear in the job list and change status, open its timeline.
+
+Uses Debian's /usr/bin/chromium and /usr/bin/chromedriver (scripts/ensure-chromium installs them); the
+driver path is given explicitly, so Selenium Manager never runs and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.e2e.conftest import running_system
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = pathlib.Path("/usr/bin/chromium")
+CHROMEDRIVER = pathlib.Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1280,1000",
+)
+OPERATOR = "e2e-operator-token-0123456789"
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """Headless Chromium driven by Selenium; skipped when the browser is not installed."""
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER}: Debian's chromium and chromium-driver "
+                    "(scripts/ensure-chromium installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e '.[test]')")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="mailer-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline(
+    database_url: str, tmp_path: pathlib.Path, browser
+):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    flaky = (NoSuchElementException, StaleElementReferenceException)  # the page reloads itself meanwhile
+
+    def wait_for(condition, message: str, timeout: float = 30):  # type: ignore[no-untyped-def]
+        return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=flaky).until(condition, message)
+
+    with running_system(
+        database_url, tmp_path, MAILER_SECRET_KEY="e2e-dashboard-secret", MAILER_OPERATOR_TOKEN=OPERATOR
+    ) as system:
+        # Not logged in: the dashboard sends the browser to the login form.
+        driver.get(f"{system.web_url}/dashboard")
+        assert "/dashboard/login" in driver.current_url
+        driver.find_element(By.ID, "token").send_keys(system.api_key)
+        driver.find_element(By.ID, "login").click()
+        wait_for(lambda d: "Overview" in d.find_element(By.TAG_NAME, "header").text, "the app's dashboard")
+        app_url = driver.current_url.split("?")[0]
+        assert driver.find_element(By.ID, "daily-chart").tag_name == "svg"
+
+        # The job list, with the auto-refresh box ticked through the filter form.
+        driver.find_element(By.LINK_TEXT, "Jobs").click()
+        wait_for(lambda d: d.find_element(By.ID, "jobs"), "the job list")
+        driver.find_element(By.NAME, "refresh").click()
+        driver.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+        wait_for(lambda d: "refresh=1" in d.current_url, "auto-refresh on")
+
+        # Queue an email through the API, due in a few seconds: first `scheduled`, then `sent`.
+        send_at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)).isoformat()
+        queued = requests.post(
+            f"{system.web_url}/queue",
+            json={"from": {"email": "shop@example.com"}, "to": [{"email": "ann@example.org"}],
+                  "subject": "Your order", "text": "Thanks", "send_at": send_at},
+            headers={**system.auth, "X-Request-Id": "browser-e2e-1"}, timeout=5,
+        )
+        assert queued.status_code == 202, queued.text
+        job_id = queued.json()["id"]
+        row = f"job-{job_id}"
+
+        first = wait_for(lambda d: d.find_element(By.ID, row).get_attribute("data-status"), "the job in the list")
+        assert first in {"scheduled", "queued", "sending"}, first
+        driver.save_screenshot(str(tmp_path / "jobs-before.png"))
+        wait_for(lambda d: d.find_element(By.ID, row).get_attribute("data-status") == "sent", "the job sent")
+        assert "ann@example.org" in driver.find_element(By.ID, row).text
+        driver.save_screenshot(str(tmp_path / "jobs-sent.png"))
+
+        # Its page: the recipient, the request id of the API call, and the timeline.
+        driver.find_element(By.LINK_TEXT, job_id).click()
+        wait_for(lambda d: d.find_element(By.ID, "timeline"), "the job page")
+        assert driver.find_element(By.ID, "job-status").text == "sent"
+        assert driver.find_element(By.ID, "request-id").text == "browser-e2e-1"
+        events = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#timeline tbody td:nth-child(2)")]
+        assert events == ["scheduled", "sending", "sent"]
+
+        def recipient_tracked(d) -> bool:  # type: ignore[no-untyped-def]
+            d.refresh()  # the simulator's events arrive on their own schedule
+            return "delivered" in d.find_element(By.ID, "recipients").text
+
+        wait_for(recipient_tracked, "Mailjet's delivered event on the page")
+        assert "ann@example.org" in driver.find_element(By.ID, "recipients").text
+        driver.save_screenshot(str(tmp_path / "job.png"))
+
+        # Another app's pages do not exist for this key.
+        driver.get(app_url.rsplit("/", 1)[0] + "/999999/jobs")
+        assert "404" in driver.find_element(By.TAG_NAME, "h1").text
+
+        # Logging out ends the session.
+        driver.get(app_url)
+        driver.find_element(By.CSS_SELECTOR, "header form button").click()
+        wait_for(lambda d: "/dashboard/login" in d.current_url, "the login form again")
+        driver.get(app_url)
+        assert "/dashboard/login" in driver.current_url
+
+    for name in ("jobs-before.png", "jobs-sent.png", "job.png"):
+        assert (tmp_path / name).stat().st_size > 1000
