@@ -1,0 +1,379 @@
+"""Retention: bodies purged, old jobs deleted with everything hanging off them, in batches, with a budget."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import types
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from mailer import db
+from mailer.config import Settings
+from mailer.services import queueing, retention
+from mailer.store import retention as retention_store
+
+MESSAGE: dict[str, Any] = {
+    "from": {"email": "billing@example.com", "name": "Billing"},
+    "to": [{"email": "ann@example.org", "name": "Ann"}],
+    "cc": [{"email": "cc@example.org"}],
+    "subject": "Your invoice",
+    "text": "the secret text",
+    "html": "<p>the secret html</p>",
+    "variables": {"name": "Ann"},
+    "attachments": [{"filename": "a.pdf", "content_type": "application/pdf", "content": "UERGIGJvZHk="}],
+    "headers": {"X-Order": "1001"},
+}
+POLICY = retention.Policy(body_days=30, days=365, batch=1000)
+
+
+def app_id(conn: psycopg.Connection, name: str = "billing") -> int:
+    row = conn.execute("SELECT id FROM apps WHERE name = %s", (name,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def make_jobs(conn: psycopg.Connection, app: int, count: int = 1, **options: Any) -> list[uuid.UUID]:
+    jobs = [queueing.NewJob(message=copy.deepcopy(MESSAGE), **options) for _ in range(count)]
+    with conn.transaction():
+        queueing.insert(conn, app, jobs, 50)
+    return [job.id for job in jobs]
+
+
+def age(conn: psycopg.Connection, job_ids: list[uuid.UUID], *, status: str, days: int) -> None:
+    """Put jobs in `status`, last changed `days` ago (as if they had ended then)."""
+    conn.execute(
+        "UPDATE jobs SET status = %s, updated_at = now() - make_interval(days => %s) WHERE id = ANY(%s)",
+        (status, days, job_ids),
+    )
+
+
+def message_of(conn: psycopg.Connection, job_id: uuid.UUID) -> tuple[dict[str, Any], Any]:
+    row = conn.execute("SELECT message, body_purged_at FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def count(conn: psycopg.Connection, sql: str, *params: Any) -> int:
+    row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return int(row[0])
+
+
+# --- bodies ------------------------------------------------------------------------------------------
+
+
+def test_bodies_are_purged_only_for_final_jobs_past_the_body_horizon(client, auth, conn) -> None:
+    app = app_id(conn)
+    old_sent, old_failed, recent_sent, old_queued, old_cancelled = (make_jobs(conn, app)[0] for _ in range(5))
+    age(conn, [old_sent], status="sent", days=31)
+    age(conn, [old_failed], status="failed", days=40)
+    age(conn, [old_cancelled], status="cancelled", days=400)
+    age(conn, [recent_sent], status="sent", days=29)
+    age(conn, [old_queued], status="queued", days=40)
+    conn.execute("INSERT INTO job_events (job_id, type) VALUES (%s, 'sent')", (old_sent,))
+    before = {job: client.get(f"/status/{job}", headers=auth).json for job in (old_sent, old_failed)}
+
+    removed = retention.run(conn, POLICY)
+
+    assert removed.bodies_purged == 3
+    assert removed.jobs_deleted == 1  # the cancelled one is past the job horizon too
+    for job in (old_sent, old_failed):
+        message, purged_at = message_of(conn, job)
+        assert purged_at is not None
+        assert message == {
+            "from": MESSAGE["from"], "to": MESSAGE["to"], "cc": MESSAGE["cc"], "subject": "Your invoice",
+            "headers": {"X-Order": "1001"}, "attachments": [{"filename": "a.pdf", "content_type": "application/pdf"}],
+        }
+        # status, recipients and both audit trails are untouched
+        assert client.get(f"/status/{job}", headers=auth).json == before[job]
+    for job in (recent_sent, old_queued):
+        assert message_of(conn, job) == (MESSAGE, None)
+    assert client.get(f"/status/{old_sent}", headers=auth).json["events"][-1]["type"] == "sent"
+
+
+def test_a_purged_failed_job_cannot_be_retried(client, auth, conn) -> None:
+    job = make_jobs(conn, app_id(conn))[0]
+    age(conn, [job], status="failed", days=31)
+    retention.run(conn, POLICY)
+    response = client.post(f"/queue/{job}/retry", headers=auth)
+    assert response.status_code == 409
+    assert response.json["error"]["details"] == {"status": "failed", "body_purged": True}
+    assert client.get(f"/status/{job}", headers=auth).json["status"] == "failed"
+
+
+def test_a_body_without_attachments_or_html_is_purged_too(conn, api_key) -> None:
+    app = app_id(conn)
+    message = {"from": {"email": "a@example.com"}, "to": [{"email": "b@example.org"}], "subject": "s", "text": "t"}
+    job = queueing.NewJob(message=message)
+    with conn.transaction():
+        queueing.insert(conn, app, [job], 50)
+    age(conn, [job.id], status="sent", days=31)
+    retention.run(conn, POLICY)
+    purged, purged_at = message_of(conn, job.id)
+    assert purged == {"from": {"email": "a@example.com"}, "to": [{"email": "b@example.org"}], "subject": "s"}
+    assert purged_at is not None
+
+
+# --- deleting old jobs ---------------------------------------------------------------------------------
+
+
+def attach_everything(conn: psycopg.Connection, job: uuid.UUID, endpoint: uuid.UUID) -> None:
+    """Mailjet events, a webhook message with its delivery and attempt, a schedule occurrence."""
+    conn.execute("UPDATE recipients SET message_id = 1000 + position, status = 'sent' WHERE job_id = %s", (job,))
+    conn.execute(
+        """INSERT INTO mailjet_events (fingerprint, name, status, occurred_at, message_id, email, payload,
+                                       recipient_id, applied_at)
+           SELECT md5(random()::text), 'sent', 'delivered', now(), message_id, email, '{}', id, now()
+           FROM recipients WHERE job_id = %s""",
+        (job,),
+    )
+    conn.execute(
+        """INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms)
+           SELECT d.id, now(), 200, 5 FROM webhook_deliveries d
+           JOIN webhook_messages m ON m.id = d.message_id JOIN recipients r ON r.id = m.recipient_id
+           WHERE r.job_id = %s AND d.endpoint_id = %s""",
+        (job, endpoint),
+    )
+    conn.execute("UPDATE webhook_deliveries SET status = 'succeeded'")
+    conn.execute(
+        "INSERT INTO schedule_occurrences (schedule_id, occurs_at, job_id) VALUES (%s, now(), %s)", (uuid.uuid4(), job)
+    )
+
+
+ROWS_OF_A_JOB = {
+    "jobs": "SELECT count(*) FROM jobs WHERE id = %s",
+    "recipients": "SELECT count(*) FROM recipients WHERE job_id = %s",
+    "recipient_addresses": "SELECT count(*) FROM recipient_addresses WHERE job_id = %s",
+    "job_events": "SELECT count(*) FROM job_events WHERE job_id = %s",
+    "mailjet_events": "SELECT count(*) FROM recipients r JOIN mailjet_events e ON e.recipient_id = r.id "
+                      "WHERE r.job_id = %s",
+    "webhook_messages": "SELECT count(*) FROM recipients r JOIN webhook_messages m ON m.recipient_id = r.id "
+                        "WHERE r.job_id = %s",
+    "webhook_deliveries": "SELECT count(*) FROM recipients r JOIN webhook_messages m ON m.recipient_id = r.id "
+                          "JOIN webhook_deliveries d ON d.message_id = m.id WHERE r.job_id = %s",
+    "webhook_attempts": "SELECT count(*) FROM recipients r JOIN webhook_messages m ON m.recipient_id = r.id "
+                        "JOIN webhook_deliveries d ON d.message_id = m.id "
+                        "JOIN webhook_attempts a ON a.delivery_id = d.id WHERE r.job_id = %s",
+    "schedule_occurrences": "SELECT count(*) FROM schedule_occurrences WHERE job_id = %s",
+}
+
+
+def rows_of(conn: psycopg.Connection, job: uuid.UUID) -> dict[str, int]:
+    return {name: count(conn, sql, job) for name, sql in ROWS_OF_A_JOB.items()}
+
+
+def job_counts(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    sql = "SELECT app_id, day, kind, sum(count) FROM job_counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    return conn.execute(sql).fetchall()
+
+
+def test_old_jobs_go_with_everything_hanging_off_them_and_nothing_newer(conn, api_key) -> None:
+    app = app_id(conn)
+    endpoint = conn.execute(
+        "INSERT INTO webhook_endpoints (app_id, url, events, secret) VALUES (%s, 'http://127.0.0.1:9/h', '{*}', "
+        "'whsec_x') RETURNING id",
+        (app,),
+    ).fetchone()[0]  # type: ignore[index]
+    old, kept, waiting = (make_jobs(conn, app)[0] for _ in range(3))
+    for job in (old, kept):
+        attach_everything(conn, job, endpoint)
+    age(conn, [old], status="sent", days=366)
+    age(conn, [kept], status="sent", days=364)
+    age(conn, [waiting], status="scheduled", days=400)  # not final: never deleted, however old
+    everything = {"jobs": 1, "recipients": 2, "recipient_addresses": 2, "job_events": 1, "mailjet_events": 2,
+                  "webhook_messages": 2, "webhook_deliveries": 2, "webhook_attempts": 2, "schedule_occurrences": 1}
+    assert rows_of(conn, old) == everything == rows_of(conn, kept)
+    counters = job_counts(conn)
+
+    removed = retention.run(conn, POLICY)
+
+    assert rows_of(conn, old) == dict.fromkeys(everything, 0)
+    assert rows_of(conn, kept) == everything
+    # nothing was left behind unlinked either (a deleted recipient would only unlink its webhook messages)
+    for table in ("mailjet_events", "webhook_messages", "webhook_deliveries", "webhook_attempts",
+                  "schedule_occurrences"):
+        assert count(conn, f"SELECT count(*) FROM {table}") == everything[table], table  # noqa: S608  # fixed names
+    assert rows_of(conn, waiting)["jobs"] == 1
+    assert (removed.jobs_deleted, removed.job_events_deleted, removed.webhook_messages_deleted) == (1, 1, 2)
+    assert job_counts(conn) == counters  # the counters are history
+    assert count(conn, "SELECT count(*) FROM webhook_endpoints") == 1
+
+
+def test_unmatched_events_webhook_messages_and_idempotency_keys_past_their_horizon(conn, api_key) -> None:
+    app = app_id(conn)
+    for days, name in ((31, "old"), (29, "new")):
+        conn.execute(
+            """INSERT INTO mailjet_events (fingerprint, name, status, occurred_at, message_id, payload, received_at)
+               VALUES (%s, 'open', 'opened', now(), 42, '{}', now() - make_interval(days => %s))""",
+            (name, days),
+        )
+        conn.execute(
+            """INSERT INTO idempotency_keys (app_id, key, request_hash, response_status, response_body, created_at)
+               VALUES (%s, %s, 'h', 202, '{}', now() - make_interval(days => %s))""",
+            (app, name, days * 12),
+        )
+    endpoint = conn.execute(
+        "INSERT INTO webhook_endpoints (app_id, url, events, secret) VALUES (%s, 'http://127.0.0.1:9/h', '{*}', "
+        "'whsec_x') RETURNING id",
+        (app,),
+    ).fetchone()[0]  # type: ignore[index]
+    for message_id, days, status in (("msg_old_done", 400, "failed"), ("msg_old_pending", 400, "pending"),
+                                     ("msg_new", 300, "succeeded"), ("msg_old_orphan", 400, None)):
+        conn.execute(
+            """INSERT INTO webhook_messages (id, app_id, type, body, created_at)
+               VALUES (%s, %s, 'email.sent', '{}', now() - make_interval(days => %s))""",
+            (message_id, app, days),
+        )
+        if status:
+            conn.execute(
+                "INSERT INTO webhook_deliveries (message_id, endpoint_id, status) VALUES (%s, %s, %s)",
+                (message_id, endpoint, status),
+            )
+    conn.execute("INSERT INTO webhook_attempts (delivery_id, attempted_at, latency_ms) SELECT id, now(), 1 "
+                 "FROM webhook_deliveries")
+
+    removed = retention.run(conn, POLICY)
+
+    assert (removed.unmatched_events_deleted, removed.idempotency_keys_deleted) == (1, 1)
+    assert removed.webhook_messages_deleted == 2
+    assert [r[0] for r in conn.execute("SELECT fingerprint FROM mailjet_events")] == ["new"]
+    assert [r[0] for r in conn.execute("SELECT key FROM idempotency_keys")] == ["new"]
+    assert sorted(r[0] for r in conn.execute("SELECT id FROM webhook_messages")) == ["msg_new", "msg_old_pending"]
+    assert count(conn, "SELECT count(*) FROM webhook_attempts") == 2
+
+
+# --- batches, budget, idempotence ----------------------------------------------------------------------
+
+
+def test_small_batches_still_remove_everything(conn, api_key) -> None:
+    app = app_id(conn)
+    old = make_jobs(conn, app, 5)
+    age(conn, old, status="sent", days=400)
+    removed = retention.run(conn, retention.Policy(body_days=30, days=365, batch=2))
+    assert (removed.bodies_purged, removed.jobs_deleted, removed.job_events_deleted) == (5, 5, 5)
+    assert removed.complete
+    assert count(conn, "SELECT count(*) FROM jobs") == 0
+
+
+def test_each_batch_commits_and_the_budget_stops_a_run(conn, api_key) -> None:
+    app = app_id(conn)
+    old = make_jobs(conn, app, 5)
+    age(conn, old, status="sent", days=40)
+    ticks = itertools.count()
+    policy = retention.Policy(body_days=30, days=365, batch=2)
+
+    removed = retention.run(conn, policy, budget_s=2, clock=lambda: float(next(ticks)))
+
+    assert not removed.complete
+    assert removed.bodies_purged == 2  # one check before the start, then one before each batch
+    assert count(conn, "SELECT count(*) FROM jobs WHERE body_purged_at IS NOT NULL") == 2
+    again = retention.run(conn, policy)
+    assert again.complete
+    assert again.bodies_purged == 3
+
+
+def test_running_twice_changes_nothing_more(conn, api_key) -> None:
+    app = app_id(conn)
+    age(conn, make_jobs(conn, app, 3), status="sent", days=400)
+    age(conn, make_jobs(conn, app, 2), status="failed", days=40)
+    first = retention.run(conn, POLICY)
+    assert (first.bodies_purged, first.jobs_deleted) == (5, 3)
+    snapshot = conn.execute("SELECT id, message, body_purged_at, updated_at FROM jobs ORDER BY id").fetchall()
+    second = retention.run(conn, POLICY)
+    assert second.total() == 0
+    assert second.complete
+    assert conn.execute("SELECT id, message, body_purged_at, updated_at FROM jobs ORDER BY id").fetchall() == snapshot
+
+
+def test_a_job_locked_elsewhere_is_left_for_a_later_run(conn, database_url, api_key) -> None:
+    app = app_id(conn)
+    locked, free = make_jobs(conn, app, 2)
+    age(conn, [locked, free], status="sent", days=40)
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (locked,))
+        assert retention.run(conn, POLICY).bodies_purged == 1  # did not wait for the lock
+    assert retention.run(conn, POLICY).bodies_purged == 1
+
+
+# --- the audit trail's one exception -------------------------------------------------------------------
+
+
+def test_job_events_delete_is_refused_outside_retention_and_allowed_inside(conn, api_key) -> None:
+    job = make_jobs(conn, app_id(conn))[0]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        conn.execute("DELETE FROM job_events WHERE job_id = %s", (job,))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"), conn.transaction():
+        conn.execute("SELECT set_config('mailer.retention', 'off', true)")
+        conn.execute("DELETE FROM job_events WHERE job_id = %s", (job,))
+    with conn.transaction():
+        retention_store.allow_retention_deletes(conn)
+        assert retention_store.delete_job_events_of_jobs(conn, job_ids=[job]) == 1
+    assert count(conn, "SELECT count(*) FROM job_events WHERE job_id = %s", job) == 0
+    # the setting ended with its transaction
+    conn.execute("INSERT INTO job_events (job_id, type) VALUES (%s, 'queued')", (job,))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        conn.execute("DELETE FROM job_events WHERE job_id = %s", (job,))
+
+
+def test_job_events_update_is_refused_even_inside_retention(conn, api_key) -> None:
+    job = make_jobs(conn, app_id(conn))[0]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"), conn.transaction():
+        retention_store.allow_retention_deletes(conn)
+        conn.execute("UPDATE job_events SET type = 'sent' WHERE job_id = %s", (job,))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        conn.execute("UPDATE job_events SET type = 'sent' WHERE job_id = %s", (job,))
+    assert [r[0] for r in conn.execute("SELECT type FROM job_events WHERE job_id = %s", (job,))] == ["queued"]
+
+
+# --- Procrastinate's finished jobs ---------------------------------------------------------------------
+
+
+def queue_job(conn: psycopg.Connection, status: str, days: int) -> int:
+    """A Procrastinate job that went todo -> doing -> `status`, its last event `days` ago."""
+    job_id = conn.execute(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name) VALUES ('send', 'mailer.send_due_jobs') RETURNING id"
+    ).fetchone()[0]  # type: ignore[index]
+    for step in ("doing", status) if status != "todo" else ():
+        conn.execute("UPDATE procrastinate_jobs SET status = %s WHERE id = %s", (step, job_id))
+    conn.execute("UPDATE procrastinate_events SET at = now() - make_interval(days => %s) WHERE job_id = %s",
+                 (days, job_id))
+    return int(job_id)
+
+
+def test_finished_procrastinate_jobs_older_than_a_week_are_deleted(conn) -> None:
+    gone = [queue_job(conn, "succeeded", 8), queue_job(conn, "failed", 8), queue_job(conn, "aborted", 30)]
+    kept = [queue_job(conn, "failed", 6), queue_job(conn, "todo", 30), queue_job(conn, "doing", 30)]
+    removed = retention.run(conn, POLICY)
+    assert removed.queue_jobs_deleted == 3
+    remaining = [r[0] for r in conn.execute("SELECT id FROM procrastinate_jobs ORDER BY id")]
+    assert remaining == kept
+    assert count(conn, "SELECT count(*) FROM procrastinate_events WHERE job_id = ANY(%s)", gone) == 0
+
+
+# --- the periodic task ---------------------------------------------------------------------------------
+
+
+def test_the_periodic_task_runs_retention_with_the_settings(settings: Settings, conn, api_key) -> None:
+    import dataclasses
+
+    from mailer import jobqueue, tasks
+
+    app = app_id(conn)
+    old = make_jobs(conn, app, 3)
+    age(conn, old, status="sent", days=12)
+    pool = db.create_pool(dataclasses.replace(settings, retention_body_days=10, retention_batch=2), name="test")
+    try:
+        pool.wait()
+        runtime = types.SimpleNamespace(pool=pool, settings=dataclasses.replace(settings, retention_body_days=10,
+                                                                                 retention_batch=2))
+        tasks.apply_retention(types.SimpleNamespace(additional_context={"runtime": runtime}), timestamp=0)
+    finally:
+        pool.close()
+    assert count(conn, "SELECT count(*) FROM jobs WHERE body_purged_at IS NOT NULL") == 3
+    periodic = {task.periodic_id: task for task in jobqueue.app.periodic_registry.periodic_tasks.values()}
+    assert periodic["retention"].task.name == "mailer.apply_retention"
+    assert periodic["retention"].task.queue == "housekeeping"
