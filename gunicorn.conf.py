@@ -1,6 +1,18 @@
 """gunicorn settings, read from the environment (gunicorn loads this file by itself)."""
 
 import os
+import re
+import shutil
+import tempfile
+
+# Prometheus metrics of all the gunicorn processes (and of a worker given the same directory) are written
+# to files in PROMETHEUS_MULTIPROC_DIR and summed at each scrape (mailer/metrics.py). It must be set before
+# prometheus_client is first imported, which importing mailer below does.
+_METRICS_DIR_CREATED = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _METRICS_DIR_CREATED:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mailer-metrics-")
+
+from mailer.logging_json import gunicorn_logconfig  # noqa: E402  # after PROMETHEUS_MULTIPROC_DIR is set
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -9,3 +21,43 @@ worker_class = "gthread"
 # Requests are short; a stuck one should not hold a worker for long.
 timeout = 30
 graceful_timeout = 20
+
+# One JSON object per line, like the app and the worker (mailer/logging_json.py). No access log: the
+# app logs every request itself, with its request id, app and duration.
+logconfig_dict = gunicorn_logconfig()
+accesslog = None
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Drop the metric files of processes that are gone (a previous run's): counters start again from 0."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        match = re.search(r"_(\d+)\.db$", name)
+        if match and not _alive(int(match[1])):
+            os.remove(os.path.join(directory, name))
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A gunicorn process ended: its live gauges go; its counters stay in the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    """Remove the metrics directory if this file created it."""
+    if _METRICS_DIR_CREATED:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def _alive(pid):  # type: ignore[no-untyped-def]
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

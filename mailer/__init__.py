@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import flask
 
-from mailer import api, db
+from mailer import api, dashboard, db, logging_json
+from mailer.api import request_log
 from mailer.config import Settings
 
 
 def create_app(settings: Settings | None = None) -> flask.Flask:
     """The Flask app (the `web` process); nothing connects until it is created."""
     settings = settings or Settings.from_env()
+    logging_json.configure(settings)
     app = flask.Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.extensions["mailer.settings"] = settings
     app.extensions["mailer.pool"] = db.create_pool(settings, name="web")
+    request_log.init_app(app)
     api.init_app(app)
+    dashboard.init_app(app, settings)
     return app

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 import psycopg
 
+from mailer import cli_ops, logging_json
 from mailer.config import ConfigError, Settings
 from mailer.domain import errors
 
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging_json.configure()  # one JSON object per line on stderr, like web and worker
     try:
         return int(args.handler(args) or 0)
     except (ConfigError, errors.MailerError) as exc:
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--dir", default=".mailer-dev", help="where the private Postgres lives (default .mailer-dev)")
     dev.set_defaults(handler=_dev)
     commands.add_parser("simulator", help="run the Mailjet simulator (mailer simulator --help)")
+    cli_ops.add_commands(commands)  # status, logs, retry, suppressions, retention
     return parser
 
 
@@ -115,7 +116,9 @@ def _apps_rotate(args: argparse.Namespace) -> int:
 def _worker(_: argparse.Namespace) -> int:
     from mailer import worker
 
-    worker.run(Settings.from_env())
+    settings = Settings.from_env()
+    logging_json.configure(settings)  # mask its secrets in every line
+    worker.run(settings)
     return 0
 
 

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 
 MIB = 1024 * 1024
+MIN_OPERATOR_TOKEN = 16  # it opens every app's dashboard: no guessable short words
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,15 @@ class Settings:
     rate_limit_per_s: float = 500.0
     rate_limit_burst: int = 1000
     mailjet_max_calls_per_s: float = 100.0
+    # The dashboard (/dashboard): the operator's token sees every app; the key that signs its session
+    # cookie (random per process when unset, so set it when more than one web process runs).
+    operator_token: str | None = dataclasses.field(default=None, repr=False)
+    secret_key: str | None = dataclasses.field(default=None, repr=False)
+    # Retention (services/retention.py): bodies are purged this many days after a job ended, jobs (and
+    # everything hanging off them) deleted after retention_days; each statement touches at most a batch.
+    retention_body_days: int = 30
+    retention_days: int = 365
+    retention_batch: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +89,13 @@ class Settings:
             rate_limit_per_s=reader.number("MAILER_RATE_LIMIT_PER_S", defaults.rate_limit_per_s),
             rate_limit_burst=reader.integer("MAILER_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
             mailjet_max_calls_per_s=reader.number("MAILER_MAILJET_MAX_CALLS_PER_S", defaults.mailjet_max_calls_per_s),
+            operator_token=reader.text("MAILER_OPERATOR_TOKEN"),
+            secret_key=reader.text("MAILER_SECRET_KEY"),
+            retention_body_days=reader.integer("MAILER_RETENTION_BODY_DAYS", defaults.retention_body_days, minimum=1),
+            retention_days=reader.integer("MAILER_RETENTION_DAYS", defaults.retention_days, minimum=1),
+            retention_batch=reader.integer(
+                "MAILER_RETENTION_BATCH", defaults.retention_batch, minimum=1, maximum=100_000
+            ),
         )
 
     def __post_init__(self) -> None:
@@ -87,6 +104,13 @@ class Settings:
                 f"MAILER_SEND_STALLED_AFTER_S ({self.send_stalled_after_s}) must exceed "
                 f"MAILER_MAILJET_TIMEOUT_S ({self.mailjet_timeout_s})"
             )
+        if self.retention_body_days > self.retention_days:
+            raise ConfigError(
+                f"MAILER_RETENTION_BODY_DAYS ({self.retention_body_days}) must not exceed "
+                f"MAILER_RETENTION_DAYS ({self.retention_days}): a body cannot outlive its job"
+            )
+        if self.operator_token is not None and len(self.operator_token) < MIN_OPERATOR_TOKEN:
+            raise ConfigError(f"MAILER_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN} characters")
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is not configured."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import select
 from collections.abc import Iterator
 
 import psycopg
@@ -22,7 +23,7 @@ def create_pool(settings: Settings, *, name: str, max_size: int | None = None) -
         timeout=settings.db_timeout_s,
         # Connections that died with a Postgres restart are replaced on checkout, so every
         # process recovers by itself.
-        check=psycopg_pool.ConnectionPool.check_connection,
+        check=check_idle_connection,
         reconnect_timeout=0,  # keep trying forever rather than give up on the pool
         open=False,
     )
@@ -30,11 +31,29 @@ def create_pool(settings: Settings, *, name: str, max_size: int | None = None) -
     return pool
 
 
+def check_idle_connection(conn: psycopg.Connection) -> None:
+    """The pool's check on checkout: raise for a dead connection, without a round trip for a live one.
+
+    An idle pooled connection has nothing to read. When its socket is readable, the server wrote to it
+    (the FATAL it sends as it shuts down or restarts) or hung up: only then is it asked with a query
+    (psycopg_pool's own check), which raises if it is dead, and the pool replaces it.
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        psycopg_pool.ConnectionPool.check_connection(conn)
+
+
 @contextlib.contextmanager
-def connection(pool: psycopg_pool.ConnectionPool) -> Iterator[psycopg.Connection]:
-    """A connection in a transaction that commits on success; an unreachable database is a 503."""
+def connection(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+    """A connection in a transaction that commits on success; an unreachable database is a 503.
+
+    `timeout` (seconds) overrides the pool's wait for a free connection (MAILER_DB_TIMEOUT_S).
+    """
     try:
-        with pool.connection() as conn:
+        with pool.connection(timeout=timeout) as conn:
             yield conn
     except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
         raise errors.DatabaseUnavailable("the database is unavailable; try again shortly") from exc

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -34,7 +36,12 @@ def run(base_dir: str) -> int:
             _, api_key = _dev_key(conn)
         web_url = f"http://127.0.0.1:{settings.port}"
         env = {**os.environ, "DATABASE_URL": database_url,
-               "MAILER_EVENTS_AUTH": settings.events_auth or DEV_EVENTS_AUTH}
+               "MAILER_EVENTS_AUTH": settings.events_auth or DEV_EVENTS_AUTH,
+               # both gunicorn processes must sign dashboard sessions with the same key
+               "MAILER_SECRET_KEY": settings.secret_key or secrets.token_hex(32),
+               # web and worker share their metrics: /metrics shows the worker's sends too
+               "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+               or stack.enter_context(tempfile.TemporaryDirectory(prefix="mailer-dev-metrics-"))}
         children: list[subprocess.Popen[bytes]] = []
         stack.callback(_stop_all, children)
         if not settings.mailjet_api_key:
@@ -52,7 +59,7 @@ def run(base_dir: str) -> int:
             ], env))
         children.append(_spawn([
             sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{settings.port}",
-            "--workers", "2", "--threads", "4", "--access-logfile", "-",
+            "--workers", "2", "--threads", "4",
         ], env))
         children.append(_spawn([sys.executable, "-m", "mailer.cli", "worker"], env))
         _wait_for_web(web_url, children)
@@ -63,6 +70,7 @@ def run(base_dir: str) -> int:
               "    -d '{\"from\":{\"email\":\"me@example.com\"},\"to\":[{\"email\":\"ann@example.org\"}],"
               "\"subject\":\"Hi\",\"text\":\"Hello\"}'")
         print(f"  curl -s {web_url}/status/<id> -H 'Authorization: Bearer {api_key}'")
+        print(f"dashboard: {web_url}/dashboard (log in with the API key below)")
         print("API key of the dev app:")
         print(api_key, flush=True)
         return _wait(children)

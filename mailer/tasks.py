@@ -7,10 +7,12 @@ import datetime
 import procrastinate
 
 from mailer import db, jobqueue
-from mailer.services import recovery, scheduling, sending
+from mailer.services import recovery, retention, scheduling, sending
 
 # One wake-up drains at most this many batches, so no single job holds a worker for long.
 MAX_BATCHES_PER_JOB = 20
+# One retention run stops after this long (each batch commits on its own; the next run continues).
+RETENTION_BUDGET_S = 60.0
 
 
 @jobqueue.app.task(name=jobqueue.SEND_TASK, queue=jobqueue.SEND_QUEUE, pass_context=True)
@@ -39,6 +41,17 @@ def run_scheduler(context: procrastinate.JobContext, timestamp: int) -> None:
     runtime = context.additional_context["runtime"]
     with db.connection(runtime.pool) as conn:
         scheduling.tick(conn, now=datetime.datetime.now(datetime.UTC), batch_size=runtime.settings.send_batch_size)
+
+
+@jobqueue.app.periodic(cron="*/10 * * * *", periodic_id="retention")
+@jobqueue.app.task(
+    name="mailer.apply_retention", queue="housekeeping", queueing_lock="mailer.apply_retention", pass_context=True
+)
+def apply_retention(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every 10 minutes: purge old bodies, delete jobs past the horizon and finished queue jobs, in batches."""
+    runtime = context.additional_context["runtime"]
+    with db.connection(runtime.pool) as conn:
+        retention.run(conn, retention.Policy.from_settings(runtime.settings), budget_s=RETENTION_BUDGET_S)
 
 
 @jobqueue.app.periodic(cron="* * * * * *", periodic_id="webhooks")

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import flask
 
-from mailer.api import errors, events, health, logs, queue, schedules, status, suppressions, webhooks
+from mailer.api import (
+    errors,
+    events,
+    health,
+    logs,
+    openapi,
+    prometheus,
+    queue,
+    schedules,
+    status,
+    suppressions,
+    webhooks,
+)
 
 
 def init_app(app: flask.Flask) -> None:
@@ -12,5 +24,6 @@ def init_app(app: flask.Flask) -> None:
     errors.init_app(app)
     for blueprint in (
         health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, webhooks.bp, logs.bp,
+        openapi.bp, prometheus.bp,
     ):
         app.register_blueprint(blueprint)

@@ -39,6 +39,10 @@ def json_body() -> Any:
         body = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise errors.MalformedRequest(f"the request body is not valid JSON: {_short(exc)}") from None
+    if "\\u" not in text:
+        # Neither a lone surrogate nor a NUL can arrive without a \u escape: strict UTF-8 decoding refuses
+        # encoded surrogates and json.loads refuses raw control characters. Spares walking a big batch.
+        return body
     strings = list(_strings(body))
     if any(_SURROGATE.search(value) for value in strings):
         raise errors.MalformedRequest("the request body is not UTF-8 text: it has a lone surrogate (\\ud800-\\udfff)")

@@ -8,7 +8,8 @@ import hmac
 
 import flask
 
-from mailer import db
+from mailer import db, metrics
+from mailer.api import apidoc, responses
 from mailer.domain import errors
 from mailer.mailjet import events as mailjet_events
 from mailer.services import tracking
@@ -30,6 +31,12 @@ def _check_basic_auth() -> None:
 
 
 @bp.post("/events")
+@apidoc.operation(
+    auth="basic",
+    body={"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
+          "description": "Mailjet Event API: one event object, or an array of them (grouped events)"},
+    responses={200: responses.EventsAnswerSchema},
+)
 def receive_events() -> flask.Response:
     """Store Mailjet events (one object or a grouped array); 200 for anything parsed."""
     _check_basic_auth()
@@ -42,4 +49,5 @@ def receive_events() -> flask.Response:
         raise errors.MalformedRequest(f"not a Mailjet event payload: {exc}") from None
     with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
         recorded = tracking.record_events(conn, parsed)
+    metrics.events_received(event.name for event in parsed)
     return flask.jsonify({"received": recorded.received, "new": recorded.new, "matched": recorded.matched})

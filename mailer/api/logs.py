@@ -8,7 +8,7 @@ import flask
 from marshmallow import Schema, ValidationError
 
 from mailer import db
-from mailer.api import auth, schemas
+from mailer.api import apidoc, auth, responses, schemas
 from mailer.api.errors import details_from_marshmallow
 from mailer.domain import errors
 from mailer.services import logs
@@ -32,6 +32,13 @@ def _query(schema: Schema) -> dict[str, Any]:
 
 
 @bp.get("/logs")
+@apidoc.operation(
+    # `metadata.KEY=VALUE` parameters (any number of keys) cannot be listed one by one: see the description.
+    query=schemas.LogsArgs(exclude=("metadata",)),
+    responses={200: responses.LogsPageSchema},
+    description="Filter on metadata with `metadata.KEY=VALUE` (VALUE read as JSON when it parses: "
+    "`metadata.order_id=1001`); up to 20 such filters, all of which must match.",
+)
 def list_logs() -> flask.Response:
     """One page of the app's jobs, newest first, with next_cursor and today's counters."""
     query = _query(schemas.LogsArgs())
@@ -51,6 +58,7 @@ def list_logs() -> flask.Response:
 
 
 @bp.get("/stats")
+@apidoc.operation(query=schemas.StatsArgs, responses={200: responses.StatsSchema})
 def stats() -> flask.Response:
     """The app's counters per UTC day: created, sent, failed, suppressed, cancelled."""
     query = _query(schemas.StatsArgs())

@@ -8,7 +8,7 @@ import flask
 from marshmallow import ValidationError
 
 from mailer import db
-from mailer.api import auth, body, schemas, status
+from mailer.api import apidoc, auth, body, fast_message, responses, schemas, status
 from mailer.api.errors import details_from_marshmallow
 from mailer.api.schedule_schemas import SendAtPatchSchema
 from mailer.domain import errors
@@ -21,13 +21,25 @@ MAX_IDEMPOTENCY_KEY = 255
 
 
 @bp.post("/queue")
+@apidoc.operation(
+    body=(schemas.MessageSchema, schemas.BatchSchema),
+    responses={202: (responses.JobAnswerSchema, responses.BatchAnswerSchema)},
+    headers=[{
+        "name": "Idempotency-Key", "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+        "description": "a repeat with the same key and body returns the first answer; with another body it is 422",
+    }],
+    errors=(409,),
+)
 def queue_mail() -> tuple[flask.Response, int]:
     """Validate one message or a batch, store it durably, answer 202 with the job id(s)."""
     payload = body.json_body()
     batch = isinstance(payload, dict) and "messages" in payload
-    schema = schemas.BatchSchema() if batch else schemas.MessageSchema()
+    # The plain message skips marshmallow's cost (api/fast_message.py); anything else, and every error, goes
+    # through the schema.
+    loaded = fast_message.load_batch(payload) if batch else fast_message.load(payload)
     try:
-        loaded = schema.load(payload)
+        if loaded is None:
+            loaded = (schemas.BatchSchema() if batch else schemas.MessageSchema()).load(payload)
     except ValidationError as exc:
         details = details_from_marshmallow(exc.messages)
         raise errors.ValidationFailed("the request is not a valid message", details) from None
@@ -54,7 +66,10 @@ def new_job_from(loaded: dict[str, Any]) -> queueing.NewJob:
     metadata = message.pop("metadata")
     send_at = message.pop("send_at", None)
     message["from"] = message.pop("from_")
-    return queueing.NewJob(message=message, priority=priority, metadata=metadata, send_at=send_at)
+    return queueing.NewJob(
+        message=message, priority=priority, metadata=metadata, send_at=send_at,
+        request_id=flask.g.get("request_id"),  # set by api/request_log.py for every request
+    )
 
 
 def _idempotency_key() -> str | None:
@@ -70,6 +85,7 @@ def _idempotency_key() -> str | None:
 
 
 @bp.delete("/queue/<job_id>")
+@apidoc.operation(responses={200: responses.JobAnswerSchema}, path={"job_id": apidoc.UUID}, errors=(404, 409))
 def cancel_job(job_id: str) -> flask.Response:
     """Cancel a scheduled or queued job."""
     with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
@@ -78,6 +94,7 @@ def cancel_job(job_id: str) -> flask.Response:
 
 
 @bp.post("/queue/<job_id>/retry")
+@apidoc.operation(responses={202: responses.JobAnswerSchema}, path={"job_id": apidoc.UUID}, errors=(404, 409))
 def retry_job(job_id: str) -> tuple[flask.Response, int]:
     """Queue a failed job again, keeping its id and history."""
     settings = flask.current_app.extensions["mailer.settings"]
@@ -89,6 +106,9 @@ def retry_job(job_id: str) -> tuple[flask.Response, int]:
 
 
 @bp.patch("/queue/<job_id>")
+@apidoc.operation(
+    body=SendAtPatchSchema, responses={200: responses.JobAnswerSchema}, path={"job_id": apidoc.UUID}, errors=(404, 409)
+)
 def reschedule_job(job_id: str) -> flask.Response:
     """Move a scheduled job to another send_at."""
     try:

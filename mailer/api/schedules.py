@@ -13,7 +13,7 @@ import flask
 from marshmallow import Schema, ValidationError
 
 from mailer import db
-from mailer.api import auth, body, queue
+from mailer.api import apidoc, auth, body, queue, responses
 from mailer.api.errors import details_from_marshmallow
 from mailer.api.schedule_schemas import ScheduleCreateSchema, ScheduleListSchema, SchedulePatchSchema
 from mailer.domain import errors, recurrence
@@ -22,6 +22,8 @@ from mailer.store import schedules as store
 
 bp = flask.Blueprint("schedules", __name__)
 bp.before_request(auth.require_app_key)
+
+_ID = {"schedule_id": apidoc.UUID}
 
 
 def _now() -> dt.datetime:
@@ -64,6 +66,7 @@ def _spec(loaded: dict[str, Any], timezone: str) -> dict[str, Any]:
 
 
 @bp.post("/schedules")
+@apidoc.operation(body=ScheduleCreateSchema, responses={201: responses.ScheduleSchema})
 def create_schedule() -> tuple[flask.Response, int]:
     """Create a recurring schedule; 201 with its next occurrence and the 5 after."""
     loaded = _load(ScheduleCreateSchema(), body.json_body())
@@ -75,6 +78,7 @@ def create_schedule() -> tuple[flask.Response, int]:
 
 
 @bp.get("/schedules")
+@apidoc.operation(query=ScheduleListSchema, responses={200: responses.SchedulePageSchema})
 def list_schedules() -> flask.Response:
     """The app's schedules, newest first, a page at a time."""
     query = _load(ScheduleListSchema(), flask.request.args.to_dict())
@@ -91,6 +95,7 @@ def list_schedules() -> flask.Response:
 
 
 @bp.get("/schedules/<schedule_id>")
+@apidoc.operation(responses={200: responses.ScheduleSchema}, path=_ID, errors=(404,))
 def get_schedule(schedule_id: str) -> flask.Response:
     """One schedule with its upcoming occurrences and the jobs it produced."""
     with db.connection(_pool()) as conn:
@@ -99,6 +104,7 @@ def get_schedule(schedule_id: str) -> flask.Response:
 
 
 @bp.patch("/schedules/<schedule_id>")
+@apidoc.operation(body=SchedulePatchSchema, responses={200: responses.ScheduleSchema}, path=_ID, errors=(404, 409))
 def patch_schedule(schedule_id: str) -> flask.Response:
     """Change message, rule or zone; upcoming is recomputed."""
     loaded = _load(SchedulePatchSchema(), body.json_body())
@@ -110,6 +116,7 @@ def patch_schedule(schedule_id: str) -> flask.Response:
 
 
 @bp.post("/schedules/<schedule_id>/done")
+@apidoc.operation(responses={200: responses.ScheduleSchema}, path=_ID, errors=(404,))
 def stop_schedule(schedule_id: str) -> flask.Response:
     """Stop: no further sends (waiting jobs of this schedule are cancelled)."""
     with db.connection(_pool()) as conn:
@@ -118,6 +125,7 @@ def stop_schedule(schedule_id: str) -> flask.Response:
 
 
 @bp.delete("/schedules/<schedule_id>")
+@apidoc.operation(responses={204: None}, path=_ID, errors=(404,))
 def delete_schedule(schedule_id: str) -> tuple[str, int]:
     """Delete a schedule; the jobs it produced stay."""
     with db.connection(_pool()) as conn:

@@ -7,7 +7,7 @@ import uuid
 import flask
 
 from mailer import db
-from mailer.api import auth
+from mailer.api import apidoc, auth, responses
 from mailer.domain import errors
 from mailer.services import status
 
@@ -24,6 +24,7 @@ def parse_job_id(raw: str) -> uuid.UUID:
 
 
 @bp.get("/status/<job_id>")
+@apidoc.operation(responses={200: responses.JobStatusSchema}, path={"job_id": apidoc.UUID}, errors=(404,))
 def job_status(job_id: str) -> flask.Response:
     """Job, recipients with their events, and the audit trail."""
     with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:

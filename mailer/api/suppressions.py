@@ -8,7 +8,7 @@ import flask
 from marshmallow import Schema, ValidationError
 
 from mailer import db
-from mailer.api import auth, body, schemas
+from mailer.api import apidoc, auth, body, responses, schemas
 from mailer.api.errors import details_from_marshmallow
 from mailer.domain import errors
 from mailer.services import suppressions
@@ -25,6 +25,7 @@ def _load(schema: Schema, data: Any, what: str) -> dict[str, Any]:
 
 
 @bp.get("/suppressions")
+@apidoc.operation(query=schemas.SuppressionListArgs, responses={200: responses.SuppressionPageSchema})
 def list_suppressions() -> flask.Response:
     """One page of the list, newest first; `next_cursor` fetches the next one."""
     args = flask.request.args
@@ -42,6 +43,10 @@ def list_suppressions() -> flask.Response:
 
 
 @bp.post("/suppressions")
+@apidoc.operation(
+    body=schemas.SuppressionSchema,
+    responses={200: responses.SuppressionEntrySchema, 201: responses.SuppressionEntrySchema},
+)
 def add_suppression() -> tuple[flask.Response, int]:
     """Put an address on the list: 201 with the new entry, 200 with the existing one (unchanged)."""
     loaded = _load(schemas.SuppressionSchema(), body.json_body(), "request")
@@ -53,6 +58,7 @@ def add_suppression() -> tuple[flask.Response, int]:
 
 
 @bp.delete("/suppressions/<path:email>")
+@apidoc.operation(responses={204: None}, errors=(404,))
 def delete_suppression(email: str) -> flask.Response:
     """Take an address off the list (matched case-insensitively): 204, or 404 when it is not there."""
     with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:

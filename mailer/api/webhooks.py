@@ -9,13 +9,15 @@ import flask
 from marshmallow import Schema, ValidationError
 
 from mailer import db
-from mailer.api import auth, body, schemas
+from mailer.api import apidoc, auth, body, responses, schemas
 from mailer.api.errors import details_from_marshmallow
 from mailer.domain import errors
 from mailer.services import webhooks
 
 bp = flask.Blueprint("webhooks", __name__)
 bp.before_request(auth.require_app_key)
+
+_ID = {"endpoint_id": apidoc.UUID}
 
 
 def _load(schema: Schema, data: Any, what: str) -> dict[str, Any]:
@@ -48,6 +50,7 @@ def _with_secret(answer: dict[str, Any], status: int) -> tuple[flask.Response, i
 
 
 @bp.post("/webhooks")
+@apidoc.operation(body=schemas.WebhookSchema, responses={201: responses.WebhookWithSecretSchema})
 def create_webhook() -> tuple[flask.Response, int]:
     """Register an endpoint: 201 with its secret, shown this once."""
     loaded = _load(schemas.WebhookSchema(), body.json_body(), "request")
@@ -60,6 +63,7 @@ def create_webhook() -> tuple[flask.Response, int]:
 
 
 @bp.get("/webhooks")
+@apidoc.operation(responses={200: responses.WebhookListSchema})
 def list_webhooks() -> flask.Response:
     """The app's endpoints (without secrets)."""
     with db.connection(_pool()) as conn:
@@ -68,6 +72,7 @@ def list_webhooks() -> flask.Response:
 
 
 @bp.get("/webhooks/<endpoint_id>")
+@apidoc.operation(responses={200: responses.WebhookEndpointSchema}, path=_ID, errors=(404,))
 def get_webhook(endpoint_id: str) -> flask.Response:
     """One endpoint (without its secret)."""
     with db.connection(_pool()) as conn:
@@ -75,6 +80,9 @@ def get_webhook(endpoint_id: str) -> flask.Response:
 
 
 @bp.patch("/webhooks/<endpoint_id>")
+@apidoc.operation(
+    body=schemas.WebhookPatchSchema, responses={200: responses.WebhookEndpointSchema}, path=_ID, errors=(404,)
+)
 def update_webhook(endpoint_id: str) -> flask.Response:
     """Change url, events or enabled (true clears a disabled state)."""
     loaded = _load(schemas.WebhookPatchSchema(), body.json_body(), "request")
@@ -87,6 +95,7 @@ def update_webhook(endpoint_id: str) -> flask.Response:
 
 
 @bp.delete("/webhooks/<endpoint_id>")
+@apidoc.operation(responses={204: None}, path=_ID, errors=(404,))
 def delete_webhook(endpoint_id: str) -> flask.Response:
     """Delete an endpoint and its deliveries: 204."""
     with db.connection(_pool()) as conn:
@@ -95,6 +104,7 @@ def delete_webhook(endpoint_id: str) -> flask.Response:
 
 
 @bp.post("/webhooks/<endpoint_id>/rotate-secret")
+@apidoc.operation(responses={200: responses.WebhookWithSecretSchema}, path=_ID, errors=(404,))
 def rotate_webhook_secret(endpoint_id: str) -> tuple[flask.Response, int]:
     """A new secret, shown this once; the old one keeps signing beside it for 24 h."""
     with db.connection(_pool()) as conn:
@@ -103,6 +113,10 @@ def rotate_webhook_secret(endpoint_id: str) -> tuple[flask.Response, int]:
 
 
 @bp.get("/webhooks/<endpoint_id>/deliveries")
+@apidoc.operation(
+    query=schemas.WebhookDeliveryListArgs, responses={200: responses.WebhookDeliveryPageSchema}, path=_ID,
+    errors=(404,),
+)
 def list_webhook_deliveries(endpoint_id: str) -> flask.Response:
     """The endpoint's deliveries, newest first, each with every attempt; `next_cursor` pages on."""
     args = flask.request.args
@@ -121,6 +135,7 @@ def list_webhook_deliveries(endpoint_id: str) -> flask.Response:
 
 
 @bp.post("/webhooks/<endpoint_id>/deliveries/<int:delivery_id>/replay")
+@apidoc.operation(responses={202: responses.ReplayAnswerSchema}, path=_ID, errors=(404, 409))
 def replay_webhook_delivery(endpoint_id: str, delivery_id: int) -> tuple[flask.Response, int]:
     """Send one delivery again now (same webhook-id and body): 202."""
     with db.connection(_pool()) as conn:

@@ -31,6 +31,11 @@ class Unauthorized(MailerError):
     http_status = 401
 
 
+class Forbidden(MailerError):
+    code = "forbidden"
+    http_status = 403
+
+
 class NotFound(MailerError):
     code = "not_found"
     http_status = 404

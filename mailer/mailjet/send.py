@@ -51,6 +51,7 @@ class SendResponse:
     """Per-message outcomes, in the order the messages were given."""
 
     results: tuple[MessageResult, ...]
+    status_code: int = 200  # 200, or 400 when some messages were rejected
 
 
 class SendError(Exception):
@@ -292,7 +293,7 @@ class MailjetClient:
                 raise _malformed(status, "Messages does not match the request")
             # Errors carry no CustomID: results match the request by position only.
             return SendResponse(
-                tuple(_parse_result(i, m, status) for i, m in zip(items, messages, strict=True))
+                tuple(_parse_result(i, m, status) for i, m in zip(items, messages, strict=True)), status
             )
         raise _global_error(response, body)
 

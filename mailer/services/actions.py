@@ -33,6 +33,11 @@ def retry(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID, batch_siz
             wakeups.wake_senders(conn, [(retried["priority"], None)], batch_size)
             return {"id": str(job_id), "status": statuses.QUEUED}
         job = _existing(conn, app_id, job_id)
+    if job["status"] == statuses.FAILED:  # failed, yet retry_job left it: retention purged its body
+        raise errors.Conflict(
+            f"job {job_id} can no longer be retried: its body was purged (MAILER_RETENTION_BODY_DAYS)",
+            {"status": job["status"], "body_purged": True},
+        )
     raise errors.Conflict(
         f"job {job_id} is {job['status']}; only failed jobs can be retried", {"status": job["status"]}
     )

@@ -5,17 +5,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from mailer import store
+from mailer import metrics, store
 from mailer.domain import errors, statuses
 from mailer.services import wakeups
 
 RECIPIENT_KINDS = ("to", "cc", "bcc")
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,7 @@ class NewJob:
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     send_at: Any = None  # an aware datetime or None
     schedule_id: uuid.UUID | None = None
+    request_id: str | None = None  # of the API call that queued it (logged by the worker with each step)
     id: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
 
 
@@ -71,7 +75,11 @@ def accept(
                 response_status=accepted.status_code,
                 response_body=accepted.body,
             )
-        return accepted
+    for job, answer in zip(jobs, answers, strict=True):
+        log.info("job %s", answer["status"], extra={"job_id": answer["id"], "app_id": app_id,
+                                                    "status": answer["status"], "request_id": job.request_id})
+    metrics.jobs_reached((answer["status"], job.priority) for job, answer in zip(jobs, answers, strict=True))
+    return accepted
 
 
 def _replay(conn: psycopg.Connection, app_id: int, key: str, request_hash: str) -> Accepted | None:
@@ -93,7 +101,7 @@ def insert(conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch_
     ids = [job.id for job in jobs]
     job_rows = [
         {"id": job.id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
-         "send_at": job.send_at, "schedule_id": job.schedule_id}
+         "send_at": job.send_at, "schedule_id": job.schedule_id, "request_id": job.request_id}
         for job in jobs
     ]
     recipient_rows = [

@@ -32,7 +32,14 @@ class Recovered:
 def sweep(conn: psycopg.Connection, settings: Settings) -> Recovered:
     """Requeue stalled sends, wake senders for due jobs nothing will pick up, match late events."""
     stalled = recovery_store.requeue_stalled_jobs(conn, stalled_after_s=settings.send_stalled_after_s)
-    unattended = recovery_store.count_unattended_due_jobs(conn, task_name=jobqueue.SEND_TASK, grace_s=UNATTENDED_GRACE_S)
+    unattended = recovery_store.count_unattended_due_jobs(
+        conn, task_name=jobqueue.SEND_TASK, grace_s=UNATTENDED_GRACE_S
+    )
+    for row in stalled:
+        log.warning("job queued", extra={
+            "job_id": str(row["id"]), "app_id": row["app_id"], "request_id": row["request_id"], "status": "queued",
+            "reason": "recovered: the sending worker stopped answering",
+        })
     due = [(row["priority"], None) for row in stalled]
     due += [(priority, None) for priority, count in unattended.items() for _ in range(count)]
     wakeups.wake_senders(conn, due, settings.send_batch_size)

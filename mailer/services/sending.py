@@ -6,13 +6,14 @@ import dataclasses
 import functools
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable, Sequence
 
 import psycopg
 import psycopg_pool
 
-from mailer import db, store
+from mailer import db, metrics, store
 from mailer.config import Settings
 from mailer.domain import backoff
 from mailer.mailjet import send as mailjet
@@ -40,6 +41,9 @@ class _Results:
     retry: list[tuple[ClaimedJob, str, bool, float | None]] = dataclasses.field(default_factory=list)
     suppressed: list[ClaimedJob] = dataclasses.field(default_factory=list)  # every recipient suppressed
     screenings: dict[uuid.UUID, suppressions.Screening] = dataclasses.field(default_factory=dict)
+    claimed_at: float = dataclasses.field(default_factory=time.monotonic)  # for the send latency metric
+    # (log level, job, new status, extra fields): logged once the transaction recording them commits
+    transitions: list[tuple[int, ClaimedJob, str, dict[str, object]]] = dataclasses.field(default_factory=list)
 
 
 def send_due_batch(
@@ -54,6 +58,8 @@ def send_due_batch(
         screenings = suppressions.screen(conn, claimed) if claimed else {}
     if not claimed:
         return BatchOutcome()
+    for job in claimed:
+        _log_transition(logging.INFO, job, "sending", {})
     results = _Results()
     # Every Mailjet call first waits for the cap that all workers share (MAILER_MAILJET_MAX_CALLS_PER_S).
     throttle = functools.partial(rate_limits.wait_for_mailjet, pool, settings)
@@ -64,7 +70,19 @@ def send_due_batch(
     if screened.to_send:
         _send(client, screened.to_send, results, throttle)
     with db.connection(pool) as conn:
-        return _record(conn, settings, results, rng)
+        outcome = _record(conn, settings, results, rng)
+    for level, job, status, extra in results.transitions:
+        _log_transition(level, job, status, extra)
+    metrics.jobs_reached((status, job.priority) for _, job, status, _ in results.transitions)
+    return outcome
+
+
+def _log_transition(level: int, job: ClaimedJob, status: str, extra: dict[str, object]) -> None:
+    """One JSON log line per job transition, with the request id of the API call that queued the job."""
+    log.log(level, "job %s", status, extra={
+        "job_id": str(job.id), "app_id": job.app_id, "request_id": job.request_id, "status": status,
+        "attempt": job.attempts, **extra,
+    })
 
 
 def _already_accepted(
@@ -77,8 +95,10 @@ def _already_accepted(
     try:
         found = client.find_by_custom_id(str(job.id))
     except mailjet.SendError as exc:
+        metrics.mailjet_answered("lookup", exc.status_code)
         results.retry.append((job, f"could not check an earlier attempt with Mailjet: {exc}", True, exc.retry_after))
         return True
+    metrics.mailjet_answered("lookup", 200)
     if found:
         results.accepted.append((job, None))
         return True
@@ -93,12 +113,14 @@ def _send(
     try:
         response = client.send(outgoing)
     except mailjet.SendError as exc:
+        metrics.mailjet_answered("send", exc.status_code, results.claimed_at)
         # 401/403 are our credentials, not the messages: retry so fixing the key recovers them.
         if exc.transient or exc.status_code in (401, 403):
             results.retry.extend((job, str(exc), exc.ambiguous, exc.retry_after) for job in jobs)
         else:
             results.rejected.extend((job, str(exc)) for job in jobs)
         return
+    metrics.mailjet_answered("send", response.status_code, results.claimed_at)
     for job, result in zip(jobs, response.results, strict=True):
         if result.accepted:
             results.accepted.append((job, result))
@@ -143,14 +165,32 @@ def _record(conn: psycopg.Connection, settings: Settings, results: _Results, rng
     wakeups.wake_senders(
         conn, ((priorities[job_id], run_at) for job_id, run_at in requeued.items()), settings.send_batch_size
     )
-    for job, error, *_ in results.retry:
-        log.warning("send attempt %s of job %s failed: %s", job.attempts, job.id, error)
+    claimed_jobs = {job.id: job for job in _claimed(results)}
+    results.transitions.extend((logging.INFO, claimed_jobs[job_id], "suppressed", {}) for job_id in suppressed)
+    results.transitions.extend((logging.INFO, claimed_jobs[job_id], "sent", {}) for job_id in sent)
+    errors_by_id = {failure["id"]: failure["error"] for failure in failures}
+    results.transitions.extend(
+        (logging.WARNING, claimed_jobs[job_id], "failed", {"error": errors_by_id[job_id]}) for job_id in failed
+    )
+    retried = {retry["id"]: retry for retry in retries}
+    results.transitions.extend(
+        (logging.WARNING, claimed_jobs[job_id], "retry_scheduled",
+         {"error": retried[job_id]["error"], "retry_in_s": retried[job_id]["delay_s"], "run_at": run_at})
+        for job_id, run_at in requeued.items()
+    )
     return BatchOutcome(
         claimed=len(results.accepted) + len(results.rejected) + len(results.retry) + len(results.suppressed),
         sent=len(sent),
         failed=len(failed),
         retried=len(requeued),
         suppressed=len(suppressed),
+    )
+
+
+def _claimed(results: _Results) -> list[ClaimedJob]:
+    return (
+        [job for job, _ in results.accepted] + [job for job, _ in results.rejected]
+        + [job for job, *_ in results.retry] + results.suppressed
     )
 
 

@@ -11,12 +11,13 @@ import random
 import socket
 import threading
 import time
+import urllib.parse
 
 import psycopg_pool
 import requests
 import urllib3
 
-from mailer import db
+from mailer import db, metrics
 from mailer.config import Settings
 from mailer.services import ssrf, webhooks
 from mailer.store import webhooks as store
@@ -248,9 +249,38 @@ def record(
         )
         if disabled:
             store.disable_webhook_deliveries(conn, endpoint_id=delivery.endpoint_id)
+    _log_attempt(delivery, attempt, recorded)
+    metrics.webhook_delivered(recorded or status)
     if disabled and not attempt.succeeded:
-        log.warning("webhook endpoint %s is disabled after: %s", delivery.endpoint_id, attempt.error)
+        log.warning("webhook endpoint %s is disabled after: %s", delivery.endpoint_id,
+                    without_url(attempt.error, delivery.url))
     return recorded
+
+
+def _log_attempt(delivery: ClaimedDelivery, attempt: Attempt, status: str | None) -> None:
+    """One line per attempt, with the request id of the API call that queued the email it tells about.
+    Never the URL (it may carry the subscriber's own token), the secrets or the body."""
+    log.log(
+        logging.INFO if attempt.succeeded else logging.WARNING, "webhook delivery %s", status,
+        extra={
+            "delivery_id": delivery.id, "webhook_id": delivery.message_id, "endpoint_id": str(delivery.endpoint_id),
+            "type": delivery.type, "attempt": delivery.attempts + 1, "status_code": attempt.status_code,
+            "latency_ms": attempt.latency_ms, "status": status, "error": without_url(attempt.error, delivery.url),
+            "job_id": delivery.job_id, "request_id": delivery.request_id,
+        },
+    )
+
+
+def without_url(error: str | None, url: str) -> str | None:
+    """An attempt's error for the log: connection errors quote the URL, whose path or query may hold a token."""
+    if error is None:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    for piece in (url, path, parts.query):
+        if len(piece) > 1:
+            error = error.replace(piece, "[url]")
+    return error
 
 
 def deliver(

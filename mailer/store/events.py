@@ -27,6 +27,8 @@ class AppliedEvents:
 
 def apply_pending_events(conn: psycopg.Connection, *, message_ids: Sequence[int]) -> AppliedEvents:
     """Match waiting events to the recipients that now have these MessageIDs."""
+    if not message_ids:
+        return AppliedEvents(event_ids=[], recipient_ids=[])
     rows = _run.all_rows(conn, "apply_pending_events", message_ids=list(message_ids))
     return AppliedEvents(
         event_ids=sorted(row["id"] for row in rows), recipient_ids=sorted({row["recipient_id"] for row in rows})

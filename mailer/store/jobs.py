@@ -21,6 +21,7 @@ class ClaimedJob:
     message: dict[str, Any]
     attempts: int
     verify_before_send: bool
+    request_id: str | None = None  # of the API call that queued it, for the worker's log lines
 
 
 def insert_jobs(
@@ -55,21 +56,30 @@ def claim_due_jobs(conn: psycopg.Connection, *, limit: int) -> list[ClaimedJob]:
 
 def mark_jobs_sent(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
     """Mark sending jobs as sent; the ids that changed."""
+    if not ids:  # nothing to do: spare the round trip and the statement triggers
+        return []
     return [row["job_id"] for row in _run.all_rows(conn, "mark_jobs_sent", ids=list(ids))]
 
 
 def set_recipient_message_ids(conn: psycopg.Connection, *, recipients: Sequence[dict[str, Any]]) -> None:
     """Store Mailjet's per-recipient MessageIDs (job_id, kind, position, message_id, message_uuid)."""
-    _run.all_rows(conn, "set_recipient_message_ids", recipients=_run.jsonb(list(recipients)))
+    if not recipients:
+        return
+    job_ids = sorted({str(row["job_id"]) for row in recipients})
+    _run.all_rows(conn, "set_recipient_message_ids", recipients=_run.jsonb(list(recipients)), job_ids=job_ids)
 
 
 def mark_jobs_failed(conn: psycopg.Connection, *, failures: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
     """Fail sending jobs with their error (id, error); the ids that changed."""
+    if not failures:
+        return []
     return [row["job_id"] for row in _run.all_rows(conn, "mark_jobs_failed", failures=_run.jsonb(list(failures)))]
 
 
 def requeue_jobs(conn: psycopg.Connection, *, retries: Sequence[dict[str, Any]]) -> dict[uuid.UUID, dt.datetime]:
     """Put sending jobs back in the queue after a delay (id, error, delay_s, ambiguous); run_at by id."""
+    if not retries:
+        return {}
     rows = _run.all_rows(conn, "requeue_jobs", retries=_run.jsonb(list(retries)))
     return {row["job_id"]: row["run_at"] for row in rows}
 

@@ -10,7 +10,7 @@ from mailer.store import _run
 
 
 def requeue_stalled_jobs(conn: psycopg.Connection, *, stalled_after_s: float) -> list[dict[str, Any]]:
-    """Queue again (to be checked with Mailjet first) jobs stuck in sending; their id and priority."""
+    """Queue again (to be checked with Mailjet first) jobs stuck in sending; id, app_id, priority, request_id."""
     return _run.all_rows(conn, "requeue_stalled_jobs", stalled_after_s=stalled_after_s)
 
 

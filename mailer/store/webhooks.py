@@ -26,6 +26,8 @@ class ClaimedDelivery:
     url: str
     secret: str = dataclasses.field(repr=False)
     previous_secret: str | None = dataclasses.field(repr=False)
+    job_id: str | None = None  # for the log line: the job this delivery tells about
+    request_id: str | None = None  # and the request id of the API call that queued that job
 
 
 def insert_webhook_endpoint(

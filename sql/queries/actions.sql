@@ -13,10 +13,11 @@ RETURNING job_id;
 -- retry_job --
 -- Queue a failed job again with a fresh budget of attempts; its id and history stay. Recipients
 -- left out as suppressed are screened again at the next attempt (the list may have changed).
+-- A job whose body retention has purged has nothing left to send.
 WITH target AS (
     SELECT id, attempts, last_error
     FROM jobs
-    WHERE id = %(id)s AND app_id = %(app_id)s AND status = 'failed'
+    WHERE id = %(id)s AND app_id = %(app_id)s AND status = 'failed' AND body_purged_at IS NULL
     FOR UPDATE
 ), retried AS (
     UPDATE jobs

@@ -5,13 +5,13 @@ WITH stalled AS (
     UPDATE jobs
     SET status = 'queued', run_at = now(), verify_before_send = true, claimed_at = NULL, updated_at = now()
     WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => %(stalled_after_s)s)
-    RETURNING id, priority
+    RETURNING id, app_id, priority, request_id
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
     SELECT id, 'recovered', jsonb_build_object('reason', 'the sending worker stopped answering')
     FROM stalled
 )
-SELECT id, priority FROM stalled;
+SELECT id, app_id, priority, request_id FROM stalled;
 
 -- count_unattended_due_jobs --
 -- Due jobs, by priority, that no pending wake-up will pick up (their wake-up was taken by a

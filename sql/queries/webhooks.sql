@@ -55,7 +55,8 @@ RETURNING id, app_id, url, events, disabled_at, disabled_reason, previous_secret
 -- Take up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint (counting those
 -- other workers hold), so one slow or dead subscriber cannot take every worker. The claim commits
 -- before the post: the delivery is leased (not due) until `lease_s` from now, which a dead worker
--- lets expire. Returns what a post needs: the body exactly as stored, the live secrets.
+-- lets expire. Returns what a post needs: the body exactly as stored, the live secrets; and, for the
+-- log line, the job and the request id of the API call that queued it (a primary-key read each).
 WITH endpoints AS (
     SELECT e.id,
            %(per_endpoint)s - (SELECT count(*) FROM webhook_deliveries f
@@ -83,7 +84,10 @@ SET in_flight_until = now() + make_interval(secs => %(lease_s)s),
 FROM due, webhook_endpoints AS e, webhook_messages AS m
 WHERE d.id = due.id AND e.id = d.endpoint_id AND m.id = d.message_id
 RETURNING d.id, d.attempts, d.message_id, m.type, m.body::text AS body, e.id AS endpoint_id, e.url, e.secret,
-          CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret;
+          CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
+          m.body #>> '{data,job_id}' AS job_id,
+          (SELECT j.request_id FROM recipients r JOIN jobs j ON j.id = r.job_id
+           WHERE r.id = m.recipient_id) AS request_id;
 
 -- record_webhook_attempt --
 -- Log one attempt and move its delivery on: succeeded, failed, disabled, or pending again in
