@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import uuid
@@ -16,6 +17,8 @@ from mailer.mailjet.events import MailjetEvent
 
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 _UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+# How json.dumps writes what _storable replaces: NUL and surrogates as escapes, non-finite floats bare.
+_UNSTORABLE_JSON = re.compile(r"\\u(?:0000|d[89a-f][0-9a-f]{2})|NaN|Infinity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +34,16 @@ def record_events(conn: psycopg.Connection, events: Sequence[MailjetEvent]) -> R
     """Store new events and move their recipients' statuses forward."""
     unique = {event.fingerprint: event for event in events}
     rows = [
-        _storable({"fingerprint": event.fingerprint, "name": event.name, "status": event.status,
-                   "occurred_at": event.at, "message_id": _bigint(event.message_id),
-                   "custom_id": event.custom_id, "job_id": _job_id(event.custom_id),
-                   "email": event.email, "suppresses": event.suppresses, "payload": event.raw})
+        {"fingerprint": event.fingerprint, "name": event.name, "status": event.status,
+         "occurred_at": event.at, "message_id": _bigint(event.message_id),
+         "custom_id": event.custom_id, "job_id": _job_id(event.custom_id),
+         "email": event.email, "suppresses": event.suppresses, "payload": event.raw}
         for event in unique.values()
     ]
+    # Walking every value costs more than the rest of the parsing: only when the JSON text of the batch
+    # shows something Postgres cannot store (a false alarm, e.g. "NaN" in a string, only costs the walk).
+    if _UNSTORABLE_JSON.search(json.dumps(rows, default=str)):
+        rows = [_storable(row) for row in rows]
     inserted = store.insert_mailjet_events(conn, events=rows) if rows else []
     matched = sorted({row["recipient_id"] for row in inserted if row["recipient_id"] is not None})
     store.advance_recipient_statuses(conn, recipient_ids=matched)

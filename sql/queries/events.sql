@@ -2,16 +2,18 @@
 -- Keep each Mailjet event once (duplicates by fingerprint are dropped) and match it to its
 -- recipient by MessageID, or by CustomID (our job id) + email when the send result is not
 -- stored yet. Unmatched events stay with applied_at null until the message becomes known.
-WITH incoming AS (
+-- MATERIALIZED: the match is computed once per event (inlined, it ran again for applied_at). `r.id + 0`:
+-- ordered by the bare key, the planner may walk the primary key checking every row's MessageID.
+WITH incoming AS MATERIALIZED (
     SELECT e.fingerprint, e.name, e.status, e.occurred_at, e.message_id, e.custom_id, e.email,
            e.suppresses, e.payload,
            coalesce(
                (SELECT r.id FROM recipients r
                 WHERE e.message_id IS NOT NULL AND r.message_id = e.message_id
-                ORDER BY r.id LIMIT 1),
+                ORDER BY r.id + 0 LIMIT 1),
                (SELECT r.id FROM recipients r
                 WHERE r.job_id = e.job_id AND lower(r.email) = lower(e.email)
-                ORDER BY r.id LIMIT 1)
+                ORDER BY r.id + 0 LIMIT 1)
            ) AS recipient_id
     FROM jsonb_to_recordset(%(events)s)
         AS e(fingerprint text, name text, status text, occurred_at timestamptz, message_id bigint,
@@ -38,7 +40,8 @@ RETURNING e.id, e.recipient_id;
 -- advance_recipient_statuses --
 -- Set each recipient to the highest-ranked status among its events, never to a lower one.
 -- The rank of the current status is a subquery (not a join) so a concurrent update is
--- re-checked against the row's newest status.
+-- re-checked against the row's newest status. `r.id = ANY(...)` lets the planner reach the recipients by
+-- their key: joined to `best` alone it hashes a sequential scan of the whole recipients table.
 UPDATE recipients AS r
 SET status = best.status, updated_at = now()
 FROM (
@@ -48,7 +51,7 @@ FROM (
     WHERE e.recipient_id = ANY(%(recipient_ids)s)
     ORDER BY e.recipient_id, s.rank DESC, e.occurred_at DESC
 ) AS best
-WHERE r.id = best.recipient_id
+WHERE r.id = best.recipient_id AND r.id = ANY(%(recipient_ids)s)
   AND best.rank > (SELECT rank FROM recipient_statuses WHERE status = r.status)
 RETURNING r.id, r.job_id, r.email, r.status;
 

@@ -1,0 +1,152 @@
+"""Load generators: wrk for HTTP (a Python client cannot keep up on two shared cores), psycopg for the baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import psycopg
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+_LATENCY_LINE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
+
+
+def message(n: int, domain: str = "example.org") -> dict[str, Any]:
+    """A typical transactional message (one recipient, text and HTML, a little metadata)."""
+    return {
+        "from": {"email": "billing@example.com", "name": "Billing"},
+        "to": [{"email": f"customer{n}@{domain}", "name": f"Customer {n}"}],
+        "subject": f"Your invoice #{n}",
+        "text": f"Hello, your invoice #{n} of 42.00 EUR is attached. Thank you for your order.",
+        "html": f"<p>Hello, your invoice <b>#{n}</b> of 42.00 EUR is attached.</p><p>Thank you.</p>",
+        "metadata": {"order_id": n},
+    }
+
+
+def ensure_wrk() -> str:
+    """The path of wrk, installed with apt-get (as scripts/ensure-postgres does) when missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk not found; installing it with apt-get", flush=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)  # noqa: S603  # apt-get, as scripts/ensure-postgres
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)  # noqa: S603  # apt-get
+    found = shutil.which("wrk")
+    if not found:
+        raise RuntimeError("wrk is not installed and apt-get could not install it")
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    non_2xx: int
+    errors: int
+    latency_ms: dict[str, float]  # "50", "75", "90", "99"
+
+    @property
+    def per_s(self) -> float:
+        return self.requests / self.seconds
+
+
+def _lua_string(value: str) -> str:
+    return "[==[" + value + "]==]"
+
+
+def run_wrk(url: str, headers: dict[str, str], body: str, clients: int, seconds: float) -> WrkResult:
+    """POST the same body from `clients` connections for `seconds`; wrk's count and latency percentiles."""
+    lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body)}"]
+    lines += [f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items()]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lines) + "\n")
+    try:
+        argv = [ensure_wrk(), f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds:g}s", "--latency",
+                "--timeout", "10s", "-s", script.name, url]
+        output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout  # noqa: S603  # wrk
+    finally:
+        pathlib.Path(script.name).unlink()
+    return parse_wrk(output)
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """The numbers in wrk's report (`--latency`)."""
+    done = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", output)
+    if not done:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    seconds = float(done.group(2)) * _UNITS[done.group(3)] / 1e3
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    latency = {m.group(1): float(m.group(2)) * _UNITS[m.group(3)] for m in _LATENCY_LINE.finditer(output)}
+    return WrkResult(
+        requests=int(done.group(1)), seconds=seconds, non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        errors=sum(int(g) for g in errors.groups()) if errors else 0, latency_ms=latency,
+    )
+
+
+# --- the baseline: single-row INSERT commits straight into PostgreSQL -------------------------------------
+
+RAW_TABLE = """
+CREATE TABLE IF NOT EXISTS bench_raw_jobs (
+    id uuid PRIMARY KEY, app_id bigint NOT NULL, status text NOT NULL, priority text NOT NULL,
+    message jsonb NOT NULL, metadata jsonb NOT NULL DEFAULT '{}'::jsonb, run_at timestamptz NOT NULL,
+    attempts integer NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+_RAW_INSERT = (
+    "INSERT INTO bench_raw_jobs (id, app_id, status, priority, message, metadata, run_at) "
+    "VALUES (%s, 1, 'queued', 'transactional', %s, %s, now())"
+)
+
+
+def _raw_client(url: str, seconds: float, start_at: float, results: Any) -> None:
+    body = json.dumps(message(0))
+    done, latencies = 0, []
+    with psycopg.connect(url, autocommit=True) as conn:  # autocommit: each INSERT is its own commit
+        time.sleep(max(0.0, start_at - time.time()))
+        end = time.monotonic() + seconds
+        while (now := time.monotonic()) < end:
+            conn.execute(_RAW_INSERT, (uuid.uuid4(), body, '{"order_id": 0}'))
+            latencies.append(time.monotonic() - now)
+            done += 1
+    results.put((done, latencies))
+
+
+def raw_insert_rate(url: str, clients: int, seconds: float) -> tuple[float, float, float]:
+    """Single-row INSERT commits per second from `clients` processes (no GIL between them); p50, p99 ms."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(RAW_TABLE)
+        conn.execute("TRUNCATE bench_raw_jobs")
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    start_at = time.time() + 2.0  # every client connected before the clock starts
+    processes = [context.Process(target=_raw_client, args=(url, seconds, start_at, results)) for _ in range(clients)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=seconds + 60) for _ in processes]
+    for process in processes:
+        process.join()
+    latencies = sorted(latency for _, some in outcomes for latency in some)
+    total = sum(done for done, _ in outcomes)
+    return total / seconds, percentile(latencies, 50) * 1e3, percentile(latencies, 99) * 1e3
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The pct-th percentile of sorted values (nearest rank)."""
+    if not values:
+        return float("nan")
+    rank = max(0, min(len(values) - 1, round(pct / 100 * len(values) + 0.5) - 1))
+    return values[rank]

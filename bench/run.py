@@ -1,0 +1,209 @@
+"""mailer's benchmark: ingest, end to end against the naive design, pickup latency, events, and scale.
+
+    .venv/bin/python bench/run.py [--quick] [--write]
+
+Starts a private PostgreSQL (fsync on), gunicorn, mailer's workers and the Mailjet simulator (100 ms per
+call) as processes, runs every measurement, prints the table; --write also records it in BENCHMARKS.md.
+--quick shrinks every size (a smoke test of the whole benchmark in about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import signal
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make `bench` and `mailer` importable from the checkout
+    sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402  # after the path fix above
+
+from bench import history, loadgen, measure, report, system  # noqa: E402
+
+MEASUREMENTS = ("ingest", "e2e", "naive", "scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    ingest_s: float
+    emails: int
+    naive_emails: int
+    pickups: int
+    history: int
+
+
+FULL = Sizes(ingest_s=15, emails=20_000, naive_emails=20_000, pickups=50, history=1_000_000)
+QUICK = Sizes(ingest_s=3, emails=2_000, naive_emails=2_000, pickups=10, history=100_000)
+CLIENTS = 8  # concurrent clients of the ingest measurements and of the raw INSERT baseline
+BATCH_CLIENTS = 4
+EVENT_CLIENTS = 4
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the benchmark")
+    parser.add_argument("--write", action="store_true", help="record the results in BENCHMARKS.md")
+    parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, default=list(MEASUREMENTS))
+    parser.add_argument("--worker-processes", type=int, default=2, help="mailer (and naive) worker processes")
+    parser.add_argument("--concurrency", type=int, default=8, help="jobs each worker process runs at once")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (WEB_CONCURRENCY)")
+    parser.add_argument("--web-threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--pg-stats", action="store_true",
+                        help="load pg_stat_statements and print the costliest statements of each measurement")
+    args = parser.parse_args(argv)
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C: every process started here is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sizes = QUICK if args.quick else FULL
+    loadgen.ensure_wrk()
+    config = (f"gunicorn {args.web_workers} workers x {args.web_threads} threads; {args.worker_processes} worker "
+              f"processes x concurrency {args.concurrency} (mailer and naive alike); PostgreSQL 15 defaults, fsync "
+              "on; simulator 100 ms per call, no event callbacks; MAILER_RATE_LIMIT_PER_S=0, other settings default")
+    print(config, flush=True)
+    rows: list[report.Row] = []
+    runs: dict[str, measure.Throughput] = {}
+    with system.running(args.worker_processes, args.web_workers, args.web_threads, args.pg_stats) as sut:
+        global _PG_STATS  # a flag for the whole run
+        _PG_STATS = sut.database_url if args.pg_stats else ""
+        with psycopg.connect(sut.database_url) as conn:
+            app_id = conn.execute("SELECT id FROM apps WHERE name = 'bench'").fetchone()[0]  # type: ignore[index]
+        if "ingest" in args.only:
+            rows += _ingest(sut, sizes)
+        if {"e2e", "naive", "scale"} & set(args.only):
+            rows += _end_to_end(sut, sizes, args, app_id, runs)
+    print()
+    table = report.results_table(rows)
+    cpu = report.cpu_table(runs) if runs else ""
+    print(table, cpu, sep="\n\n")
+    if args.write:
+        command = "python bench/run.py --write" + (" --quick" if args.quick else "")
+        notes = f"Sizes: {dataclasses.asdict(sizes)}."
+        report.write(ROOT / "BENCHMARKS.md", report.document(command, config, rows, runs, notes))
+        print("\nwritten to BENCHMARKS.md")
+    return 0
+
+
+def _ingest(sut: system.System, sizes: Sizes) -> list[report.Row]:
+    raw, raw_p50, raw_p99 = loadgen.raw_insert_rate(sut.database_url, CLIENTS, sizes.ingest_s)
+    _say(f"raw INSERT commits: {raw:,.0f}/s (p50 {raw_p50:.1f} ms, p99 {raw_p99:.1f} ms)")
+    single = measure.ingest_single(sut, sizes.ingest_s, CLIENTS)
+    p50, p99 = single.latency_ms.get("50", float("nan")), single.latency_ms.get("99", float("nan"))
+    _say(f"single ingest: {single.per_s:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    sut.reset()
+    batch = measure.ingest_batch(sut, sizes.ingest_s, BATCH_CLIENTS)
+    per_s = batch.per_s * measure.BATCH
+    _say(f"batch ingest: {per_s:,.0f} emails/s ({batch.per_s:.1f} req/s, p50 {batch.latency_ms.get('50', 0):.0f} ms)")
+    sut.reset()
+    return [
+        report.Row(f"1. Ingest, single message ({CLIENTS} clients, {sizes.ingest_s:g} s)",
+                   f"{single.per_s:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+                   f"{raw:,.0f} single-row INSERT commits/s (p99 {raw_p99:.1f} ms)", f"{single.per_s / raw:.2f}",
+                   "≥ 1,000 req/s, p99 < 50 ms", single.per_s >= 1000 and p99 < 50),
+        report.Row(f"2. Ingest, batches of {measure.BATCH} ({BATCH_CLIENTS} clients, {sizes.ingest_s:g} s)",
+                   f"{per_s:,.0f} emails/s ({batch.per_s:.1f} req/s, p50 {batch.latency_ms.get('50', 0):.0f} ms)",
+                   target="≥ 10,000 emails/s", ok=per_s >= 10_000),
+    ]
+
+
+def _end_to_end(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_id: int,
+                runs: dict[str, measure.Throughput]) -> list[report.Row]:
+    rows: list[report.Row] = []
+    wants = set(args.only)
+    if "e2e" in wants:
+        sut.start_workers(args.concurrency)
+        pickups = measure.pickup(sut, sizes.pickups)
+        p50, p99 = measure.stats(pickups)
+        _say(f"pickup: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        _both_runs(sut, sizes, args, app_id, runs, "")
+        rate, applied, seconds = measure.events(sut, EVENT_CLIENTS)
+        _say(f"events: {rate:,.0f}/s ({applied:,} in {seconds:.2f} s)")
+        _statements("the events")
+        sut.stop_workers()
+        rows.append(report.Row(f"4. Pickup latency, idle system ({sizes.pickups} single jobs)",
+                               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", target="p50 < 50 ms", ok=p50 < 50))
+        rows.append(report.Row(f"5. Events, grouped POSTs of 100 ({EVENT_CLIENTS} clients)",
+                               f"{rate:,.0f} events applied/s ({applied:,} in {seconds:.1f} s)",
+                               target="≥ 5,000 events/s", ok=rate >= 5000))
+    if "naive" in wants:
+        sut.reset()
+        runs[NAIVE] = slow = measure.naive_end_to_end(sut, sizes.naive_emails, args.concurrency)
+        _say(f"naive: {slow.per_s:,.0f} emails/s ({slow.emails:,} in {slow.window_s:.2f} s)")
+    slow = runs.get(NAIVE)
+    for key, label in ((TOGETHER, "3. End to end: queued through the batch API while the workers send"),
+                       (DRAIN, "3b. End to end, sending alone: all queued first (one send_at just after)")):
+        if key in runs:
+            run = runs[key]
+            ratio = run.per_s / slow.per_s if slow else None
+            rows.insert(len([r for r in rows if r.name.startswith("3")]), report.Row(
+                f"{label} ({run.emails:,} emails, simulator 100 ms per call)",
+                f"{run.per_s:,.0f} emails/s ({run.window_s:.2f} s {_window_of(key)}; {run.duplicates} duplicates)",
+                f"naive: {slow.per_s:,.0f} emails/s ({slow.emails:,} in {slow.window_s:.1f} s)" if slow else "",
+                f"{ratio:.1f}x" if ratio else "", "≥ 3,000 emails/s and ≥ 10x naive",
+                run.per_s >= 3000 and (ratio or 0) >= 10 and run.duplicates == 0))
+    if "scale" in wants:
+        sut.reset()
+        seconds = history.load(sut.database_url, app_id, sizes.history)
+        _say(f"loaded {sizes.history:,} historic jobs in {seconds:.0f} s")
+        sut.start_workers(args.concurrency)
+        scale = f", {sizes.history:,} historic jobs"
+        _both_runs(sut, sizes, args, app_id, runs, scale)
+        sut.stop_workers()
+        for key, label in ((TOGETHER, "3"), (DRAIN, "3b")):
+            if key in runs and key + scale in runs:
+                big, empty = runs[key + scale], runs[key]
+                ratio = big.per_s / empty.per_s
+                rows.append(report.Row(
+                    f"6. Scale: {label} with {sizes.history:,} historic jobs",
+                    f"{big.per_s:,.0f} emails/s ({big.window_s:.2f} s; {big.duplicates} duplicates)",
+                    f"empty tables: {empty.per_s:,.0f} emails/s", f"{ratio:.0%}", "≥ 80 % of empty",
+                    ratio >= 0.8 and big.duplicates == 0))
+    mailer_runs = [run for name, run in runs.items() if name != NAIVE]
+    if mailer_runs:
+        rss = max(run.worker_peak_rss_mb for run in mailer_runs)
+        rows.append(report.Row("Worker memory (peak RSS of a worker process)", f"{rss:.0f} MB",
+                               target="< 200 MB", ok=rss < 200))
+    return rows
+
+
+TOGETHER = "mailer, queued while sending"
+DRAIN = "mailer, sending alone"
+NAIVE = "naive"
+
+
+def _both_runs(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_id: int,
+               runs: dict[str, measure.Throughput], suffix: str) -> None:
+    """3 (the emails due at once, sent while they are being queued), then 3b (all queued first, with one
+    send_at just after the queueing: sending alone)."""
+    for key, drain in ((TOGETHER, False), (DRAIN, True)):
+        sut.reset(tables=not suffix)  # at scale the historic jobs stay
+        if _PG_STATS:
+            system.reset_statement_profile(_PG_STATS)
+        runs[key + suffix] = run = measure.end_to_end(sut, sizes.emails, app_id, drain=drain)
+        _statements(key + suffix)
+        _say(f"{key}{suffix}: {run.per_s:,.0f} emails/s ({run.emails:,} in {run.window_s:.2f} s), "
+             f"{run.cpu_ms_per_email:.2f} ms CPU per email")
+
+
+def _window_of(key: str) -> str:
+    return "from the first claim to the last sent" if key == DRAIN else "from the first queued to the last sent"
+
+
+_PG_STATS = ""  # the database URL when --pg-stats is on
+
+
+def _statements(what: str) -> None:
+    """With --pg-stats: the statements that cost PostgreSQL the most since the last call."""
+    if _PG_STATS:
+        print(f"\nPostgreSQL statements of {what}:\n{system.statement_profile(_PG_STATS)}\n", flush=True)
+        system.reset_statement_profile(_PG_STATS)
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The benchmark's smoke test: `python bench/run.py --quick` end to end, every measurement.
+
+Outside `testpaths`, so `scripts/test` does not run it (it takes about two minutes and wants a quiet
+machine); run it by path: `.venv/bin/pytest bench/test_quick.py`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.bench
+def test_the_quick_benchmark_runs_every_measurement() -> None:
+    result = subprocess.run(  # noqa: S603  # our own interpreter and script
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = result.stdout
+    for row in ("1. Ingest, single", "2. Ingest, batches", "3. End to end", "4. Pickup latency", "5. Events",
+                "6. Scale", "Worker memory"):
+        assert row in table, table
+    assert len(re.findall(r"\b0 duplicates", table)) == 2, table  # no email sent twice, in either end-to-end run
