@@ -70,8 +70,8 @@ def document(command: str, config: str, rows: list[Row], runs: dict[str, Through
         "",
         results_table(rows),
         "",
-        "CPU time of each process group during the end-to-end windows (queueing included), as a share of one"
-        " core over the wall time measured:",
+        "CPU time of each process group during each end-to-end run (for 3 from the first request on, queueing"
+        " included; for 3b from the end of the queueing), as a share of one core over the run:",
         "",
         cpu_table(runs),
         "",

@@ -113,10 +113,12 @@ class System:
 
 
 @contextlib.contextmanager
-def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats: bool = False) -> Iterator[System]:
+def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats: bool = False,
+            pg_settings: dict[str, str] | None = None) -> Iterator[System]:
     """Start PostgreSQL (fsync on), migrate, create an app, start the simulator and gunicorn.
 
-    With `pg_stats`, PostgreSQL also loads pg_stat_statements (for statement_profile)."""
+    With `pg_stats`, PostgreSQL also loads pg_stat_statements (for statement_profile); `pg_settings` are
+    set with ALTER SYSTEM before the server restarts."""
     base = pathlib.Path(tempfile.mkdtemp(prefix="mailer-bench-"))
     cluster = pgcluster.Cluster(base_dir=base / "pg", port=pgcluster.free_port(), fast_unsafe=False)
     log_dir = base / "logs"
@@ -126,6 +128,12 @@ def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats:
     system: System | None = None
     try:
         url = cluster.url()
+        if pg_settings:
+            with psycopg.connect(url, autocommit=True) as conn:
+                for name, value in pg_settings.items():
+                    conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # type: ignore[arg-type]  # our own options
+            cluster.stop()
+            cluster.start()
         if pg_stats:
             _load_pg_stat_statements(cluster)
         migrations.migrate(url)
