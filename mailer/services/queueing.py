@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from mailer import metrics, store
-from mailer.domain import errors, statuses
+from mailer.domain import errors
 from mailer.services import wakeups
 
 RECIPIENT_KINDS = ("to", "cc", "bcc")
@@ -111,13 +111,7 @@ def insert(conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch_
         for kind in RECIPIENT_KINDS
         for position, address in enumerate(job.message.get(kind) or [])
     ]
-    inserted = store.insert_jobs(conn, app_id=app_id, jobs=job_rows, recipients=recipient_rows)
-    wakeups.wake_senders(
-        conn,
-        (
-            (job.priority, inserted[job_id]["run_at"] if inserted[job_id]["status"] == statuses.SCHEDULED else None)
-            for job_id, job in zip(ids, jobs, strict=True)
-        ),
-        batch_size,
+    inserted = store.insert_jobs(
+        conn, app_id=app_id, jobs=job_rows, recipients=recipient_rows, wake=wakeups.send_target(batch_size)
     )
     return [{"id": str(job_id), "status": inserted[job_id]["status"]} for job_id in ids]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
-import math
 from collections.abc import Iterable
 
 import psycopg
 
-from mailer import jobqueue
+from mailer import jobqueue, store
 
 
 def wake_senders(conn: psycopg.Connection, due: Iterable[tuple[str, dt.datetime | None]], batch_size: int) -> None:
@@ -17,14 +15,15 @@ def wake_senders(conn: psycopg.Connection, due: Iterable[tuple[str, dt.datetime 
 
     Because the wake-up commits with the rows it wakes for, no committed email is ever left
     without a job that will look for it; a job that finds nothing left is a cheap no-op.
+    (POST /queue's jobs are woken by the statement that inserts them: store.insert_jobs.)
     """
-    groups = collections.Counter(due)
-    for (priority, run_at), count in groups.items():
-        deferrer = jobqueue.deferrer.configure_task(
-            jobqueue.SEND_TASK,
-            connection=conn,
-            queue=jobqueue.SEND_QUEUE,
-            priority=jobqueue.LANE_PRIORITY[priority],
-            schedule_at=run_at,
-        )
-        deferrer.batch_defer(*({} for _ in range(math.ceil(count / batch_size))))
+    due = list(due)
+    if due:
+        store.wake_senders(conn, lanes=[jobqueue.LANE_PRIORITY[priority] for priority, _ in due],
+                           wake_ats=[run_at for _, run_at in due], target=send_target(batch_size))
+
+
+def send_target(batch_size: int) -> dict[str, object]:
+    """What mailer_wake_senders (sql/migrations/0009) defers: the send task, its queue, lanes and batch size."""
+    return {"queue": jobqueue.SEND_QUEUE, "task": jobqueue.SEND_TASK, "batch_size": batch_size,
+            "transactional_lane": jobqueue.LANE_PRIORITY["transactional"], "bulk_lane": jobqueue.LANE_PRIORITY["bulk"]}

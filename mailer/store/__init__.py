@@ -42,6 +42,7 @@ from mailer.store.suppressions import (
     suppress_from_events,
     suppress_recipients,
 )
+from mailer.store.wakeups import wake_senders
 
 __all__ = [
     "LogFilters",
@@ -80,4 +81,5 @@ __all__ = [
     "suppress_from_events",
     "suppress_recipients",
     "take_rate_limit_tokens",
+    "wake_senders",
 ]

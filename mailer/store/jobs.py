@@ -25,11 +25,18 @@ class ClaimedJob:
 
 
 def insert_jobs(
-    conn: psycopg.Connection, *, app_id: int, jobs: Sequence[dict[str, Any]], recipients: Sequence[dict[str, Any]]
+    conn: psycopg.Connection,
+    *,
+    app_id: int,
+    jobs: Sequence[dict[str, Any]],
+    recipients: Sequence[dict[str, Any]],
+    wake: dict[str, object],
 ) -> dict[uuid.UUID, dict[str, Any]]:
-    """Insert jobs with their recipients and first audit event; their status and run_at by id."""
+    """Insert jobs with their recipients, first audit event and the senders' wake-ups (`wake`: what
+    mailer_wake_senders defers); their status and run_at by id."""
     rows = _run.all_rows(
-        conn, "insert_jobs", app_id=app_id, jobs=_run.jsonb(list(jobs)), recipients=_run.jsonb(list(recipients))
+        conn, "insert_jobs", app_id=app_id, jobs=_run.jsonb(list(jobs)), recipients=_run.jsonb(list(recipients)),
+        **wake,
     )
     return {row["id"]: row for row in rows}
 

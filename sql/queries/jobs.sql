@@ -1,6 +1,7 @@
 -- insert_jobs --
--- Accept messages: jobs, their recipients and the first audit event, in one statement.
--- A send_at in the future makes the job scheduled; in the past (or none) it is queued now.
+-- Accept messages: jobs, their recipients, the first audit event and the senders' wake-ups, in one
+-- statement. A send_at in the future makes the job scheduled (woken at run_at); in the past (or none) it
+-- is queued now.
 WITH new_jobs AS (
     INSERT INTO jobs (id, app_id, status, priority, message, metadata, send_at, run_at, schedule_id, request_id)
     SELECT j.id, %(app_id)s,
@@ -10,7 +11,7 @@ WITH new_jobs AS (
     FROM jsonb_to_recordset(%(jobs)s)
         AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz, schedule_id uuid,
              request_id text)
-    RETURNING id, status, run_at
+    RETURNING id, status, run_at, priority
 ), new_recipients AS (
     INSERT INTO recipients (job_id, kind, position, email, name)
     SELECT r.job_id, r.kind, r.position, r.email, r.name
@@ -19,8 +20,16 @@ WITH new_jobs AS (
 ), new_events AS (
     INSERT INTO job_events (job_id, type)
     SELECT id, status FROM new_jobs
+), wakeups AS (
+    SELECT mailer_wake_senders(
+        array_agg(CASE priority WHEN 'bulk' THEN %(bulk_lane)s ELSE %(transactional_lane)s END),
+        array_agg(CASE WHEN status = 'scheduled' THEN run_at END),
+        %(batch_size)s, %(queue)s, %(task)s
+    ) AS deferred
+    FROM new_jobs
 )
-SELECT id, status, run_at FROM new_jobs;
+-- (joined: a SELECT in WITH runs only when the statement reads it; it has one row)
+SELECT id, status, run_at FROM new_jobs CROSS JOIN wakeups;
 
 -- get_job --
 -- One job of one app.

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from mailer import store
+from mailer.services import wakeups
 from tests.integration.conftest import make_key
 
 ITEM_KEYS = ["id", "status", "priority", "created_at", "updated_at", "send_at", "attempts", "last_error", "metadata",
@@ -56,6 +57,7 @@ def insert_jobs(conn: psycopg.Connection, app_id: int, count: int, *, to: str = 
         jobs=[{"id": i, "priority": "bulk", "message": {"subject": "x"}, "metadata": metadata or {}, "send_at": None}
               for i in ids],
         recipients=[{"job_id": i, "kind": "to", "position": 0, "email": to, "name": None} for i in ids],
+        wake=wakeups.send_target(50),
     )
     return ids
 

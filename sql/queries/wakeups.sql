@@ -1,0 +1,5 @@
+-- wake_senders --
+-- Defer the send jobs for due email (a lane and a wake-up time per email, null: now) in the open
+-- transaction; how many were deferred.
+SELECT mailer_wake_senders(%(lanes)s::integer[], %(wake_ats)s::timestamptz[], %(batch_size)s, %(queue)s, %(task)s)
+    AS deferred;
