@@ -59,6 +59,21 @@ def connection(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) 
         raise errors.DatabaseUnavailable("the database is unavailable; try again shortly") from exc
 
 
+@contextlib.contextmanager
+def autocommit(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+    """A connection on which each statement is its own transaction; an unreachable database is a 503.
+
+    For single statements (a key check, a token-bucket take): no BEGIN and COMMIT round trips around them.
+    """
+    with connection(pool, timeout) as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                conn.autocommit = False  # the pool hands out connections that open transactions
+
+
 def ping(pool: psycopg_pool.ConnectionPool) -> None:
     """Raise DatabaseUnavailable unless a trivial query succeeds."""
     with connection(pool) as conn:

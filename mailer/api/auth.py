@@ -18,10 +18,9 @@ def current_app_id() -> int:
     if scheme.lower() != "bearer" or not key.strip():
         raise errors.Unauthorized("send your API key as 'Authorization: Bearer <key>'")
     settings = flask.current_app.extensions["mailer.settings"]
-    # The limit's one statement shares the key check's short transaction, which ends with this
-    # block: the bucket's row lock is never held for the rest of the request. A refused take rolls
-    # back, which leaves the bucket as it would have been anyway.
-    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+    # Two single statements, each its own transaction (no BEGIN/COMMIT round trips): the bucket's row
+    # lock is held for its statement only, never for the rest of the request.
+    with db.autocommit(flask.current_app.extensions["mailer.pool"]) as conn:
         app_id = apps.authenticate(conn, key.strip())
         rate_limits.limit_app_request(conn, settings, app_id)
     flask.g.app_id = app_id

@@ -1,9 +1,8 @@
 """Rate limits whose state lives in Postgres, so they hold across processes and machines.
 
 Each limit is a token bucket (one row of rate_limit_buckets): it holds at most `burst` tokens, gains
-`rate_per_s` tokens a second, and every request or call takes one. A take is one statement; run it in
-a short transaction of its own (never inside a request's main transaction, whose row lock it would
-hold until the end).
+`rate_per_s` tokens a second, and every request or call takes one. A take is one statement; run it on its
+own (db.autocommit), never inside a request's main transaction, whose end its row lock would last until.
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ def wait_for_mailjet(
     burst = max(1.0, rate)  # one second's worth, and at least one whole call
     while True:
         try:
-            with db.connection(pool) as conn:
+            with db.autocommit(pool) as conn:
                 decision = take(conn, MAILJET_KEY, rate, burst)
         except errors.DatabaseUnavailable:
             # The cap only spares Mailjet a 429 storm (which is retried anyway): better send now

@@ -37,3 +37,34 @@ def test_a_live_idle_connection_is_not_queried(database_url: str, monkeypatch: p
     with psycopg.connect(database_url) as conn:
         db.check_idle_connection(conn)
     assert queried == []
+
+
+def test_autocommit_runs_each_statement_alone_and_hands_the_connection_back_transactional(database_url: str) -> None:
+    pool = db.create_pool(Settings(database_url=database_url), name="test-autocommit", max_size=1)
+    try:
+        pool.wait()
+        with db.autocommit(pool) as conn:
+            conn.execute("CREATE TABLE autocommitted (n integer)")
+            # No transaction was opened around the statement: it is committed already.
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with psycopg.connect(database_url) as other:
+            assert other.execute("SELECT count(*) FROM autocommitted").fetchone() == (0,)
+        with db.connection(pool) as conn:  # the same (only) connection, transactional again
+            assert conn.autocommit is False
+            conn.execute("INSERT INTO autocommitted VALUES (1)")
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    finally:
+        pool.close()
+
+
+def test_autocommit_hands_back_a_connection_whose_statement_failed(database_url: str) -> None:
+    pool = db.create_pool(Settings(database_url=database_url), name="test-autocommit-error", max_size=1)
+    try:
+        pool.wait()
+        with pytest.raises(psycopg.errors.UndefinedTable), db.autocommit(pool) as conn:
+            conn.execute("SELECT * FROM no_such_table")
+        with db.connection(pool) as conn:
+            assert conn.autocommit is False
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()
