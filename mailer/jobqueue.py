@@ -1,4 +1,5 @@
-"""The Procrastinate apps: the queue that wakes the workers. Tasks live in mailer.tasks."""
+"""The Procrastinate app: the queue that wakes the workers. Tasks live in mailer.tasks; wake-ups are
+deferred from SQL (mailer_wake_senders, sql/migrations/0009) with the names below."""
 
 from __future__ import annotations
 
@@ -11,7 +12,3 @@ LANE_PRIORITY = {"transactional": 10, "bulk": 0}
 
 # The worker's app; mailer.worker gives it a fresh connector (and pool) on every (re)start.
 app = procrastinate.App(connector=procrastinate.PsycopgConnector(), import_paths=["mailer.tasks"])
-
-# Deferring inside the caller's transaction (configure(connection=conn)) in any process, web or
-# worker: a sync connector that is never opened, so it only ever uses the connection it is given.
-deferrer = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
