@@ -2,7 +2,7 @@
 
 Each limit is a token bucket (one row of rate_limit_buckets): it holds at most `burst` tokens, gains
 `rate_per_s` tokens a second, and every request or call takes one. A take is one statement; run it on its
-own (db.autocommit), never inside a request's main transaction, whose end its row lock would last until.
+own (db.autocommit), never inside a request's main transaction, which would hold its row lock to the end.
 """
 
 from __future__ import annotations
