@@ -19,6 +19,7 @@ from psycopg import sql
 from mailer import pgcluster
 from mailer.config import Settings
 from mailer.domain import errors
+from mailer.mailjet import simulator
 from mailer.services import apps
 from mailer.store import migrations
 
@@ -56,6 +57,9 @@ def run(base_dir: str) -> int:
                 sys.executable, "-m", "mailer.mailjet.simulator", "--port", str(sim_port),
                 "--api-key", "dev", "--api-secret", "dev",
                 "--events-url", f"{web_url}/events", "--events-auth", f"{user}:{password}",
+                # The dev database outlives the simulator: a restarted one must not give a MessageID of an
+                # earlier run, or its events would land on that run's recipient.
+                "--first-message-id", str(simulator.restart_safe_first_message_id()),
             ], env))
         children.append(_spawn([
             sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{settings.port}",

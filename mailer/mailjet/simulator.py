@@ -27,6 +27,12 @@ from werkzeug.serving import BaseWSGIServer, make_server
 log = logging.getLogger(__name__)
 
 FIRST_MESSAGE_ID = 2**58  # 288230376151711744: real MessageIDs are above 2**53 as well
+
+
+def restart_safe_first_message_id() -> int:
+    """A first MessageID above every one a simulator started earlier on this machine could have given
+    (microseconds since 1970 on top of FIRST_MESSAGE_ID), for a database that outlives the simulator."""
+    return FIRST_MESSAGE_ID + time.time_ns() // 1_000
 MAX_MESSAGES = 50
 BEHAVIOURS = frozenset({"ok", "429", "429_retry_after", "500", "timeout", "accept_then_500"})
 EVENT_MAX_ATTEMPTS = 5
@@ -63,6 +69,7 @@ class SimulatorConfig:
     grouped_events: bool = True
     open_delay_s: float = 1.0
     timeout_s: float = 5.0
+    first_message_id: int = FIRST_MESSAGE_ID
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -233,7 +240,7 @@ class _Simulator:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = dataclasses.replace(config)
         self.lock = threading.Lock()
-        self.ids = itertools.count(FIRST_MESSAGE_ID)
+        self.ids = itertools.count(config.first_message_id)
         self.dispatcher = _Dispatcher(lambda: self.config)
         self.calls = 0
         self.script: deque[str] = deque()
@@ -445,12 +452,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--single-events", action="store_true",
                         help="post one event object per request (Event API version 1)")
+    parser.add_argument("--first-message-id", type=int, default=FIRST_MESSAGE_ID,
+                        help="the first MessageID given (later ones count up from it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = SimulatorConfig(
         api_key=args.api_key, api_secret=args.api_secret, events_url=args.events_url,
         events_auth=args.events_auth, latency_s=args.latency_ms / 1000,
-        grouped_events=not args.single_events,
+        grouped_events=not args.single_events, first_message_id=args.first_message_id,
     )
     run_simulator(args.host, args.port, config)
 

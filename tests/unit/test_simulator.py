@@ -101,6 +101,28 @@ def test_message_ids_are_unique_exact_ints_above_2_53(sim: str) -> None:
     assert uuid.UUID(messages[0]["To"][0]["MessageUUID"])
 
 
+def test_the_first_message_id_can_be_chosen_at_start() -> None:
+    first = simulator.restart_safe_first_message_id()
+    config = simulator.SimulatorConfig(*AUTH, timeout_s=0.5, first_message_id=first)
+    server, thread = simulator.start_in_thread("127.0.0.1", 0, config)
+    try:
+        response = _send(f"http://127.0.0.1:{server.server_port}", _msg("a@example.com", "b@example.com"))
+        assert [r["MessageID"] for r in response.json()["Messages"][0]["To"]] == [first, first + 1]
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_a_restarted_simulator_starts_above_every_earlier_message_id() -> None:
+    # mailer dev keeps its database across runs: a simulator started again must not reuse a MessageID.
+    earlier = simulator.restart_safe_first_message_id()
+    time.sleep(0.002)
+    later = simulator.restart_safe_first_message_id()
+    assert later >= earlier + 1_000  # room for a thousand sends per millisecond the earlier one ran
+    assert 2**53 < earlier < later < 2**63 - 2**60  # a BIGINT, with centuries of room to count up
+
+
 def test_partial_failure_is_http_400_with_mailjet_shape(sim: str) -> None:
     response = _send(sim, _msg("alice@example.com"), _msg("bob@invalid", custom_id="c2"),
                      _msg("ok@example.com", "carol@mail.example.invalid", custom_id="c3"))
