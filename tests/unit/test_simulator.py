@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -60,14 +61,21 @@ def receiver() -> Iterator[tuple[str, Receiver]]:
     yield from _serve(Receiver())
 
 
+@contextlib.contextmanager
+def _simulator(**config: Any) -> Iterator[str]:
+    server, thread = simulator.start_in_thread("127.0.0.1", 0, simulator.SimulatorConfig(*AUTH, **config))
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
 @pytest.fixture
 def sim() -> Iterator[str]:
-    config = simulator.SimulatorConfig(*AUTH, timeout_s=0.5)
-    server, thread = simulator.start_in_thread("127.0.0.1", 0, config)
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
-    server.server_close()
+    with _simulator(timeout_s=0.5) as base:
+        yield base
 
 
 def _msg(*to: str, custom_id: str = "c1", **extra: Any) -> dict:
@@ -103,15 +111,9 @@ def test_message_ids_are_unique_exact_ints_above_2_53(sim: str) -> None:
 
 def test_the_first_message_id_can_be_chosen_at_start() -> None:
     first = simulator.restart_safe_first_message_id()
-    config = simulator.SimulatorConfig(*AUTH, timeout_s=0.5, first_message_id=first)
-    server, thread = simulator.start_in_thread("127.0.0.1", 0, config)
-    try:
-        response = _send(f"http://127.0.0.1:{server.server_port}", _msg("a@example.com", "b@example.com"))
-        assert [r["MessageID"] for r in response.json()["Messages"][0]["To"]] == [first, first + 1]
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with _simulator(timeout_s=0.5, first_message_id=first) as base:
+        response = _send(base, _msg("a@example.com", "b@example.com"))
+    assert [r["MessageID"] for r in response.json()["Messages"][0]["To"]] == [first, first + 1]
 
 
 def test_a_restarted_simulator_starts_above_every_earlier_message_id() -> None:
