@@ -27,12 +27,6 @@ from werkzeug.serving import BaseWSGIServer, make_server
 log = logging.getLogger(__name__)
 
 FIRST_MESSAGE_ID = 2**58  # 288230376151711744: real MessageIDs are above 2**53 as well
-
-
-def restart_safe_first_message_id() -> int:
-    """A first MessageID above every one a simulator started earlier on this machine could have given
-    (microseconds since 1970 on top of FIRST_MESSAGE_ID), for a database that outlives the simulator."""
-    return FIRST_MESSAGE_ID + time.time_ns() // 1_000
 MAX_MESSAGES = 50
 BEHAVIOURS = frozenset({"ok", "429", "429_retry_after", "500", "timeout", "accept_then_500"})
 EVENT_MAX_ATTEMPTS = 5
@@ -54,6 +48,12 @@ _HTML_429 = (
     "<center><h1>429 Too Many Requests</h1></center><hr><center>nginx</center></body></html>"
 )
 _CLIENT = {"ip": "203.0.113.7", "geo": "FR", "agent": "Mozilla/5.0 (mailjet-simulator)"}
+
+
+def restart_safe_first_message_id() -> int:
+    """A first MessageID above every one a simulator started earlier on this machine could have given
+    (microseconds since 1970 on top of FIRST_MESSAGE_ID), for a database that outlives the simulator."""
+    return FIRST_MESSAGE_ID + time.time_ns() // 1_000
 
 
 @dataclasses.dataclass
