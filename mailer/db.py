@@ -74,6 +74,20 @@ def autocommit(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) 
                 conn.autocommit = False  # the pool hands out connections that open transactions
 
 
+@contextlib.contextmanager
+def snapshot(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+    """A connection whose statements all read one snapshot (REPEATABLE READ, READ ONLY), for answers built
+    from several queries: under READ COMMITTED each would see whatever committed just before it."""
+    with connection(pool, timeout) as conn:
+        conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+        try:
+            with conn.transaction():  # ends here, so that the settings can go back
+                yield conn
+        finally:
+            if not conn.closed:
+                conn.isolation_level, conn.read_only = None, False  # the pool's connections' defaults
+
+
 def ping(pool: psycopg_pool.ConnectionPool) -> None:
     """Raise DatabaseUnavailable unless a trivial query succeeds."""
     with connection(pool) as conn:

@@ -27,6 +27,7 @@ def parse_job_id(raw: str) -> uuid.UUID:
 @apidoc.operation(responses={200: responses.JobStatusSchema}, path={"job_id": apidoc.UUID}, errors=(404,))
 def job_status(job_id: str) -> flask.Response:
     """Job, recipients with their events, and the audit trail."""
-    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+    # One snapshot: a recipient's status and its event timeline come from different queries.
+    with db.snapshot(flask.current_app.extensions["mailer.pool"]) as conn:
         story = status.job_status(conn, app_id=auth.current_app_id(), job_id=parse_job_id(job_id))
     return flask.jsonify(story)

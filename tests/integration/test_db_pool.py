@@ -68,3 +68,18 @@ def test_autocommit_hands_back_a_connection_whose_statement_failed(database_url:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         pool.close()
+
+
+def test_snapshot_reads_repeatably_and_hands_the_connection_back_as_it_was(database_url: str) -> None:
+    pool = db.create_pool(Settings(database_url=database_url), name="test-snapshot", max_size=1)
+    try:
+        pool.wait()
+        with db.snapshot(pool) as conn:
+            assert conn.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("CREATE TABLE in_a_snapshot (n integer)")
+        with db.connection(pool) as conn:
+            assert (conn.isolation_level, conn.read_only) == (None, False)
+            assert conn.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+    finally:
+        pool.close()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import psycopg
+
+from mailer import store
 from tests.integration.sending_support import run_sender
 
 JOB_KEYS = ["id", "status", "priority", "created_at", "updated_at", "send_at", "attempts", "last_error", "metadata",
@@ -154,3 +157,24 @@ def test_each_job_of_a_batch_has_its_own_story(client, auth):
 def test_an_uppercase_id_is_the_same_job(client, auth):
     job_id = client.post("/queue", json=message(), headers=auth).json["id"]
     assert get_status(client, auth, job_id.upper())["id"] == job_id
+
+
+def test_status_reads_one_snapshot_while_events_commit(client, auth, send_settings, database_url, monkeypatch):
+    # An event committing between the timeline query and the recipients query must not show a recipient
+    # `opened` whose timeline lacks the open (seen once, end to end, under load).
+    job_id = client.post("/queue", json=message(), headers=auth).json["id"]
+    assert run_sender(send_settings).sent == 1
+    read_timelines = store.list_recipient_events
+
+    def timelines_then_an_open_commits(conn, **kwargs):  # type: ignore[no-untyped-def]
+        rows = read_timelines(conn, **kwargs)
+        with psycopg.connect(database_url, autocommit=True) as other:
+            other.execute("UPDATE recipients SET status = 'opened' WHERE job_id = %s", (job_id,))
+        return rows
+
+    monkeypatch.setattr(store, "list_recipient_events", timelines_then_an_open_commits)
+    story = get_status(client, auth, job_id)
+
+    assert [(r["status"], r["events"]) for r in story["recipients"]] == [("sent", [])]
+    monkeypatch.undo()
+    assert get_status(client, auth, job_id)["recipients"][0]["status"] == "opened"  # it did commit
