@@ -81,9 +81,12 @@ WITH deleted AS (
 SELECT count(*) AS deleted FROM deleted;
 
 -- delete_jobs --
--- The jobs themselves; recipients, their Mailjet events and recipient_addresses go by ON DELETE CASCADE.
--- job_counts is not touched: the counters are history.
-WITH deleted AS (
+-- The jobs themselves with their recipient_addresses (no foreign key there, 0011); recipients and their
+-- Mailjet events go by ON DELETE CASCADE. job_counts is not touched: the counters are history.
+WITH addresses AS (
+    DELETE FROM recipient_addresses
+    WHERE job_id = ANY(%(job_ids)s::uuid[])
+), deleted AS (
     DELETE FROM jobs
     WHERE id = ANY(%(job_ids)s::uuid[])
     RETURNING 1
