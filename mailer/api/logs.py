@@ -42,7 +42,8 @@ def _query(schema: Schema) -> dict[str, Any]:
 def list_logs() -> flask.Response:
     """One page of the app's jobs, newest first, with next_cursor and today's counters."""
     query = _query(schemas.LogsArgs())
-    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+    # One snapshot: the page, its recipients and today's counters come from different queries.
+    with db.snapshot(flask.current_app.extensions["mailer.pool"]) as conn:
         page = logs.log_page(
             conn,
             app_id=auth.current_app_id(),

@@ -157,7 +157,7 @@ def jobs(app_id: int) -> str:
     query, problems = _load(schemas.LogsArgs(), given)
     if problems:
         query, _ = _load(schemas.LogsArgs(), {})
-    with db.connection(_pool()) as conn:
+    with db.snapshot(_pool()) as conn:
         page = logs.log_page(
             conn, app_id=app_id, limit=query["limit"], before=query["cursor"], status=query["status"],
             recipient=query["recipient"], since=query["since"], until=query["until"], metadata=query["metadata"],

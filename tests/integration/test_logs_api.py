@@ -542,3 +542,24 @@ def test_every_recipient_address_of_a_job_is_indexed_once(client, auth, conn) ->
     job = queue(client, auth, to="Ann@Example.org", cc=[{"email": "ann@example.org"}, {"email": "bob@example.org"}])
     rows = conn.execute("SELECT email FROM recipient_addresses WHERE job_id = %s ORDER BY email", (job,)).fetchall()
     assert rows == [("ann@example.org",), ("bob@example.org",)]
+
+
+def test_the_page_and_todays_counters_read_one_snapshot(client, auth, conn, database_url, monkeypatch) -> None:
+    # A job committing between the page query and the counters query must not count in `today` while
+    # missing from the page (the same snapshot rule as /status).
+    first = queue(client, auth)
+    read_page = store.list_logs
+
+    def page_then_another_job_commits(conn_, **kwargs):  # type: ignore[no-untyped-def]
+        rows = read_page(conn_, **kwargs)
+        with psycopg.connect(database_url) as other:
+            insert_jobs(other, app_id_of(other), 1)
+        return rows
+
+    monkeypatch.setattr(store, "list_logs", page_then_another_job_commits)
+    page = get_logs(client, auth)
+
+    assert (ids_of(page), page["today"]["created"]) == ([first], 1)
+    monkeypatch.undo()
+    page = get_logs(client, auth)
+    assert (len(page["items"]), page["today"]["created"]) == (2, 2)  # it did commit
