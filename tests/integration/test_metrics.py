@@ -15,7 +15,7 @@ import psycopg_pool
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mailer import create_app, db, pgcluster
+from mailer import create_app, db, pgcluster, store
 from mailer.config import Settings
 from mailer.services import webhook_delivery
 from tests.integration.sending_support import make_due, message, run_sender, script
@@ -181,3 +181,17 @@ def test_with_the_database_down_the_scrape_still_answers_without_the_database_ga
     assert value(samples, "mailer_metrics_database_up") == 0
     assert ("mailer_queue_depth", (("priority", "bulk"),)) not in samples
     assert ("mailer_jobs_total", (("priority", "bulk"), ("status", "sent"))) in samples
+
+
+def test_jobs_being_sent_are_counted_until_their_outcome_is_recorded(client, auth, conn) -> None:
+    client.post("/queue", json=message("ann@example.org"), headers=auth)
+    client.post("/queue", json={**message("bob@example.org"), "priority": "bulk"}, headers=auth)
+    with conn.transaction():
+        claimed = store.claim_due_jobs(conn, limit=1)
+
+    assert value(scrape(client), "mailer_jobs_waiting", status="sending", priority="transactional") == 1
+    with conn.transaction():
+        store.mark_jobs_sent(conn, ids=[claimed[0].id])
+    samples = scrape(client)
+    assert value(samples, "mailer_jobs_waiting", status="sending", priority="transactional") == 0
+    assert value(samples, "mailer_jobs_waiting", status="queued", priority="bulk") == 1
