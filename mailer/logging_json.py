@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -110,12 +111,16 @@ def secrets_of(settings: Settings) -> list[str | None]:
     return values
 
 
+# One encoder for every line: json.dumps would build one per call for these options.
+_encode = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":")).encode
+
+
 class JsonFormatter(logging.Formatter):
     """A LogRecord as one line of JSON."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "time": _utc_time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -123,20 +128,34 @@ class JsonFormatter(logging.Formatter):
         request_id = current_request_id()
         if request_id is not None:
             entry["request_id"] = request_id
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        entry.update((key, value) for key, value in vars(record).items()
+                     if key not in _STANDARD and not key.startswith("_"))
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         elif record.exc_text:
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        line = json.dumps(entry, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+        line = _encode(entry)
         for secret in _secrets:
             if secret in line:
                 line = line.replace(secret, REDACTED)
         return line
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _utc_time(created: float) -> str:
+    """`created` in RFC 3339 with milliseconds, UTC (as isoformat gives it); the date and time of day
+    are formatted once per second, not once per line."""
+    second = int(created)
+    microsecond = round((created - second) * 1e6)  # rounded as datetime.fromtimestamp rounds it
+    if microsecond == 1_000_000:
+        second, microsecond = second + 1, 0
+    return f"{_utc_second(second)}.{microsecond // 1000:03d}+00:00"
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -33,6 +34,15 @@ def test_a_line_has_time_level_logger_message_and_the_extra_fields():
     assert entry["time"].endswith("+00:00")
     assert entry["job_id"] == "j1" and entry["app_id"] == 3
     assert "args" not in entry and "msg" not in entry and "request_id" not in entry
+
+
+@pytest.mark.parametrize("created", [0.0, 1.0005, 1763800000.9995, 1763800000.9999996, 1763800000.123456,
+                                     482848470.03099984, 4102444799.999])
+def test_the_time_is_what_isoformat_gives_to_the_millisecond(created):
+    made = record()
+    made.created = created
+    expected = dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds")
+    assert formatted(made)["time"] == expected
 
 
 def test_the_request_id_of_the_context_is_added_unless_the_line_names_one():
