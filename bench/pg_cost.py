@@ -1,0 +1,157 @@
+"""PostgreSQL's CPU per email on the send path, one connection, no HTTP: what the schema and the queries cost.
+
+    .venv/bin/python bench/pg_cost.py [--emails 10000] [--rounds 3] [--statements]
+
+Starts a private PostgreSQL (fsync on), migrates a fresh database per round, then through mailer's own
+store and service functions: queues `--emails` in batches of 500 (as POST /queue does), and sends them all,
+50 per batch (claim and screening in one transaction; sent, MessageIDs and early events in another, as
+the worker records a Mailjet answer). Prints the CPU time of the server process per email for each phase,
+read from /proc, so neither Python nor the network counts. The end-to-end benchmark (bench/run.py) is
+what the issue measures; this isolates PostgreSQL's share, which varies far less between runs.
+`--statements` adds pg_stat_statements' top statements (the queries that triggers run included).
+
+To compare two revisions, run this file in a checkout of each (it measures the checkout it is in):
+    git worktree add ../before REV && (cd ../before && python "$OLDPWD/bench/pg_cost.py")
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shutil
+import statistics
+import sys
+import tempfile
+import uuid
+from typing import Any
+
+ROOT = pathlib.Path.cwd() if (pathlib.Path.cwd() / "mailer").is_dir() else pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the checkout it runs in (see the docstring), then `bench` beside this file
+    sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402  # after the path fix above
+
+from mailer import pgcluster, store  # noqa: E402
+from mailer.services import apps, queueing, suppressions  # noqa: E402
+from mailer.store import migrations  # noqa: E402
+
+INGEST_BATCH = 500
+SEND_BATCH = 50
+FIRST_MESSAGE_ID = 2**58
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--emails", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--statements", action="store_true", help="print pg_stat_statements' top statements")
+    args = parser.parse_args(argv)
+    base = pathlib.Path(tempfile.mkdtemp(prefix="mailer-pg-cost-"))
+    base.chmod(0o755)  # the postgres user must reach pg/ below it
+    cluster = pgcluster.Cluster(base_dir=base / "pg", port=pgcluster.free_port(), fast_unsafe=False)
+    cluster.ensure_running()
+    try:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        cluster.stop()
+        cluster.start()
+        print(f"checkout: {ROOT}\nµs of PostgreSQL CPU per email: queue | claim | record | all")
+        totals = []
+        for round_no in range(args.rounds):
+            url = _fresh_database(cluster, f"round{round_no}")
+            phases = _measure(url, args.emails)
+            totals.append(sum(phases))
+            print(" | ".join(f"{value:6.1f}" for value in (*phases, totals[-1])), flush=True)
+            if args.statements and round_no == args.rounds - 1:
+                _print_statements(url)
+        print(f"median of all: {statistics.median(totals):.1f} µs per email")
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+def _fresh_database(cluster: pgcluster.Cluster, name: str) -> str:
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]  # our own fixed names
+    url = cluster.url(name)
+    migrations.migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_stat_statements")
+        conn.execute("SET pg_stat_statements.track = 'all'")  # the statements of triggers too
+        conn.execute("SELECT pg_stat_statements_reset()")
+    return url
+
+
+def _measure(url: str, emails: int) -> tuple[float, float, float]:
+    """CPU µs per email of the server process: queueing, claiming, recording."""
+    with psycopg.connect(url) as conn:
+        conn.execute("SET pg_stat_statements.track = 'all'")
+        app, _ = apps.create_app(conn, "bench")
+        conn.commit()
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        conn.commit()
+        start = _cpu_s(backend)
+        for first in range(0, emails, INGEST_BATCH):
+            jobs = [queueing.NewJob(message=_message(n), metadata={"order_id": n})
+                    for n in range(first, min(first + INGEST_BATCH, emails))]
+            queueing.accept(conn, app_id=app.id, jobs=jobs, batch=True, batch_size=SEND_BATCH)
+        queued = _cpu_s(backend)
+        claim = record = 0.0
+        message_id = FIRST_MESSAGE_ID
+        while True:
+            before = _cpu_s(backend)
+            with conn.transaction():
+                claimed = store.claim_due_jobs(conn, limit=SEND_BATCH)
+                if claimed:
+                    suppressions.screen(conn, claimed)
+            claimed_at = _cpu_s(backend)
+            claim += claimed_at - before
+            if not claimed:
+                break
+            rows: list[dict[str, Any]] = []
+            for job in claimed:
+                message_id += 1
+                rows.append({"job_id": job.id, "kind": "to", "position": 0, "message_id": message_id,
+                             "message_uuid": str(uuid.uuid4())})
+            with conn.transaction():
+                store.mark_jobs_sent(conn, ids=[job.id for job in claimed])
+                store.set_recipient_message_ids(conn, recipients=rows)
+                store.apply_pending_events(conn, message_ids=[row["message_id"] for row in rows])
+            record += _cpu_s(backend) - claimed_at
+        sent = conn.execute("SELECT count(*) FROM jobs WHERE status = 'sent'").fetchone()[0]  # type: ignore[index]
+        if sent != emails:
+            raise RuntimeError(f"{sent} of {emails} sent")
+    return ((queued - start) / emails * 1e6, claim / emails * 1e6, record / emails * 1e6)
+
+
+def _message(n: int) -> dict[str, object]:
+    """A typical message as the API stores it (bench/loadgen.py's, after validation)."""
+    return {"from_": {"email": "billing@example.com", "name": "Billing"},
+            "to": [{"email": f"customer{n}@example.org", "name": f"Customer {n}"}],
+            "subject": f"Your invoice #{n}",
+            "text": f"Hello, your invoice #{n} of 42.00 EUR is attached. Thank you for your order.",
+            "html": f"<p>Hello, your invoice <b>#{n}</b> of 42.00 EUR is attached.</p><p>Thank you.</p>"}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (the server process of our connection)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _print_statements(url: str, top: int = 20) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            """SELECT total_exec_time, calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
+               FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               ORDER BY total_exec_time DESC LIMIT %s""", (top,)
+        ).fetchall()
+    print("| total ms | calls | µs/call | statement |\n|---|---|---|---|")
+    for total_ms, calls, text in rows:
+        print(f"| {total_ms:,.0f} | {calls:,} | {total_ms / calls * 1000:,.1f} | `{text}` |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
