@@ -38,7 +38,8 @@ def _load(schema: Schema, data: Any) -> dict[str, Any]:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise errors.ValidationFailed("the request is not a valid schedule", details_from_marshmallow(exc.messages)) from None
+        details = details_from_marshmallow(exc.messages)
+        raise errors.ValidationFailed("the request is not a valid schedule", details) from None
 
 
 def _schedule_id(raw: str) -> uuid.UUID:

@@ -55,7 +55,9 @@ def reschedule(
             wakeups.wake_senders(conn, [(moved["priority"], run_at)], batch_size)
             return {"id": str(job_id), "status": moved["status"]}
         job = _existing(conn, app_id, job_id)
-    raise errors.Conflict(f"job {job_id} is {job['status']}; only scheduled jobs can be moved", {"status": job["status"]})
+    raise errors.Conflict(
+        f"job {job_id} is {job['status']}; only scheduled jobs can be moved", {"status": job["status"]}
+    )
 
 
 def _existing(conn: psycopg.Connection, app_id: int, job_id: uuid.UUID) -> dict:

@@ -51,7 +51,9 @@ def create(conn: psycopg.Connection, *, app_id: int, spec: dict[str, Any], now: 
         raise errors.ValidationFailed(
             "the schedule has no occurrence from now on", {"start_at": ["all occurrences are in the past"]}
         )
-    return store.insert_schedule(conn, schedule={**spec, "id": uuid.uuid4(), "app_id": app_id, "next_occurrence": first})
+    return store.insert_schedule(
+        conn, schedule={**spec, "id": uuid.uuid4(), "app_id": app_id, "next_occurrence": first}
+    )
 
 
 def get(conn: psycopg.Connection, *, app_id: int, schedule_id: uuid.UUID) -> dict[str, Any]:
@@ -121,7 +123,10 @@ def _produce(conn: psycopg.Connection, schedule: dict[str, Any], now: dt.datetim
         due.append(following)
         following = rule.next_after(following)
     missed = [at for at in due if at < now - MISSED_AFTER]
-    skipped = [at for at in missed[:-1] if store.claim_occurrence(conn, schedule_id=schedule["id"], occurs_at=at, job_id=None)]
+    skipped = [
+        at for at in missed[:-1]
+        if store.claim_occurrence(conn, schedule_id=schedule["id"], occurs_at=at, job_id=None)
+    ]
     jobs = []
     for at in missed[-1:] + [at for at in due if at >= now - MISSED_AFTER]:
         job = queueing.NewJob(

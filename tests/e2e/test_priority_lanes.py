@@ -22,7 +22,9 @@ def test_one_transactional_job_overtakes_5000_queued_bulk_jobs(system: System) -
              "subject": "Newsletter", "text": "…", "priority": "bulk"}
             for i in range(500)
         ]
-        response = requests.post(f"{system.web_url}/queue", json={"messages": messages}, headers=system.auth, timeout=30)
+        response = requests.post(
+            f"{system.web_url}/queue", json={"messages": messages}, headers=system.auth, timeout=30
+        )
         assert response.status_code == 202
 
     started = time.monotonic()
