@@ -145,6 +145,7 @@ class JsonFormatter(logging.Formatter):
 
 @functools.lru_cache(maxsize=4)
 def _utc_second(second: int) -> str:
+    """The date and time of day of a whole second since 1970, UTC."""
     return dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
