@@ -1,0 +1,41 @@
+"""Recording a batch's outcome reaches its jobs by key, however many batches are in flight."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from mailer import store
+from mailer.services import queueing
+from mailer.store.queries import query
+
+
+def _index_names(plan: dict[str, Any]) -> set[str]:
+    names = {plan["Index Name"]} if "Index Name" in plan else set()
+    for child in plan.get("Plans", []):
+        names |= _index_names(child)
+    return names
+
+
+@pytest.mark.parametrize("statement", ["mark_jobs_sent", "mark_jobs_suppressed"])
+def test_recording_a_batch_reads_its_jobs_by_primary_key_with_other_batches_in_flight(
+    conn: psycopg.Connection, statement: str
+):
+    app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
+    jobs = [queueing.NewJob(message={"from_": {"email": "a@example.com"}, "to": [{"email": f"{n}@example.com"}]})
+            for n in range(5000)]
+    queueing.insert(conn, app, jobs, 50)
+    conn.execute("ANALYZE jobs")  # as autovacuum would have seen it: nothing being sent yet
+    in_flight = [store.claim_due_jobs(conn, limit=50) for _ in range(8)]
+
+    plan = conn.execute(
+        "EXPLAIN (FORMAT JSON) " + query(statement),  # type: ignore[operator]  # a named query
+        {"ids": [job.id for job in in_flight[0]]},
+    ).fetchone()[0][0]["Plan"]
+
+    # An index on status would look like one row to the planner (the statistics saw none in flight), and
+    # reading it would read every job in flight.
+    assert _index_names(plan) & {"jobs_pkey"} and not _index_names(plan) & {
+        "jobs_app_status_created_idx", "jobs_sending_idx", "jobs_claimed_idx"}
