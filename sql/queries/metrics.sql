@@ -1,7 +1,7 @@
 -- count_waiting_jobs --
 -- The jobs not final yet, by status and priority, for GET /metrics: how many, how many are due now,
 -- and for how long the oldest due one has been due. Read at every scrape, so it only touches waiting
--- jobs, through the partial indexes jobs_due_idx and jobs_claimed_idx (set exactly while sending).
+-- jobs, through the partial indexes jobs_due_idx and jobs_sending_idx.
 SELECT status, priority, count(*) AS jobs,
        count(*) FILTER (WHERE run_at <= now()) AS due,
        COALESCE(EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE run_at <= now())), 0)::float8 AS oldest_due_s
@@ -11,7 +11,7 @@ GROUP BY status, priority
 UNION ALL
 SELECT status, priority, count(*) AS jobs, 0 AS due, 0::float8 AS oldest_due_s
 FROM jobs
-WHERE claimed_at IS NOT NULL AND status = 'sending'
+WHERE status = 'sending'
 GROUP BY status, priority;
 
 -- count_pending_webhook_deliveries --

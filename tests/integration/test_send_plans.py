@@ -38,4 +38,4 @@ def test_recording_a_batch_reads_its_jobs_by_primary_key_with_other_batches_in_f
     # An index on status would look like one row to the planner (the statistics saw none in flight), and
     # reading it would read every job in flight.
     assert _index_names(plan) & {"jobs_pkey"} and not _index_names(plan) & {
-        "jobs_app_status_created_idx", "jobs_sending_idx", "jobs_claimed_idx"}
+        "jobs_app_status_created_idx", "jobs_sending_idx"}
