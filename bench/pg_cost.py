@@ -27,11 +27,12 @@ import uuid
 from typing import Any
 
 ROOT = pathlib.Path.cwd() if (pathlib.Path.cwd() / "mailer").is_dir() else pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the checkout it runs in (see the docstring), then `bench` beside this file
+if str(ROOT) not in sys.path:  # `mailer` and `bench` of the checkout it runs in (see the docstring)
     sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402  # after the path fix above
 
+from bench import loadgen  # noqa: E402
 from mailer import pgcluster, store  # noqa: E402
 from mailer.services import apps, queueing, suppressions  # noqa: E402
 from mailer.store import migrations  # noqa: E402
@@ -94,8 +95,7 @@ def _measure(url: str, emails: int) -> tuple[float, float, float]:
         conn.commit()
         start = _cpu_s(backend)
         for first in range(0, emails, INGEST_BATCH):
-            jobs = [queueing.NewJob(message=_message(n), metadata={"order_id": n})
-                    for n in range(first, min(first + INGEST_BATCH, emails))]
+            jobs = [_job(n) for n in range(first, min(first + INGEST_BATCH, emails))]
             queueing.accept(conn, app_id=app.id, jobs=jobs, batch=True, batch_size=SEND_BATCH)
         queued = _cpu_s(backend)
         claim = record = 0.0
@@ -126,13 +126,11 @@ def _measure(url: str, emails: int) -> tuple[float, float, float]:
     return ((queued - start) / emails * 1e6, claim / emails * 1e6, record / emails * 1e6)
 
 
-def _message(n: int) -> dict[str, object]:
-    """A typical message as the API stores it (bench/loadgen.py's, after validation)."""
-    return {"from_": {"email": "billing@example.com", "name": "Billing"},
-            "to": [{"email": f"customer{n}@example.org", "name": f"Customer {n}"}],
-            "subject": f"Your invoice #{n}",
-            "text": f"Hello, your invoice #{n} of 42.00 EUR is attached. Thank you for your order.",
-            "html": f"<p>Hello, your invoice <b>#{n}</b> of 42.00 EUR is attached.</p><p>Thank you.</p>"}
+def _job(n: int) -> queueing.NewJob:
+    """bench/loadgen.py's typical message, as the API stores it after validation."""
+    message = loadgen.message(n)
+    message["from_"] = message.pop("from")
+    return queueing.NewJob(message=message, metadata=message.pop("metadata"))
 
 
 def _cpu_s(pid: int) -> float:
