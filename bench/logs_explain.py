@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from bench import history
 from mailer.store import logs as store_logs
 from mailer.store.queries import query
 
@@ -75,8 +76,8 @@ def load_jobs(
     `other_apps` new apps.
 
     Fast: in one transaction, foreign-key checks are off (session_replication_role = replica, with
-    mailer's own triggers set to fire anyway, so counters and recipient_addresses are filled by the
-    real triggers) and the secondary indexes are dropped and built again after the load.
+    mailer's counter trigger set to fire anyway), recipient_addresses is filled as insert_jobs would, and
+    the secondary indexes are dropped and built again after the load.
     """
     started = time.perf_counter()
     now = dt.datetime.now(dt.UTC)
@@ -90,9 +91,7 @@ def load_jobs(
             apps.append(row[0])  # type: ignore[index]
         conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        triggers = [("jobs", "job_counts_on_insert"), ("recipients", "recipient_addresses_on_insert")]
-        for table, trigger in triggers:
-            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger}")
+        conn.execute("ALTER TABLE jobs ENABLE ALWAYS TRIGGER job_counts_on_insert")
         indexes = conn.execute(
             """SELECT c.relname, pg_get_indexdef(c.oid)
                FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
@@ -107,10 +106,10 @@ def load_jobs(
                                       "order_base": n * 10_000_000})
             conn.execute(_LOAD_RECIPIENTS, {"app_id": app_id, "round_robin": n == 0, "addresses": ADDRESSES,
                                             "shared": CROSS_APP_HEAVY_ADDRESS, "ops": IN_APP_HEAVY_ADDRESS})
+            conn.execute(history.RECIPIENT_ADDRESSES, {"app_id": app_id})
         for _, definition in indexes:
             conn.execute(definition)
-        for table, trigger in triggers:
-            conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
+        conn.execute("ALTER TABLE jobs ENABLE TRIGGER job_counts_on_insert")
     # What autovacuum would do soon after such a load: statistics, and the visibility map.
     for table in ("jobs", "recipients", "recipient_addresses", "job_counts"):
         conn.execute(f"VACUUM ANALYZE {table}")

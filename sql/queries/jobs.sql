@@ -1,8 +1,12 @@
 -- insert_jobs --
--- Accept messages: jobs, their recipients, the first audit event and the senders' wake-ups, in one
--- statement. A send_at in the future makes the job scheduled (woken at run_at); in the past (or none) it
--- is queued now.
-WITH new_jobs AS (
+-- Accept messages: jobs, their recipients, their addresses for /logs?recipient=, the first audit event and
+-- the senders' wake-ups, in one statement. A send_at in the future makes the job scheduled (woken at
+-- run_at); in the past (or none) it is queued now.
+WITH incoming_recipients AS MATERIALIZED (
+    SELECT r.job_id, r.kind, r.position, r.email, r.name
+    FROM jsonb_to_recordset(%(recipients)s)
+        AS r(job_id uuid, kind text, position integer, email text, name text)
+), new_jobs AS (
     INSERT INTO jobs (id, app_id, status, priority, message, metadata, send_at, run_at, schedule_id, request_id)
     SELECT j.id, %(app_id)s,
            CASE WHEN j.send_at > now() THEN 'scheduled' ELSE 'queued' END,
@@ -11,12 +15,16 @@ WITH new_jobs AS (
     FROM jsonb_to_recordset(%(jobs)s)
         AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz, schedule_id uuid,
              request_id text)
-    RETURNING id, status, run_at, priority
+    RETURNING id, app_id, status, run_at, priority, created_at
 ), new_recipients AS (
     INSERT INTO recipients (job_id, kind, position, email, name)
-    SELECT r.job_id, r.kind, r.position, r.email, r.name
-    FROM jsonb_to_recordset(%(recipients)s)
-        AS r(job_id uuid, kind text, position integer, email text, name text)
+    SELECT job_id, kind, position, email, name FROM incoming_recipients
+), new_addresses AS (
+    -- Joined to the statement's own new jobs, never to the jobs table (0012).
+    INSERT INTO recipient_addresses (app_id, email, created_at, job_id)
+    SELECT DISTINCT j.app_id, lower(r.email), j.created_at, j.id
+    FROM incoming_recipients AS r
+    JOIN new_jobs AS j ON j.id = r.job_id
 ), new_events AS (
     INSERT INTO job_events (job_id, type)
     SELECT id, status FROM new_jobs

@@ -544,6 +544,18 @@ def test_every_recipient_address_of_a_job_is_indexed_once(client, auth, conn) ->
     assert rows == [("ann@example.org",), ("bob@example.org",)]
 
 
+def test_a_batch_indexes_each_jobs_addresses_with_that_jobs_app_and_time(client, auth, conn) -> None:
+    batch = {"messages": [message("Ann@Example.org", bcc=[{"email": "ann@example.org"}]), message("bob@example.org")]}
+    response = client.post("/queue", json=batch, headers=auth)
+    assert response.status_code == 202, response.json
+    ann, bob = (job["id"] for job in response.json["jobs"])
+    rows = conn.execute(
+        """SELECT a.job_id::text, a.email, a.app_id = j.app_id, a.created_at = j.created_at
+           FROM recipient_addresses AS a JOIN jobs AS j ON j.id = a.job_id ORDER BY a.email"""
+    ).fetchall()
+    assert rows == [(ann, "ann@example.org", True, True), (bob, "bob@example.org", True, True)]
+
+
 def test_the_page_and_todays_counters_read_one_snapshot(client, auth, conn, database_url, monkeypatch) -> None:
     # A job committing between the page query and the counters query must not count in `today` while
     # missing from the page (the same snapshot rule as /status).

@@ -1,4 +1,4 @@
-"""Recording a batch's outcome reaches its jobs by key, however many batches are in flight."""
+"""The send path's statements reach the rows they need by key, whatever the planner thinks of the tables."""
 
 from __future__ import annotations
 
@@ -39,3 +39,18 @@ def test_recording_a_batch_reads_its_jobs_by_primary_key_with_other_batches_in_f
     # reading it would read every job in flight.
     assert _index_names(plan) & {"jobs_pkey"} and not _index_names(plan) & {
         "jobs_app_status_created_idx", "jobs_sending_idx"}
+
+
+def test_accepting_a_batch_never_scans_the_jobs_table(conn: psycopg.Connection):
+    # Up to some 50,000 jobs a hash join over the whole table looks cheaper than 500 key lookups, which the
+    # recipient_addresses trigger of 0004 chose for every batch; insert_jobs joins its own new rows (0012).
+    app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
+    batches = [[queueing.NewJob(message={"from_": {"email": "a@example.com"}, "to": [{"email": f"{n}@example.com"}]})
+                for n in range(500)] for _ in range(3)]
+    queueing.insert(conn, app, batches[0], 50)
+    conn.execute("ANALYZE jobs")
+    for batch in batches[1:]:
+        queueing.insert(conn, app, batch, 50)
+    scans = conn.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'jobs'").fetchone()
+    assert scans == (0,)
+    assert conn.execute("SELECT count(*) FROM recipient_addresses").fetchone() == (1500,)
