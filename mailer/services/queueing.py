@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -58,8 +59,13 @@ def accept(
     idempotency_key: str | None = None,
     request_hash: str = "",
 ) -> Accepted:
-    """Store jobs and wake the senders in one transaction; honour Idempotency-Key."""
-    with conn.transaction():
+    """Store jobs and wake the senders in one transaction; honour Idempotency-Key.
+
+    Without a key, on an autocommit connection, the one insert statement is that transaction: two round
+    trips (BEGIN, COMMIT) fewer per request.
+    """
+    single_statement = idempotency_key is None and conn.autocommit
+    with contextlib.nullcontext() if single_statement else conn.transaction():
         if idempotency_key is not None:
             replay = _replay(conn, app_id, idempotency_key, request_hash)
             if replay is not None:

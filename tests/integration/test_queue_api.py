@@ -18,7 +18,7 @@ from psycopg import sql
 
 import mailer
 from mailer import pgcluster
-from mailer.services import apps
+from mailer.services import apps, queueing
 from tests.integration.conftest import make_key
 
 SEND_TASK = "mailer.send_due_jobs"
@@ -599,3 +599,22 @@ def test_an_unreachable_database_is_503(settings):
     with app_with(settings, database_url=dead, db_timeout_s=0.3) as application:
         response = post(application.test_client(), message(), {"Authorization": "Bearer mk_abc_def"})
         assert_error(response, 503, "database_unavailable")
+
+
+def test_without_a_key_accepting_is_one_statement_with_a_key_one_transaction(database_url: str, tmp_path) -> None:
+    # The single statement is atomic by itself (jobs, recipients, audit rows and wake-ups): BEGIN and COMMIT
+    # would only add two round trips. With an Idempotency-Key the stored answer must commit with the jobs.
+    message = {"from": {"email": "billing@example.com"}, "to": [{"email": "ann@example.org"}], "subject": "Hi",
+               "text": "hello"}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        app, _ = apps.create_app(conn, "traced")
+        for key, opens_a_transaction in ((None, False), ("order-1", True)):
+            trace = tmp_path / f"{key}.trace"
+            with trace.open("wb") as out:
+                conn.pgconn.trace(out.fileno())
+                queueing.accept(conn, app_id=app.id, jobs=[queueing.NewJob(message=dict(message))], batch=False,
+                                batch_size=50, idempotency_key=key, request_hash="h" if key else "")
+                conn.pgconn.untrace()
+            assert (b'"BEGIN"' in trace.read_bytes()) is opens_a_transaction
+        assert conn.execute("SELECT count(*) FROM jobs WHERE app_id = %s", (app.id,)).fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM idempotency_keys").fetchone() == (1,)
