@@ -57,21 +57,37 @@ def _db_now(system: System) -> dt.datetime:
 # --- 1 and 2: ingest ----------------------------------------------------------------------------------------
 
 
-def ingest_single(system: System, seconds: float, clients: int) -> loadgen.WrkResult:
+@dataclasses.dataclass(frozen=True)
+class Ingest:
+    """An ingest run: wrk's numbers, and the CPU time of the web and PostgreSQL per request."""
+
+    wrk: loadgen.WrkResult
+    cpu_s: dict[str, float]
+
+    def cpu_ms_per_request(self, group: str) -> float:
+        return self.cpu_s[group] / max(self.wrk.requests, 1) * 1e3
+
+
+def ingest_single(system: System, seconds: float, clients: int) -> Ingest:
     """Single-message POST /queue from `clients` connections (workers stopped: the API alone)."""
     headers = {"Content-Type": "application/json", **system.auth}
-    result = loadgen.run_wrk(f"{system.web_url}/queue", headers, json.dumps(loadgen.message(1)), clients, seconds)
-    _check_wrk(result, "single ingest")
-    return result
+    return _ingest(system, headers, json.dumps(loadgen.message(1)), clients, seconds, "single ingest")
 
 
-def ingest_batch(system: System, seconds: float, clients: int) -> loadgen.WrkResult:
+def ingest_batch(system: System, seconds: float, clients: int) -> Ingest:
     """POST /queue with {"messages": [500 messages]} from `clients` connections."""
     headers = {"Content-Type": "application/json", **system.auth}
     body = json.dumps({"messages": [loadgen.message(i) for i in range(BATCH)]})
+    return _ingest(system, headers, body, clients, seconds, "batch ingest")
+
+
+def _ingest(system: System, headers: dict[str, str], body: str, clients: int, seconds: float, what: str) -> Ingest:
+    meter = CpuMeter({"web": system.pids(["web"]), "postgres": [system.postmaster_pid()]})
+    meter.start()
     result = loadgen.run_wrk(f"{system.web_url}/queue", headers, body, clients, seconds)
-    _check_wrk(result, "batch ingest")
-    return result
+    cpu = meter.stop()
+    _check_wrk(result, what)
+    return Ingest(result, cpu)
 
 
 def _check_wrk(result: loadgen.WrkResult, what: str) -> None:
