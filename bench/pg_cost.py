@@ -8,7 +8,8 @@ store and service functions: queues `--emails` in batches of 500 (as POST /queue
 the worker records a Mailjet answer). Prints the CPU time of the server process per email for each phase,
 read from /proc, so neither Python nor the network counts. The end-to-end benchmark (bench/run.py) is
 what the issue measures; this isolates PostgreSQL's share, which varies far less between runs.
-`--statements` adds pg_stat_statements' top statements (the queries that triggers run included).
+`--statements` adds pg_stat_statements' top statements (the queries that triggers run included), with
+how often each was planned: a statement planned on every call is worth a look.
 
 To compare two revisions, run this file in a checkout of each (it measures the checkout it is in):
     git worktree add ../before REV && (cd ../before && python "$OLDPWD/bench/pg_cost.py")
@@ -89,6 +90,7 @@ def _measure(url: str, emails: int) -> tuple[float, float, float]:
     """CPU µs per email of the server process: queueing, claiming, recording."""
     with psycopg.connect(url) as conn:
         conn.execute("SET pg_stat_statements.track = 'all'")
+        conn.execute("SET pg_stat_statements.track_planning = on")  # a statement planned on every call shows
         app, _ = apps.create_app(conn, "bench")
         conn.commit()
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
@@ -142,13 +144,15 @@ def _cpu_s(pid: int) -> float:
 def _print_statements(url: str, top: int = 20) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            """SELECT total_exec_time, calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
+            """SELECT total_exec_time + total_plan_time, calls, plans, total_plan_time,
+                      left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
                FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-               ORDER BY total_exec_time DESC LIMIT %s""", (top,)
+               ORDER BY 1 DESC LIMIT %s""", (top,)
         ).fetchall()
-    print("| total ms | calls | µs/call | statement |\n|---|---|---|---|")
-    for total_ms, calls, text in rows:
-        print(f"| {total_ms:,.0f} | {calls:,} | {total_ms / calls * 1000:,.1f} | `{text}` |")
+    print("| total ms | calls | µs/call | plans | planning µs/call | statement |\n|---|---|---|---|---|---|")
+    for total_ms, calls, plans, plan_ms, text in rows:
+        print(f"| {total_ms:,.0f} | {calls:,} | {total_ms / calls * 1000:,.1f} | {plans:,} | "
+              f"{plan_ms / calls * 1000:,.1f} | `{text}` |")
 
 
 if __name__ == "__main__":
