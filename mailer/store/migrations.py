@@ -37,6 +37,7 @@ def _apply_pending(conn: psycopg.Connection) -> list[str]:
             _apply(conn, path.stem, path.read_text())
             done.append(path.stem)
     done.extend(_apply_procrastinate(conn, applied))
+    _run.all_rows(conn, "plan_procrastinate_fetch_by_index")  # every time (sql/queries/migrations.sql)
     return done
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import pathlib
 
 import procrastinate
 import psycopg
@@ -37,3 +38,24 @@ def test_two_migrations_at_once_on_an_empty_database(pg_cluster) -> None:  # typ
     finally:
         with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
             admin.execute("DROP DATABASE migrate_race WITH (FORCE)")
+
+
+def test_procrastinate_fetches_by_index_with_a_plan_made_on_an_empty_queue(database_url: str) -> None:
+    # Procrastinate's fetch_job query is the function migrate tunes (sql/queries/migrations.sql).
+    queries = (pathlib.Path(procrastinate.__file__).parent / "sql" / "queries.sql").read_text()
+    assert "FROM procrastinate_fetch_job_v2(" in queries.split("-- fetch_job --")[1].split("\n\n")[0]
+    plans: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE procrastinate_jobs")  # empty, as it usually is
+        worker = conn.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id").fetchone()[0]  # type: ignore[index]
+        conn.execute("SELECT procrastinate_fetch_job_v2(NULL, %s)", (worker,))  # the session's plan is made now
+        conn.execute("INSERT INTO procrastinate_jobs (queue_name, task_name, priority, args)"
+                     " SELECT 'send', 'mailer.send_due_jobs', 10, '{}' FROM generate_series(1, 400)")
+        conn.add_notice_handler(lambda diagnostic: plans.append(diagnostic.message_primary or ""))
+        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = 'notice'"):
+            conn.execute(f"SET auto_explain.{setting}")  # type: ignore[arg-type]  # constants
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SELECT procrastinate_fetch_job_v2(NULL, %s)", (worker,))
+    fetch = [plan for plan in plans if "WITH candidate AS" in plan]
+    # A sequential scan here runs once per waiting job: quadratic in the queue.
+    assert len(fetch) == 1 and "Seq Scan" not in fetch[0], fetch
