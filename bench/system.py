@@ -191,15 +191,19 @@ def reset_statement_profile(url: str) -> None:
 
 
 def statement_profile(url: str, top: int = 15) -> str:
-    """The statements that took the most PostgreSQL time since the last reset (needs pg_stats)."""
+    """The statements that took the most PostgreSQL time since the last reset (needs pg_stats).
+
+    Times are wall time on a busy machine; buffers per call (shared hits, each a page visited) say how
+    much a call read, whatever the machine was doing meanwhile."""
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            """SELECT total_exec_time, calls, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+            """SELECT total_exec_time, calls, rows, shared_blks_hit + shared_blks_read,
+                      left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
                FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT %s""", (top,)
         ).fetchall()
-    lines = ["| total ms | calls | rows | ms/call | statement |", "|---|---|---|---|---|"]
-    lines += [f"| {total:,.0f} | {calls:,} | {nrows:,} | {total / calls:.2f} | `{text}` |"
-              for total, calls, nrows, text in rows]
+    lines = ["| total ms | calls | rows | ms/call | buffers/call | statement |", "|---|---|---|---|---|---|"]
+    lines += [f"| {total:,.0f} | {calls:,} | {nrows:,} | {total / calls:.2f} | {buffers / calls:,.0f} | `{text}` |"
+              for total, calls, nrows, buffers, text in rows]
     return "\n".join(lines)
 
 
