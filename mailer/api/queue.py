@@ -46,9 +46,8 @@ def queue_mail() -> tuple[flask.Response, int]:
     messages = loaded["messages"] if batch else [loaded]
     key = _idempotency_key()
     settings = flask.current_app.extensions["mailer.settings"]
-    # Without a key, accepting is one statement (queueing.accept): no transaction around it.
-    connect = db.connection if key else db.autocommit
-    with connect(flask.current_app.extensions["mailer.pool"]) as conn:
+    # queueing.accept opens a transaction only when it needs one (an Idempotency-Key to store).
+    with db.autocommit(flask.current_app.extensions["mailer.pool"]) as conn:
         accepted = queueing.accept(
             conn,
             app_id=auth.current_app_id(),
