@@ -106,7 +106,7 @@ CREATE TABLE IF NOT EXISTS bench_raw_jobs (
     updated_at timestamptz NOT NULL DEFAULT now()
 )
 """
-_RAW_INSERT = (
+RAW_INSERT = (
     "INSERT INTO bench_raw_jobs (id, app_id, status, priority, message, metadata, run_at) "
     "VALUES (%s, 1, 'queued', 'transactional', %s, %s, now())"
 )
@@ -119,7 +119,7 @@ def _raw_client(url: str, seconds: float, start_at: float, results: Any) -> None
         time.sleep(max(0.0, start_at - time.time()))
         end = time.monotonic() + seconds
         while (now := time.monotonic()) < end:
-            conn.execute(_RAW_INSERT, (uuid.uuid4(), body, '{"order_id": 0}'))
+            conn.execute(RAW_INSERT, (uuid.uuid4(), body, '{"order_id": 0}'))
             latencies.append(time.monotonic() - now)
             done += 1
     results.put((done, latencies))

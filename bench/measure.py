@@ -15,7 +15,8 @@ import psycopg
 import requests
 
 from bench import loadgen, naive
-from bench.system import EVENTS_AUTH, CpuMeter, System, peak_rss_mb, wait_until
+from bench.system import EVENTS_AUTH, CpuMeter, System, peak_rss_mb, ready, wait_until
+from mailer import pgcluster
 
 BATCH = 500  # messages per batch request (the API's maximum)
 QUEUE_CLIENTS = 4  # threads that queue the end-to-end emails
@@ -79,6 +80,26 @@ def ingest_batch(system: System, seconds: float, clients: int) -> Ingest:
     headers = {"Content-Type": "application/json", **system.auth}
     body = json.dumps({"messages": [loadgen.message(i) for i in range(BATCH)]})
     return _ingest(system, headers, body, clients, seconds, "batch ingest")
+
+
+def stack_floor(system: System, seconds: float, clients: int) -> Ingest:
+    """The same single message POSTed to bench/floor_app.py (one INSERT commit) under mailer's gunicorn settings."""
+    with psycopg.connect(system.database_url, autocommit=True) as conn:
+        conn.execute(loadgen.RAW_TABLE)
+    port = pgcluster.free_port()
+    url = f"http://127.0.0.1:{port}"
+    system.start("floor", [sys.executable, "-m", "gunicorn", "bench.floor_app:app"], PORT=str(port))
+    try:
+        wait_until(lambda: ready(f"{url}/ready"), 60, "the floor app ready")
+        meter = CpuMeter({"web": system.pids(["floor"]), "postgres": [system.postmaster_pid()]})
+        meter.start()
+        result = loadgen.run_wrk(f"{url}/insert", {"Content-Type": "application/json"},
+                                 json.dumps(loadgen.message(1)), clients, seconds)
+        cpu = meter.stop()
+    finally:
+        system.stop("floor")
+    _check_wrk(result, "stack floor")
+    return Ingest(result, cpu)
 
 
 def _ingest(system: System, headers: dict[str, str], body: str, clients: int, seconds: float, what: str) -> Ingest:

@@ -131,6 +131,8 @@ def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats:
         if pg_settings:
             with psycopg.connect(url, autocommit=True) as conn:
                 for name, value in pg_settings.items():
+                    if "." in name:  # a module's setting (auto_explain.*): known only once the module is loaded
+                        conn.execute(f"LOAD '{name.split('.')[0]}'")  # type: ignore[arg-type]  # our own options
                     conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # type: ignore[arg-type]  # our own options
             cluster.stop()
             cluster.start()
@@ -159,7 +161,7 @@ def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats:
         system.start("simulator", [sys.executable, "-m", "mailer.mailjet.simulator", "--port", str(sim_port),
                                    "--api-key", SIM_KEY, "--api-secret", SIM_SECRET, "--latency-ms", "100"])
         system.start("web", [sys.executable, "-m", "gunicorn", "wsgi:app"])
-        wait_until(lambda: _ready(f"{system.web_url}/readyz") and _ready(f"{system.sim_url}/_sim/sends"),
+        wait_until(lambda: ready(f"{system.web_url}/readyz") and ready(f"{system.sim_url}/_sim/sends"),
                    60, "web and simulator ready")
         yield system
     except BaseException:
@@ -218,7 +220,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
     raise TimeoutError(f"{what}: not reached within {timeout} s")
 
 
-def _ready(url: str) -> bool:
+def ready(url: str) -> bool:
+    """Whether GET `url` answers 200 (False while nothing listens yet)."""
     with contextlib.suppress(requests.RequestException):
         return requests.get(url, timeout=1).status_code == 200
     return False

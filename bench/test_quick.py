@@ -28,5 +28,6 @@ def test_the_quick_benchmark_runs_every_measurement() -> None:
                 "6. Scale", "Worker memory"):
         assert row in table, table
     assert "CPU per request: web" in table and "CPU per email: web" in table, table  # rows 1 and 2
+    assert re.search(r"the stack's floor, .*: [\d,]+ req/s \(CPU per request", table), table  # row 1's baseline
     # 3 and 3b, empty and at scale: no email sent twice in any of the four end-to-end runs
     assert re.findall(r"(\d+) duplicates", table) == ["0"] * 4, table
