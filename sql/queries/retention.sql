@@ -81,10 +81,14 @@ WITH deleted AS (
 SELECT count(*) AS deleted FROM deleted;
 
 -- delete_jobs --
--- The jobs themselves with their recipient_addresses (no foreign key there, 0011); recipients and their
--- Mailjet events go by ON DELETE CASCADE. job_counts is not touched: the counters are history.
+-- The jobs themselves with their recipients and recipient_addresses (no foreign key to jobs from either:
+-- 0011, 0014); the recipients' Mailjet events go by ON DELETE CASCADE. job_counts is not touched: the
+-- counters are history.
 WITH addresses AS (
     DELETE FROM recipient_addresses
+    WHERE job_id = ANY(%(job_ids)s::uuid[])
+), recipients AS (
+    DELETE FROM recipients
     WHERE job_id = ANY(%(job_ids)s::uuid[])
 ), deleted AS (
     DELETE FROM jobs

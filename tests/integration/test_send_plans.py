@@ -56,6 +56,21 @@ def test_accepting_a_batch_never_scans_the_jobs_table(conn: psycopg.Connection):
     assert conn.execute("SELECT count(*) FROM recipient_addresses").fetchone() == (1500,)
 
 
+def test_accepting_a_batch_looks_up_no_job_or_app_per_row(conn: psycopg.Connection):
+    # A foreign key checks each new row with a query of its own (`SELECT ... FOR KEY SHARE`, an index scan
+    # of the referenced table): recipients → jobs and jobs → apps were a quarter of a batch's PostgreSQL
+    # time, so 0014 dropped them; insert_jobs writes jobs and recipients from one list.
+    app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
+    batch = [queueing.NewJob(message={"from_": {"email": "a@example.com"}, "to": [{"email": f"{n}@example.com"}]})
+             for n in range(500)]
+    queueing.insert(conn, app, batch, 50)
+    lookups = conn.execute(
+        "SELECT relname, idx_scan FROM pg_stat_xact_user_tables WHERE relname IN ('jobs', 'apps') ORDER BY relname"
+    ).fetchall()
+    assert lookups == [("apps", 1), ("jobs", 0)]  # apps: once, for the batch's counter row (job_counts → apps)
+    assert conn.execute("SELECT count(*) FROM recipients JOIN jobs ON jobs.id = recipients.job_id").fetchone() == (500,)
+
+
 def test_the_final_status_counters_keep_a_linear_join_after_a_one_row_update(conn: psycopg.Connection):
     # The counter trigger's statement is planned once per session (0013). A nested loop over the two
     # transition tables, as a plan made for one row would be, is quadratic on a big update.
