@@ -16,8 +16,9 @@ import psycopg_pool
 from bench.loadgen import RAW_INSERT
 
 app = flask.Flask(__name__)
+_THREADS = int(os.environ.get("MAILER_WEB_THREADS", "4"))  # gunicorn.conf.py's threads per process
 _pool = psycopg_pool.ConnectionPool(
-    os.environ["DATABASE_URL"], min_size=4, max_size=int(os.environ.get("MAILER_WEB_THREADS", "4")),
+    os.environ["DATABASE_URL"], min_size=_THREADS, max_size=_THREADS,
     kwargs={"autocommit": True}, open=True,
 )
 

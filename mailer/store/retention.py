@@ -46,7 +46,7 @@ def delete_schedule_occurrences_of_jobs(conn: psycopg.Connection, *, job_ids: Se
 
 
 def delete_jobs(conn: psycopg.Connection, *, job_ids: Sequence[uuid.UUID]) -> int:
-    """Delete jobs with their addresses (recipients and their events go by cascade); how many."""
+    """Delete jobs with their recipients and addresses (the recipients' Mailjet events go by cascade); how many."""
     return _count(conn, "delete_jobs", "deleted", job_ids=list(job_ids))
 
 

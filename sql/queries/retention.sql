@@ -87,7 +87,7 @@ SELECT count(*) AS deleted FROM deleted;
 WITH addresses AS (
     DELETE FROM recipient_addresses
     WHERE job_id = ANY(%(job_ids)s::uuid[])
-), recipients AS (
+), gone_recipients AS (
     DELETE FROM recipients
     WHERE job_id = ANY(%(job_ids)s::uuid[])
 ), deleted AS (

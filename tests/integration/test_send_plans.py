@@ -47,11 +47,14 @@ def test_accepting_a_batch_never_scans_the_jobs_table(conn: psycopg.Connection):
     app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
     batches = [[queueing.NewJob(message={"from_": {"email": "a@example.com"}, "to": [{"email": f"{n}@example.com"}]})
                 for n in range(500)] for _ in range(3)]
-    queueing.insert(conn, app, batches[0], 50)
-    conn.execute("ANALYZE jobs")
-    for batch in batches[1:]:
-        queueing.insert(conn, app, batch, 50)
-    scans = conn.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'jobs'").fetchone()
+    # One transaction: pg_stat_xact_* counts the current transaction's scans (across transactions, a
+    # server's stats flush between them would reset the count to 0).
+    with conn.transaction():
+        queueing.insert(conn, app, batches[0], 50)
+        conn.execute("ANALYZE jobs")
+        for batch in batches[1:]:
+            queueing.insert(conn, app, batch, 50)
+        scans = conn.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'jobs'").fetchone()
     assert scans == (0,)
     assert conn.execute("SELECT count(*) FROM recipient_addresses").fetchone() == (1500,)
 
@@ -63,10 +66,11 @@ def test_accepting_a_batch_looks_up_no_job_or_app_per_row(conn: psycopg.Connecti
     app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
     batch = [queueing.NewJob(message={"from_": {"email": "a@example.com"}, "to": [{"email": f"{n}@example.com"}]})
              for n in range(500)]
-    queueing.insert(conn, app, batch, 50)
-    lookups = conn.execute(
-        "SELECT relname, idx_scan FROM pg_stat_xact_user_tables WHERE relname IN ('jobs', 'apps') ORDER BY relname"
-    ).fetchall()
+    with conn.transaction():  # the counts of this transaction (see above)
+        queueing.insert(conn, app, batch, 50)
+        lookups = conn.execute(
+            "SELECT relname, idx_scan FROM pg_stat_xact_user_tables WHERE relname IN ('jobs', 'apps') ORDER BY relname"
+        ).fetchall()
     assert lookups == [("apps", 1), ("jobs", 0)]  # apps: once, for the batch's counter row (job_counts → apps)
     assert conn.execute("SELECT count(*) FROM recipients JOIN jobs ON jobs.id = recipients.job_id").fetchone() == (500,)
 
