@@ -6,9 +6,9 @@
 -- recipients.job_id: insert_jobs (sql/queries/jobs.sql) is mailer's only statement that inserts recipients
 -- (bulk loaders in bench/ and tests write some for jobs they made), in the statement that inserts their
 -- jobs, from the one list services/queueing.py builds for both; so the job exists before anything can read
--- the recipient. Retention, which relied on ON DELETE CASCADE,
--- deletes the recipients of the jobs it deletes itself (sql/queries/retention.sql, delete_jobs); the
--- recipients' own cascades (mailjet_events, webhook_messages) still run.
+-- the recipient. Retention, which relied on ON DELETE CASCADE, deletes the recipients of the jobs it
+-- deletes itself (sql/queries/retention.sql, delete_jobs); the recipients' own cascades (mailjet_events,
+-- webhook_messages) still run.
 ALTER TABLE recipients DROP CONSTRAINT recipients_job_id_fkey;
 
 -- jobs.app_id: apps are never deleted (revoking keeps the row), and a job's app is the one whose key was
