@@ -72,14 +72,15 @@ class Ingest:
 def ingest_single(system: System, seconds: float, clients: int) -> Ingest:
     """Single-message POST /queue from `clients` connections (workers stopped: the API alone)."""
     headers = {"Content-Type": "application/json", **system.auth}
-    return _ingest(system, headers, json.dumps(loadgen.message(1)), clients, seconds, "single ingest")
+    return _ingest(system, "web", f"{system.web_url}/queue", headers, json.dumps(loadgen.message(1)), clients,
+                   seconds, "single ingest")
 
 
 def ingest_batch(system: System, seconds: float, clients: int) -> Ingest:
     """POST /queue with {"messages": [500 messages]} from `clients` connections."""
     headers = {"Content-Type": "application/json", **system.auth}
     body = json.dumps({"messages": [loadgen.message(i) for i in range(BATCH)]})
-    return _ingest(system, headers, body, clients, seconds, "batch ingest")
+    return _ingest(system, "web", f"{system.web_url}/queue", headers, body, clients, seconds, "batch ingest")
 
 
 def stack_floor(system: System, seconds: float, clients: int) -> Ingest:
@@ -91,21 +92,18 @@ def stack_floor(system: System, seconds: float, clients: int) -> Ingest:
     system.start("floor", [sys.executable, "-m", "gunicorn", "bench.floor_app:app"], PORT=str(port))
     try:
         wait_until(lambda: ready(f"{url}/ready"), 60, "the floor app ready")
-        meter = CpuMeter({"web": system.pids(["floor"]), "postgres": [system.postmaster_pid()]})
-        meter.start()
-        result = loadgen.run_wrk(f"{url}/insert", {"Content-Type": "application/json"},
-                                 json.dumps(loadgen.message(1)), clients, seconds)
-        cpu = meter.stop()
+        return _ingest(system, "floor", f"{url}/insert", {"Content-Type": "application/json"},
+                       json.dumps(loadgen.message(1)), clients, seconds, "stack floor")
     finally:
         system.stop("floor")
-    _check_wrk(result, "stack floor")
-    return Ingest(result, cpu)
 
 
-def _ingest(system: System, headers: dict[str, str], body: str, clients: int, seconds: float, what: str) -> Ingest:
-    meter = CpuMeter({"web": system.pids(["web"]), "postgres": [system.postmaster_pid()]})
+def _ingest(system: System, process: str, url: str, headers: dict[str, str], body: str, clients: int,
+            seconds: float, what: str) -> Ingest:
+    """wrk against `url`, with the CPU of the named web process (its workers included) and of PostgreSQL."""
+    meter = CpuMeter({"web": system.pids([process]), "postgres": [system.postmaster_pid()]})
     meter.start()
-    result = loadgen.run_wrk(f"{system.web_url}/queue", headers, body, clients, seconds)
+    result = loadgen.run_wrk(url, headers, body, clients, seconds)
     cpu = meter.stop()
     _check_wrk(result, what)
     return Ingest(result, cpu)

@@ -103,7 +103,8 @@ def _replay(conn: psycopg.Connection, app_id: int, key: str, request_hash: str) 
 
 
 def insert(conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch_size: int) -> list[dict[str, str]]:
-    """Store jobs with their recipients and wake-ups in the open transaction; [{id, status}] in order."""
+    """Store jobs with their recipients and wake-ups in one statement (in the caller's transaction, if any);
+    [{id, status}] in order."""
     ids = [job.id for job in jobs]
     job_rows = [
         {"id": job.id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
