@@ -105,7 +105,11 @@ def _dev_key(conn: psycopg.Connection) -> tuple[object, str]:
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env)  # noqa: S603  # our own interpreter and modules
+    # Each child in a process group of its own, so Ctrl-C reaches `mailer dev` alone, which stops each child
+    # with one SIGTERM. A gunicorn gthread worker that gets the terminal's SIGINT and then its master's
+    # SIGQUIT re-enters ThreadPoolExecutor.shutdown from the second signal handler and waits forever on the
+    # lock the first one holds, an orphan still bound to the port.
+    return subprocess.Popen(argv, env=env, start_new_session=True)  # noqa: S603  # our own interpreter and modules
 
 
 def _wait_for_web(url: str, children: list[subprocess.Popen[bytes]]) -> None:
@@ -144,6 +148,9 @@ def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
             child.terminate()
     for child in children:
         try:
-            child.wait(timeout=10)
+            child.wait(timeout=25)  # gunicorn's graceful_timeout is 20 s
         except subprocess.TimeoutExpired:
             child.kill()
+            child.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # whatever the child left behind in its group (its own group)
