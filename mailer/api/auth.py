@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flask
+import psycopg
 
 from mailer import db
 from mailer.domain import errors
@@ -12,21 +13,54 @@ from mailer.services import apps, rate_limits
 def current_app_id() -> int:
     """The id of the app whose key authorised this request (counted once against its rate limit)."""
     cached = flask.g.get("app_id")
-    if cached is not None:
+    if cached is not None and flask.g.get("key_id_to_confirm") is None:
         return int(cached)
-    scheme, _, key = flask.request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise errors.Unauthorized("send your API key as 'Authorization: Bearer <key>'")
-    settings = flask.current_app.extensions["mailer.settings"]
+    key = _bearer_key()
     # Two single statements, each its own transaction (no BEGIN/COMMIT round trips): the bucket's row
     # lock is held for its statement only, never for the rest of the request.
     with db.autocommit(flask.current_app.extensions["mailer.pool"]) as conn:
-        app_id = apps.authenticate(conn, key.strip())
-        rate_limits.limit_app_request(conn, settings, app_id)
-    flask.g.app_id = app_id
+        app_id = apps.authenticate(conn, key)
+        if cached is None:  # a recalled key has counted this request already
+            _limit(conn, app_id)
+    flask.g.app_id, flask.g.key_id_to_confirm = app_id, None
     return app_id
+
+
+def recalled_caller() -> tuple[int, str | None]:
+    """(app id, key id to confirm) for a request whose one statement checks that the key id is still the
+    app's active one (POST /queue's insert_jobs): a key this process authenticated before is recalled
+    without a lookup of its own. Otherwise current_app_id()'s check, and no key id to confirm."""
+    recalled = apps.recall(_bearer_key())
+    if recalled is None:
+        return current_app_id(), None
+    app_id, key_id = recalled
+    if flask.current_app.extensions["mailer.settings"].rate_limit_per_s > 0:
+        with db.autocommit(flask.current_app.extensions["mailer.pool"]) as conn:
+            try:
+                _limit(conn, app_id)
+            except errors.RateLimited:
+                apps.authenticate(conn, _bearer_key())  # a revoked key is 401, not 429
+                raise
+    flask.g.app_id, flask.g.key_id_to_confirm = app_id, key_id
+    return app_id, key_id
+
+
+def forget_recalled_key() -> None:
+    """The statement found the recalled key revoked or rotated: authenticate it afresh next time."""
+    apps.forget(_bearer_key())
 
 
 def require_app_key() -> None:
     """before_request hook for blueprints that need an API key."""
     current_app_id()
+
+
+def _bearer_key() -> str:
+    scheme, _, key = flask.request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise errors.Unauthorized("send your API key as 'Authorization: Bearer <key>'")
+    return key.strip()
+
+
+def _limit(conn: psycopg.Connection, app_id: int) -> None:
+    rate_limits.limit_app_request(conn, flask.current_app.extensions["mailer.settings"], app_id)

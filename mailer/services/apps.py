@@ -14,6 +14,10 @@ from mailer.store.apps import App
 
 KEY_PREFIX = "mk"
 _DUMMY_HASH = hashlib.sha256(b"no such key").digest()
+# Keys this process has authenticated: key id -> (app id, hash of the secret). A recalled key may have been
+# revoked or rotated since, so whoever acts on one checks its key id in the same statement (insert_jobs).
+_authenticated: dict[str, tuple[int, bytes]] = {}
+_MAX_REMEMBERED = 10_000  # far more apps than a company has; past it, start over rather than grow
 
 
 def _hash_secret(secret: str) -> bytes:
@@ -50,13 +54,38 @@ def _new_key() -> tuple[str, str]:
 
 def authenticate(conn: psycopg.Connection, api_key: str) -> int:
     """The id of the app that owns `api_key`; Unauthorized otherwise."""
-    prefix, _, rest = api_key.partition("_")
-    key_id, _, secret = rest.partition("_")
-    credentials = store.get_app_by_key_id(conn, key_id=key_id) if prefix == KEY_PREFIX and secret else None
+    key_id, secret = _parse(api_key)
+    credentials = store.get_app_by_key_id(conn, key_id=key_id) if secret else None
     expected = credentials.key_hash if credentials else _DUMMY_HASH
     if not hmac.compare_digest(expected, _hash_secret(secret)) or credentials is None:
         raise errors.Unauthorized("invalid or revoked API key")
+    if len(_authenticated) >= _MAX_REMEMBERED:
+        _authenticated.clear()
+    _authenticated[key_id] = (credentials.id, credentials.key_hash)
     return credentials.id
+
+
+def recall(api_key: str) -> tuple[int, str] | None:
+    """(app id, key id) of a key this process authenticated before, without asking the database; None if
+    it did not. The key may have been revoked or rotated since: act on it only in a statement that checks
+    the key id is still the app's active one."""
+    key_id, secret = _parse(api_key)
+    remembered = _authenticated.get(key_id)
+    if remembered is None or not hmac.compare_digest(remembered[1], _hash_secret(secret)):
+        return None
+    return remembered[0], key_id
+
+
+def forget(api_key: str) -> None:
+    """Stop recalling `api_key` (its statement found it revoked or rotated)."""
+    _authenticated.pop(_parse(api_key)[0], None)
+
+
+def _parse(api_key: str) -> tuple[str, str]:
+    """(key id, secret) of an `mk_<key id>_<secret>` key; an empty secret when it has another shape."""
+    prefix, _, rest = api_key.partition("_")
+    key_id, _, secret = rest.partition("_")
+    return (key_id, secret) if prefix == KEY_PREFIX else ("", "")
 
 
 def revoke_app(conn: psycopg.Connection, name: str) -> App:

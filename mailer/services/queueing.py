@@ -58,6 +58,7 @@ def accept(
     batch_size: int,
     idempotency_key: str | None = None,
     request_hash: str = "",
+    key_id_to_confirm: str | None = None,
 ) -> Accepted:
     """Store jobs and wake the senders in one transaction; honour Idempotency-Key.
 
@@ -70,7 +71,7 @@ def accept(
             replay = _replay(conn, app_id, idempotency_key, request_hash)
             if replay is not None:
                 return replay
-        answers = insert(conn, app_id, jobs, batch_size)
+        answers = insert(conn, app_id, jobs, batch_size, key_id_to_confirm)
         accepted = Accepted(202, {"jobs": answers} if batch else answers[0])
         if idempotency_key is not None:
             store.insert_idempotency_key(
@@ -102,9 +103,12 @@ def _replay(conn: psycopg.Connection, app_id: int, key: str, request_hash: str) 
     return Accepted(earlier["response_status"], earlier["response_body"])
 
 
-def insert(conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch_size: int) -> list[dict[str, str]]:
+def insert(
+    conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch_size: int, key_id_to_confirm: str | None = None
+) -> list[dict[str, str]]:
     """Store jobs with their recipients and wake-ups in one statement (in the caller's transaction, if any);
-    [{id, status}] in order."""
+    [{id, status}] in order. With `key_id_to_confirm`, nothing is stored (Unauthorized) unless it is still
+    the app's active key id."""
     ids = [job.id for job in jobs]
     job_rows = [
         {"id": job.id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
@@ -119,6 +123,9 @@ def insert(conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch_
         for position, address in enumerate(job.message.get(kind) or [])
     ]
     inserted = store.insert_jobs(
-        conn, app_id=app_id, jobs=job_rows, recipients=recipient_rows, wake=wakeups.send_target(batch_size)
+        conn, app_id=app_id, key_id=key_id_to_confirm, jobs=job_rows, recipients=recipient_rows,
+        wake=wakeups.send_target(batch_size),
     )
+    if jobs and not inserted:
+        raise errors.Unauthorized("invalid or revoked API key")
     return [{"id": str(job_id), "status": inserted[job_id]["status"]} for job_id in ids]

@@ -31,12 +31,14 @@ def insert_jobs(
     jobs: Sequence[dict[str, Any]],
     recipients: Sequence[dict[str, Any]],
     wake: dict[str, object],
+    key_id: str | None = None,
 ) -> dict[uuid.UUID, dict[str, Any]]:
     """Insert jobs with their recipients, first audit event and the senders' wake-ups (`wake`: what
-    mailer_wake_senders defers); their status and run_at by id."""
+    mailer_wake_senders defers); their status and run_at by id. With `key_id`, only if it is still the
+    app's active key (nothing is inserted otherwise)."""
     rows = _run.all_rows(
-        conn, "insert_jobs", app_id=app_id, jobs=_run.jsonb(list(jobs)), recipients=_run.jsonb(list(recipients)),
-        **wake,
+        conn, "insert_jobs", app_id=app_id, key_id=key_id, jobs=_run.jsonb(list(jobs)),
+        recipients=_run.jsonb(list(recipients)), **wake,
     )
     return {row["id"]: row for row in rows}
 

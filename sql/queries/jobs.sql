@@ -1,11 +1,17 @@
 -- insert_jobs --
 -- Accept messages: jobs, their recipients, their addresses for /logs?recipient=, the first audit event and
 -- the senders' wake-ups, in one statement. A send_at in the future makes the job scheduled (woken at
--- run_at); in the past (or none) it is queued now.
-WITH incoming_recipients AS MATERIALIZED (
+-- run_at); in the past (or none) it is queued now. With a key_id (POST /queue's key recalled without a
+-- lookup, api/auth.py) nothing is inserted unless it is still the app's active key.
+WITH caller AS MATERIALIZED (
+    SELECT %(key_id)s::text IS NULL OR EXISTS (
+        SELECT FROM apps WHERE id = %(app_id)s AND key_id = %(key_id)s AND revoked_at IS NULL
+    ) AS active
+), incoming_recipients AS MATERIALIZED (
     SELECT r.job_id, r.kind, r.position, r.email, r.name
     FROM jsonb_to_recordset(%(recipients)s)
         AS r(job_id uuid, kind text, position integer, email text, name text)
+    WHERE (SELECT active FROM caller)
 ), new_jobs AS (
     INSERT INTO jobs (id, app_id, status, priority, message, metadata, send_at, run_at, schedule_id, request_id)
     SELECT j.id, %(app_id)s,
@@ -15,6 +21,7 @@ WITH incoming_recipients AS MATERIALIZED (
     FROM jsonb_to_recordset(%(jobs)s)
         AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz, schedule_id uuid,
              request_id text)
+    WHERE (SELECT active FROM caller)
     RETURNING id, app_id, status, run_at, priority, created_at
 ), new_recipients AS (
     INSERT INTO recipients (job_id, kind, position, email, name)

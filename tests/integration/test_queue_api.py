@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 import mailer
-from mailer import pgcluster
+from mailer import pgcluster, store
 from mailer.services import apps, queueing
 from tests.integration.conftest import make_key
 
@@ -404,6 +404,83 @@ def test_a_revoked_key_is_401(client, auth, conn):
     apps.revoke_app(conn, "billing")
     assert_error(post(client, message(), auth), 401, "unauthorized")
     assert count(conn, "jobs") == 1
+
+
+# A key this process authenticated once is recalled without a lookup; insert_jobs confirms it (api/auth.py).
+
+
+@pytest.fixture
+def key_lookups(monkeypatch) -> list[str]:
+    """The key ids looked up in the database (the real lookup still runs)."""
+    seen: list[str] = []
+    lookup = store.get_app_by_key_id
+
+    def counted(conn, *, key_id):
+        seen.append(key_id)
+        return lookup(conn, key_id=key_id)
+
+    monkeypatch.setattr(store, "get_app_by_key_id", counted)
+    return seen
+
+
+def test_a_key_authenticated_once_is_not_looked_up_again_by_post_queue(client, auth, conn, key_lookups):
+    assert post(client, message(), auth).status_code == 202
+    assert len(key_lookups) == 1
+    assert post(client, message(), auth).status_code == 202
+    assert post(client, {"messages": [message(), message()]}, auth).status_code == 202
+    assert len(key_lookups) == 1
+    assert count(conn, "jobs") == 4
+    # Every other endpoint, and a request with an Idempotency-Key (a replay reads before it writes), asks.
+    assert client.get("/logs", headers=auth).status_code == 200
+    assert post(client, message(), auth, **{"Idempotency-Key": "k1"}).status_code == 202
+    assert len(key_lookups) == 3
+
+
+@pytest.mark.parametrize("body", [message(), {"messages": [message(), message(cc=[{"email": "c@example.org"}])]}],
+                         ids=["single", "batch"])
+def test_a_recalled_key_revoked_since_stores_nothing(client, auth, conn, body):
+    assert post(client, message(), auth).status_code == 202
+    before = stored(conn)
+    apps.revoke_app(conn, "billing")
+    assert_error(post(client, body, auth), 401, "unauthorized")
+    assert stored(conn) == before
+    assert count(conn, "procrastinate_jobs") == 1
+
+
+def test_a_recalled_key_rotated_since_is_401_and_the_new_key_works(client, auth, conn, key_lookups):
+    assert post(client, message(), auth).status_code == 202
+    _, new_key = apps.rotate_key(conn, "billing")
+    assert_error(post(client, message(), auth), 401, "unauthorized")
+    assert_error(post(client, message(), auth), 401, "unauthorized")  # forgotten: looked up, and refused
+    assert key_lookups[-1] == auth["Authorization"].split("_")[1]
+    assert post(client, message(), {"Authorization": f"Bearer {new_key}"}).status_code == 202
+    assert count(conn, "jobs") == 2
+
+
+@pytest.mark.parametrize("body", [b"{not json", {"subject": "no recipients"}], ids=["malformed", "invalid"])
+def test_a_recalled_key_revoked_since_is_401_whatever_the_body(client, auth, conn, body):
+    assert post(client, message(), auth).status_code == 202
+    apps.revoke_app(conn, "billing")
+    assert_error(post(client, body, auth), 401, "unauthorized")
+
+
+def test_a_revoked_key_cannot_replay_its_idempotent_answer(client, auth, conn):
+    assert post(client, message(), auth, **{"Idempotency-Key": "k1"}).status_code == 202
+    apps.revoke_app(conn, "billing")
+    assert_error(post(client, message(), auth, **{"Idempotency-Key": "k1"}), 401, "unauthorized")
+
+
+def test_a_recalled_key_revoked_since_is_401_not_429_when_over_its_limit(settings, conn):
+    key = make_key(conn, "limited")
+    app = mailer.create_app(dataclasses.replace(settings, rate_limit_per_s=0.01, rate_limit_burst=1))
+    try:
+        client = app.test_client()
+        assert post(client, message(), {"Authorization": f"Bearer {key}"}).status_code == 202
+        assert_error(post(client, message(), {"Authorization": f"Bearer {key}"}), 429, "rate_limited")
+        apps.revoke_app(conn, "limited")
+        assert_error(post(client, message(), {"Authorization": f"Bearer {key}"}), 401, "unauthorized")
+    finally:
+        app.extensions["mailer.pool"].close()
 
 
 def test_the_bearer_scheme_is_case_insensitive(client, api_key):
