@@ -42,12 +42,13 @@ from mailer.store.suppressions import (
     suppress_from_events,
     suppress_recipients,
 )
-from mailer.store.wakeups import wake_senders
+from mailer.store.wakeups import await_wakers, wake_senders
 
 __all__ = [
     "LogFilters",
     "advance_recipient_statuses",
     "apply_pending_events",
+    "await_wakers",
     "claim_due_jobs",
     "delete_suppression",
     "force_custom_plans",

@@ -16,3 +16,8 @@ def wake_senders(
     """Defer one send job per batch of due email of a lane and wake-up time; how many were deferred."""
     row = _run.one_row(conn, "wake_senders", lanes=list(lanes), wake_ats=list(wake_ats), **target)
     return int(row["deferred"]) if row else 0
+
+
+def await_wakers(conn: psycopg.Connection) -> None:
+    """Wait until every transaction that may have counted on a running wake-up has ended (autocommit)."""
+    _run.one_row(conn, "await_wakers")
