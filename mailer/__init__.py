@@ -6,6 +6,7 @@ import flask
 
 from mailer import api, dashboard, db, logging_json
 from mailer.api import request_log
+from mailer.api.json_provider import FastJSONProvider
 from mailer.config import Settings
 
 
@@ -14,6 +15,7 @@ def create_app(settings: Settings | None = None) -> flask.Flask:
     settings = settings or Settings.from_env()
     logging_json.configure(settings)
     app = flask.Flask(__name__)
+    app.json = FastJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.extensions["mailer.settings"] = settings

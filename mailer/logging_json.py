@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 if TYPE_CHECKING:
     from mailer.config import Settings
 
@@ -112,7 +114,15 @@ def secrets_of(settings: Settings) -> list[str | None]:
 
 
 # One encoder for every line: json.dumps would build one per call for these options.
-_encode = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":")).encode
+_encode_stdlib = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _encode(entry: dict[str, Any]) -> str:
+    """`entry` as compact JSON with non-ASCII text as is; orjson writes what the standard library would."""
+    try:
+        return orjson.dumps(entry, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits, or a lone surrogate: only the standard library writes them
+        return _encode_stdlib(entry)
 
 
 class JsonFormatter(logging.Formatter):

@@ -7,6 +7,7 @@ import json
 import uuid
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -22,9 +23,16 @@ def _default(value: Any) -> str:
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
 
 
+def _dumps(value: Any) -> bytes | str:
+    try:
+        return orjson.dumps(value, default=_default)  # uuids and datetimes as _default writes them
+    except TypeError:  # an integer beyond 64 bits (a client's JSON may hold one): the standard library's
+        return json.dumps(value, default=_default)
+
+
 def jsonb(value: Any) -> Jsonb:
     """A value to pass as a jsonb parameter (uuids and datetimes become strings)."""
-    return Jsonb(value, dumps=lambda obj: json.dumps(obj, default=_default))
+    return Jsonb(value, dumps=_dumps)
 
 
 def all_rows(conn: psycopg.Connection, query_name: str, /, **params: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,78 @@
+"""orjson writes log lines, jsonb parameters and API answers as the standard library did (BENCHMARKS.md,
+sixth round): the same text, or where the standard library wrote invalid JSON (NaN), valid JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import json
+import uuid
+
+import flask
+import pytest
+
+from mailer import logging_json
+from mailer.api.json_provider import FastJSONProvider
+from mailer.store import _run
+
+WHEN = dt.datetime(2026, 11, 22, 16, 5, 7, 123456, tzinfo=dt.UTC)
+VALUES = {
+    "aware datetime": {"at": WHEN},
+    "whole second": {"at": WHEN.replace(microsecond=0)},
+    "naive datetime": {"at": WHEN.replace(tzinfo=None)},
+    "date": {"day": WHEN.date()},
+    "uuid": {"id": uuid.UUID("12345678-1234-5678-1234-567812345678")},
+    "non-ASCII and escapes": {"message": 'Zoë "quoted" \\ back\nslash\ttab \u2028 \x01'},
+    "integer keys": {1: "one", "nested": {"list": [1, 2.5, None, True]}},
+    "tuple": {"pair": (1, "two")},
+    "MessageID above 2^53": {"message_id": 288230376151711744},
+    "integer beyond 64 bits": {"n": 10**30},
+    "lone surrogate": {"s": "\ud800"},
+}
+
+
+@pytest.mark.parametrize("entry", VALUES.values(), ids=VALUES.keys())
+def test_a_log_line_reads_as_the_standard_library_wrote_it(entry):
+    assert logging_json._encode(entry) == logging_json._encode_stdlib(entry)
+
+
+def test_a_set_in_a_log_line_is_a_list():
+    assert json.loads(logging_json._encode({"kinds": {"to"}})) == {"kinds": ["to"]}
+
+
+@pytest.mark.parametrize("value", [v for k, v in VALUES.items() if "date" not in k and k != "lone surrogate"],
+                         ids=[k for k in VALUES if "date" not in k and k != "lone surrogate"])
+def test_a_jsonb_parameter_holds_what_the_standard_library_wrote(value):
+    written = _run._dumps(value)
+    expected = json.dumps(value, default=_run._default)
+    assert json.loads(written) == json.loads(expected)
+
+
+def test_a_jsonb_parameter_writes_datetimes_and_uuids_as_before():
+    value = {"at": WHEN, "id": uuid.UUID(int=7)}
+    assert json.loads(_run._dumps(value)) == json.loads(json.dumps(value, default=_run._default))
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+@pytest.mark.parametrize("body", [
+    {"id": "5f0c", "status": "queued"},
+    {"at": WHEN, "price": decimal.Decimal("1.10"), "id": uuid.UUID(int=7), "point": Point(3)},
+    {"n": 10**30, "text": "Zoë"},
+    [1, "two", None],
+], ids=["answer", "flask's own types", "big integer", "list"])
+def test_an_answer_is_the_json_flask_would_have_written_in_the_same_order(body):
+    app = flask.Flask(__name__)
+    plain = app.json
+    plain.sort_keys = False  # type: ignore[attr-defined]
+    fast = FastJSONProvider(app)
+    fast.sort_keys = False
+    with app.app_context():
+        answer, expected = fast.response(body), plain.response(body)
+    assert answer.mimetype == "application/json"
+    assert json.loads(answer.get_data()) == json.loads(expected.get_data())
+    assert list(json.loads(answer.get_data())) == list(json.loads(expected.get_data()))  # same key order
