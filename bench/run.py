@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             rows += _ingest(sut, sizes)
         if {"e2e", "naive", "scale"} & set(args.only):
             rows += _end_to_end(sut, sizes, args, app_id, runs)
+            # Each one may have left email for the recovery sweep (sql/migrations/0015): there should be none.
+            gave_up = sum(log.read_text(errors="replace").count("gave up waiting")
+                          for log in sut.log_dir.glob("worker*.log"))
+            _say(f"senders that gave up waiting for the requests that woke them: {gave_up}")
     print()
     table = report.results_table(rows)
     cpu = report.cpu_table(runs) if runs else ""

@@ -31,3 +31,5 @@ def test_the_quick_benchmark_runs_every_measurement() -> None:
     assert re.search(r"the stack's floor, .*: [\d,]+ req/s \(CPU per request", table), table  # row 1's baseline
     # 3 and 3b, empty and at scale: no email sent twice in any of the four end-to-end runs
     assert re.findall(r"(\d+) duplicates", table) == ["0"] * 4, table
+    # No sender gave up waiting for the requests that counted on its wake-up (sql/migrations/0015)
+    assert "gave up waiting for the requests that woke them: 0" in table, table

@@ -117,11 +117,15 @@ def secrets_of(settings: Settings) -> list[str | None]:
 _encode_stdlib = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":")).encode
 
 
+# Dataclasses go to _json_default as before (str); orjson would write them as objects.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def _encode(entry: dict[str, Any]) -> str:
     """`entry` as compact JSON with non-ASCII text as is; orjson writes what the standard library would."""
     try:
-        return orjson.dumps(entry, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # an integer beyond 64 bits, or a lone surrogate: only the standard library writes them
+        return orjson.dumps(entry, default=_json_default, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # what orjson refuses: an integer beyond 64 bits, a lone surrogate, deep nesting
         return _encode_stdlib(entry)
 
 

@@ -7,7 +7,7 @@ import datetime
 import procrastinate
 
 from mailer import db, jobqueue
-from mailer.services import recovery, retention, scheduling, sending, wakeups
+from mailer.services import recovery, retention, scheduling, sending
 
 # One wake-up drains at most this many batches, so no single job holds a worker for long.
 MAX_BATCHES_PER_JOB = 20
@@ -19,18 +19,7 @@ RETENTION_BUDGET_S = 60.0
 def send_due_jobs(context: procrastinate.JobContext) -> None:
     """Send due email, a batch of up to 50 per Mailjet call, until none is left or the cap is hit."""
     runtime = context.additional_context["runtime"]
-    awaited = False
-    for _ in range(MAX_BATCHES_PER_JOB):
-        outcome = sending.send_due_batch(runtime.pool, runtime.mailjet, runtime.settings)
-        if outcome.claimed < runtime.settings.send_batch_size:
-            if awaited:
-                return
-            # Requests that saw this wake-up waiting deferred none of their own: let them commit, claim again.
-            wakeups.await_wakers(runtime.pool)
-            awaited = True
-    # Full batches all along: more may be due, and requests may still count on this wake-up. Hand over.
-    with db.connection(runtime.pool) as conn:
-        wakeups.wake_lane(conn, context.job.priority, runtime.settings.send_batch_size)
+    sending.send_for_wakeup(runtime.pool, runtime.mailjet, runtime.settings, context.job.priority, MAX_BATCHES_PER_JOB)
 
 
 @jobqueue.app.periodic(cron="* * * * * */5", periodic_id="recover")

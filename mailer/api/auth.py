@@ -16,8 +16,8 @@ def current_app_id() -> int:
     if cached is not None and flask.g.get("key_id_to_confirm") is None:
         return int(cached)
     key = _bearer_key()
-    # Two single statements, each its own transaction (no BEGIN/COMMIT round trips): the bucket's row
-    # lock is held for its statement only, never for the rest of the request.
+    # Single statements, each its own transaction (no BEGIN/COMMIT round trips): the bucket's row lock is
+    # held for its statement only, never for the rest of the request.
     with db.autocommit(flask.current_app.extensions["mailer.pool"]) as conn:
         app_id = apps.authenticate(conn, key)
         if cached is None:  # a recalled key has counted this request already

@@ -14,13 +14,13 @@ _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | 
 
 
 class FastJSONProvider(DefaultJSONProvider):
-    """Flask's default JSON provider, whose `jsonify` encodes with orjson (non-ASCII text as UTF-8)."""
+    """Flask's default JSON provider, whose `jsonify` encodes with orjson, non-ASCII text as UTF-8."""
 
     def response(self, *args: Any, **kwargs: Any) -> flask.Response:
-        """`jsonify`'s answer: the JSON of the arguments, in their order."""
+        """`jsonify`'s answer: the compact JSON of the arguments, in their order, and a newline."""
         obj = self._prepare_response_obj(args, kwargs)
         try:
-            body = orjson.dumps(obj, default=self.default, option=_OPTIONS)
-        except TypeError:  # an integer beyond 64 bits, which only the standard library writes
-            return super().response(*args, **kwargs)
+            body = orjson.dumps(obj, default=self.default, option=_OPTIONS) + b"\n"
+        except TypeError:  # what orjson refuses: an integer beyond 64 bits, nesting deeper than 254
+            body = (self.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         return self._app.response_class(body, mimetype=self.mimetype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import flask
+import werkzeug.exceptions
 from marshmallow import ValidationError
 
 from mailer import db
@@ -44,7 +45,7 @@ def queue_mail() -> tuple[flask.Response, int]:
     try:
         payload, batch, messages = _read_messages()
         key = _idempotency_key()
-    except errors.MailerError:
+    except (errors.MailerError, werkzeug.exceptions.HTTPException):  # the latter: a body over the size limit
         auth.current_app_id()  # a revoked key is 401 whatever the body (a recalled one is not yet checked)
         raise
     settings = flask.current_app.extensions["mailer.settings"]

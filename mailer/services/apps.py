@@ -58,6 +58,7 @@ def authenticate(conn: psycopg.Connection, api_key: str) -> int:
     credentials = store.get_app_by_key_id(conn, key_id=key_id) if secret else None
     expected = credentials.key_hash if credentials else _DUMMY_HASH
     if not hmac.compare_digest(expected, _hash_secret(secret)) or credentials is None:
+        _authenticated.pop(key_id, None)  # revoked or rotated: recalled no more, wherever it was refused
         raise errors.Unauthorized("invalid or revoked API key")
     if len(_authenticated) >= _MAX_REMEMBERED:
         _authenticated.clear()

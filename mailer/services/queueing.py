@@ -71,7 +71,7 @@ def accept(
             replay = _replay(conn, app_id, idempotency_key, request_hash)
             if replay is not None:
                 return replay
-        answers = insert(conn, app_id, jobs, batch_size, key_id_to_confirm)
+        answers = insert(conn, app_id, jobs, batch_size, key_id_to_confirm, count_on_waiting=True)
         accepted = Accepted(202, {"jobs": answers} if batch else answers[0])
         if idempotency_key is not None:
             store.insert_idempotency_key(
@@ -104,11 +104,17 @@ def _replay(conn: psycopg.Connection, app_id: int, key: str, request_hash: str) 
 
 
 def insert(
-    conn: psycopg.Connection, app_id: int, jobs: Sequence[NewJob], batch_size: int, key_id_to_confirm: str | None = None
+    conn: psycopg.Connection,
+    app_id: int,
+    jobs: Sequence[NewJob],
+    batch_size: int,
+    key_id_to_confirm: str | None = None,
+    *,
+    count_on_waiting: bool = False,
 ) -> list[dict[str, str]]:
     """Store jobs with their recipients and wake-ups in one statement (in the caller's transaction, if any);
     [{id, status}] in order. With `key_id_to_confirm`, nothing is stored (Unauthorized) unless it is still
-    the app's active key id."""
+    the app's active key id; `count_on_waiting` is for short transactions only (sql/migrations/0015)."""
     ids = [job.id for job in jobs]
     job_rows = [
         {"id": job.id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
@@ -124,7 +130,7 @@ def insert(
     ]
     inserted = store.insert_jobs(
         conn, app_id=app_id, key_id=key_id_to_confirm, jobs=job_rows, recipients=recipient_rows,
-        wake=wakeups.send_target(batch_size),
+        wake=wakeups.send_target(batch_size), count_on_waiting=count_on_waiting,
     )
     if jobs and not inserted:
         raise errors.Unauthorized("invalid or revoked API key")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -75,6 +76,39 @@ def send_due_batch(
         _log_transition(level, job, status, extra)
     metrics.jobs_reached((status, job.priority) for _, job, status, _ in results.transitions)
     return outcome
+
+
+def send_for_wakeup(
+    pool: psycopg_pool.ConnectionPool,
+    client: mailjet.MailjetClient,
+    settings: Settings,
+    lane: int,
+    max_full_batches: int,
+) -> None:
+    """What one wake-up of `lane` does: send batches until a claim after the barrier comes back short; after
+    `max_full_batches`, or if anything fails, leave a fresh wake-up for what may be left."""
+    try:
+        full_batches, awaited = 0, False
+        while full_batches < max_full_batches:
+            if send_due_batch(pool, client, settings).claimed >= settings.send_batch_size:
+                full_batches += 1
+            elif awaited:
+                return
+            else:
+                # Requests that saw this wake-up waiting deferred none of their own: let them end, claim again.
+                wakeups.await_wakers(pool)
+                awaited = True
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _hand_over(pool, lane, settings.send_batch_size)
+        raise
+    _hand_over(pool, lane, settings.send_batch_size)
+
+
+def _hand_over(pool: psycopg_pool.ConnectionPool, lane: int, batch_size: int) -> None:
+    # Requests may still count on this wake-up (sql/migrations/0015): whoever runs the next one waits for them.
+    with db.connection(pool) as conn:
+        wakeups.wake_lane(conn, lane, batch_size)
 
 
 def _log_transition(level: int, job: ClaimedJob, status: str, extra: dict[str, object]) -> None:

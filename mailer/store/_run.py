@@ -23,10 +23,14 @@ def _default(value: Any) -> str:
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
 
 
+# Dates, times and dataclasses go to _default, which stores datetimes only, as before.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def _dumps(value: Any) -> bytes | str:
     try:
-        return orjson.dumps(value, default=_default)  # uuids and datetimes as _default writes them
-    except TypeError:  # an integer beyond 64 bits (a client's JSON may hold one): the standard library's
+        return orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
+    except TypeError:  # what orjson refuses (a client's JSON may hold an integer beyond 64 bits, deep nesting)
         return json.dumps(value, default=_default)
 
 

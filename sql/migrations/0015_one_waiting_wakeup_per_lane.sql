@@ -1,37 +1,43 @@
--- One waiting wake-up per lane instead of one per request (BENCHMARKS.md, sixth round). Deferring a
--- Procrastinate job (its row, its event row, its NOTIFY) was a fifth of PostgreSQL's work for a
--- single-message POST /queue, and under load almost every such wake-up found a sender already busy.
+-- One waiting wake-up per lane for the API's requests instead of one per request (BENCHMARKS.md, sixth
+-- round). Deferring a Procrastinate job (its row, its event row, its NOTIFY) was a fifth of PostgreSQL's
+-- work for a single-message POST /queue, and under load almost every such wake-up found a sender busy.
 --
--- Email due now no longer defers a wake-up for its first batch of a lane when one is waiting there (todo,
--- due). Waiting is not enough on its own: a sender may fetch that wake-up and claim before the request
--- commits, and find nothing. So the two sides meet at one advisory lock:
+-- With count_on_waiting (insert_jobs for POST /queue), email due now defers no wake-up for its first batch
+-- of a lane when one is waiting there (todo and not scheduled: one whose time has just come was announced
+-- by no NOTIFY, and may wait for the workers' 1 s poll). Waiting is not enough on its own: a sender may
+-- fetch that wake-up and claim before the request commits, and find nothing. So the two sides meet at one
+-- advisory lock:
 --   * mailer_wake_senders takes it shared, held to commit, *before* it looks for a waiting wake-up (each
 --     statement of a PL/pgSQL function reads a fresh snapshot, so the look comes after the lock);
 --   * a sender whose claim came back short calls mailer_await_wakers, which takes it exclusively in a
---     transaction of its own: that waits for every transaction holding it shared to commit, and the
---     sender claims once more. Whoever saw its wake-up waiting took the lock before the sender fetched
---     it, so the wait covers them; whoever comes later sees the wake-up taken and defers one of its own.
--- One lock for every lane, so a transaction that wakes two lanes takes it once. Shared holders are the
--- transactions that wake senders for email due now (a request's one statement; a retry, a recovery sweep,
--- a scheduler tick with missed occurrences); while a sender waits for it exclusively, new shared takers
--- queue behind it. So the sender waits at most 500 ms, less than PostgreSQL's deadlock_timeout: if a
--- holder were stuck behind those queued takers (a cycle through a row lock), the sender is the one that
--- gives up, and claims once more anyway; the 5-second recovery sweep wakes anything it leaves.
-CREATE OR REPLACE FUNCTION mailer_wake_senders(
-    lanes integer[], wake_ats timestamptz[], batch_size integer, queue text, task text
+--     transaction of its own: that waits for every transaction holding it shared to end, and the sender
+--     claims once more. Whoever saw its wake-up waiting took the lock before the sender fetched it, so
+--     the wait covers them; whoever comes later sees the wake-up taken and defers one of its own.
+-- One lock for every lane, so a transaction that wakes two lanes takes it once. Only POST /queue takes it,
+-- in its one statement (or the short transaction that also stores an Idempotency-Key); the scheduler,
+-- retries and the recovery sweep defer wake-ups of their own as before. While a sender waits for it
+-- exclusively, new shared takers queue behind it, so the sender waits at most 500 ms, less than
+-- deadlock_timeout: should a holder be stuck behind them (a cycle through a row lock, such as a counter
+-- row held by a long scheduler transaction), the sender is the one that gives up. It claims once more
+-- anyway; email it may have missed is woken by the recovery sweep once it has been due for 10 s
+-- (services/recovery.py).
+DROP FUNCTION mailer_wake_senders(integer[], timestamptz[], integer, text, text);
+CREATE FUNCTION mailer_wake_senders(
+    lanes integer[], wake_ats timestamptz[], batch_size integer, queue text, task text,
+    count_on_waiting boolean DEFAULT false
 ) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     waiting integer[] := '{}';
     deferred bigint[];
 BEGIN
-    IF array_position(wake_ats, NULL) IS NOT NULL THEN
+    IF count_on_waiting AND array_position(wake_ats, NULL) IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock_shared(7243105912);
         SELECT coalesce(array_agg(lane), '{}') INTO waiting
         FROM (SELECT DISTINCT lane FROM unnest(lanes) AS due (lane)) AS due
         WHERE EXISTS (
             SELECT FROM procrastinate_jobs AS p
             WHERE p.status = 'todo' AND p.priority = due.lane AND p.queue_name = queue AND p.task_name = task
-              AND (p.scheduled_at IS NULL OR p.scheduled_at <= now())
+              AND p.scheduled_at IS NULL
         );
     END IF;
     SELECT procrastinate_defer_jobs_v1(array_agg(
@@ -50,7 +56,7 @@ END;
 $$;
 
 -- A sender's barrier: returns once every transaction that may have counted on a wake-up now running has
--- committed (or rolled back). Run it alone, in a transaction of its own.
+-- ended. Run it alone, in a transaction of its own.
 CREATE FUNCTION mailer_await_wakers() RETURNS void LANGUAGE sql SET lock_timeout = '500ms' AS $$
     SELECT pg_advisory_xact_lock(7243105912);
 $$;

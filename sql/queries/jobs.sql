@@ -1,7 +1,8 @@
 -- insert_jobs --
 -- Accept messages: jobs, their recipients, their addresses for /logs?recipient=, the first audit event and
 -- the senders' wake-ups, in one statement. A send_at in the future makes the job scheduled (woken at
--- run_at); in the past (or none) it is queued now. With a key_id (POST /queue's key recalled without a
+-- run_at); in the past (or none) it is queued now; with count_on_waiting (POST /queue) it may count on a
+-- wake-up already waiting (sql/migrations/0015). With a key_id (POST /queue's key recalled without a
 -- lookup, api/auth.py) nothing is inserted unless it is still the app's active key.
 WITH caller AS MATERIALIZED (
     SELECT %(key_id)s::text IS NULL OR EXISTS (
@@ -39,7 +40,7 @@ WITH caller AS MATERIALIZED (
     SELECT mailer_wake_senders(
         array_agg(CASE priority WHEN 'bulk' THEN %(bulk_lane)s ELSE %(transactional_lane)s END),
         array_agg(CASE WHEN status = 'scheduled' THEN run_at END),
-        %(batch_size)s, %(queue)s, %(task)s
+        %(batch_size)s, %(queue)s, %(task)s, %(count_on_waiting)s
     ) AS deferred
     FROM new_jobs
 )

@@ -464,6 +464,24 @@ def test_a_recalled_key_revoked_since_is_401_whatever_the_body(client, auth, con
     assert_error(post(client, body, auth), 401, "unauthorized")
 
 
+def test_a_recalled_key_revoked_since_is_401_even_with_a_body_above_the_limit(settings, api_key, conn):
+    auth = {"Authorization": f"Bearer {api_key}"}
+    with app_with(settings, max_body_bytes=2000) as application:
+        client = application.test_client()
+        assert post(client, message(), auth).status_code == 202
+        apps.revoke_app(conn, "billing")
+        assert_error(post(client, json.dumps(message(text="x" * 5000)), auth), 401, "unauthorized")
+
+
+def test_a_key_refused_anywhere_is_recalled_no_more(client, auth, conn, key_lookups):
+    assert post(client, message(), auth).status_code == 202
+    apps.rotate_key(conn, "billing")
+    assert_error(post(client, {"subject": "no recipients"}, auth), 401, "unauthorized")  # refused by the lookup
+    lookups = len(key_lookups)
+    assert_error(post(client, message(), auth), 401, "unauthorized")
+    assert len(key_lookups) == lookups + 1  # looked up again, not recalled
+
+
 def test_a_revoked_key_cannot_replay_its_idempotent_answer(client, auth, conn):
     assert post(client, message(), auth, **{"Idempotency-Key": "k1"}).status_code == 202
     apps.revoke_app(conn, "billing")

@@ -18,7 +18,7 @@ import pytest
 from mailer import jobqueue, store, tasks
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import queueing, wakeups
+from mailer.services import queueing, sending, wakeups
 from tests.integration.conftest import make_key
 from tests.integration.sending_support import message, sends
 
@@ -38,7 +38,8 @@ def job(priority: str = "transactional", send_at: dt.datetime | None = None) -> 
 
 
 def accept(conn: psycopg.Connection, app_id: int, *jobs: queueing.NewJob) -> None:
-    queueing.insert(conn, app_id, jobs, 50)
+    """Store jobs as POST /queue does (counting on a waiting wake-up)."""
+    queueing.insert(conn, app_id, jobs, 50, count_on_waiting=True)
 
 
 @pytest.fixture
@@ -74,6 +75,24 @@ def test_email_due_now_counts_on_the_wakeup_waiting_in_its_lane(conn, app_id):
     take_wakeup(conn)
     accept(conn, app_id, job())  # every waiting one is taken: a new one
     assert waiting(conn) == [(TRANSACTIONAL, False)]
+
+
+def test_only_requests_count_on_a_waiting_wakeup_and_take_the_lock(conn, app_id, database_url):
+    accept(conn, app_id, job())
+    with psycopg.connect(database_url) as scheduler:
+        queueing.insert(scheduler, app_id, [job()], 50)  # the scheduler, a retry, the sweep: a wake-up of their own
+        held = scheduler.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        assert held.fetchone() == (0,)
+    assert waiting(conn) == [(TRANSACTIONAL, False), (TRANSACTIONAL, False)]
+
+
+def test_a_scheduled_wakeup_whose_time_has_come_is_not_counted_on(conn, app_id):
+    # No NOTIFY announced it: it may wait for the workers' poll.
+    conn.execute("INSERT INTO procrastinate_jobs (queue_name, task_name, priority, scheduled_at)"
+                 " VALUES (%s, %s, %s, now() - interval '1 second')",
+                 (jobqueue.SEND_QUEUE, jobqueue.SEND_TASK, TRANSACTIONAL))
+    accept(conn, app_id, job())
+    assert waiting(conn) == [(TRANSACTIONAL, True), (TRANSACTIONAL, False)]
 
 
 def test_a_sender_waits_for_the_requests_that_counted_on_its_wakeup(conn, app_id, database_url, pool):
@@ -134,6 +153,35 @@ def test_the_send_task_sends_the_email_of_a_request_that_commits_after_its_claim
     assert conn.execute("SELECT count(*) FROM jobs WHERE status = 'sent'").fetchone() == (2,)
 
 
+def test_a_send_task_that_fails_leaves_a_wakeup_for_the_requests_that_counted_on_it(
+    conn, app_id, pool, send_settings, monkeypatch
+):
+    accept(conn, app_id, job())
+    conn.execute("DELETE FROM procrastinate_jobs")
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sending, "send_due_batch", broken)
+    context = types.SimpleNamespace(additional_context={"runtime": runtime(send_settings, pool)},
+                                    job=types.SimpleNamespace(priority=BULK))
+    with pytest.raises(RuntimeError):
+        tasks.send_due_jobs(context)
+    assert waiting(conn) == [(BULK, False)]
+
+
+def test_a_send_task_that_drains_everything_leaves_no_wakeup(conn, app_id, pool, send_settings, simulator, monkeypatch):
+    monkeypatch.setattr(tasks, "MAX_BATCHES_PER_JOB", 2)
+    settings = dataclasses.replace(send_settings, send_batch_size=2)
+    accept(conn, app_id, *[job() for _ in range(3)])  # full, short (the barrier), nothing
+    conn.execute("DELETE FROM procrastinate_jobs")
+    context = types.SimpleNamespace(additional_context={"runtime": runtime(settings, pool)},
+                                    job=types.SimpleNamespace(priority=BULK))
+    tasks.send_due_jobs(context)
+    assert conn.execute("SELECT count(*) FROM jobs WHERE status = 'sent'").fetchone() == (3,)
+    assert waiting(conn) == []
+
+
 def test_a_send_task_that_reaches_its_cap_hands_over_to_a_new_wakeup(
     conn, app_id, pool, send_settings, simulator, monkeypatch
 ):
@@ -148,7 +196,7 @@ def test_a_send_task_that_reaches_its_cap_hands_over_to_a_new_wakeup(
     assert waiting(conn) == [(BULK, False)]
 
 
-def test_due_email_is_sent_with_no_recovery_sweep_while_requests_and_senders_race(
+def test_due_email_is_all_sent_with_no_recovery_sweep_while_requests_and_senders_race(
     conn, app_id, database_url, pool, send_settings, simulator
 ):
     # Eight requesters, each a single-message insert in its own transaction; two senders that run every
