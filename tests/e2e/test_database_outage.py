@@ -82,10 +82,24 @@ def test_web_and_worker_ride_out_a_postgres_restart(own_cluster: pgcluster.Clust
         try:
             _ride_out_a_restart(own_cluster, dbname, tmp_path / dbname)
             return
-        except AssertionError:
+        except AssertionError as exc:
+            _report_state(own_cluster, dbname, tmp_path / dbname, exc)
             if attempt == 2:
                 raise
             print("first attempt failed; trying once more on a fresh database")
+
+
+def _report_state(cluster: pgcluster.Cluster, dbname: str, log_dir: pathlib.Path, exc: AssertionError) -> None:
+    """What a failed attempt left behind, for the next person to look at this flake (pytest shows stdout)."""
+    print(f"attempt on {dbname} failed: {exc}")
+    with psycopg.connect(cluster.url(dbname)) as conn:
+        print("jobs:", conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+        print("wake-ups:", conn.execute(
+            "SELECT task_name, status::text, scheduled_at IS NOT NULL, count(*) FROM procrastinate_jobs"
+            " GROUP BY 1, 2, 3").fetchall())
+    worker_log = (log_dir / "worker.log").read_text(errors="replace").splitlines()
+    print("worker log, warnings and errors:", *[line for line in worker_log if '"level":"INFO"' not in line][-30:],
+          sep="\n")
 
 
 def _ride_out_a_restart(own_cluster: pgcluster.Cluster, dbname: str, log_dir: pathlib.Path) -> None:
