@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += _ingest(sut, sizes)
         if {"e2e", "naive", "scale"} & set(args.only):
             rows += _end_to_end(sut, sizes, args, app_id, runs)
-            # Each one may have left email for the recovery sweep (sql/migrations/0015): there should be none.
+            # A sender that gave up may have left email for the recovery sweep (sql/migrations/0015): expect none.
             gave_up = sum(log.read_text(errors="replace").count("gave up waiting")
                           for log in sut.log_dir.glob("worker*.log"))
             _say(f"senders that gave up waiting for the requests that woke them: {gave_up}")

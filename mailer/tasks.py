@@ -9,7 +9,7 @@ import procrastinate
 from mailer import db, jobqueue
 from mailer.services import recovery, retention, scheduling, sending
 
-# One wake-up drains at most this many batches, so no single job holds a worker for long.
+# One wake-up sends at most this many full batches, so no single job holds a worker for long.
 MAX_BATCHES_PER_JOB = 20
 # One retention run stops after this long (each batch commits on its own; the next run continues).
 RETENTION_BUDGET_S = 60.0
@@ -19,7 +19,8 @@ RETENTION_BUDGET_S = 60.0
 def send_due_jobs(context: procrastinate.JobContext) -> None:
     """Send due email, a batch of up to 50 per Mailjet call, until none is left or the cap is hit."""
     runtime = context.additional_context["runtime"]
-    sending.send_for_wakeup(runtime.pool, runtime.mailjet, runtime.settings, context.job.priority, MAX_BATCHES_PER_JOB)
+    sending.send_for_wakeup(runtime.pool, runtime.mailjet, runtime.settings,
+                            lane=context.job.priority, max_full_batches=MAX_BATCHES_PER_JOB)
 
 
 @jobqueue.app.periodic(cron="* * * * * */5", periodic_id="recover")

@@ -27,9 +27,9 @@ def current_app_id() -> int:
 
 
 def recalled_caller() -> tuple[int, str | None]:
-    """(app id, key id to confirm) for a request whose one statement checks that the key id is still the
-    app's active one (POST /queue's insert_jobs): a key this process authenticated before is recalled
-    without a lookup of its own. Otherwise current_app_id()'s check, and no key id to confirm."""
+    """(app id, key id that the request's one statement must confirm, or None if looked up just now)."""
+    # For POST /queue, whose insert_jobs checks that the key id is still the app's active one: a key this
+    # process authenticated before needs no lookup of its own.
     recalled = apps.recall(_bearer_key())
     if recalled is None:
         return current_app_id(), None

@@ -58,7 +58,8 @@ def authenticate(conn: psycopg.Connection, api_key: str) -> int:
     credentials = store.get_app_by_key_id(conn, key_id=key_id) if secret else None
     expected = credentials.key_hash if credentials else _DUMMY_HASH
     if not hmac.compare_digest(expected, _hash_secret(secret)) or credentials is None:
-        _authenticated.pop(key_id, None)  # revoked or rotated: recalled no more, wherever it was refused
+        if credentials is None:  # revoked or rotated: recalled no more, wherever it was refused
+            _authenticated.pop(key_id, None)
         raise errors.Unauthorized("invalid or revoked API key")
     if len(_authenticated) >= _MAX_REMEMBERED:
         _authenticated.clear()
@@ -67,9 +68,8 @@ def authenticate(conn: psycopg.Connection, api_key: str) -> int:
 
 
 def recall(api_key: str) -> tuple[int, str] | None:
-    """(app id, key id) of a key this process authenticated before, without asking the database; None if
-    it did not. The key may have been revoked or rotated since: act on it only in a statement that checks
-    the key id is still the app's active one."""
+    """(app id, key id) of a key this process authenticated before, asking no database; None otherwise."""
+    # It may have been revoked or rotated since: act on it only in a statement that checks the key id.
     key_id, secret = _parse(api_key)
     remembered = _authenticated.get(key_id)
     if remembered is None or not hmac.compare_digest(remembered[1], _hash_secret(secret)):

@@ -112,9 +112,9 @@ def insert(
     *,
     count_on_waiting: bool = False,
 ) -> list[dict[str, str]]:
-    """Store jobs with their recipients and wake-ups in one statement (in the caller's transaction, if any);
-    [{id, status}] in order. With `key_id_to_confirm`, nothing is stored (Unauthorized) unless it is still
-    the app's active key id; `count_on_waiting` is for short transactions only (sql/migrations/0015)."""
+    """Store jobs with their recipients and wake-ups in one statement; [{id, status}] in order."""
+    # In the caller's transaction, if any. With key_id_to_confirm nothing is stored (Unauthorized) unless it
+    # is still the app's active key id; count_on_waiting is for short transactions only (migration 0015).
     ids = [job.id for job in jobs]
     job_rows = [
         {"id": job.id, "priority": job.priority, "message": job.message, "metadata": job.metadata,

@@ -22,6 +22,8 @@ from mailer.services import rate_limits, suppressions, wakeups
 from mailer.store.jobs import ClaimedJob
 
 log = logging.getLogger(__name__)
+# A failed wake-up's successor waits this long (send_for_wakeup).
+FAILED_WAKEUP_DELAY_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +87,7 @@ def send_for_wakeup(
     lane: int,
     max_full_batches: int,
 ) -> None:
-    """What one wake-up of `lane` does: send batches until a claim after the barrier comes back short; after
-    `max_full_batches`, or if anything fails, leave a fresh wake-up for what may be left."""
+    """One wake-up of `lane`: send batches until a claim after the barrier comes back short, then stop."""
     try:
         full_batches, awaited = 0, False
         while full_batches < max_full_batches:
@@ -98,17 +99,20 @@ def send_for_wakeup(
                 # Requests that saw this wake-up waiting deferred none of their own: let them end, claim again.
                 wakeups.await_wakers(pool)
                 awaited = True
-    except BaseException:
+    except Exception:
+        # Requests may have counted on this wake-up (sql/migrations/0015): leave one for them, a little later
+        # so that an error that repeats cannot spin the workers (and no request counts on a scheduled one).
         with contextlib.suppress(Exception):
-            _hand_over(pool, lane, settings.send_batch_size)
+            _hand_over(pool, lane, settings.send_batch_size, delay_s=FAILED_WAKEUP_DELAY_S)
         raise
+    # The cap, with full batches all along: more may be due, and requests may still count on this wake-up.
     _hand_over(pool, lane, settings.send_batch_size)
 
 
-def _hand_over(pool: psycopg_pool.ConnectionPool, lane: int, batch_size: int) -> None:
-    # Requests may still count on this wake-up (sql/migrations/0015): whoever runs the next one waits for them.
+def _hand_over(pool: psycopg_pool.ConnectionPool, lane: int, batch_size: int, delay_s: float = 0.0) -> None:
+    """Leave a fresh wake-up of `lane`, due in `delay_s`; whoever runs it waits for the requests first."""
     with db.connection(pool) as conn:
-        wakeups.wake_lane(conn, lane, batch_size)
+        wakeups.wake_lane(conn, lane, batch_size, delay_s)
 
 
 def _log_transition(level: int, job: ClaimedJob, status: str, extra: dict[str, object]) -> None:

@@ -1,5 +1,5 @@
-"""Wake the senders: one Procrastinate job per batch of due email, deferred in the caller's transaction;
-email due now counts on a wake-up already waiting in its lane (sql/migrations/0015)."""
+"""Wake the senders: one Procrastinate job per batch of due email, deferred in the caller's transaction
+(POST /queue's email due now may count on one already waiting instead: sql/migrations/0015)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ def wake_senders(conn: psycopg.Connection, due: Iterable[tuple[str, dt.datetime 
     """Defer enough send jobs for `due` (priority, run_at or None for now) in the open transaction.
 
     Because the wake-up commits with the rows it wakes for, no committed email is ever left
-    without a job that will look for it; a job that finds nothing left is a cheap no-op. Email due now
-    may count on one waiting instead, which then claims after `await_wakers`.
+    without a job that will look for it; a job that finds nothing left costs two claims and a barrier.
     (POST /queue's jobs are woken by the statement that inserts them: store.insert_jobs.)
     """
     due = list(due)
@@ -29,9 +28,10 @@ def wake_senders(conn: psycopg.Connection, due: Iterable[tuple[str, dt.datetime 
                            wake_ats=[run_at for _, run_at in due], target=send_target(batch_size))
 
 
-def wake_lane(conn: psycopg.Connection, lane: int, batch_size: int) -> None:
-    """Wake a sender for the email due now in `lane` (a Procrastinate priority) unless one is waiting."""
-    store.wake_senders(conn, lanes=[lane], wake_ats=[None], target=send_target(batch_size))
+def wake_lane(conn: psycopg.Connection, lane: int, batch_size: int, delay_s: float = 0.0) -> None:
+    """Defer one wake-up of `lane` (a Procrastinate priority), `delay_s` from now, in the open transaction."""
+    wake_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s) if delay_s else None
+    store.wake_senders(conn, lanes=[lane], wake_ats=[wake_at], target=send_target(batch_size))
 
 
 def send_target(batch_size: int) -> dict[str, object]:
@@ -41,11 +41,10 @@ def send_target(batch_size: int) -> dict[str, object]:
 
 
 def await_wakers(pool: psycopg_pool.ConnectionPool) -> None:
-    """A sender's barrier before its last claim: wait for every transaction that may have counted on its
-    wake-up (having seen it waiting) to end, so the claim after this sees their email."""
+    """A sender's barrier before its last claim: wait for the requests that counted on its wake-up to end."""
     with db.autocommit(pool) as conn:
         try:
             store.await_wakers(conn)
         except psycopg.errors.LockNotAvailable:
             # A long transaction holds it, or a cycle through a row lock: give way (sql/migrations/0015).
-            log.warning("gave up waiting for the transactions that woke this sender; the recovery sweep covers them")
+            log.warning("gave up waiting for the requests that counted on this wake-up; the recovery sweep covers them")

@@ -19,5 +19,5 @@ def wake_senders(
 
 
 def await_wakers(conn: psycopg.Connection) -> None:
-    """Wait until every transaction that may have counted on a running wake-up has ended (autocommit)."""
+    """Wait until the requests that counted on a running wake-up have ended; LockNotAvailable after 500 ms."""
     _run.one_row(conn, "await_wakers")

@@ -79,11 +79,12 @@ def test_email_due_now_counts_on_the_wakeup_waiting_in_its_lane(conn, app_id):
 
 def test_only_requests_count_on_a_waiting_wakeup_and_take_the_lock(conn, app_id, database_url):
     accept(conn, app_id, job())
-    with psycopg.connect(database_url) as scheduler:
-        queueing.insert(scheduler, app_id, [job()], 50)  # the scheduler, a retry, the sweep: a wake-up of their own
-        held = scheduler.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+    with psycopg.connect(database_url) as other:
+        queueing.insert(other, app_id, [job()], 50)  # the scheduler's insert: a wake-up of its own
+        wakeups.wake_senders(other, [("transactional", None)], 50)  # a retry's, the recovery sweep's
+        held = other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
         assert held.fetchone() == (0,)
-    assert waiting(conn) == [(TRANSACTIONAL, False), (TRANSACTIONAL, False)]
+    assert waiting(conn) == [(TRANSACTIONAL, False)] * 3
 
 
 def test_a_scheduled_wakeup_whose_time_has_come_is_not_counted_on(conn, app_id):
@@ -153,7 +154,7 @@ def test_the_send_task_sends_the_email_of_a_request_that_commits_after_its_claim
     assert conn.execute("SELECT count(*) FROM jobs WHERE status = 'sent'").fetchone() == (2,)
 
 
-def test_a_send_task_that_fails_leaves_a_wakeup_for_the_requests_that_counted_on_it(
+def test_a_send_task_that_fails_hands_over_to_a_wakeup_two_seconds_later(
     conn, app_id, pool, send_settings, monkeypatch
 ):
     accept(conn, app_id, job())
@@ -167,7 +168,11 @@ def test_a_send_task_that_fails_leaves_a_wakeup_for_the_requests_that_counted_on
                                     job=types.SimpleNamespace(priority=BULK))
     with pytest.raises(RuntimeError):
         tasks.send_due_jobs(context)
-    assert waiting(conn) == [(BULK, False)]
+    # Later: an error that repeats must not spin the workers. Scheduled: no request counts on it.
+    [(lane, due_in)] = conn.execute(
+        "SELECT priority, extract(epoch FROM scheduled_at - now()) FROM procrastinate_jobs WHERE status = 'todo'"
+    ).fetchall()
+    assert lane == BULK and 1.5 < float(due_in) <= 2.5
 
 
 def test_a_send_task_that_drains_everything_leaves_no_wakeup(conn, app_id, pool, send_settings, simulator, monkeypatch):
