@@ -132,6 +132,6 @@ def insert(
         conn, app_id=app_id, key_id=key_id_to_confirm, jobs=job_rows, recipients=recipient_rows,
         wake=wakeups.send_target(batch_size), count_on_waiting=count_on_waiting,
     )
-    if jobs and not inserted:
+    if key_id_to_confirm is not None and jobs and not inserted:
         raise errors.Unauthorized("invalid or revoked API key")
     return [{"id": str(job_id), "status": inserted[job_id]["status"]} for job_id in ids]

@@ -46,5 +46,5 @@ def await_wakers(pool: psycopg_pool.ConnectionPool) -> None:
         try:
             store.await_wakers(conn)
         except psycopg.errors.LockNotAvailable:
-            # A long transaction holds it, or a cycle through a row lock: give way (sql/migrations/0015).
+            # A request slow to end holds it: give way rather than hold up every request (sql/migrations/0015).
             log.warning("gave up waiting for the requests that counted on this wake-up; the recovery sweep covers them")

@@ -15,12 +15,13 @@
 --     the wait covers them; whoever comes later sees the wake-up taken and defers one of its own.
 -- One lock for every lane, so a transaction that wakes two lanes takes it once. Only POST /queue takes it,
 -- in its one statement (or the short transaction that also stores an Idempotency-Key); the scheduler,
--- retries and the recovery sweep defer wake-ups of their own as before. While a sender waits for it
--- exclusively, new shared takers queue behind it, so the sender waits at most 500 ms, less than
--- deadlock_timeout: should a holder be stuck behind them (a cycle through a row lock, such as a counter
--- row held by a long scheduler transaction), the sender is the one that gives up. It claims once more
--- anyway; email it may have missed is woken by the recovery sweep once it has been due for 10 s
--- (services/recovery.py).
+-- retries and the recovery sweep defer wake-ups of their own as before. A request takes no row lock that
+-- another could wait for before it takes this one (its counter rows come at the end of its statement), so
+-- no cycle can form through it. While a sender waits for it exclusively, new shared takers queue behind
+-- it, so the sender waits at most 500 ms: should a holder itself be slow to end (waiting for a counter row
+-- that a long scheduler transaction holds, say), the sender gives up rather than hold up every request.
+-- It claims once more anyway; email it may have missed is woken by the recovery sweep once it has been
+-- due for 10 s (services/recovery.py).
 DROP FUNCTION mailer_wake_senders(integer[], timestamptz[], integer, text, text);
 CREATE FUNCTION mailer_wake_senders(
     lanes integer[], wake_ats timestamptz[], batch_size integer, queue text, task text,
