@@ -110,6 +110,9 @@ def reachable_base_dir(preferred: pathlib.Path, fallback_name: str) -> pathlib.P
     owner = _run_as_user()
     if owner is None:
         return preferred
+    # Made first: a folder that does not exist yet is one the probe cannot reach, so every checkout fell
+    # back to the one shared folder below.
+    preferred.parent.mkdir(parents=True, exist_ok=True)
     probe = ["runuser", "-u", owner.pw_name, "--", "test", "-x", str(preferred.parent.resolve())]
     if subprocess.run(probe, capture_output=True, check=False).returncode == 0:  # noqa: S603
         return preferred
