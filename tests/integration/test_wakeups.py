@@ -126,17 +126,18 @@ def test_a_sender_gives_up_waiting_after_half_a_second_and_says_so(conn, app_id,
         request.rollback()
 
 
-def runtime(settings: Settings, pool: psycopg_pool.ConnectionPool) -> types.SimpleNamespace:
+def task_context(settings: Settings, pool: psycopg_pool.ConnectionPool, lane: int) -> types.SimpleNamespace:
+    """What Procrastinate hands send_due_jobs for a wake-up of `lane`, with a worker's runtime."""
     client = mailjet.MailjetClient(settings.mailjet_api_url, "key", "secret", timeout=settings.mailjet_timeout_s)
-    return types.SimpleNamespace(settings=settings, pool=pool, mailjet=client)
+    runtime = types.SimpleNamespace(settings=settings, pool=pool, mailjet=client)
+    return types.SimpleNamespace(additional_context={"runtime": runtime}, job=types.SimpleNamespace(priority=lane))
 
 
 def test_the_send_task_sends_the_email_of_a_request_that_commits_after_its_claims(
     conn, app_id, database_url, pool, send_settings, simulator
 ):
     accept(conn, app_id, job())
-    context = types.SimpleNamespace(additional_context={"runtime": runtime(send_settings, pool)},
-                                    job=types.SimpleNamespace(priority=TRANSACTIONAL))
+    context = task_context(send_settings, pool, TRANSACTIONAL)
     with psycopg.connect(database_url) as request:
         accept(request, app_id, job())  # counts on the waiting wake-up
         take_wakeup(conn)
@@ -164,8 +165,7 @@ def test_a_send_task_that_fails_hands_over_to_a_wakeup_two_seconds_later(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(sending, "send_due_batch", broken)
-    context = types.SimpleNamespace(additional_context={"runtime": runtime(send_settings, pool)},
-                                    job=types.SimpleNamespace(priority=BULK))
+    context = task_context(send_settings, pool, BULK)
     with pytest.raises(RuntimeError):
         tasks.send_due_jobs(context)
     # Later: an error that repeats must not spin the workers. Scheduled: no request counts on it.
@@ -180,8 +180,7 @@ def test_a_send_task_that_drains_everything_leaves_no_wakeup(conn, app_id, pool,
     settings = dataclasses.replace(send_settings, send_batch_size=2)
     accept(conn, app_id, *[job() for _ in range(3)])  # full, short (the barrier), nothing
     conn.execute("DELETE FROM procrastinate_jobs")
-    context = types.SimpleNamespace(additional_context={"runtime": runtime(settings, pool)},
-                                    job=types.SimpleNamespace(priority=BULK))
+    context = task_context(settings, pool, BULK)
     tasks.send_due_jobs(context)
     assert conn.execute("SELECT count(*) FROM jobs WHERE status = 'sent'").fetchone() == (3,)
     assert waiting(conn) == []
@@ -194,8 +193,7 @@ def test_a_send_task_that_reaches_its_cap_hands_over_to_a_new_wakeup(
     settings = dataclasses.replace(send_settings, send_batch_size=2)
     accept(conn, app_id, *[job() for _ in range(5)])
     conn.execute("DELETE FROM procrastinate_jobs")
-    context = types.SimpleNamespace(additional_context={"runtime": runtime(settings, pool)},
-                                    job=types.SimpleNamespace(priority=BULK))
+    context = task_context(settings, pool, BULK)
     tasks.send_due_jobs(context)
     assert conn.execute("SELECT count(*) FROM jobs WHERE status = 'queued'").fetchone() == (1,)
     assert waiting(conn) == [(BULK, False)]
@@ -206,8 +204,7 @@ def test_due_email_is_all_sent_with_no_recovery_sweep_while_requests_and_senders
 ):
     # Eight requesters, each a single-message insert in its own transaction; two senders that run every
     # wake-up they can fetch, as Procrastinate would (fetch, then the task). Nothing sweeps.
-    context = types.SimpleNamespace(additional_context={"runtime": runtime(send_settings, pool)},
-                                    job=types.SimpleNamespace(priority=TRANSACTIONAL))
+    context = task_context(send_settings, pool, TRANSACTIONAL)
     done = threading.Event()
     errors: list[BaseException] = []
 
