@@ -64,11 +64,15 @@ _WEBHOOK_OUTCOMES = {"succeeded": "succeeded", "pending": "retry", "failed": "fa
 _OTHER_EVENT = "other"
 
 
+# (status, priority) → its series: labels() validates and locks on every call, once per accepted request.
+_JOB_SERIES: dict[tuple[str, str], Any] = {}
+
+
 def _zeros() -> None:
     """Start the known series at 0, so that a rate over the first event is right."""
     for status in _COUNTED_JOB_STATUSES:
         for priority in statuses.PRIORITIES:
-            JOBS.labels(status, priority)
+            _JOB_SERIES[status, priority] = JOBS.labels(status, priority)
     for outcome in _WEBHOOK_OUTCOMES.values():
         WEBHOOK_DELIVERIES.labels(outcome)
     for name in (*mailjet_events.EVENT_STATUS, _OTHER_EVENT):
@@ -83,9 +87,13 @@ _zeros()
 
 def jobs_reached(transitions: Iterable[tuple[str, str]]) -> None:
     """Count jobs by (status reached, priority); steps that are not a job status (retry_scheduled) are not."""
-    for (status, priority), count in collections.Counter(transitions).items():
+    counts: dict[tuple[str, str], int] = {}  # (a dict, not collections.Counter: this runs on every request)
+    for transition in transitions:
+        counts[transition] = counts.get(transition, 0) + 1
+    for (status, priority), count in counts.items():
         if status in statuses.JOB_STATUSES:
-            JOBS.labels(status, priority).inc(count)
+            series = _JOB_SERIES.get((status, priority)) or JOBS.labels(status, priority)
+            series.inc(count)
 
 
 def mailjet_answered(call: str, status_code: int | None, claimed_at: float | None = None) -> None:
