@@ -182,6 +182,20 @@ def test_a_recipient_stored_with_a_final_status_is_reported(client, auth, conn):
     assert (kind, body["data"]["recipient"]) == ("email.suppressed", "cy@example.org")
 
 
+def test_each_final_recipient_of_one_insert_is_reported_and_a_pending_one_is_not(client, auth, conn):
+    register(client, auth, URL, ["*"])
+    job_id = queue(client, auth)
+    assert messages(conn) == []  # the queued recipient is pending
+    conn.execute(
+        "INSERT INTO recipients (job_id, kind, position, email, status)"
+        " VALUES (%(job)s, 'cc', 0, 'cy@example.org', 'suppressed'), (%(job)s, 'cc', 1, 'dee@example.org', 'pending'),"
+        " (%(job)s, 'bcc', 0, 'eve@example.org', 'failed')",
+        {"job": job_id},
+    )
+    reported = {(kind, body["data"]["recipient"]) for _, kind, body in messages(conn)}
+    assert reported == {("email.suppressed", "cy@example.org"), ("email.failed", "eve@example.org")}
+
+
 def test_the_sender_outcomes_sent_and_failed_are_reported(client, auth, conn, send_settings):
     register(client, auth, URL, ["sent", "failed"])
     good = queue(client, auth, "ann@example.org")
