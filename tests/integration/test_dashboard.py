@@ -68,6 +68,21 @@ def test_the_login_form_sets_a_strict_http_only_session_cookie(client, conn, api
     assert OPERATOR not in cookie
 
 
+def test_only_a_request_with_the_session_cookie_builds_a_signer(app, client, monkeypatch, api_key):
+    log_in(client, OPERATOR)
+    signers = []
+    original = type(app.session_interface).get_signing_serializer
+    monkeypatch.setattr(type(app.session_interface), "get_signing_serializer",
+                        lambda self, flask_app: signers.append(1) or original(self, flask_app))
+    assert client.get("/dashboard").status_code == 200  # the cookie still opens the session
+    assert signers
+    signers.clear()
+    queued = client.post("/queue", headers={"Authorization": f"Bearer {api_key}"},
+                         json={"from": {"email": "a@example.com"}, "to": [{"email": "b@example.org"}],
+                               "subject": "s", "text": "t"})
+    assert queued.status_code == 202 and signers == []  # the API: no cookie of ours (its path is /dashboard)
+
+
 def test_a_login_needs_the_forms_csrf_token(client):
     client.get("/dashboard/login")
     refused = client.post("/dashboard/login", data={"token": OPERATOR})
