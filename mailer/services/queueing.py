@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from mailer import metrics, store
-from mailer.domain import errors
+from mailer.domain import errors, ids
 from mailer.services import wakeups
 
 RECIPIENT_KINDS = ("to", "cc", "bcc")
@@ -40,7 +40,7 @@ class NewJob:
     send_at: Any = None  # an aware datetime or None
     schedule_id: uuid.UUID | None = None
     request_id: str | None = None  # of the API call that queued it (logged by the worker with each step)
-    id: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
+    id: uuid.UUID = dataclasses.field(default_factory=ids.uuid7)  # time-ordered: see domain/ids.py
 
 
 def request_fingerprint(body: Any) -> str:

@@ -121,6 +121,13 @@ def test_a_batch_answers_its_jobs_in_input_order(client, auth, conn):
     assert stored_subjects == subjects
 
 
+def test_job_ids_are_time_ordered_uuids(client, auth):
+    first = post(client, message(), auth).json["id"]
+    batch = [job["id"] for job in post(client, {"messages": [message()] * 3}, auth).json["jobs"]]
+    assert {uuid.UUID(job_id).version for job_id in [first, *batch]} == {7}
+    assert all(first[:13] <= job_id for job_id in batch)  # milliseconds first: a later request sorts after
+
+
 def test_a_batch_of_one_still_answers_a_list(client, auth):
     response = post(client, {"messages": [message()]}, auth)
     assert response.status_code == 202
