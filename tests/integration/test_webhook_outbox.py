@@ -196,6 +196,23 @@ def test_each_final_recipient_of_one_insert_is_reported_and_a_pending_one_is_not
     assert reported == {("email.suppressed", "cy@example.org"), ("email.failed", "eve@example.org")}
 
 
+def test_storing_pending_recipients_calls_no_fan_out_function(client, auth, conn):
+    register(client, auth, URL, ["*"])  # an enabled endpoint: the fan-out has somewhere to go
+    job_id = queue(client, auth)
+    conn.execute("SET track_functions = 'pl'")
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO recipients (job_id, kind, position, email) VALUES (%(job)s, 'cc', 0, 'cy@example.org'),"
+            " (%(job)s, 'cc', 1, 'dee@example.org')",
+            {"job": job_id},
+        )
+        [calls] = conn.execute(  # this transaction's own calls (sql/migrations/0016: the WHEN clause rules them out)
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions WHERE funcname LIKE 'webhook_%'"
+        ).fetchone()
+    assert calls == 0
+    assert messages(conn) == []
+
+
 def test_the_sender_outcomes_sent_and_failed_are_reported(client, auth, conn, send_settings):
     register(client, auth, URL, ["sent", "failed"])
     good = queue(client, auth, "ann@example.org")
