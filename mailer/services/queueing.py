@@ -115,7 +115,7 @@ def insert(
     """Store jobs with their recipients and wake-ups in one statement; [{id, status}] in order."""
     # In the caller's transaction, if any. With key_id_to_confirm nothing is stored (Unauthorized) unless it
     # is still the app's active key id; count_on_waiting is for short transactions only (migration 0015).
-    ids = [job.id for job in jobs]
+    job_ids = [job.id for job in jobs]
     job_rows = [
         {"id": job.id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
          "send_at": job.send_at, "schedule_id": job.schedule_id, "request_id": job.request_id}
@@ -124,7 +124,7 @@ def insert(
     recipient_rows = [
         {"job_id": job_id, "kind": kind, "position": position, "email": address["email"],
          "name": address.get("name")}
-        for job_id, job in zip(ids, jobs, strict=True)
+        for job_id, job in zip(job_ids, jobs, strict=True)
         for kind in RECIPIENT_KINDS
         for position, address in enumerate(job.message.get(kind) or [])
     ]
@@ -134,4 +134,4 @@ def insert(
     )
     if key_id_to_confirm is not None and jobs and not inserted:
         raise errors.Unauthorized("invalid or revoked API key")
-    return [{"id": str(job_id), "status": inserted[job_id]["status"]} for job_id in ids]
+    return [{"id": str(job_id), "status": inserted[job_id]["status"]} for job_id in job_ids]
