@@ -77,6 +77,25 @@ def test_email_due_now_counts_on_the_wakeup_waiting_in_its_lane(conn, app_id):
     assert waiting(conn) == [(TRANSACTIONAL, False)]
 
 
+def test_a_waiting_wakeup_takes_one_batch_per_lane_and_no_more(conn, app_id):
+    # The bounds of 0017's early return: it must defer exactly what the full statement would.
+    def lanes_waiting() -> list[tuple[int, bool]]:
+        return sorted(waiting(conn))
+
+    accept(conn, app_id, job(), job("bulk"))
+    assert lanes_waiting() == [(BULK, False), (TRANSACTIONAL, False)]
+    accept(conn, app_id, *[job() for _ in range(25)], *[job("bulk") for _ in range(25)])  # 50: one batch each
+    assert lanes_waiting() == [(BULK, False), (TRANSACTIONAL, False)]
+    accept(conn, app_id, *[job() for _ in range(51)])  # two batches in one lane: a wake-up for the second
+    assert lanes_waiting() == [(BULK, False), (TRANSACTIONAL, False), (TRANSACTIONAL, False)]
+    conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE priority = %s", (BULK,))
+    accept(conn, app_id, job(), job("bulk"))  # only one lane has a wake-up waiting: one for the other
+    assert lanes_waiting() == [(BULK, False), (TRANSACTIONAL, False), (TRANSACTIONAL, False)]
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    accept(conn, app_id, job(), job(send_at=soon))  # one due now, one scheduled: the scheduled one's own
+    assert lanes_waiting() == [(BULK, False), (TRANSACTIONAL, False), (TRANSACTIONAL, False), (TRANSACTIONAL, True)]
+
+
 def test_only_requests_count_on_a_waiting_wakeup_and_take_the_lock(conn, app_id, database_url):
     accept(conn, app_id, job())
     with psycopg.connect(database_url) as other:
