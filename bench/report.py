@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import pathlib
 import platform
+import sys
 
 from bench.measure import Throughput
 
@@ -32,6 +33,11 @@ def machine() -> str:
             break
     kib = int(pathlib.Path("/proc/meminfo").read_text().split()[1])
     return f"{os.cpu_count()} cores ({model or platform.machine()}), {kib / 1024 / 1024:.0f} GB memory"
+
+
+def interpreter() -> str:
+    """The Python every mailer process of the run uses (the build matters: README, "The two commands")."""
+    return f"Python {platform.python_version()} ({os.path.realpath(sys.executable)})"
 
 
 def results_table(rows: list[Row]) -> str:

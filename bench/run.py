@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     loadgen.ensure_wrk()
     pg = ", ".join(args.pg_set) or "defaults"
-    config = (f"gunicorn {args.web_workers} workers x {args.web_threads} threads; {args.worker_processes} worker "
-              f"processes x concurrency {args.concurrency} (mailer and naive alike); PostgreSQL 15 ({pg}; fsync "
-              "on); simulator 100 ms per call, no event callbacks; MAILER_RATE_LIMIT_PER_S=0, other settings default")
+    config = (f"{report.interpreter()}; gunicorn {args.web_workers} workers x {args.web_threads} threads; "
+              f"{args.worker_processes} worker processes x concurrency {args.concurrency} (mailer and naive alike); "
+              f"PostgreSQL 15 ({pg}; fsync on); simulator 100 ms per call, no event callbacks; "
+              "MAILER_RATE_LIMIT_PER_S=0, other settings default")
     print(config, flush=True)
     rows: list[report.Row] = []
     runs: dict[str, measure.Throughput] = {}
