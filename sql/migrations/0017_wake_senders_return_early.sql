@@ -2,7 +2,7 @@
 -- every email is due now, each lane has a wake-up waiting, and there are at most batch_size emails in
 -- all, so each lane has one batch, which its waiting wake-up takes. That is every single-message
 -- POST /queue while the senders keep up; the statement (a window over the lanes, an aggregate) cost about
--- 0.024 ms of PostgreSQL's work on each (BENCHMARKS.md, eighth round). Otherwise it runs as before.
+-- 0.025 ms of PostgreSQL's work on each (BENCHMARKS.md, change 31). Otherwise it runs as before.
 CREATE OR REPLACE FUNCTION mailer_wake_senders(
     lanes integer[], wake_ats timestamptz[], batch_size integer, queue text, task text,
     count_on_waiting boolean DEFAULT false
