@@ -70,6 +70,15 @@ def test_an_interpreter_that_cannot_make_a_venv_leaves_nothing_behind(tmp_path):
     assert not (tmp_path / "venv").exists()
 
 
+def test_a_failed_attempt_leaves_a_folder_that_was_there_before(tmp_path):
+    broken = fake_python(tmp_path, 'if [ "$1" = "-m" ]; then mkdir -p "$3/bin"; exit 1; fi\nexit 0\n')
+    (tmp_path / "venv").mkdir()
+    (tmp_path / "venv" / "notes.txt").write_text("mine")
+    made = make_venv(tmp_path / "venv", broken)
+    assert made.returncode == 1
+    assert (tmp_path / "venv" / "notes.txt").read_text() == "mine"
+
+
 def test_an_interpreter_older_than_3_11_is_refused(tmp_path):
     # Its version check fails; asked to make a venv, it would.
     old = fake_python(tmp_path, 'if [ "$1" = "-m" ]; then mkdir -p "$3/bin"; exit 0; fi\nexit 1\n')
