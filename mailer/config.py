@@ -49,9 +49,18 @@ class Settings:
     rate_limit_burst: int = 1000
     mailjet_max_calls_per_s: float = 100.0
     # The dashboard (/dashboard): the operator's token sees every app; the key that signs its session
-    # cookie (random per process when unset, so set it when more than one web process runs).
+    # cookie (when unset, one made once and kept in the database, the same for every process).
     operator_token: str | None = dataclasses.field(default=None, repr=False)
     secret_key: str | None = dataclasses.field(default=None, repr=False)
+    # A dashboard session ends this long after its log-in, whatever it does meanwhile.
+    dashboard_session_lifetime_s: float = 12 * 3600.0
+    # The session cookie is sent over https only; `mailer dev` (plain http on loopback) turns it off.
+    dashboard_cookie_secure: bool = True
+    # Log-in attempts a minute (bursts of as many), per client address and in all; 0 turns a limit off.
+    dashboard_logins_per_address_per_min: float = 10.0
+    dashboard_logins_per_min: float = 60.0
+    # /metrics reads its database gauges at most once per this many seconds per process (0: every scrape).
+    metrics_db_interval_s: float = 10.0
     # Retention (services/retention.py): bodies are purged this many days after a job ended, jobs (and
     # everything hanging off them) deleted after retention_days; each statement touches at most a batch.
     retention_body_days: int = 30
@@ -91,6 +100,17 @@ class Settings:
             mailjet_max_calls_per_s=reader.number("MAILER_MAILJET_MAX_CALLS_PER_S", defaults.mailjet_max_calls_per_s),
             operator_token=reader.text("MAILER_OPERATOR_TOKEN"),
             secret_key=reader.text("MAILER_SECRET_KEY"),
+            dashboard_session_lifetime_s=reader.number(
+                "MAILER_DASHBOARD_SESSION_LIFETIME_S", defaults.dashboard_session_lifetime_s, positive=True
+            ),
+            dashboard_cookie_secure=reader.flag("MAILER_DASHBOARD_COOKIE_SECURE", default=True),
+            dashboard_logins_per_address_per_min=reader.number(
+                "MAILER_DASHBOARD_LOGINS_PER_ADDRESS_PER_MIN", defaults.dashboard_logins_per_address_per_min
+            ),
+            dashboard_logins_per_min=reader.number(
+                "MAILER_DASHBOARD_LOGINS_PER_MIN", defaults.dashboard_logins_per_min
+            ),
+            metrics_db_interval_s=reader.number("MAILER_METRICS_DB_INTERVAL_S", defaults.metrics_db_interval_s),
             retention_body_days=reader.integer("MAILER_RETENTION_BODY_DAYS", defaults.retention_body_days, minimum=1),
             retention_days=reader.integer("MAILER_RETENTION_DAYS", defaults.retention_days, minimum=1),
             retention_batch=reader.integer(
@@ -127,8 +147,8 @@ class _Reader:
         value = self.env.get(name, "").strip()
         return value or None
 
-    def flag(self, name: str) -> bool:
-        value = (self.text(name) or "0").lower()
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = (self.text(name) or ("1" if default else "0")).lower()
         if value not in {"0", "1", "true", "false", "yes", "no"}:
             raise ConfigError(f"{name} must be 0 or 1, not {value!r}")
         return value in {"1", "true", "yes"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import secrets
 import signal
 import subprocess
 import sys
@@ -38,8 +37,8 @@ def run(base_dir: str) -> int:
         web_url = f"http://127.0.0.1:{settings.port}"
         env = {**os.environ, "DATABASE_URL": database_url,
                "MAILER_EVENTS_AUTH": settings.events_auth or DEV_EVENTS_AUTH,
-               # both gunicorn processes must sign dashboard sessions with the same key
-               "MAILER_SECRET_KEY": settings.secret_key or secrets.token_hex(32),
+               # plain http on loopback: a Secure cookie would be a browser's choice to keep or drop
+               "MAILER_DASHBOARD_COOKIE_SECURE": "0",
                # web and worker share their metrics: /metrics shows the worker's sends too
                "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR")
                or stack.enter_context(tempfile.TemporaryDirectory(prefix="mailer-dev-metrics-"))}

@@ -1,8 +1,9 @@
 """Who is looking at the dashboard: the operator (every app) or one app (its own), and CSRF tokens.
 
-Browsers log in once with the form and then carry a signed session cookie (HttpOnly, SameSite=Strict);
-scripts send `Authorization: Bearer <operator token or app key>` with every request and need no CSRF
-token, since a browser never adds that header by itself.
+Browsers log in once with the form and then carry a signed session cookie (HttpOnly, SameSite=Strict,
+Secure unless turned off) whose session row is checked on every request; scripts send
+`Authorization: Bearer <operator token or app key>` with every request and need no CSRF token, since a
+browser never adds that header by itself.
 """
 
 from __future__ import annotations
@@ -46,10 +47,20 @@ def _settings():  # type: ignore[no-untyped-def]
     return flask.current_app.extensions["mailer.settings"]
 
 
+def _pool():  # type: ignore[no-untyped-def]
+    return flask.current_app.extensions["mailer.pool"]
+
+
 def _operator_fingerprint(token: str) -> str:
     """What the session keeps of the operator token: changing the token ends every operator session."""
-    key = str(flask.current_app.secret_key).encode()
+    key = flask.current_app.session_interface.signing_key(flask.current_app)  # type: ignore[attr-defined]
+    key = key if isinstance(key, bytes) else key.encode()
     return hmac.new(key, b"operator:" + token.encode(), hashlib.sha256).hexdigest()
+
+
+def client_address() -> str:
+    """The address the request came from (REMOTE_ADDR: behind a proxy, the proxy's)."""
+    return flask.request.remote_addr or "unknown"
 
 
 def _is_operator_token(given: str) -> bool:
@@ -81,52 +92,66 @@ def _from_bearer() -> Principal:
 
 def _from_session() -> Principal | None:
     session = flask.session
-    token = _settings().operator_token
-    if session.get("operator") and token is not None:
-        if hmac.compare_digest(str(session["operator"]), _operator_fingerprint(token)):
-            return Principal(app_id=None, via_session=True)
+    session_id = session.get("sid")
+    if not isinstance(session_id, str):
         return None
-    app_id, key_id = session.get("app_id"), session.get("key_id")
-    if not isinstance(app_id, int) or not isinstance(key_id, str):
-        return None
-    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
-        if dashboard.app_of_key_id(conn, key_id=key_id) != app_id:
-            return None  # the key was revoked or rotated since the login
-    flask.g.app_id = app_id  # for the request's log line
-    return Principal(app_id=app_id, via_session=True)
+    with db.autocommit(_pool()) as conn:
+        live = dashboard.live_session(conn, session_id)
+    if live is None:
+        return None  # logged out, expired, or never ours
+    if live.app_id is None:
+        token = _settings().operator_token
+        fingerprint = str(session.get("operator", ""))
+        if token is None or not hmac.compare_digest(fingerprint, _operator_fingerprint(token)):
+            return None  # the operator token changed (or was removed) since the login
+        return Principal(app_id=None, via_session=True)
+    if not live.key_current:
+        return None  # the key was revoked or rotated since the login
+    flask.g.app_id = live.app_id  # for the request's log line
+    return Principal(app_id=live.app_id, via_session=True)
 
 
 def log_in(given: str) -> Principal:
-    """Check a token or app key from the login form and start a session; Unauthorized otherwise."""
-    given = given.strip()
-    if _is_operator_token(given):
-        principal = Principal(app_id=None, via_session=True)
-        _new_session(operator=_operator_fingerprint(given))
-    else:
-        key_id = given.split("_")[1] if given.count("_") >= 2 else ""
-        with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+    """Check a token or app key from the login form and start a session; Unauthorized otherwise, and
+    RateLimited when this address (or everyone) has tried too often."""
+    given, address, settings = given.strip(), client_address(), _settings()
+    with db.autocommit(_pool()) as conn:
+        try:
+            dashboard.limit_login(conn, settings, address)
+        except errors.RateLimited:
+            log.warning("dashboard login throttled", extra={"client_address": address})
+            raise
+        if _is_operator_token(given):
+            app_id, key_id = None, None
+        else:
+            key_id = given.split("_")[1] if given.count("_") >= 2 else ""
             try:
                 app_id = apps.authenticate(conn, given)
             except errors.Unauthorized:
-                log.warning("dashboard login refused")
+                log.warning("dashboard login refused", extra={"client_address": address})
                 raise errors.Unauthorized("that is neither the operator token nor a valid app key") from None
-        principal = Principal(app_id=app_id, via_session=True)
-        _new_session(app_id=app_id, key_id=key_id)
+        session_id, expires_at = dashboard.start_session(
+            conn, app_id=app_id, key_id=key_id, lifetime_s=settings.dashboard_session_lifetime_s
+        )
+    principal = Principal(app_id=app_id, via_session=True)
+    flask.session.clear()
+    flask.session.permanent = True
+    flask.session.update(sid=session_id, exp=int(expires_at.timestamp()), csrf=secrets.token_urlsafe(32))
+    if app_id is None:
+        flask.session["operator"] = _operator_fingerprint(given)
+    else:
         flask.g.app_id = app_id
-    log.info("dashboard login", extra={"operator": principal.operator, "app_id": principal.app_id})
+    log.info("dashboard login", extra={"operator": principal.operator, "app_id": app_id, "client_address": address})
     flask.g.dashboard_principal = principal
     return principal
 
 
-def _new_session(**values: object) -> None:
-    flask.session.clear()
-    flask.session.permanent = True
-    flask.session.update(values)
-    flask.session["csrf"] = secrets.token_urlsafe(32)
-
-
 def log_out() -> None:
-    """End the session."""
+    """End the session, on the server too: a copy of the cookie is refused from now on."""
+    session_id = flask.session.get("sid")
+    if isinstance(session_id, str):
+        with db.autocommit(_pool()) as conn:
+            dashboard.end_session(conn, session_id)
     flask.session.clear()
 
 
@@ -134,6 +159,9 @@ def csrf_token() -> str:
     """The session's CSRF token (made on first use), for hidden form fields."""
     token = flask.session.get("csrf")
     if not isinstance(token, str):
+        # the cookie that now has to be sent needs the signing key: read it here, where a database that is
+        # down makes the dashboard's own 503 page rather than a failure while the response is sent
+        flask.current_app.session_interface.signing_key(flask.current_app)  # type: ignore[attr-defined]
         token = flask.session["csrf"] = secrets.token_urlsafe(32)
     return token
 

@@ -110,16 +110,20 @@ def login_form() -> str:
 def login() -> ResponseReturnValue:
     """Check the token or key; a session cookie and the dashboard, or the form again."""
     access.check_csrf()
+    next_page = flask.request.form.get("next", "")
     try:
         access.log_in(flask.request.form.get("token", ""))
     except errors.Unauthorized:
-        return _render("login.html", next=flask.request.form.get("next", ""), failed=True), 401
+        return _render("login.html", next=next_page, failed=True), 401
+    except errors.RateLimited as limited:
+        page = _render("login.html", next=next_page, failed=False, throttled=limited.message)
+        return page, 429, {"Retry-After": str(limited.retry_after_s)}
     return flask.redirect(_safe_next(flask.request.form.get("next")))
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the session."""
+    """End the session, for every copy of its cookie."""
     access.log_out()
     return flask.redirect(flask.url_for(".login_form"))
 

@@ -31,7 +31,7 @@ from mailer.store.logs import (
     list_logs,
     list_recipients_of_jobs,
 )
-from mailer.store.rate_limits import take_rate_limit_tokens
+from mailer.store.rate_limits import delete_idle_rate_limit_buckets, take_rate_limit_tokens
 from mailer.store.suppressions import (
     delete_suppression,
     get_suppression,
@@ -50,6 +50,7 @@ __all__ = [
     "apply_pending_events",
     "await_wakers",
     "claim_due_jobs",
+    "delete_idle_rate_limit_buckets",
     "delete_suppression",
     "force_custom_plans",
     "get_app_by_key_id",

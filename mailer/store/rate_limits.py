@@ -26,3 +26,8 @@ def take_rate_limit_tokens(
     )
     assert row is not None  # noqa: S101  # INSERT ... ON CONFLICT DO UPDATE ... RETURNING always returns the row
     return Decision(granted=row["granted"], retry_after_s=float(row["retry_after_s"]))
+
+
+def delete_idle_rate_limit_buckets(conn: psycopg.Connection, *, prefix: str, idle_s: float) -> None:
+    """Remove the buckets of `prefix` untouched for `idle_s` seconds (full again, as good as absent)."""
+    _run.all_rows(conn, "delete_idle_rate_limit_buckets", prefix=prefix, idle_s=float(idle_s))

@@ -19,3 +19,10 @@ SET (tokens, granted) = (
     updated_at = greatest(bucket.updated_at, excluded.updated_at)
 RETURNING granted,
           CASE WHEN granted THEN 0 ELSE (%(cost)s - tokens) / %(rate)s END AS retry_after_s;
+
+-- delete_idle_rate_limit_buckets --
+-- Buckets whose keys start with `prefix` and that nobody has taken from for `idle_s` seconds (by then
+-- full again, the same as no row): per-address buckets would otherwise pile up one row per address.
+DELETE FROM rate_limit_buckets
+WHERE starts_with(key, %(prefix)s)
+  AND updated_at < clock_timestamp() - make_interval(secs => %(idle_s)s);

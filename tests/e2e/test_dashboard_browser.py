@@ -67,7 +67,8 @@ def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline
         return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=flaky).until(condition, message)
 
     with running_system(
-        database_url, tmp_path, MAILER_SECRET_KEY="e2e-dashboard-secret", MAILER_OPERATOR_TOKEN=OPERATOR
+        database_url, tmp_path, MAILER_SECRET_KEY="e2e-dashboard-secret", MAILER_OPERATOR_TOKEN=OPERATOR,
+        MAILER_DASHBOARD_COOKIE_SECURE="0",  # plain http on loopback: a Secure cookie is not ours to send
     ) as system:
         # Not logged in: the dashboard sends the browser to the login form.
         driver.get(f"{system.web_url}/dashboard")

@@ -196,3 +196,36 @@ def test_the_rate_limit_settings():
 def test_a_bad_rate_limit_is_a_config_error_naming_the_variable(name, raw):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: raw})
+
+
+def test_the_dashboard_and_metrics_settings():
+    defaults = Settings.from_env({})
+    assert defaults.dashboard_session_lifetime_s == 12 * 3600
+    assert defaults.dashboard_cookie_secure is True  # only `mailer dev` turns it off
+    assert (defaults.dashboard_logins_per_address_per_min, defaults.dashboard_logins_per_min) == (10, 60)
+    assert defaults.metrics_db_interval_s == 10
+    read = Settings.from_env({
+        "MAILER_DASHBOARD_SESSION_LIFETIME_S": "3600", "MAILER_DASHBOARD_COOKIE_SECURE": "0",
+        "MAILER_DASHBOARD_LOGINS_PER_ADDRESS_PER_MIN": "5", "MAILER_DASHBOARD_LOGINS_PER_MIN": "30",
+        "MAILER_METRICS_DB_INTERVAL_S": "0",
+    })
+    assert (read.dashboard_session_lifetime_s, read.dashboard_cookie_secure) == (3600, False)
+    assert (read.dashboard_logins_per_address_per_min, read.dashboard_logins_per_min) == (5, 30)
+    assert read.metrics_db_interval_s == 0  # every scrape reads the database
+    assert Settings.from_env({"MAILER_DASHBOARD_COOKIE_SECURE": "1"}).dashboard_cookie_secure is True
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("MAILER_DASHBOARD_SESSION_LIFETIME_S", "0"),
+        ("MAILER_DASHBOARD_SESSION_LIFETIME_S", "forever"),
+        ("MAILER_DASHBOARD_COOKIE_SECURE", "maybe"),
+        ("MAILER_DASHBOARD_LOGINS_PER_ADDRESS_PER_MIN", "-1"),
+        ("MAILER_DASHBOARD_LOGINS_PER_MIN", "inf"),
+        ("MAILER_METRICS_DB_INTERVAL_S", "-2"),
+    ],
+)
+def test_a_bad_dashboard_or_metrics_setting_is_a_config_error_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: raw})
