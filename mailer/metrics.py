@@ -4,15 +4,21 @@ Counters and the histogram live in the process that moves them (the web for acce
 worker for sends and webhook deliveries). With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py sets it for
 the web, and the worker uses it when its environment has it), every process writes them to files there and
 a scrape sums the files, so any gunicorn process answers with the same totals. Without it, the process's
-own registry is shown. The gauges (queue depth, oldest due job, webhook backlog) are read from Postgres
-at scrape time; when the database does not answer within a second, the scrape still answers without them.
+own registry is shown. The gauges (queue depth, oldest due job, webhook backlog) are read from Postgres,
+at most once per MAILER_METRICS_DB_INTERVAL_S in each web process: scrapes in between show that reading
+(with its age), so any number of scrapers costs the database one round of queries per interval and
+process. When the database does not answer within a second, the scrape still answers without them.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
+import glob
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -54,6 +60,10 @@ MAILJET_RESPONSES = Counter(
 )
 EVENTS_RECEIVED = Counter(
     "mailer_events_received", "Mailjet tracking events accepted on /events, by Mailjet event type", ["type"],
+)
+DATABASE_READS = Counter(
+    "mailer_metrics_database_reads", "Rounds of database queries made for the gauges of /metrics (at most "
+    "one per MAILER_METRICS_DB_INTERVAL_S and web process, however many scrapes)",
 )
 WEBHOOK_DELIVERIES = Counter(
     "mailer_webhook_deliveries", "Outbound webhook attempts by outcome: succeeded, retry (will be attempted "
@@ -118,16 +128,35 @@ def webhook_delivered(status: str | None) -> None:
 # --- the scrape --------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """One round of the gauges' queries: when it was made (time.monotonic()) and what it found (None when
+    the database did not answer)."""
+
+    at: float
+    waiting: list[dict[str, Any]] | None = None
+    backlog: int = 0
+
+
 class DatabaseGauges:
-    """A collector of the gauges read from Postgres at each scrape (cheap queries, short timeouts)."""
+    """A collector of the gauges read from Postgres, read again only when the last reading is older than
+    `interval_s` (cheap queries, short timeouts; concurrent scrapes wait for one reading and share it)."""
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
+    def __init__(self, pool: psycopg_pool.ConnectionPool, interval_s: float) -> None:
         self._pool = pool
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._last: _Reading | None = None
 
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "mailer_metrics_database_up", "1 when this scrape read the gauges from the database, 0 when it could not"
-        )
+    def _reading(self) -> _Reading:
+        with self._lock:
+            last = self._last
+            if last is None or time.monotonic() - last.at >= self._interval_s:
+                last = self._last = self._read()
+            return last
+
+    def _read(self) -> _Reading:
+        DATABASE_READS.inc()
         try:
             with db.connection(self._pool, timeout=SCRAPE_DB_WAIT_S) as conn:
                 store.limit_metrics_statement_time(conn, timeout_ms=SCRAPE_STATEMENT_MS)
@@ -135,14 +164,26 @@ class DatabaseGauges:
                 backlog = store.count_pending_webhook_deliveries(conn)
         except (errors.DatabaseUnavailable, psycopg.Error) as exc:
             log.warning("metrics: database gauges unavailable (%s)", type(exc).__name__)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
+            return _Reading(at=time.monotonic())  # kept for the interval too: a database that is down
+        return _Reading(at=time.monotonic(), waiting=waiting, backlog=backlog)
+
+    def collect(self) -> Iterator[Metric]:
+        reading = self._reading()
+        up = GaugeMetricFamily(
+            "mailer_metrics_database_up", "1 when the gauges were read from the database, 0 when they could not be"
+        )
+        up.add_metric([], 0 if reading.waiting is None else 1)
         yield up
-        yield from _job_gauges(waiting)
+        if reading.waiting is None:
+            return
+        age = GaugeMetricFamily(
+            "mailer_metrics_database_age_seconds", "How long ago the gauges read from the database were read"
+        )
+        age.add_metric([], max(0.0, time.monotonic() - reading.at))
+        yield age
+        yield from _job_gauges(reading.waiting)
         webhooks = GaugeMetricFamily("mailer_webhook_backlog", "Outbound webhook deliveries still to be made")
-        webhooks.add_metric([], backlog)
+        webhooks.add_metric([], reading.backlog)
         yield webhooks
 
 
@@ -169,18 +210,38 @@ def _job_gauges(rows: list[dict[str, Any]]) -> Iterator[Metric]:
     yield from (jobs, depth, oldest)
 
 
-class _Scrape:
-    """What one scrape shows: the counters (of every process, or of this one) and the database gauges."""
+class _SharedCounters(prometheus_multiprocess.MultiProcessCollector):
+    """prometheus_client's collector of the processes' files, skipping a file still empty.
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
+    A process creates its file before sizing it, so for a moment it holds 0 bytes, and reading it fails the
+    whole scrape with a 500 (prometheus/client_python#1199, seen here while `mailer worker` started during
+    scrapes; a process killed in that moment leaves it empty for good). Files only grow, so one found
+    non-empty here is still so when it is read.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        """The merged metrics of every non-empty file."""
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            with contextlib.suppress(OSError):  # gone since the glob: nothing to count
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+        return self.merge(files, accumulate=True)  # type: ignore[no-any-return]
+
+
+class Scrape:
+    """What a scrape shows: the counters (of every process, or of this one) and the database gauges."""
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool, db_interval_s: float) -> None:
         if multiprocess_dir():
             self._counters = CollectorRegistry()
-            prometheus_multiprocess.MultiProcessCollector(self._counters)
+            _SharedCounters(self._counters)
         else:
             self._counters = REGISTRY
-        self._gauges = DatabaseGauges(pool)
+        self._gauges = DatabaseGauges(pool, db_interval_s)
 
     def collect(self) -> Iterator[Metric]:
+        """Every metric of one scrape."""
         yield from self._counters.collect()
         yield from self._gauges.collect()
 
@@ -190,6 +251,6 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROCESS_ENV) or None
 
 
-def exposition(pool: psycopg_pool.ConnectionPool) -> bytes:
+def exposition(scrape: Scrape) -> bytes:
     """The Prometheus text format of every metric."""
-    return generate_latest(_Scrape(pool))  # type: ignore[arg-type]  # anything with collect() will do
+    return generate_latest(scrape)  # type: ignore[arg-type]  # anything with collect() will do

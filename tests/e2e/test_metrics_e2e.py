@@ -84,3 +84,16 @@ def test_every_scrape_shows_the_sums_of_all_processes(database_url: str, tmp_pat
         assert samples[("mailer_metrics_database_up", ())] == 1
     assert sum(by_process.values()) == EVENTS
     assert len([pid for pid, counted in by_process.items() if counted]) == 2, by_process  # both gunicorn workers
+
+
+def test_many_scrapers_cost_each_web_process_one_round_of_queries(database_url: str, tmp_path: pathlib.Path) -> None:
+    metrics_dir = tmp_path / "prometheus"
+    with running_system(database_url, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+                        MAILER_METRICS_DB_INTERVAL_S="3600") as system:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            scrapes = list(pool.map(lambda _: scrape(system.web_url), range(80)))
+        last = scrape(system.web_url)
+
+    assert all(samples[("mailer_metrics_database_up", ())] == 1 for samples in scrapes)
+    # 81 scrapes, two gunicorn processes: at most one round of the gauges' queries in each
+    assert 1 <= last[("mailer_metrics_database_reads_total", ())] <= 2
