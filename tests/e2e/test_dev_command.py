@@ -71,3 +71,43 @@ def test_ctrl_c_stops_every_process_and_frees_the_port(database_url: str, tmp_pa
         for pid in processes:  # left over from a failure: not to outlive the test
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_mailer_dev_serves_the_dashboard_cookie_without_secure_over_its_plain_http(
+    database_url: str, tmp_path: pathlib.Path
+) -> None:
+    import re
+
+    import requests
+
+    port = pgcluster.free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MAILJET_", "MAILER_"))}
+    env.update(DATABASE_URL=database_url, PORT=str(port), PYTHONUNBUFFERED="1")
+    output = tmp_path / "dev.log"
+    with output.open("wb") as out:
+        dev = subprocess.Popen([sys.executable, "-m", "mailer.cli", "dev", "--dir", str(tmp_path / "dev")],  # noqa: S603
+                               cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: "API key of the dev app" in output.read_text(), 60, message="mailer dev ready")
+        api_key = output.read_text().split("API key of the dev app:")[1].split()[0]
+        url = f"http://127.0.0.1:{port}/dashboard/login"
+        with requests.Session() as browser:
+            form = browser.get(url, timeout=10)
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+            assert csrf, form.text
+            login = browser.post(url, data={"token": api_key, "csrf_token": csrf.group(1)}, timeout=10,
+                                 allow_redirects=False)
+        assert login.status_code == 302, login.text
+        cookie = login.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "Secure" not in cookie  # a browser keeps it on plain http too
+    finally:
+        children = _descendants(dev.pid)
+        os.killpg(dev.pid, signal.SIGINT)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+        for pid in children:  # left over from a failure: not to outlive the test
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
