@@ -8,6 +8,7 @@ browser never adds that header by itself.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -85,9 +86,20 @@ def bearer_token() -> str | None:
 
 
 def _from_bearer() -> Principal:
+    # A bearer token is a log-in too: refused while the address (or everyone) is throttled, before any
+    # comparison, and each failure counted, or the operator token could be guessed here at full speed.
+    address, settings = client_address(), _settings()
+    with db.autocommit(_pool()) as conn:
+        dashboard.check_login_allowed(conn, settings, address)
     if _is_operator_token(bearer_token() or ""):
         return Principal(app_id=None, via_session=False)
-    return Principal(app_id=auth.current_app_id(), via_session=False)  # Unauthorized unless an app key
+    try:
+        return Principal(app_id=auth.current_app_id(), via_session=False)  # Unauthorized unless an app key
+    except errors.Unauthorized:
+        log.warning("dashboard login refused", extra={"client_address": address, "bearer": True})
+        with db.autocommit(_pool()) as conn, contextlib.suppress(errors.RateLimited):
+            dashboard.limit_login(conn, settings, address)
+        raise
 
 
 def _from_session() -> Principal | None:

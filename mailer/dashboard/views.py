@@ -65,7 +65,8 @@ def _error(error: errors.MailerError) -> ResponseReturnValue:
     browser = access.bearer_token() is None and flask.request.method == "GET"
     if isinstance(error, errors.Unauthorized) and browser:
         return flask.redirect(flask.url_for(".login_form"))
-    return flask.render_template("dashboard/error.html", error=error), error.http_status
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, errors.RateLimited) else {}
+    return flask.render_template("dashboard/error.html", error=error), error.http_status, headers
 
 
 @bp.context_processor

@@ -18,6 +18,7 @@ from mailer.domain import errors
 from mailer.services import instance_keys, logs, rate_limits
 from mailer.store import dashboard_sessions
 from mailer.store.dashboard_sessions import LiveSession
+from mailer.store.rate_limits import Decision
 
 SESSION_KEY_NAME = "dashboard-session"
 LOGIN_BUCKETS = "dashboard-login:"  # the prefix of the log-in buckets in rate_limit_buckets
@@ -55,34 +56,47 @@ def end_session(conn: psycopg.Connection, session_id: str) -> None:
     dashboard_sessions.delete_dashboard_session(conn, id_hash=_id_hash(session_id))
 
 
+def _login_limits(settings: Settings, address: str) -> tuple[tuple[str, float, str], ...]:
+    return (
+        (LOGIN_BUCKETS + address, settings.dashboard_logins_per_address_per_min, "from your address"),
+        (LOGIN_BUCKET_ALL, settings.dashboard_logins_per_min, "in all"),
+    )
+
+
+def _throttled(decision: Decision, per_min: float, whose: str) -> errors.RateLimited:
+    retry_after = max(1, math.ceil(decision.retry_after_s))
+    return errors.RateLimited(
+        f"too many log-in attempts {whose}; retry in {retry_after} s",
+        retry_after_s=retry_after,
+        details={"limit_per_min": per_min, "retry_after_s": retry_after},
+    )
+
+
 def limit_login(conn: psycopg.Connection, settings: Settings, address: str) -> None:
     """Count one log-in attempt from `address`; RateLimited when that address, or everyone, tried too often.
 
     The address's bucket is taken from first, so one address that is refused never drains the global one.
     """
-    limits = (
-        (LOGIN_BUCKETS + address, settings.dashboard_logins_per_address_per_min, "from your address"),
-        (LOGIN_BUCKET_ALL, settings.dashboard_logins_per_min, "in all"),
-    )
+    limits = _login_limits(settings, address)
     for key, per_min, whose in limits:
         decision = rate_limits.take(conn, key, per_min / 60, max(1.0, per_min))
         if not decision.granted:
-            retry_after = max(1, math.ceil(decision.retry_after_s))
-            raise errors.RateLimited(
-                f"too many log-in attempts {whose}; retry in {retry_after} s",
-                retry_after_s=retry_after,
-                details={"limit_per_min": per_min, "retry_after_s": retry_after},
-            )
+            raise _throttled(decision, per_min, whose)
     # A bucket left alone until it is full again is the same as no row: keep rows of recent addresses only.
     refill_s = max((60 * max(1.0, per_min) / per_min for _, per_min, _ in limits if per_min > 0), default=0.0)
     if refill_s:
         store.delete_idle_rate_limit_buckets(conn, prefix=LOGIN_BUCKETS, idle_s=refill_s)
 
 
-def app_of_key_id(conn: psycopg.Connection, *, key_id: str) -> int | None:
-    """The active app whose current key has this id (a dashboard session ends with a revoke or rotate)."""
-    credentials = store.get_app_by_key_id(conn, key_id=key_id)
-    return None if credentials is None else credentials.id
+def check_login_allowed(conn: psycopg.Connection, settings: Settings, address: str) -> None:
+    """RateLimited when a log-in attempt from `address` would be refused now; takes nothing (for bearer
+    tokens on the dashboard, whose failures alone are counted)."""
+    for key, per_min, whose in _login_limits(settings, address):
+        if per_min > 0:
+            decision = store.peek_rate_limit_tokens(conn, key=key, rate_per_s=per_min / 60,
+                                                    burst=max(1.0, per_min), cost=1)
+            if not decision.granted:
+                raise _throttled(decision, per_min, whose)
 
 
 def apps_overview(conn: psycopg.Connection, *, today: dt.date) -> list[dict[str, Any]]:

@@ -31,7 +31,11 @@ from mailer.store.logs import (
     list_logs,
     list_recipients_of_jobs,
 )
-from mailer.store.rate_limits import delete_idle_rate_limit_buckets, take_rate_limit_tokens
+from mailer.store.rate_limits import (
+    delete_idle_rate_limit_buckets,
+    peek_rate_limit_tokens,
+    take_rate_limit_tokens,
+)
 from mailer.store.suppressions import (
     delete_suppression,
     get_suppression,
@@ -76,6 +80,7 @@ __all__ = [
     "mark_jobs_failed",
     "mark_jobs_sent",
     "mark_jobs_suppressed",
+    "peek_rate_limit_tokens",
     "requeue_jobs",
     "revoke_app",
     "rotate_app_key",

@@ -31,3 +31,14 @@ def take_rate_limit_tokens(
 def delete_idle_rate_limit_buckets(conn: psycopg.Connection, *, prefix: str, idle_s: float) -> None:
     """Remove the buckets of `prefix` untouched for `idle_s` seconds (full again, as good as absent)."""
     _run.all_rows(conn, "delete_idle_rate_limit_buckets", prefix=prefix, idle_s=float(idle_s))
+
+
+def peek_rate_limit_tokens(
+    conn: psycopg.Connection, *, key: str, rate_per_s: float, burst: float, cost: float
+) -> Decision:
+    """Whether bucket `key` has `cost` tokens now (a rate above 0), without taking them."""
+    row = _run.one_row(
+        conn, "peek_rate_limit_tokens", key=key, rate=float(rate_per_s), burst=float(burst), cost=float(cost)
+    )
+    wait = 0.0 if row is None else float(row["retry_after_s"])
+    return Decision(granted=wait <= 0, retry_after_s=wait)

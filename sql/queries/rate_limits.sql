@@ -26,3 +26,12 @@ RETURNING granted,
 DELETE FROM rate_limit_buckets
 WHERE starts_with(key, %(prefix)s)
   AND updated_at < clock_timestamp() - make_interval(secs => %(idle_s)s);
+
+-- peek_rate_limit_tokens --
+-- Whether bucket `key` has `cost` tokens now, without taking any: the seconds until it would have them
+-- (0: now). No row means a full bucket, hence no row back.
+SELECT greatest(0, (%(cost)s - least(%(burst)s, tokens + %(rate)s * greatest(
+           0, extract(epoch FROM clock_timestamp() - updated_at)::double precision
+       ))) / %(rate)s) AS retry_after_s
+FROM rate_limit_buckets
+WHERE key = %(key)s;

@@ -177,3 +177,28 @@ def test_a_session_row_alone_is_no_login(client, conn: psycopg.Connection, api_k
     # A cookie the server never made (not signed with its key) opens nothing, even with a session id.
     client.set_cookie(COOKIE, "eyJzaWQiOiJ4In0.forged.signature", path="/dashboard")
     assert client.get("/dashboard").status_code == 302
+
+
+def test_bearer_guesses_on_the_dashboard_are_throttled_like_log_ins(make_app, conn, api_key, caplog):
+    client = make_app(dashboard_logins_per_address_per_min=3).test_client()
+    page = f"/dashboard/apps/{app_id_of(conn, 'billing')}"
+    address = {"REMOTE_ADDR": "203.0.113.77"}
+    with caplog.at_level(logging.WARNING, logger="mailer.dashboard.access"):
+        for guess in range(3):
+            wrong = {"Authorization": f"Bearer operator-token-guess-{guess:04d}"}
+            assert client.get(page, headers=wrong, environ_base=address).status_code == 401
+    # Now even the right operator token is refused from that address, before it is compared.
+    right = {"Authorization": f"Bearer {OPERATOR}"}
+    throttled = client.get(page, headers=right, environ_base=address)
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+    assert client.get(page, headers=right, environ_base={"REMOTE_ADDR": "203.0.113.78"}).status_code == 200
+    assert [getattr(record, "client_address", None) for record in caplog.records
+            if record.getMessage() == "dashboard login refused"] == ["203.0.113.77"] * 3
+
+
+def test_a_scripts_good_bearer_token_takes_nothing_from_the_log_in_allowance(make_app, conn, api_key):
+    client = make_app(dashboard_logins_per_address_per_min=2).test_client()
+    page = f"/dashboard/apps/{app_id_of(conn, 'billing')}"
+    for token in [OPERATOR, api_key] * 5:
+        assert client.get(page, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert conn.execute("SELECT count(*) FROM rate_limit_buckets WHERE key LIKE 'dashboard-login:%'").fetchone() == (0,)
