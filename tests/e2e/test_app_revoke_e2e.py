@@ -91,7 +91,7 @@ def revoke_while_the_worker_runs(system: System, conn: psycopg.Connection) -> No
     waiting = from_schedule + scheduled + queued
     assert set(statuses(conn, waiting).values()) <= {"queued", "scheduled"}
 
-    revoked = subprocess.run(  # noqa: S603
+    revoked = subprocess.run(
         [sys.executable, "-m", "mailer.cli", "apps", "revoke", "e2e"],
         env=system.env, cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
     )

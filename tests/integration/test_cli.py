@@ -94,7 +94,7 @@ def test_apps_create_with_from_domains_lists_them(database_url: str, conn: psyco
     ],
 )
 def test_apps_create_refuses_what_is_not_a_domain(database_url: str, conn: psycopg.Connection, domain, why) -> None:
-    result = mailer(database_url, "apps", "create", "billing", "--from-domain", "example.com", f"--from-domain={domain}")
+    result = mailer(database_url, "apps", "create", "billing", "--from-domain=example.com", f"--from-domain={domain}")
     assert result.returncode == 2
     assert result.stderr.startswith("mailer: --from-domain: ")
     assert why in result.stderr
@@ -105,7 +105,7 @@ def test_apps_create_refuses_what_is_not_a_domain(database_url: str, conn: psyco
 
 def test_apps_set_domains_changes_and_lifts_the_limit(database_url: str, conn: psycopg.Connection) -> None:
     assert mailer(database_url, "apps", "create", "shop").returncode == 0
-    limited = mailer(database_url, "apps", "set-domains", "shop", "--from-domain", "Shop.example", "--from-domain", "b.io")
+    limited = mailer(database_url, "apps", "set-domains", "shop", "--from-domain=Shop.example", "--from-domain=b.io")
     assert limited.returncode == 0, limited.stderr
     assert "sending from b.io, shop.example" in limited.stdout
     assert conn.execute("SELECT from_domains FROM apps WHERE name = 'shop'").fetchone() == (["b.io", "shop.example"],)
