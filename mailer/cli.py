@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     apps = commands.add_parser("apps", help="apps and their API keys").add_subparsers(required=True, metavar="ACTION")
     create = apps.add_parser("create", help="register an app and print its API key once")
     create.add_argument("name")
-    _from_domain_option(create)
+    _from_domain_option(create, or_else="without it: any domain")
     create.set_defaults(handler=_apps_create)
     apps.add_parser("list", help="list apps").set_defaults(handler=_apps_list)
     revoke = apps.add_parser(
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     domains = apps.add_parser("set-domains", help="change the domains an app may send from")
     domains.add_argument("name")
     choice = domains.add_mutually_exclusive_group(required=True)
-    _from_domain_option(choice)
+    _from_domain_option(choice, or_else="replaces the app's list")
     choice.add_argument("--any-domain", action="store_true", help="lift the limit: any from domain")
     domains.set_defaults(handler=_apps_set_domains)
     rotate = apps.add_parser("rotate", help="give an app a new API key (the old one stops working)")
@@ -71,10 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _from_domain_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+def _from_domain_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, *, or_else: str) -> None:
     parser.add_argument(
         "--from-domain", dest="from_domains", action="append", default=[], metavar="DOMAIN",
-        help="the app may send only from this domain (exactly, any case; repeat for several; default: any)",
+        help=f"the app may send only from this domain (exactly, any case; repeat for several; {or_else})",
     )
 
 
