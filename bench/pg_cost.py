@@ -130,8 +130,7 @@ def _measure(url: str, emails: int) -> tuple[float, float, float]:
 
 def _job(n: int) -> queueing.NewJob:
     """bench/loadgen.py's typical message, as the API stores it after validation."""
-    message = loadgen.message(n)
-    message["from_"] = message.pop("from")
+    message = loadgen.message(n)  # keyed "from", as api/queue.py's new_job_from stores it
     return queueing.NewJob(message=message, metadata=message.pop("metadata"))
 
 

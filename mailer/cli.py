@@ -44,11 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     apps = commands.add_parser("apps", help="apps and their API keys").add_subparsers(required=True, metavar="ACTION")
     create = apps.add_parser("create", help="register an app and print its API key once")
     create.add_argument("name")
+    _from_domain_option(create, or_else="without it: any domain")
     create.set_defaults(handler=_apps_create)
     apps.add_parser("list", help="list apps").set_defaults(handler=_apps_list)
-    revoke = apps.add_parser("revoke", help="revoke an app's API key")
+    revoke = apps.add_parser(
+        "revoke", help="stop an app: key refused, waiting jobs cancelled, schedules done, webhooks disabled"
+    )
     revoke.add_argument("name")
     revoke.set_defaults(handler=_apps_revoke)
+    domains = apps.add_parser("set-domains", help="change the domains an app may send from")
+    domains.add_argument("name")
+    choice = domains.add_mutually_exclusive_group(required=True)
+    _from_domain_option(choice, or_else="replaces the app's list")
+    choice.add_argument("--any-domain", action="store_true", help="lift the limit: any from domain")
+    domains.set_defaults(handler=_apps_set_domains)
     rotate = apps.add_parser("rotate", help="give an app a new API key (the old one stops working)")
     rotate.add_argument("name")
     rotate.set_defaults(handler=_apps_rotate)
@@ -60,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("simulator", help="run the Mailjet simulator (mailer simulator --help)")
     cli_ops.add_commands(commands)  # status, logs, retry, suppressions, retention
     return parser
+
+
+def _from_domain_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, *, or_else: str) -> None:
+    parser.add_argument(
+        "--from-domain", dest="from_domains", action="append", default=[], metavar="DOMAIN",
+        help=f"the app may send only from this domain (exactly, any case; repeat for several; {or_else})",
+    )
 
 
 def _connect() -> psycopg.Connection:
@@ -78,10 +94,14 @@ def _apps_create(args: argparse.Namespace) -> int:
     from mailer.services import apps
 
     with _connect() as conn:
-        app, key = apps.create_app(conn, args.name)
-    print(f"created app {app.name!r}; its API key (shown once):")
+        app, key = apps.create_app(conn, args.name, args.from_domains)
+    print(f"created app {app.name!r}, {_sends_from(app.from_domains)}; its API key (shown once):")
     print(key)
     return 0
+
+
+def _sends_from(from_domains: list[str] | None) -> str:
+    return "sending from any domain" if from_domains is None else "sending from " + ", ".join(from_domains)
 
 
 def _apps_list(_: argparse.Namespace) -> int:
@@ -90,7 +110,9 @@ def _apps_list(_: argparse.Namespace) -> int:
     with _connect() as conn:
         for app in store.list_apps(conn):
             state = f"revoked {app.revoked_at:%Y-%m-%d}" if app.revoked_at else "active"
-            print(f"{app.name}\t{state}\tcreated {app.created_at:%Y-%m-%d %H:%M}Z\tkey mk_{app.key_id}_…")
+            domains = "any domain" if app.from_domains is None else ",".join(app.from_domains)
+            print(f"{app.name}\t{state}\tcreated {app.created_at:%Y-%m-%d %H:%M}Z\tkey mk_{app.key_id}_…"
+                  f"\tfrom {domains}")
     return 0
 
 
@@ -98,8 +120,20 @@ def _apps_revoke(args: argparse.Namespace) -> int:
     from mailer.services import apps
 
     with _connect() as conn:
-        app = apps.revoke_app(conn, args.name)
-    print(f"revoked app {app.name!r}")
+        revoked = apps.revoke_app(conn, args.name)
+    print(f"revoked app {revoked.app.name!r}: its API key is refused from now on")
+    print(f"jobs cancelled: {revoked.jobs_cancelled} (scheduled or queued; jobs already sending finish as they are)")
+    print(f"schedules done: {revoked.schedules_done}")
+    print(f"webhook endpoints disabled: {revoked.webhooks_disabled}")
+    return 0
+
+
+def _apps_set_domains(args: argparse.Namespace) -> int:
+    from mailer.services import apps
+
+    with _connect() as conn:
+        app = apps.set_from_domains(conn, args.name, [] if args.any_domain else args.from_domains)
+    print(f"app {app.name!r} is now {_sends_from(app.from_domains)} (for messages accepted from now on)")
     return 0
 
 

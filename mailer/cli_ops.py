@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -70,12 +71,13 @@ def _connect(*, autocommit: bool = False) -> psycopg.Connection:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from mailer.api import json_provider
     from mailer.services import operator, status
 
     job_id = operator.parse_job_id(args.id)
     with _connect() as conn:
         story = status.job_status(conn, app_id=operator.app_of_job(conn, job_id), job_id=job_id)
-    print(json.dumps(story, indent=2, ensure_ascii=False))
+    sys.stdout.buffer.write(json_provider.encode(story))  # the very bytes GET /status/{id} answers
     return 0
 
 

@@ -69,6 +69,10 @@ WEBHOOK_DELIVERIES = Counter(
     "mailer_webhook_deliveries", "Outbound webhook attempts by outcome: succeeded, retry (will be attempted "
     "again), failed (out of retries), disabled (the endpoint is)", ["outcome"],
 )
+FROM_REFUSED = Counter(
+    "mailer_from_refused", "Messages refused (422) because their app may not send from their from domain "
+    "(mailer apps create --from-domain)",
+)
 _COUNTED_JOB_STATUSES = (statuses.QUEUED, statuses.SCHEDULED, statuses.SENT, statuses.FAILED, statuses.SUPPRESSED)
 _WEBHOOK_OUTCOMES = {"succeeded": "succeeded", "pending": "retry", "failed": "failed", "disabled": "disabled"}
 _OTHER_EVENT = "other"
@@ -104,6 +108,11 @@ def jobs_reached(transitions: Iterable[tuple[str, str]]) -> None:
         if status in statuses.JOB_STATUSES:
             series = _JOB_SERIES.get((status, priority)) or JOBS.labels(status, priority)
             series.inc(count)
+
+
+def from_refused(count: int) -> None:
+    """Count messages refused for their from domain."""
+    FROM_REFUSED.inc(count)
 
 
 def mailjet_answered(call: str, status_code: int | None, claimed_at: float | None = None) -> None:

@@ -3,6 +3,7 @@ single-message POST /queue (BENCHMARKS.md, sixth round)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import flask
@@ -13,14 +14,19 @@ from flask.json.provider import DefaultJSONProvider
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS
 
 
+def encode(obj: Any) -> bytes:
+    """The body an API answer with `obj` has: its compact JSON, in its order, non-ASCII as UTF-8, a newline."""
+    try:
+        return orjson.dumps(obj, default=DefaultJSONProvider.default, option=_OPTIONS) + b"\n"
+    except TypeError:  # what orjson refuses: an integer beyond 64 bits, nesting deeper than 254
+        return (json.dumps(obj, default=DefaultJSONProvider.default, ensure_ascii=False, separators=(",", ":"))
+                + "\n").encode()
+
+
 class FastJSONProvider(DefaultJSONProvider):
     """Flask's default JSON provider, whose `jsonify` encodes with orjson, non-ASCII text as UTF-8."""
 
     def response(self, *args: Any, **kwargs: Any) -> flask.Response:
         """`jsonify`'s answer: the compact JSON of the arguments, in their order, and a newline."""
-        obj = self._prepare_response_obj(args, kwargs)
-        try:
-            body = orjson.dumps(obj, default=self.default, option=_OPTIONS) + b"\n"
-        except TypeError:  # what orjson refuses: an integer beyond 64 bits, nesting deeper than 254
-            body = (self.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        body = encode(self._prepare_response_obj(args, kwargs))
         return self._app.response_class(body, mimetype=self.mimetype)

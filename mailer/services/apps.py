@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 import psycopg
 
 from mailer import store
-from mailer.domain import errors
+from mailer.domain import errors, senders
+from mailer.store import apps as apps_store
+from mailer.store import webhooks as webhooks_store
 from mailer.store.apps import App
 
 KEY_PREFIX = "mk"
@@ -25,15 +29,25 @@ def _hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def create_app(conn: psycopg.Connection, name: str) -> tuple[App, str]:
-    """Register an app; return it with its API key (the only time the key is known)."""
+# The reason a revoked app's webhook endpoints show (GET /webhooks/{id} disabled_reason).
+REVOKED_REASON = "app_revoked"
+# Revoking is retried this often when PostgreSQL aborts it for a conflict with a concurrent transaction
+# (a deadlock on a counter row, a schedule the scheduler moved at the same instant).
+REVOKE_ATTEMPTS = 3
+
+
+def create_app(conn: psycopg.Connection, name: str, from_domains: Sequence[str] = ()) -> tuple[App, str]:
+    """Register an app (limited to sending from `from_domains`, if any); return it with its API key."""
     name = name.strip()
     if not name:
         raise errors.ValidationFailed("an app needs a name", {"name": ["must not be blank"]})
+    domains = _valid_domains(from_domains)
     key_id, secret = _new_key()
     try:
         with conn.transaction():
-            app = store.insert_app(conn, name=name, key_id=key_id, key_hash=_hash_secret(secret))
+            app = apps_store.insert_app(
+                conn, name=name, key_id=key_id, key_hash=_hash_secret(secret), from_domains=domains
+            )
     except psycopg.errors.UniqueViolation:
         raise errors.Conflict(f"an app named {name!r} exists already") from None
     return app, f"{KEY_PREFIX}_{key_id}_{secret}"
@@ -89,9 +103,57 @@ def _parse(api_key: str) -> tuple[str, str]:
     return (key_id, secret) if prefix == KEY_PREFIX else ("", "")
 
 
-def revoke_app(conn: psycopg.Connection, name: str) -> App:
-    """Revoke an app's key so it can no longer call the API."""
-    app = store.revoke_app(conn, name=name)
+def set_from_domains(conn: psycopg.Connection, name: str, from_domains: Sequence[str]) -> App:
+    """Change the domains an active app may send from (none: any); messages accepted before stay as they are."""
+    app = apps_store.set_app_from_domains(conn, name=name, from_domains=_valid_domains(from_domains))
     if app is None:
         raise errors.NotFound(f"no active app named {name!r}")
     return app
+
+
+def _valid_domains(raws: Sequence[str]) -> list[str] | None:
+    try:
+        return senders.normalize_domains(raws)
+    except ValueError as exc:
+        raise errors.ValidationFailed(f"--from-domain: {exc}", {"from_domain": [str(exc)]}) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Revoked:
+    """What revoking an app did."""
+
+    app: App
+    jobs_cancelled: int
+    schedules_done: int
+    webhooks_disabled: int
+
+
+def revoke_app(conn: psycopg.Connection, name: str) -> Revoked:
+    """Stop an app in one transaction: its key is refused, its waiting jobs cancelled (audit event
+    app_revoked), its schedules done, its webhook endpoints disabled. Jobs already sending finish."""
+    for attempt in range(1, REVOKE_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                return _revoke(conn, name)
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+            if attempt == REVOKE_ATTEMPTS:
+                raise errors.Conflict(f"revoking {name!r} kept conflicting with other work; run it again") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _revoke(conn: psycopg.Connection, name: str) -> Revoked:
+    found = apps_store.lock_app_by_name(conn, name=name)
+    if found is None:
+        raise errors.NotFound(f"no app named {name!r}")
+    if found.revoked_at is not None:
+        raise errors.Conflict(f"the app {name!r} was revoked already ({found.revoked_at:%Y-%m-%d %H:%M}Z)")
+    app = apps_store.revoke_app(conn, app_id=found.id)
+    assert app is not None  # noqa: S101  # locked above and not revoked
+    # Schedules first: finishing one waits for a scheduler tick that holds it, so the jobs that tick
+    # made have committed when the next statement looks for waiting jobs.
+    schedules_done = apps_store.finish_schedules_of_app(conn, app_id=app.id)
+    jobs_cancelled = apps_store.cancel_jobs_of_app(conn, app_id=app.id)
+    endpoints = apps_store.disable_webhook_endpoints_of_app(conn, app_id=app.id, reason=REVOKED_REASON)
+    for endpoint_id in endpoints:  # as PATCH enabled=false does: their pending deliveries stop
+        webhooks_store.disable_webhook_deliveries(conn, endpoint_id=endpoint_id)
+    return Revoked(app, jobs_cancelled, schedules_done, len(endpoints))

@@ -14,8 +14,9 @@ from typing import Any
 import psycopg
 
 from mailer import metrics, store
-from mailer.domain import errors, ids
+from mailer.domain import errors, ids, senders
 from mailer.services import wakeups
+from mailer.store import apps as apps_store
 
 RECIPIENT_KINDS = ("to", "cc", "bcc")
 
@@ -71,7 +72,10 @@ def accept(
             replay = _replay(conn, app_id, idempotency_key, request_hash)
             if replay is not None:
                 return replay
-        answers = insert(conn, app_id, jobs, batch_size, key_id_to_confirm, count_on_waiting=True)
+        try:
+            answers = insert(conn, app_id, jobs, batch_size, key_id_to_confirm, count_on_waiting=True, check_from=True)
+        except FromNotAllowed as refused:
+            raise refused.validation_error(batch=batch) from None
         accepted = Accepted(202, {"jobs": answers} if batch else answers[0])
         if idempotency_key is not None:
             store.insert_idempotency_key(
@@ -111,10 +115,12 @@ def insert(
     key_id_to_confirm: str | None = None,
     *,
     count_on_waiting: bool = False,
+    check_from: bool = False,
 ) -> list[dict[str, str]]:
     """Store jobs with their recipients and wake-ups in one statement; [{id, status}] in order."""
     # In the caller's transaction, if any. With key_id_to_confirm nothing is stored (Unauthorized) unless it
-    # is still the app's active key id; count_on_waiting is for short transactions only (migration 0015).
+    # is still the app's active key id; with check_from nothing (FromNotAllowed) unless the app may send from
+    # every message's domain; count_on_waiting is for short transactions only (migration 0015).
     job_ids = [job.id for job in jobs]
     job_rows = [
         {"id": job.id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
@@ -128,10 +134,62 @@ def insert(
         for kind in RECIPIENT_KINDS
         for position, address in enumerate(job.message.get(kind) or [])
     ]
+    # The statement decides, with the app's domains as they are when it runs: no lookup beforehand.
+    from_domains = sorted({from_domain(job.message) for job in jobs}) if check_from else None
     inserted = store.insert_jobs(
         conn, app_id=app_id, key_id=key_id_to_confirm, jobs=job_rows, recipients=recipient_rows,
-        wake=wakeups.send_target(batch_size), count_on_waiting=count_on_waiting,
+        wake=wakeups.send_target(batch_size), count_on_waiting=count_on_waiting, from_domains=from_domains,
     )
-    if key_id_to_confirm is not None and jobs and not inserted:
-        raise errors.Unauthorized("invalid or revoked API key")
+    if jobs and not inserted and (key_id_to_confirm is not None or check_from):
+        raise _refusal(conn, app_id, key_id_to_confirm, jobs)
     return [{"id": str(job_id), "status": inserted[job_id]["status"]} for job_id in job_ids]
+
+
+def from_domain(message: dict[str, Any]) -> str:
+    """The domain of a message's `from` address, as sending domains are compared."""
+    return senders.domain_of(message["from"]["email"])
+
+
+class FromNotAllowed(Exception):
+    """Messages whose `from` domain their app may not use (mailer apps create --from-domain)."""
+
+    def __init__(self, indexes: list[int], domains: list[str], allowed: Sequence[str]) -> None:
+        super().__init__(f"from domains not allowed: {', '.join(sorted(set(domains)))}")
+        self.indexes, self.domains, self.allowed = indexes, domains, allowed
+
+    def validation_error(self, *, batch: bool) -> errors.ValidationFailed:
+        """The 422 naming `from` (in a batch, under each refused message's index, as schema errors are)."""
+        problems = [{"from": [senders.refusal(domain, self.allowed)]} for domain in self.domains]
+        details = (
+            {"messages": {str(index): problem for index, problem in zip(self.indexes, problems, strict=True)}}
+            if batch else problems[0]
+        )
+        first = f" (message {self.indexes[0]})" if batch else ""
+        return errors.ValidationFailed(f"{senders.refusal(self.domains[0], self.allowed)}{first}", details)
+
+
+def refuse_disallowed_from(conn: psycopg.Connection, app_id: int, messages: Sequence[dict[str, Any]]) -> None:
+    """FromNotAllowed unless the app may send from each message's domain (its domains as stored now)."""
+    rules = apps_store.get_app_sending_rules(conn, app_id=app_id)
+    refused = _disallowed(None if rules is None else rules["from_domains"], messages)
+    if refused is not None:
+        raise refused
+
+
+def _disallowed(allowed: Sequence[str] | None, messages: Sequence[dict[str, Any]]) -> FromNotAllowed | None:
+    domains = [from_domain(message) for message in messages]
+    refused = [index for index, domain in enumerate(domains) if not senders.allows(allowed, domain)]
+    if not refused:
+        return None
+    metrics.from_refused(len(refused))
+    return FromNotAllowed(refused, [domains[index] for index in refused], allowed or [])
+
+
+def _refusal(conn: psycopg.Connection, app_id: int, key_id: str | None, jobs: Sequence[NewJob]) -> Exception:
+    """Why insert_jobs stored nothing: the key is no longer active (Unauthorized), or a from domain."""
+    rules = apps_store.get_app_sending_rules(conn, app_id=app_id)
+    if rules is None or (key_id is not None and (rules["key_id"] != key_id or rules["revoked_at"] is not None)):
+        return errors.Unauthorized("invalid or revoked API key")
+    refused = _disallowed(rules["from_domains"], [job.message for job in jobs])
+    # None: the app's domains changed between the statement and this read; nothing was stored.
+    return refused or errors.Conflict("the app's sending domains changed while the request was handled; send it again")

@@ -46,6 +46,7 @@ def recurrence_of(schedule: dict[str, Any]) -> Recurrence:
 def create(conn: psycopg.Connection, *, app_id: int, spec: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
     """Store a schedule that starts at its first occurrence from now on."""
     _check_until(spec)
+    _check_from(conn, app_id, spec)
     first = recurrence_of(spec).next_after(now - _JUST_BEFORE)
     if first is None:
         raise errors.ValidationFailed(
@@ -73,6 +74,7 @@ def update(
         if current is None:
             get(conn, app_id=app_id, schedule_id=schedule_id)  # NotFound when unknown
             raise errors.Conflict("the schedule is done; it cannot be changed", {"status": "done"})
+        _check_from(conn, app_id, changes)
         merged = {**current, **changes}
         if changes.get("count") is not None:
             merged["until_local"] = None
@@ -153,6 +155,17 @@ def _merge(a: Ticked, b: Ticked) -> Ticked:
 def _check_until(spec: dict[str, Any]) -> None:
     if spec.get("until_local") is not None and spec["until_local"] < spec["start_local"]:
         raise errors.ValidationFailed("until is before start_at", {"until": ["must not be before start_at"]})
+
+
+def _check_from(conn: psycopg.Connection, app_id: int, spec: dict[str, Any]) -> None:
+    """A new message must come from a domain the app may send from (422 naming message.from)."""
+    if "message" not in spec:
+        return
+    try:
+        queueing.refuse_disallowed_from(conn, app_id, [spec["message"]])
+    except queueing.FromNotAllowed as refused:
+        error = refused.validation_error(batch=False)
+        raise errors.ValidationFailed(error.message, {"message": error.details}) from None
 
 
 def view(conn: psycopg.Connection, schedule: dict[str, Any], now: dt.datetime, *, with_jobs: bool) -> dict[str, Any]:

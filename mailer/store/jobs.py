@@ -33,12 +33,15 @@ def insert_jobs(
     wake: dict[str, object],
     key_id: str | None = None,
     count_on_waiting: bool = False,
+    from_domains: Sequence[str] | None = None,
 ) -> dict[uuid.UUID, dict[str, Any]]:
     """Insert jobs with their recipients, first audit event and the senders' wake-ups (`wake`: what
     mailer_wake_senders defers, counting on a waiting one if `count_on_waiting`); their status and run_at by
-    id. With `key_id`, only if it is still the app's active key (nothing is inserted otherwise)."""
+    id. With `key_id`, only if it is still the app's active key, with `from_domains` only if the app may send
+    from each of these domains (nothing is inserted otherwise)."""
     rows = _run.all_rows(
-        conn, "insert_jobs", app_id=app_id, key_id=key_id, jobs=_run.jsonb(list(jobs)),
+        conn, "insert_jobs", app_id=app_id, key_id=key_id,
+        from_domains=None if from_domains is None else list(from_domains), jobs=_run.jsonb(list(jobs)),
         recipients=_run.jsonb(list(recipients)), count_on_waiting=count_on_waiting, **wake,
     )
     return {row["id"]: row for row in rows}

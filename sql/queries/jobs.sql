@@ -3,16 +3,20 @@
 -- the senders' wake-ups, in one statement. A send_at in the future makes the job scheduled (woken at
 -- run_at); in the past (or none) it is queued now; with count_on_waiting (POST /queue) it may count on a
 -- wake-up already waiting (sql/migrations/0015). With a key_id (POST /queue's key recalled without a
--- lookup, api/auth.py) nothing is inserted unless it is still the app's active key.
+-- lookup, api/auth.py) nothing is inserted unless it is still the app's active key; with from_domains (the
+-- messages' from domains, POST /queue) nothing unless the app may send from all of them (0019).
 WITH caller AS MATERIALIZED (
-    SELECT %(key_id)s::text IS NULL OR EXISTS (
-        SELECT FROM apps WHERE id = %(app_id)s AND key_id = %(key_id)s AND revoked_at IS NULL
-    ) AS active
+    SELECT (%(key_id)s::text IS NULL AND %(from_domains)s::text[] IS NULL) OR EXISTS (
+        SELECT FROM apps
+        WHERE id = %(app_id)s
+          AND (%(key_id)s::text IS NULL OR (key_id = %(key_id)s AND revoked_at IS NULL))
+          AND (%(from_domains)s::text[] IS NULL OR from_domains IS NULL OR %(from_domains)s::text[] <@ from_domains)
+    ) AS allowed
 ), incoming_recipients AS MATERIALIZED (
     SELECT r.job_id, r.kind, r.position, r.email, r.name
     FROM jsonb_to_recordset(%(recipients)s)
         AS r(job_id uuid, kind text, position integer, email text, name text)
-    WHERE (SELECT active FROM caller)
+    WHERE (SELECT allowed FROM caller)
 ), new_jobs AS (
     INSERT INTO jobs (id, app_id, status, priority, message, metadata, send_at, run_at, schedule_id, request_id)
     SELECT j.id, %(app_id)s,
@@ -22,7 +26,7 @@ WITH caller AS MATERIALIZED (
     FROM jsonb_to_recordset(%(jobs)s)
         AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz, schedule_id uuid,
              request_id text)
-    WHERE (SELECT active FROM caller)
+    WHERE (SELECT allowed FROM caller)
     RETURNING id, app_id, status, run_at, priority, created_at
 ), new_recipients AS (
     INSERT INTO recipients (job_id, kind, position, email, name)

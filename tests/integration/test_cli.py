@@ -44,11 +44,85 @@ def test_apps_list_and_revoke(database_url: str, conn: psycopg.Connection) -> No
     listed = mailer(database_url, "apps", "list")
     assert "shop\tactive" in listed.stdout
     assert key not in listed.stdout
-    assert mailer(database_url, "apps", "revoke", "shop").returncode == 0
+    revoked = mailer(database_url, "apps", "revoke", "shop")
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout.splitlines() == [
+        "revoked app 'shop': its API key is refused from now on",
+        "jobs cancelled: 0 (scheduled or queued; jobs already sending finish as they are)",
+        "schedules done: 0",
+        "webhook endpoints disabled: 0",
+    ]
     assert "shop\trevoked" in mailer(database_url, "apps", "list").stdout
     missing = mailer(database_url, "apps", "revoke", "nobody")
     assert missing.returncode == 2
-    assert "no active app" in missing.stderr
+    assert "no app named 'nobody'" in missing.stderr
+    again = mailer(database_url, "apps", "revoke", "shop")
+    assert again.returncode == 2
+    assert "the app 'shop' was revoked already" in again.stderr
+    assert "Traceback" not in again.stderr + missing.stderr
+
+
+def test_apps_create_with_from_domains_lists_them(database_url: str, conn: psycopg.Connection) -> None:
+    created = mailer(
+        database_url, "apps", "create", "billing", "--from-domain", "Example.COM", "--from-domain", "bücher.de.",
+        "--from-domain", "example.com",
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("mk_")  # still alone on the last line
+    assert "sending from example.com, xn--bcher-kva.de" in created.stdout
+    stored = conn.execute("SELECT from_domains FROM apps WHERE name = 'billing'").fetchone()
+    assert stored == (["example.com", "xn--bcher-kva.de"],)
+    assert mailer(database_url, "apps", "create", "crm").returncode == 0
+    listed = mailer(database_url, "apps", "list").stdout.splitlines()
+    assert listed[0].startswith("billing\tactive") and listed[0].endswith("\tfrom example.com,xn--bcher-kva.de")
+    assert listed[1].startswith("crm\tactive") and listed[1].endswith("\tfrom any domain")
+
+
+@pytest.mark.parametrize(
+    ("domain", "why"),
+    [
+        ("", "a domain name is required"),
+        ("localhost", "it needs a dot"),
+        ("exa mple.com", "is not a domain name"),
+        ("-bad.example.com", "is not a domain name"),
+        ("a..example.com", "is not a domain name"),
+        ("user@example.com", "is not a domain name"),
+        ("192.168.0.1", "is an IP address"),
+        ("x" * 64 + ".com", "is not a domain name"),
+        (("a" * 60 + ".") * 5 + "com", "longer than 253"),
+    ],
+)
+def test_apps_create_refuses_what_is_not_a_domain(database_url: str, conn: psycopg.Connection, domain, why) -> None:
+    result = mailer(database_url, "apps", "create", "billing", "--from-domain=example.com", f"--from-domain={domain}")
+    assert result.returncode == 2
+    assert result.stderr.startswith("mailer: --from-domain: ")
+    assert why in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert conn.execute("SELECT count(*) FROM apps WHERE name = 'billing'").fetchone() == (0,)
+
+
+def test_apps_set_domains_changes_and_lifts_the_limit(database_url: str, conn: psycopg.Connection) -> None:
+    assert mailer(database_url, "apps", "create", "shop").returncode == 0
+    limited = mailer(database_url, "apps", "set-domains", "shop", "--from-domain=Shop.example", "--from-domain=b.io")
+    assert limited.returncode == 0, limited.stderr
+    assert "sending from b.io, shop.example" in limited.stdout
+    assert conn.execute("SELECT from_domains FROM apps WHERE name = 'shop'").fetchone() == (["b.io", "shop.example"],)
+    lifted = mailer(database_url, "apps", "set-domains", "shop", "--any-domain")
+    assert lifted.returncode == 0, lifted.stderr
+    assert "sending from any domain" in lifted.stdout
+    assert conn.execute("SELECT from_domains FROM apps WHERE name = 'shop'").fetchone() == (None,)
+    neither = mailer(database_url, "apps", "set-domains", "shop")  # lifting the limit is never implicit
+    assert neither.returncode == 2
+    both = mailer(database_url, "apps", "set-domains", "shop", "--any-domain", "--from-domain", "a.io")
+    assert both.returncode == 2
+    bad = mailer(database_url, "apps", "set-domains", "shop", "--from-domain", "nodot")
+    assert bad.returncode == 2 and "it needs a dot" in bad.stderr
+    assert conn.execute("SELECT from_domains FROM apps WHERE name = 'shop'").fetchone() == (None,)
+    assert mailer(database_url, "apps", "revoke", "shop").returncode == 0
+    revoked = mailer(database_url, "apps", "set-domains", "shop", "--from-domain", "a.io")
+    assert revoked.returncode == 2 and "no active app named 'shop'" in revoked.stderr
 
 
 def test_apps_rotate_replaces_the_key(database_url: str, conn: psycopg.Connection) -> None:

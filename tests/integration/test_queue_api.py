@@ -447,8 +447,8 @@ def test_a_key_authenticated_once_is_not_looked_up_again_by_post_queue(client, a
                          ids=["single", "batch"])
 def test_a_recalled_key_revoked_since_stores_nothing(client, auth, conn, body):
     assert post(client, message(), auth).status_code == 202
+    apps.revoke_app(conn, "billing")  # (which cancels the queued job, with an audit event)
     before = stored(conn)
-    apps.revoke_app(conn, "billing")
     assert_error(post(client, body, auth), 401, "unauthorized")
     assert stored(conn) == before
     assert count(conn, "procrastinate_jobs") == 1
