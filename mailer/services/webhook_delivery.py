@@ -13,13 +13,14 @@ import threading
 import time
 import urllib.parse
 
+import certifi
 import psycopg_pool
-import requests
 import urllib3
+from cryptography.fernet import MultiFernet
 
 from mailer import db, metrics
 from mailer.config import Settings
-from mailer.services import ssrf, webhooks
+from mailer.services import rate_limits, ssrf, webhook_secrets, webhooks
 from mailer.store import webhooks as store
 from mailer.store.webhooks import ClaimedDelivery
 
@@ -36,6 +37,8 @@ JITTER = 0.2  # each retry delay is stretched or shrunk by up to 20 %
 # the worker's pool stays free for sending email, however many webhooks are being posted.
 DISPATCHER_DB_CONNECTIONS = 2
 USER_AGENT = "mailer-webhooks/1"
+# One dispatch writes deliveries of waiting status changes for at most this long before claiming.
+EXPAND_BUDGET_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +60,42 @@ class Delivered:
     """A delivery after one attempt: the attempt and the delivery's new status."""
 
     delivery: ClaimedDelivery
-    attempt: Attempt
+    attempt: Attempt | None  # None: not attempted, its host was over its rate (put back, still pending)
     status: str | None
 
 
+def expand(pool: psycopg_pool.ConnectionPool, settings: Settings, budget_s: float = EXPAND_BUDGET_S) -> int:
+    """Write the deliveries of committed status changes, a bounded batch per transaction; how many."""
+    batch, total = settings.webhook_expand_batch, 0
+    deadline = time.monotonic() + budget_s
+    while True:
+        with db.connection(pool) as conn:
+            written = store.expand_webhook_fan_outs(conn, max_rows=batch)
+        total += written
+        if written < batch or time.monotonic() >= deadline:
+            return total
+
+
 def claim(pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CLAIM_BATCH) -> list[ClaimedDelivery]:
-    """Lease up to `limit` due deliveries, a fair share per endpoint; the lease commits at once."""
+    """Lease up to `limit` due deliveries, a fair share per endpoint; the lease commits at once. Their
+    secrets come back decrypted (one that cannot be is empty: the attempt fails without a post)."""
     with db.connection(pool) as conn:
-        return store.claim_webhook_deliveries(
+        claimed = store.claim_webhook_deliveries(
             conn, limit=limit, per_endpoint=per_endpoint_limit(settings),
             lease_s=settings.webhook_timeout_s + LEASE_MARGIN_S,
         )
+        keys = webhook_secrets.cipher(conn, settings) if claimed else None
+    return [_decrypted(delivery, keys) for delivery in claimed] if keys else claimed
+
+
+def _decrypted(delivery: ClaimedDelivery, keys: MultiFernet) -> ClaimedDelivery:
+    try:
+        secret = webhook_secrets.decrypt(keys, delivery.secret)
+        previous = None if delivery.previous_secret is None else webhook_secrets.decrypt(keys, delivery.previous_secret)
+    except webhook_secrets.SecretUnreadable as exc:
+        log.error("webhook endpoint %s: %s", delivery.endpoint_id, exc)
+        secret, previous = "", None
+    return dataclasses.replace(delivery, secret=secret, previous_secret=previous)
 
 
 def per_endpoint_limit(settings: Settings) -> int:
@@ -76,6 +104,14 @@ def per_endpoint_limit(settings: Settings) -> int:
 
 
 # --- posting ----------------------------------------------------------------------------------
+
+# What an attempt's log says when no HTTP answer came. Deliberately coarse: a refused connection, a reset,
+# a TLS failure and a closed port all read the same, so the log cannot be used to scan ports.
+REFUSED_ADDRESS = "refused address"
+CONNECTION_FAILED = "connection failed"
+TIMEOUT = "timeout"
+NOT_RESOLVED = "name not resolved"
+UNSIGNABLE = "secret unreadable"
 
 
 class _Guard:
@@ -138,25 +174,43 @@ class _HTTPSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection  # type: ignore[assignment]  # a subclass of the expected class
 
 
-class _GuardedAdapter(requests.adapters.HTTPAdapter):
-    """An adapter whose connections check the address they actually reached (no DNS rebinding)."""
-
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+def ca_certs() -> str:
+    """The CA bundle subscribers' certificates are verified against."""
+    return certifi.where()
 
 
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxy from the environment: the peer must be the subscriber
-    adapter = _GuardedAdapter(max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+def _pool_for(
+    target: ssrf.Target, address: ssrf.IPAddress, scheme: str, timeout_s: float
+) -> urllib3.HTTPConnectionPool:
+    """A connection pool to `address` itself (the checked one: no second lookup), speaking to the host
+    name: TLS sends it as SNI and verifies the certificate against it."""
+    timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
+    if scheme == "https":
+        return _HTTPSPool(
+            str(address), target.port, timeout=timeout, retries=False, maxsize=1,
+            server_hostname=target.host, assert_hostname=target.host, cert_reqs="CERT_REQUIRED", ca_certs=ca_certs(),
+        )
+    return _HTTPPool(str(address), target.port, timeout=timeout, retries=False, maxsize=1)
+
+
+def _request_target(url: str) -> tuple[str, str, dict[str, str]]:
+    """The scheme, the path with its query, and the Host (and basic auth) headers of a URL."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    headers = {"host": host}
+    if parts.username is not None:
+        auth = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers.update(urllib3.util.make_headers(basic_auth=auth))
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, path, headers
 
 
 def post(delivery: ClaimedDelivery, settings: Settings) -> Attempt:
-    """POST one delivery, signed, never following redirects, within the timeout; never raises."""
+    """POST one delivery, signed, never following redirects, within the timeout; never raises.
+
+    The host name is resolved once, every address checked, and the connection made only to a checked
+    address (the Host header, SNI and certificate check still use the name), so DNS rebinding cannot
+    redirect it; errors are recorded coarsely (CONNECTION_FAILED, TIMEOUT, REFUSED_ADDRESS, HTTP status)."""
     attempted_at = dt.datetime.now(dt.UTC)
     started = time.monotonic()
     guard = _Guard(settings.webhook_allow_private)
@@ -167,33 +221,46 @@ def post(delivery: ClaimedDelivery, settings: Settings) -> Attempt:
     body = delivery.body.encode("utf-8")
     timestamp = int(time.time())
     live = [delivery.secret] + ([delivery.previous_secret] if delivery.previous_secret else [])
-    headers = {
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "accept-encoding": "identity",
-        "webhook-id": delivery.message_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": webhooks.signature_header(live, delivery.message_id, timestamp, body),
-    }
     _current.guard = guard
     deadline.start()
     try:
-        ssrf.check_url(delivery.url, settings.webhook_allow_private)  # DNS again: it may have changed
-        with _session() as session, session.post(
-            delivery.url, data=body, headers=headers, timeout=settings.webhook_timeout_s,
-            allow_redirects=False, stream=True,
-        ) as response:
-            status_code = response.status_code
-            excerpt = response.raw.read(MAX_RESPONSE_BYTES, decode_content=False) or b""
-            if not 200 <= status_code < 300:
-                error = _http_error(status_code, excerpt)
-    except ssrf.UnsafeURL as exc:
-        error = f"refused: the URL {exc}"
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        if guard.expired or isinstance(exc, requests.Timeout | TimeoutError):
-            error = f"timed out after {settings.webhook_timeout_s:g} s"
+        if not delivery.secret:
+            raise _Unsignable
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "accept-encoding": "identity",
+            "webhook-id": delivery.message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": webhooks.signature_header(live, delivery.message_id, timestamp, body),
+        }
+        scheme, path, target_headers = _request_target(delivery.url)
+        dns_timeout_s = min(settings.webhook_dns_timeout_s, settings.webhook_timeout_s)
+        target, addresses = ssrf.check_url(delivery.url, settings.webhook_allow_private, dns_timeout_s)
+        response = _post_to_first(
+            target, addresses, scheme, path, body, {**headers, **target_headers}, settings.webhook_timeout_s
+        )
+        try:
+            status_code = response.status
+            response.read(MAX_RESPONSE_BYTES, decode_content=False)
+        finally:
+            response.release_conn()
+            response.close()
+        if 300 <= status_code < 400:
+            error = f"HTTP {status_code}: redirects are not followed"
+        elif not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except _Unsignable:
+        error = UNSIGNABLE
+    except ssrf.Unresolvable:
+        error = NOT_RESOLVED
+    except ssrf.UnsafeURL:
+        error = REFUSED_ADDRESS
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        if guard.expired or isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
+            error = TIMEOUT
         else:
-            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            error = CONNECTION_FAILED
     finally:
         deadline.cancel()
         _current.guard = None
@@ -201,11 +268,32 @@ def post(delivery: ClaimedDelivery, settings: Settings) -> Attempt:
     return Attempt(attempted_at=attempted_at, status_code=status_code, latency_ms=latency_ms, error=error)
 
 
-def _http_error(status_code: int, excerpt: bytes) -> str:
-    if 300 <= status_code < 400:
-        return f"HTTP {status_code}: redirects are not followed"
-    text = excerpt.decode("utf-8", "replace").strip().replace("\x00", "\ufffd")
-    return f"HTTP {status_code}: {text}"[:MAX_ERROR_CHARS] if text else f"HTTP {status_code}"
+class _Unsignable(Exception):
+    """The delivery's secret could not be decrypted: nothing is sent."""
+
+
+def _post_to_first(
+    target: ssrf.Target,
+    addresses: list[ssrf.IPAddress],
+    scheme: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_s: float,
+) -> urllib3.BaseHTTPResponse:
+    """POST to the first of the checked addresses that takes the connection."""
+    failure: Exception | None = None
+    for address in addresses:
+        pool = _pool_for(target, address, scheme, timeout_s)
+        try:
+            return pool.urlopen(
+                "POST", path, body=body, headers=headers, redirect=False, retries=False, preload_content=False,
+                assert_same_host=False, release_conn=False,
+            )
+        except urllib3.exceptions.NewConnectionError as exc:  # nothing was sent: the next address may answer
+            failure = exc
+            pool.close()
+    raise failure or OSError("no address")
 
 
 # --- recording --------------------------------------------------------------------------------
@@ -283,10 +371,34 @@ def without_url(error: str | None, url: str) -> str | None:
     return error
 
 
+def host_of(url: str) -> str:
+    """The subscriber host a delivery counts against (its rate limit's bucket)."""
+    return (urllib.parse.urlsplit(url).hostname or "").lower()
+
+
+def postponed(pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, settings: Settings) -> float | None:
+    """Take a token of the delivery's host (MAILER_WEBHOOK_HOST_RATE_PER_S); when there is none, put the
+    delivery back until there will be one (not an attempt, not a failure) and return that wait."""
+    rate = settings.webhook_host_rate_per_s
+    if rate <= 0:
+        return None
+    with db.autocommit(pool) as conn:
+        decision = rate_limits.take(conn, f"webhook-host:{host_of(delivery.url)}", rate, max(1.0, rate))
+        if decision.granted:
+            return None
+        # jitter, so that the deliveries waiting for one host do not all come back at once
+        wait = decision.retry_after_s * (1 + JITTER * random.random()) + 0.01  # noqa: S311  # not for security
+        store.postpone_webhook_delivery(conn, delivery_id=delivery.id, delay_s=wait)
+    metrics.webhook_postponed()
+    return wait
+
+
 def deliver(
     pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, settings: Settings, rng: random.Random | None = None
 ) -> Delivered:
-    """One attempt of one claimed delivery: post it, record it."""
+    """One attempt of one claimed delivery: post it, record it (or put it back while its host is over its rate)."""
+    if postponed(pool, delivery, settings) is not None:
+        return Delivered(delivery, None, "pending")
     attempt = post(delivery, settings)
     return Delivered(delivery, attempt, record(pool, delivery, attempt, settings, rng))
 
@@ -294,7 +406,9 @@ def deliver(
 def deliver_due_batch(
     pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CLAIM_BATCH, rng: random.Random | None = None
 ) -> list[Delivered]:
-    """Claim a batch, post every delivery at once (each recorded as soon as it is done), wait for all."""
+    """Expand waiting status changes, claim a batch, post every delivery at once (each recorded as soon as
+    it is done), wait for all."""
+    expand(pool, settings)
     claimed = claim(pool, settings, limit)
     if not claimed:
         return []
@@ -324,12 +438,16 @@ class Dispatcher:
         with self._lock:
             return self._in_flight
 
-    def dispatch(self) -> int:
-        """Claim as many due deliveries as there are free threads and start them; how many."""
+    def dispatch(self, expand_first: bool = True) -> int:
+        """Write the deliveries of new status changes, then claim as many due deliveries as there are free
+        threads and start them; how many."""
         if not self._claiming.acquire(blocking=False):
             return 0  # another thread is claiming right now; it takes what is due
         started = 0
         try:
+            if expand_first:
+                with self._db_slots:
+                    expand(self._pool, self._settings)
             while not self._closed:
                 with self._lock:
                     free = self._capacity - self._in_flight
@@ -351,16 +469,19 @@ class Dispatcher:
 
     def _deliver(self, delivery: ClaimedDelivery) -> None:
         try:
-            attempt = post(delivery, self._settings)
             with self._db_slots:
-                record(self._pool, delivery, attempt, self._settings)
+                waits = postponed(self._pool, delivery, self._settings) is not None
+            if not waits:
+                attempt = post(delivery, self._settings)
+                with self._db_slots:
+                    record(self._pool, delivery, attempt, self._settings)
         except Exception:  # the lease expires and another attempt follows; never log the secrets
             log.exception("recording webhook delivery %s failed", delivery.id)
         finally:
             with self._lock:
                 self._in_flight -= 1
         try:
-            self.dispatch()  # refill at once rather than at the next tick
+            self.dispatch(expand_first=False)  # refill at once rather than at the next tick
         except Exception as exc:
             log.warning("claiming webhook deliveries failed: %s", type(exc).__name__)
 
