@@ -1,14 +1,16 @@
--- lock_app_webhook_endpoints --
--- Lock the app's row for this transaction (endpoints are added or changed one at a time per app) and
--- count its endpoints and find one with `url` other than `except_id`: the cap and the one-per-URL rule
--- without a race between the check and the insert.
-SELECT (SELECT count(*) FROM webhook_endpoints e WHERE e.app_id = a.id) AS endpoints,
-       (SELECT e.id FROM webhook_endpoints e
-        WHERE e.app_id = a.id AND e.url = %(url)s AND e.id IS DISTINCT FROM %(except_id)s::uuid
-        LIMIT 1) AS same_url
-FROM apps a
-WHERE a.id = %(app_id)s
-FOR NO KEY UPDATE OF a;
+-- lock_app_for_webhooks --
+-- Lock the app's row to the end of the transaction: its endpoints are added or changed one at a time, so
+-- the cap and the one-per-URL rule hold without a race between the check and the insert. (The count is a
+-- statement of its own, count_app_webhook_endpoints: one taken after the lock sees what the previous
+-- holder committed, under READ COMMITTED.)
+SELECT id FROM apps WHERE id = %(app_id)s FOR NO KEY UPDATE;
+
+-- count_app_webhook_endpoints --
+-- The app's endpoints, and one of them (other than `except_id`) with `url`.
+SELECT count(*) AS endpoints,
+       (array_agg(id) FILTER (WHERE url = %(url)s AND id IS DISTINCT FROM %(except_id)s::uuid))[1] AS same_url
+FROM webhook_endpoints
+WHERE app_id = %(app_id)s;
 
 -- insert_webhook_endpoint --
 -- Register a subscriber URL for an app.
