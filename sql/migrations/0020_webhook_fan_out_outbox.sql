@@ -154,8 +154,12 @@ BEGIN
 END;
 $$;
 
+-- Is anything due at all? The idle claim's one probe (below).
+CREATE INDEX webhook_deliveries_pending_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+
 -- The worker's claim (sql/queries/webhooks.sql, claim_webhook_deliveries) as a function, for its
--- `SET jit = off`; endpoints of revoked apps are not claimed.
+-- `SET jit = off`; endpoints of revoked apps are not claimed. When nothing is due anywhere (the worker
+-- asks every second) it stops at one index probe instead of two per enabled endpoint.
 CREATE FUNCTION webhook_claim_deliveries(claim_limit integer, per_endpoint integer, lease_s double precision)
 RETURNS TABLE (id bigint, attempts integer, message_id text, type text, body text, endpoint_id uuid, url text,
                secret text, previous_secret text, job_id text, request_id text)
@@ -167,6 +171,7 @@ LANGUAGE sql SET jit = off AS $$
         FROM webhook_endpoints e
         JOIN apps a ON a.id = e.app_id AND a.revoked_at IS NULL
         WHERE e.disabled_at IS NULL
+          AND EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.status = 'pending' AND x.next_attempt_at <= now())
     ), due AS (
         SELECT d.id
         FROM endpoints e
