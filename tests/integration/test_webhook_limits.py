@@ -210,7 +210,7 @@ def test_migrate_keeps_extra_endpoints_disables_duplicates_and_encrypts_every_se
 
     env = {**os.environ, "DATABASE_URL": before_0020}
     env.pop("MAILER_WEBHOOK_SECRET_KEYS", None)
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "mailer.cli", "db", "migrate"], env=env, capture_output=True, text=True, timeout=120,
         check=False,
     )
@@ -228,7 +228,7 @@ def test_migrate_keeps_extra_endpoints_disables_duplicates_and_encrypts_every_se
         assert reasons[0] is None and reasons[3] is None  # the one disabled before keeps its state
         assert "same URL" in reasons[1] and "same URL" in reasons[2]
         keys = webhook_secrets.cipher(conn, Settings())
-        for url, secret, previous, _, _ in rows:
+        for _, secret, previous, _, _ in rows:
             assert not secret.startswith("whsec_") and not str(previous).startswith("whsec_")
         decrypted = {webhook_secrets.decrypt(keys, row[1]) for row in rows}
         assert decrypted == set(plain)
