@@ -256,6 +256,8 @@ def post(delivery: ClaimedDelivery, settings: Settings) -> Attempt:
         error = NOT_RESOLVED
     except ssrf.UnsafeURL:
         error = REFUSED_ADDRESS
+    except urllib3.exceptions.NewConnectionError:  # refused, unreachable (a subclass of the connect timeout)
+        error = TIMEOUT if guard.expired else CONNECTION_FAILED
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         if guard.expired or isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
             error = TIMEOUT
