@@ -3,7 +3,7 @@
 The first key encrypts, every key decrypts (MultiFernet), so a rotation is: put a new key first, run
 `mailer webhooks reencrypt` (or `mailer db migrate`), then drop the old key. Without the variable the key is
 `instance_key(conn, "webhook-secrets")`, kept in the same database: that protects a leaked dump of the
-endpoints table only, which is why every process warns about it at start.
+endpoints table only, which is why every process warns about it at start. (That key always decrypts too.)
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ def warn_if_keyed_by_the_database(settings: Settings) -> None:
 
 
 def _key_list(conn: psycopg.Connection, settings: Settings) -> tuple[str, ...]:
-    if settings.webhook_secret_keys:
-        return settings.webhook_secret_keys
-    return (base64.urlsafe_b64encode(instance_key(conn, INSTANCE_KEY_NAME)).decode("ascii"),)
+    """The environment's keys, then the instance key: it encrypts only when the environment sets no key, and
+    still decrypts after one is set, so that moving to a key of one's own is one `reencrypt`."""
+    instance = base64.urlsafe_b64encode(instance_key(conn, INSTANCE_KEY_NAME)).decode("ascii")
+    return (*settings.webhook_secret_keys, instance)
 
 
 def cipher(conn: psycopg.Connection, settings: Settings) -> MultiFernet:

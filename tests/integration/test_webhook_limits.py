@@ -233,3 +233,11 @@ def test_migrate_keeps_extra_endpoints_disables_duplicates_and_encrypts_every_se
         decrypted = {webhook_secrets.decrypt(keys, row[1]) for row in rows}
         assert decrypted == set(plain)
         assert {webhook_secrets.decrypt(keys, row[2]) for row in rows if row[2]} == {plain[0]}
+
+
+def test_moving_from_the_instance_key_to_a_key_of_ones_own_is_one_reencrypt(client, auth, conn, settings):
+    created = post(client, auth, PUBLIC).json  # encrypted with the instance key
+    own = dataclasses.replace(settings, webhook_secret_keys=(Fernet.generate_key().decode(),))
+    assert webhook_secrets.reencrypt(conn, own).rewritten == 1
+    [(secret, _)] = stored(conn)
+    assert Fernet(own.webhook_secret_keys[0]).decrypt(secret.encode()).decode() == created["secret"]
