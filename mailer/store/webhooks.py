@@ -106,12 +106,6 @@ def expand_webhook_fan_outs(conn: psycopg.Connection, *, max_rows: int) -> int:
     return int(row["written"]) if row else 0
 
 
-def count_webhook_fan_outs(conn: psycopg.Connection) -> int:
-    """Status changes whose deliveries are not all written yet."""
-    row = _run.one_row(conn, "count_webhook_fan_outs")
-    return int(row["waiting"]) if row else 0
-
-
 def postpone_webhook_delivery(conn: psycopg.Connection, *, delivery_id: int, delay_s: float) -> bool:
     """Put a claimed delivery back, due in `delay_s`, without an attempt; whether it was still pending."""
     return _run.one_row(conn, "postpone_webhook_delivery", delivery_id=delivery_id, delay_s=delay_s) is not None

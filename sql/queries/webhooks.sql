@@ -79,10 +79,6 @@ FROM webhook_claim_deliveries(%(limit)s, %(per_endpoint)s, %(lease_s)s);
 -- Write the deliveries of waiting status changes, oldest first, at most `max_rows` (migration 0020).
 SELECT webhook_expand_fan_outs(%(max_rows)s) AS written;
 
--- count_webhook_fan_outs --
--- Status changes whose deliveries are not all written yet.
-SELECT count(*) AS waiting FROM webhook_fan_outs;
-
 -- postpone_webhook_delivery --
 -- A claimed delivery whose host is over its rate: due again in `delay_s`, not attempted, no attempt logged.
 UPDATE webhook_deliveries

@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from mailer import db
 from mailer.config import Settings
-from mailer.services import ssrf, webhook_delivery
+from mailer.services import ssrf, webhook_delivery, webhook_post
 from mailer.store.webhooks import ClaimedDelivery
 from tests.integration.webhooks_support import expand, mark_sent, queue, register
 from tests.webhook_receiver import Receiver, running_receiver
@@ -236,7 +236,7 @@ def test_tls_goes_to_the_checked_address_with_the_name_as_sni_and_certificate(mo
     ca, cert, key = _certificates(tmp_path, "hooks.example")
     dns = FakeDNS({"hooks.example": [["127.0.0.1"], ["127.0.0.2"]], "other.example": [["127.0.0.1"]]})
     monkeypatch.setattr(socket, "getaddrinfo", dns.getaddrinfo)
-    monkeypatch.setattr(webhook_delivery, "ca_certs", lambda: ca)
+    monkeypatch.setattr(webhook_post, "ca_certs", lambda: ca)
     with tls_receiver(cert, key) as (port, names, hosts):
         attempt = webhook_delivery.post(delivery_to(f"https://hooks.example:{port}/in"), settings)
         assert (attempt.status_code, attempt.error) == (204, None)
