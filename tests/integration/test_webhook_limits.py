@@ -241,3 +241,42 @@ def test_moving_from_the_instance_key_to_a_key_of_ones_own_is_one_reencrypt(clie
     assert webhook_secrets.reencrypt(conn, own).rewritten == 1
     [(secret, _)] = stored(conn)
     assert Fernet(own.webhook_secret_keys[0]).decrypt(secret.encode()).decode() == created["secret"]
+
+
+def test_web_and_worker_warn_at_start_when_the_key_is_kept_in_the_database(settings, caplog):
+    from mailer import create_app
+
+    warning = "MAILER_WEBHOOK_SECRET_KEYS is not set"
+    create_app(settings).extensions["mailer.pool"].close()
+    assert warning in caplog.text
+    caplog.clear()
+    keyed = dataclasses.replace(settings, webhook_secret_keys=(Fernet.generate_key().decode(),))
+    create_app(keyed).extensions["mailer.pool"].close()
+    assert warning not in caplog.text
+
+
+def test_no_secret_in_the_delivery_logs(client, auth, conn, settings, caplog):
+    from mailer import db
+    from mailer.services import webhook_delivery
+    from tests.integration.webhooks_support import mark_sent, queue
+
+    local = dataclasses.replace(settings, webhook_allow_private=True, webhook_timeout_s=1.0, webhook_host_rate_per_s=0)
+    from mailer import create_app
+
+    app = create_app(local)
+    try:
+        created = post(app.test_client(), auth, "http://127.0.0.1:9/hook?token=t0k3n").json
+        mark_sent(conn, queue(client, auth))
+        pool = db.create_pool(local, name="test-secret-logs", max_size=2)
+        try:
+            [done] = webhook_delivery.deliver_due_batch(pool, local)
+        finally:
+            pool.close()
+    finally:
+        app.extensions["mailer.pool"].close()
+    assert done.attempt is not None and done.attempt.error == "connection failed"
+    [(stored_secret, _)] = stored(conn)
+    assert "webhook delivery" in caplog.text
+    for secret in (created["secret"], created["secret"][6:], stored_secret, "t0k3n"):
+        assert secret not in caplog.text
+    assert created["secret"] not in repr(done)
