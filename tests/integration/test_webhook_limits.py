@@ -280,3 +280,19 @@ def test_no_secret_in_the_delivery_logs(client, auth, conn, settings, caplog):
     for secret in (created["secret"], created["secret"][6:], stored_secret, "t0k3n"):
         assert secret not in caplog.text
     assert created["secret"] not in repr(done)
+
+
+def test_enabling_a_duplicate_left_by_an_older_release_is_409(client, auth, conn):
+    kept = post(client, auth, PUBLIC).json
+    app_id = conn.execute("SELECT app_id FROM webhook_endpoints").fetchone()[0]  # type: ignore[index]
+    duplicate = conn.execute(
+        "INSERT INTO webhook_endpoints (app_id, url, events, secret, disabled_at, disabled_reason) "
+        "VALUES (%s, %s, '{*}', 'whsec_x', now(), 'duplicate') RETURNING id", (app_id, PUBLIC),
+    ).fetchone()[0]  # type: ignore[index]
+    enabling = client.patch(f"/webhooks/{duplicate}", json={"enabled": True}, headers=auth)
+    assert enabling.status_code == 409
+    assert enabling.json["error"]["details"]["webhook_id"] == kept["id"]
+    # what cannot make a duplicate still works on it
+    assert client.patch(f"/webhooks/{duplicate}", json={"events": ["sent"]}, headers=auth).status_code == 200
+    assert client.patch(f"/webhooks/{duplicate}", json={"url": PUBLIC + "/own"}, headers=auth).status_code == 200
+    assert client.patch(f"/webhooks/{duplicate}", json={"enabled": True}, headers=auth).status_code == 200
