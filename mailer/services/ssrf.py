@@ -120,8 +120,8 @@ def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
 
 
 def check_url(url: str, allow_private: bool, timeout_s: float) -> tuple[Target, list[IPAddress]]:
-    """Check a URL, its port and every address its host resolves to now (all of them, once): the target
-    and those addresses, the only ones a delivery may connect to; UnsafeURL if any is forbidden."""
+    """Check a URL, its port and every address its host resolves to now; the target and those addresses."""
+    # They are the only addresses a delivery may connect to; UnsafeURL if any of them is forbidden.
     target = parse(url)
     addresses = resolve(target.host, target.port, timeout_s)
     for address in addresses:

@@ -58,8 +58,8 @@ def expand(pool: psycopg_pool.ConnectionPool, settings: Settings, budget_s: floa
 
 
 def claim(pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CLAIM_BATCH) -> list[ClaimedDelivery]:
-    """Lease up to `limit` due deliveries, a fair share per endpoint; the lease commits at once. Their
-    secrets come back decrypted (one that cannot be is empty: the attempt fails without a post)."""
+    """Lease up to `limit` due deliveries, a fair share per endpoint, their secrets decrypted; commits at once."""
+    # A secret no key decrypts comes back empty: its attempt fails without a post (webhook_post.UNSIGNABLE).
     with db.connection(pool) as conn:
         claimed = store.claim_webhook_deliveries(
             conn, limit=limit, per_endpoint=per_endpoint_limit(settings),
@@ -165,8 +165,8 @@ def host_of(url: str) -> str:
 
 
 def postponed(pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, settings: Settings) -> float | None:
-    """Take a token of the delivery's host (MAILER_WEBHOOK_HOST_RATE_PER_S); when there is none, put the
-    delivery back until there will be one (not an attempt, not a failure) and return that wait."""
+    """Take a token of the delivery's host, or put the delivery back until there is one; the wait, if any."""
+    # Over MAILER_WEBHOOK_HOST_RATE_PER_S a delivery waits: not an attempt, not a failure.
     rate = settings.webhook_host_rate_per_s
     if rate <= 0:
         return None
@@ -194,8 +194,7 @@ def deliver(
 def deliver_due_batch(
     pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CLAIM_BATCH, rng: random.Random | None = None
 ) -> list[Delivered]:
-    """Expand waiting status changes, claim a batch, post every delivery at once (each recorded as soon as
-    it is done), wait for all."""
+    """Expand waiting status changes, claim a batch, post all at once (each recorded when done), wait for all."""
     expand(pool, settings)
     claimed = claim(pool, settings, limit)
     if not claimed:
@@ -227,8 +226,7 @@ class Dispatcher:
             return self._in_flight
 
     def dispatch(self, expand_first: bool = True) -> int:
-        """Write the deliveries of new status changes, then claim as many due deliveries as there are free
-        threads and start them; how many."""
+        """Write the deliveries of new status changes, then claim and start as many as there are free threads."""
         if not self._claiming.acquire(blocking=False):
             return 0  # another thread is claiming right now; it takes what is due
         started = 0

@@ -138,11 +138,10 @@ def _request_target(url: str) -> tuple[str, str, dict[str, str]]:
 
 
 def post(delivery: ClaimedDelivery, settings: Settings) -> Attempt:
-    """POST one delivery, signed, never following redirects, within the timeout; never raises.
-
-    The host name is resolved once, every address checked, and the connection made only to a checked
-    address (the Host header, SNI and certificate check still use the name), so DNS rebinding cannot
-    redirect it; errors are recorded coarsely (CONNECTION_FAILED, TIMEOUT, REFUSED_ADDRESS, HTTP status)."""
+    """POST one delivery, signed, to an address checked once, no redirects, within the timeout; never raises."""
+    # The name is resolved once, every address checked, and the connection made only to a checked address
+    # (Host, SNI and the certificate still the name's): DNS rebinding has no second lookup to answer.
+    # Errors are coarse (CONNECTION_FAILED, TIMEOUT, REFUSED_ADDRESS, the HTTP status).
     attempted_at = dt.datetime.now(dt.UTC)
     started = time.monotonic()
     guard = _Guard(settings.webhook_allow_private)

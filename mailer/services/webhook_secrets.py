@@ -53,8 +53,8 @@ def warn_if_keyed_by_the_database(settings: Settings) -> None:
 
 
 def _key_list(conn: psycopg.Connection, settings: Settings) -> tuple[str, ...]:
-    """The environment's keys, then the instance key: it encrypts only when the environment sets no key, and
-    still decrypts after one is set, so that moving to a key of one's own is one `reencrypt`."""
+    """The environment's keys, then the instance key (which encrypts only when the environment sets none)."""
+    # The instance key still decrypts once a key is set: moving to a key of one's own is one `reencrypt`.
     instance = base64.urlsafe_b64encode(instance_key(conn, INSTANCE_KEY_NAME)).decode("ascii")
     return (*settings.webhook_secret_keys, instance)
 
