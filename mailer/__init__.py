@@ -8,6 +8,7 @@ from mailer import api, dashboard, db, logging_json
 from mailer.api import request_log
 from mailer.api.json_provider import FastJSONProvider
 from mailer.config import Settings
+from mailer.services import webhook_secrets
 
 
 def create_app(settings: Settings | None = None) -> flask.Flask:
@@ -23,4 +24,5 @@ def create_app(settings: Settings | None = None) -> flask.Flask:
     request_log.init_app(app)
     api.init_app(app)
     dashboard.init_app(app, settings)
+    webhook_secrets.warn_if_keyed_by_the_database(settings)
     return app

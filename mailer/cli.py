@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from mailer import cli_ops, logging_json
+from mailer import cli_ops, cli_webhooks, logging_json
 from mailer.config import ConfigError, Settings
 from mailer.domain import errors
 
@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.set_defaults(handler=_dev)
     commands.add_parser("simulator", help="run the Mailjet simulator (mailer simulator --help)")
     cli_ops.add_commands(commands)  # status, logs, retry, suppressions, retention
+    cli_webhooks.add_commands(commands)  # webhooks new-key, reencrypt
     return parser
 
 
@@ -85,8 +86,11 @@ def _connect() -> psycopg.Connection:
 def _migrate(_: argparse.Namespace) -> int:
     from mailer.store import migrations
 
-    applied = migrations.migrate(Settings.from_env().require_database_url())
+    settings = Settings.from_env()
+    applied = migrations.migrate(settings.require_database_url())
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    # After the SQL: secrets stored in the clear (before 0020) or under a key no longer first get encrypted.
+    print(cli_webhooks.reencrypt_secrets(settings))
     return 0
 
 

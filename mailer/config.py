@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 import os
@@ -41,6 +42,14 @@ class Settings:
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 32
     webhook_disable_after_s: float = 3 * 24 * 3600.0
+    # Issue 17: endpoints one app may have; posts a second to one subscriber host (a token bucket in
+    # Postgres; 0 = no limit); the bound on resolving a subscriber's host name; deliveries one expansion
+    # of the fan-out writes per transaction; the Fernet keys of the secrets at rest (first encrypts).
+    webhook_max_endpoints: int = 10
+    webhook_host_rate_per_s: float = 20.0
+    webhook_dns_timeout_s: float = 2.0
+    webhook_expand_batch: int = 1000
+    webhook_secret_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     worker_concurrency: int = 8
     db_pool_size: int = 10
     db_timeout_s: float = 5.0
@@ -92,6 +101,19 @@ class Settings:
             webhook_timeout_s=reader.number("MAILER_WEBHOOK_TIMEOUT_S", defaults.webhook_timeout_s, positive=True),
             webhook_concurrency=reader.integer("MAILER_WEBHOOK_CONCURRENCY", defaults.webhook_concurrency, minimum=1),
             webhook_disable_after_s=reader.number("MAILER_WEBHOOK_DISABLE_AFTER_S", defaults.webhook_disable_after_s),
+            webhook_max_endpoints=reader.integer(
+                "MAILER_WEBHOOK_MAX_ENDPOINTS", defaults.webhook_max_endpoints, minimum=1, maximum=10_000
+            ),
+            webhook_host_rate_per_s=reader.number("MAILER_WEBHOOK_HOST_RATE_PER_S", defaults.webhook_host_rate_per_s),
+            webhook_dns_timeout_s=reader.number(
+                "MAILER_WEBHOOK_DNS_TIMEOUT_S", defaults.webhook_dns_timeout_s, positive=True
+            ),
+            webhook_expand_batch=reader.integer(
+                "MAILER_WEBHOOK_EXPAND_BATCH", defaults.webhook_expand_batch, minimum=1, maximum=100_000
+            ),
+            webhook_secret_keys=tuple(
+                key.strip() for key in (reader.text("MAILER_WEBHOOK_SECRET_KEYS") or "").split(",") if key.strip()
+            ),
             worker_concurrency=reader.integer("MAILER_WORKER_CONCURRENCY", defaults.worker_concurrency, minimum=1),
             db_pool_size=reader.integer("MAILER_DB_POOL_SIZE", defaults.db_pool_size, minimum=1),
             db_timeout_s=reader.number("MAILER_DB_TIMEOUT_S", defaults.db_timeout_s, positive=True),
@@ -129,6 +151,12 @@ class Settings:
                 f"MAILER_RETENTION_BODY_DAYS ({self.retention_body_days}) must not exceed "
                 f"MAILER_RETENTION_DAYS ({self.retention_days}): a body cannot outlive its job"
             )
+        for number, key in enumerate(self.webhook_secret_keys, start=1):
+            if not _is_fernet_key(key):  # never quote the key itself
+                raise ConfigError(
+                    f"MAILER_WEBHOOK_SECRET_KEYS: key {number} is not a Fernet key (url-safe base64 of 32 bytes; "
+                    "make one with `mailer webhooks new-key`)"
+                )
         if self.operator_token is not None and len(self.operator_token) < MIN_OPERATOR_TOKEN:
             raise ConfigError(f"MAILER_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN} characters")
 
@@ -137,6 +165,13 @@ class Settings:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set")
         return self.database_url
+
+
+def _is_fernet_key(key: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32 and len(key) == 44
+    except (ValueError, UnicodeEncodeError):
+        return False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,6 +73,10 @@ FROM_REFUSED = Counter(
     "mailer_from_refused", "Messages refused (422) because their app may not send from their from domain "
     "(mailer apps create --from-domain)",
 )
+WEBHOOK_POSTPONED = Counter(
+    "mailer_webhook_rate_limited", "Outbound webhook deliveries put back unattempted because their host was over "
+    "MAILER_WEBHOOK_HOST_RATE_PER_S",
+)
 _COUNTED_JOB_STATUSES = (statuses.QUEUED, statuses.SCHEDULED, statuses.SENT, statuses.FAILED, statuses.SUPPRESSED)
 _WEBHOOK_OUTCOMES = {"succeeded": "succeeded", "pending": "retry", "failed": "failed", "disabled": "disabled"}
 _OTHER_EVENT = "other"
@@ -132,6 +136,11 @@ def events_received(names: Iterable[str]) -> None:
 def webhook_delivered(status: str | None) -> None:
     """Count one webhook attempt by the status it left its delivery in."""
     WEBHOOK_DELIVERIES.labels(_WEBHOOK_OUTCOMES.get(status or "", "failed")).inc()
+
+
+def webhook_postponed() -> None:
+    """Count one delivery put back because its host is over its rate."""
+    WEBHOOK_POSTPONED.inc()
 
 
 # --- the scrape --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import psycopg_pool
 from mailer import db, jobqueue
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import webhook_delivery
+from mailer.services import webhook_delivery, webhook_secrets
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class Runtime:
 
 def run(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT; restart it whenever it stops for any other reason."""
+    webhook_secrets.warn_if_keyed_by_the_database(settings)
     pool = db.create_pool(settings, name="worker", max_size=settings.worker_concurrency + 2)
     runtime = Runtime(
         settings=settings,

@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError
 from mailer import db
 from mailer.api import apidoc, auth, body, responses, schemas
 from mailer.api.errors import details_from_marshmallow
+from mailer.config import Settings
 from mailer.domain import errors
 from mailer.services import webhooks
 
@@ -39,8 +40,8 @@ def _pool() -> Any:
     return flask.current_app.extensions["mailer.pool"]
 
 
-def _allow_private() -> bool:
-    return bool(flask.current_app.extensions["mailer.settings"].webhook_allow_private)
+def _settings() -> Settings:
+    return flask.current_app.extensions["mailer.settings"]  # type: ignore[no-any-return]
 
 
 def _with_secret(answer: dict[str, Any], status: int) -> tuple[flask.Response, int]:
@@ -50,14 +51,14 @@ def _with_secret(answer: dict[str, Any], status: int) -> tuple[flask.Response, i
 
 
 @bp.post("/webhooks")
-@apidoc.operation(body=schemas.WebhookSchema, responses={201: responses.WebhookWithSecretSchema})
+@apidoc.operation(body=schemas.WebhookSchema, responses={201: responses.WebhookWithSecretSchema}, errors=(409,))
 def create_webhook() -> tuple[flask.Response, int]:
     """Register an endpoint: 201 with its secret, shown this once."""
     loaded = _load(schemas.WebhookSchema(), body.json_body(), "request")
     with db.connection(_pool()) as conn:
         created = webhooks.create(
             conn, app_id=auth.current_app_id(), url=loaded["url"], events=loaded["events"],
-            allow_private=_allow_private(),
+            settings=_settings(),
         )
     return _with_secret(created, 201)
 
@@ -81,7 +82,7 @@ def get_webhook(endpoint_id: str) -> flask.Response:
 
 @bp.patch("/webhooks/<endpoint_id>")
 @apidoc.operation(
-    body=schemas.WebhookPatchSchema, responses={200: responses.WebhookEndpointSchema}, path=_ID, errors=(404,)
+    body=schemas.WebhookPatchSchema, responses={200: responses.WebhookEndpointSchema}, path=_ID, errors=(404, 409)
 )
 def update_webhook(endpoint_id: str) -> flask.Response:
     """Change url, events or enabled (true clears a disabled state)."""
@@ -89,7 +90,7 @@ def update_webhook(endpoint_id: str) -> flask.Response:
     with db.connection(_pool()) as conn:
         updated = webhooks.update(
             conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id), url=loaded.get("url"),
-            events=loaded.get("events"), enabled=loaded.get("enabled"), allow_private=_allow_private(),
+            events=loaded.get("events"), enabled=loaded.get("enabled"), settings=_settings(),
         )
     return flask.jsonify(updated)
 
@@ -108,7 +109,9 @@ def delete_webhook(endpoint_id: str) -> flask.Response:
 def rotate_webhook_secret(endpoint_id: str) -> tuple[flask.Response, int]:
     """A new secret, shown this once; the old one keeps signing beside it for 24 h."""
     with db.connection(_pool()) as conn:
-        rotated = webhooks.rotate_secret(conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id))
+        rotated = webhooks.rotate_secret(
+            conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id), settings=_settings()
+        )
     return _with_secret(rotated, 200)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import ipaddress
 import socket
@@ -18,12 +19,21 @@ MAX_URL_LENGTH = 2048
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(text) for text in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")
 )
+# Without MAILER_WEBHOOK_ALLOW_PRIVATE only the web's own ports: no probing of other services' ports.
+ALLOWED_PORTS = (80, 443)
+# Name lookups run here, each waited for at most a timeout: getaddrinfo itself cannot be given one, and a
+# lookup that hangs must not hold a request thread. A few threads: lookups beyond them queue (and time out).
+_RESOLVERS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="resolve")
 # IPv6 prefixes that carry an IPv4 address inside (RFC 6052 NAT64 well-known prefix).
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class UnsafeURL(ValueError):
     """A subscriber URL that must not be called; the message says why."""
+
+
+class Unresolvable(UnsafeURL):
+    """A subscriber URL whose host name does not resolve (in time)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +61,12 @@ def parse(url: str) -> Target:
     if not parts.hostname:
         raise UnsafeURL("must name a host")
     return Target(url=url, host=parts.hostname, port=port or (443 if parts.scheme == "https" else 80))
+
+
+def check_port(target: Target, allow_private: bool) -> None:
+    """Only ports 80 and 443, unless private addresses are allowed (development and tests)."""
+    if not allow_private and target.port not in ALLOWED_PORTS:
+        raise UnsafeURL(f"must use port 80 or 443, not {target.port} (MAILER_WEBHOOK_ALLOW_PRIVATE=1 allows any)")
 
 
 def forbidden_reason(address: IPAddress, allow_private: bool) -> str | None:
@@ -85,34 +101,39 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
-def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to (an IP literal is itself); UnsafeURL when none."""
+def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
+    """Every address `host` resolves to (an IP literal is itself) within `timeout_s`; UnsafeURL when none."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise Unresolvable(f"host {host} did not resolve within {timeout_s:g} s") from None
     except (OSError, UnicodeError) as exc:
-        raise UnsafeURL(f"host {host} does not resolve ({exc})") from None
+        raise Unresolvable(f"host {host} does not resolve ({exc})") from None
     addresses: list[IPAddress] = []
     for *_, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])  # drop an IPv6 zone id
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise UnsafeURL(f"host {host} does not resolve")
+        raise Unresolvable(f"host {host} does not resolve")
     return addresses
 
 
-def check_url(url: str, allow_private: bool) -> Target:
-    """Check a URL and every address its host resolves to now; UnsafeURL if any is forbidden."""
+def check_url(url: str, allow_private: bool, timeout_s: float) -> tuple[Target, list[IPAddress]]:
+    """Check a URL, its port and every address its host resolves to now; the target and those addresses."""
+    # They are the only addresses a delivery may connect to; UnsafeURL if any of them is forbidden.
     target = parse(url)
-    for address in resolve(target.host, target.port):
+    addresses = resolve(target.host, target.port, timeout_s)
+    for address in addresses:
         reason = forbidden_reason(address, allow_private)
         if reason is not None:
             raise UnsafeURL(f"resolves to a forbidden address: {reason}")
-    return target
+    check_port(target, allow_private)
+    return target, addresses
 
 
 def check_peer(sockaddr: tuple[object, ...], allow_private: bool) -> None:
-    """Check the address a socket actually connected to (defeats DNS rebinding)."""
+    """Check the address a socket actually connected to (a second guard behind the pinned address)."""
     address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
     reason = forbidden_reason(address, allow_private)
     if reason is not None:

@@ -1,55 +1,39 @@
-"""Deliver outbound webhooks: claim due deliveries, post them (guarded, signed, bounded), record each attempt."""
+"""Deliver outbound webhooks: expand status changes into deliveries, claim due ones, post them (webhook_post),
+record each attempt."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
-import datetime as dt
 import logging
 import random
-import socket
 import threading
 import time
 import urllib.parse
 
 import psycopg_pool
-import requests
-import urllib3
+from cryptography.fernet import MultiFernet
 
 from mailer import db, metrics
 from mailer.config import Settings
-from mailer.services import ssrf, webhooks
+from mailer.services import rate_limits, webhook_secrets
+from mailer.services.webhook_post import Attempt, post
 from mailer.store import webhooks as store
 from mailer.store.webhooks import ClaimedDelivery
+
+__all__ = ["Attempt", "Delivered", "Dispatcher", "claim", "deliver", "deliver_due_batch", "expand", "post", "record"]
 
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 50
-# Read at most this much of a subscriber's answer (only to quote it in an attempt's error).
-MAX_RESPONSE_BYTES = 4096
-MAX_ERROR_CHARS = 300
 # A claimed delivery is leased for the attempt's timeout plus this; a dead worker's lease expires.
 LEASE_MARGIN_S = 60.0
 JITTER = 0.2  # each retry delay is stretched or shrunk by up to 20 %
 # Database connections a dispatcher's threads use at once (claims and records are short): the rest of
 # the worker's pool stays free for sending email, however many webhooks are being posted.
 DISPATCHER_DB_CONNECTIONS = 2
-USER_AGENT = "mailer-webhooks/1"
-
-
-@dataclasses.dataclass(frozen=True)
-class Attempt:
-    """What one POST to a subscriber came to."""
-
-    attempted_at: dt.datetime
-    status_code: int | None
-    latency_ms: int
-    error: str | None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+# One dispatch writes deliveries of waiting status changes for at most this long before claiming.
+EXPAND_BUDGET_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,155 +41,47 @@ class Delivered:
     """A delivery after one attempt: the attempt and the delivery's new status."""
 
     delivery: ClaimedDelivery
-    attempt: Attempt
+    attempt: Attempt | None  # None: not attempted, its host was over its rate (put back, still pending)
     status: str | None
 
 
+def expand(pool: psycopg_pool.ConnectionPool, settings: Settings, budget_s: float = EXPAND_BUDGET_S) -> int:
+    """Write the deliveries of committed status changes, a bounded batch per transaction; how many."""
+    batch, total = settings.webhook_expand_batch, 0
+    deadline = time.monotonic() + budget_s
+    while True:
+        with db.connection(pool) as conn:
+            written = store.expand_webhook_fan_outs(conn, max_rows=batch)
+        total += written
+        if written < batch or time.monotonic() >= deadline:
+            return total
+
+
 def claim(pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CLAIM_BATCH) -> list[ClaimedDelivery]:
-    """Lease up to `limit` due deliveries, a fair share per endpoint; the lease commits at once."""
+    """Lease up to `limit` due deliveries, a fair share per endpoint, their secrets decrypted; commits at once."""
+    # A secret no key decrypts comes back empty: its attempt fails without a post (webhook_post.UNSIGNABLE).
     with db.connection(pool) as conn:
-        return store.claim_webhook_deliveries(
+        claimed = store.claim_webhook_deliveries(
             conn, limit=limit, per_endpoint=per_endpoint_limit(settings),
             lease_s=settings.webhook_timeout_s + LEASE_MARGIN_S,
         )
+        keys = webhook_secrets.cipher(conn, settings) if claimed else None
+    return [_decrypted(delivery, keys) for delivery in claimed] if keys else claimed
+
+
+def _decrypted(delivery: ClaimedDelivery, keys: MultiFernet) -> ClaimedDelivery:
+    try:
+        secret = webhook_secrets.decrypt(keys, delivery.secret)
+        previous = None if delivery.previous_secret is None else webhook_secrets.decrypt(keys, delivery.previous_secret)
+    except webhook_secrets.SecretUnreadable as exc:
+        log.error("webhook endpoint %s: %s", delivery.endpoint_id, exc)
+        secret, previous = "", None
+    return dataclasses.replace(delivery, secret=secret, previous_secret=previous)
 
 
 def per_endpoint_limit(settings: Settings) -> int:
     """Posts one endpoint may have in flight at once (across workers): a quarter of one worker's."""
     return max(1, settings.webhook_concurrency // 4)
-
-
-# --- posting ----------------------------------------------------------------------------------
-
-
-class _Guard:
-    """One attempt's sockets: each checked against the SSRF rules once connected, all cut at the deadline."""
-
-    def __init__(self, allow_private: bool) -> None:
-        self.allow_private = allow_private
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def adopt(self, sock: socket.socket) -> socket.socket:
-        try:
-            ssrf.check_peer(sock.getpeername(), self.allow_private)
-        except (ssrf.UnsafeURL, OSError):
-            sock.close()
-            raise
-        with self._lock:
-            if self.expired:
-                sock.close()
-                raise TimeoutError("the attempt's deadline passed")
-            self._sockets.append(sock)
-        return sock
-
-    def expire(self) -> None:
-        """The deadline: cut every connection, which ends a read the subscriber is dripping out."""
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
-_current = threading.local()
-
-
-def _guarded(sock: socket.socket) -> socket.socket:
-    guard: _Guard | None = getattr(_current, "guard", None)
-    if guard is None:  # only post() opens these connections; never connect unchecked
-        sock.close()
-        raise ssrf.UnsafeURL("connection opened outside of an attempt")
-    return guard.adopt(sock)
-
-
-class _HTTPConnection(urllib3.connection.HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        return _guarded(super()._new_conn())
-
-
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        return _guarded(super()._new_conn())
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection  # type: ignore[assignment]  # a subclass of the expected class
-
-
-class _GuardedAdapter(requests.adapters.HTTPAdapter):
-    """An adapter whose connections check the address they actually reached (no DNS rebinding)."""
-
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxy from the environment: the peer must be the subscriber
-    adapter = _GuardedAdapter(max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def post(delivery: ClaimedDelivery, settings: Settings) -> Attempt:
-    """POST one delivery, signed, never following redirects, within the timeout; never raises."""
-    attempted_at = dt.datetime.now(dt.UTC)
-    started = time.monotonic()
-    guard = _Guard(settings.webhook_allow_private)
-    deadline = threading.Timer(settings.webhook_timeout_s, guard.expire)
-    deadline.daemon = True
-    status_code: int | None = None
-    error: str | None = None
-    body = delivery.body.encode("utf-8")
-    timestamp = int(time.time())
-    live = [delivery.secret] + ([delivery.previous_secret] if delivery.previous_secret else [])
-    headers = {
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "accept-encoding": "identity",
-        "webhook-id": delivery.message_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": webhooks.signature_header(live, delivery.message_id, timestamp, body),
-    }
-    _current.guard = guard
-    deadline.start()
-    try:
-        ssrf.check_url(delivery.url, settings.webhook_allow_private)  # DNS again: it may have changed
-        with _session() as session, session.post(
-            delivery.url, data=body, headers=headers, timeout=settings.webhook_timeout_s,
-            allow_redirects=False, stream=True,
-        ) as response:
-            status_code = response.status_code
-            excerpt = response.raw.read(MAX_RESPONSE_BYTES, decode_content=False) or b""
-            if not 200 <= status_code < 300:
-                error = _http_error(status_code, excerpt)
-    except ssrf.UnsafeURL as exc:
-        error = f"refused: the URL {exc}"
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        if guard.expired or isinstance(exc, requests.Timeout | TimeoutError):
-            error = f"timed out after {settings.webhook_timeout_s:g} s"
-        else:
-            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-    finally:
-        deadline.cancel()
-        _current.guard = None
-    latency_ms = round((time.monotonic() - started) * 1000)
-    return Attempt(attempted_at=attempted_at, status_code=status_code, latency_ms=latency_ms, error=error)
-
-
-def _http_error(status_code: int, excerpt: bytes) -> str:
-    if 300 <= status_code < 400:
-        return f"HTTP {status_code}: redirects are not followed"
-    text = excerpt.decode("utf-8", "replace").strip().replace("\x00", "\ufffd")
-    return f"HTTP {status_code}: {text}"[:MAX_ERROR_CHARS] if text else f"HTTP {status_code}"
 
 
 # --- recording --------------------------------------------------------------------------------
@@ -283,10 +159,34 @@ def without_url(error: str | None, url: str) -> str | None:
     return error
 
 
+def host_of(url: str) -> str:
+    """The subscriber host a delivery counts against (its rate limit's bucket)."""
+    return (urllib.parse.urlsplit(url).hostname or "").lower()
+
+
+def postponed(pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, settings: Settings) -> float | None:
+    """Take a token of the delivery's host, or put the delivery back until there is one; the wait, if any."""
+    # Over MAILER_WEBHOOK_HOST_RATE_PER_S a delivery waits: not an attempt, not a failure.
+    rate = settings.webhook_host_rate_per_s
+    if rate <= 0:
+        return None
+    with db.autocommit(pool) as conn:
+        decision = rate_limits.take(conn, f"webhook-host:{host_of(delivery.url)}", rate, max(1.0, rate))
+        if decision.granted:
+            return None
+        # jitter, so that the deliveries waiting for one host do not all come back at once
+        wait = decision.retry_after_s * (1 + JITTER * random.random()) + 0.01  # noqa: S311  # not for security
+        store.postpone_webhook_delivery(conn, delivery_id=delivery.id, delay_s=wait)
+    metrics.webhook_postponed()
+    return wait
+
+
 def deliver(
     pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, settings: Settings, rng: random.Random | None = None
 ) -> Delivered:
-    """One attempt of one claimed delivery: post it, record it."""
+    """One attempt of one claimed delivery: post it, record it (or put it back while its host is over its rate)."""
+    if postponed(pool, delivery, settings) is not None:
+        return Delivered(delivery, None, "pending")
     attempt = post(delivery, settings)
     return Delivered(delivery, attempt, record(pool, delivery, attempt, settings, rng))
 
@@ -294,7 +194,8 @@ def deliver(
 def deliver_due_batch(
     pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CLAIM_BATCH, rng: random.Random | None = None
 ) -> list[Delivered]:
-    """Claim a batch, post every delivery at once (each recorded as soon as it is done), wait for all."""
+    """Expand waiting status changes, claim a batch, post all at once (each recorded when done), wait for all."""
+    expand(pool, settings)
     claimed = claim(pool, settings, limit)
     if not claimed:
         return []
@@ -324,12 +225,15 @@ class Dispatcher:
         with self._lock:
             return self._in_flight
 
-    def dispatch(self) -> int:
-        """Claim as many due deliveries as there are free threads and start them; how many."""
+    def dispatch(self, expand_first: bool = True) -> int:
+        """Write the deliveries of new status changes, then claim and start as many as there are free threads."""
         if not self._claiming.acquire(blocking=False):
             return 0  # another thread is claiming right now; it takes what is due
         started = 0
         try:
+            if expand_first:
+                with self._db_slots:
+                    expand(self._pool, self._settings)
             while not self._closed:
                 with self._lock:
                     free = self._capacity - self._in_flight
@@ -351,16 +255,19 @@ class Dispatcher:
 
     def _deliver(self, delivery: ClaimedDelivery) -> None:
         try:
-            attempt = post(delivery, self._settings)
             with self._db_slots:
-                record(self._pool, delivery, attempt, self._settings)
+                waits = postponed(self._pool, delivery, self._settings) is not None
+            if not waits:
+                attempt = post(delivery, self._settings)
+                with self._db_slots:
+                    record(self._pool, delivery, attempt, self._settings)
         except Exception:  # the lease expires and another attempt follows; never log the secrets
             log.exception("recording webhook delivery %s failed", delivery.id)
         finally:
             with self._lock:
                 self._in_flight -= 1
         try:
-            self.dispatch()  # refill at once rather than at the next tick
+            self.dispatch(expand_first=False)  # refill at once rather than at the next tick
         except Exception as exc:
             log.warning("claiming webhook deliveries failed: %s", type(exc).__name__)
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import psycopg
 
+from mailer.config import Settings
 from mailer.domain import errors
 from mailer.domain.timefmt import rfc3339
-from mailer.services import ssrf
+from mailer.services import ssrf, webhook_secrets
 from mailer.store import webhooks as store
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  # the prefix Standard Webhooks gives secrets, not a secret
@@ -41,12 +42,40 @@ def signature_header(live_secrets: Sequence[str], message_id: str, timestamp: in
     return " ".join(sign(secret, message_id, timestamp, body) for secret in live_secrets)
 
 
-def _check_url(url: str, allow_private: bool) -> str:
+def _check_url(url: str, settings: Settings) -> str:
+    """The URL's form, port and addresses now (the lookup bounded by MAILER_WEBHOOK_DNS_TIMEOUT_S): 422."""
     try:
-        ssrf.check_url(url, allow_private)
+        ssrf.check_url(url, settings.webhook_allow_private, settings.webhook_dns_timeout_s)
     except ssrf.UnsafeURL as exc:
         raise errors.ValidationFailed(f"url {exc}", {"url": [str(exc)]}) from None
     return url
+
+
+def _lock_app(
+    conn: psycopg.Connection,
+    settings: Settings,
+    app_id: int,
+    url: str,
+    endpoint_id: uuid.UUID | None = None,
+    check_url: bool = True,
+) -> None:
+    """Lock the app's endpoints for this transaction; 409 when another of its endpoints has `url`, and
+    422 when a new one would pass MAILER_WEBHOOK_MAX_ENDPOINTS."""
+    found = store.lock_app_webhook_endpoints(conn, app_id=app_id, url=url, except_id=endpoint_id)
+    if found is None:
+        raise errors.NotFound("no such app")
+    if check_url and found["same_url"] is not None:
+        raise errors.Conflict(
+            f"webhook {found['same_url']} of this app already has this URL; one endpoint per URL",
+            {"url": ["another endpoint of this app has this URL"], "webhook_id": str(found["same_url"])},
+        )
+    limit = settings.webhook_max_endpoints
+    if endpoint_id is None and found["endpoints"] >= limit:
+        raise errors.ValidationFailed(
+            f"an app may have at most {limit} webhook endpoints (MAILER_WEBHOOK_MAX_ENDPOINTS); "
+            "delete one before adding another",
+            {"webhooks": [f"at most {limit} endpoints per app"], "limit": limit},
+        )
 
 
 def _endpoint(row: dict[str, Any], secret: str | None = None) -> dict[str, Any]:
@@ -66,11 +95,14 @@ def _endpoint(row: dict[str, Any], secret: str | None = None) -> dict[str, Any]:
     return shown
 
 
-def create(conn: psycopg.Connection, *, app_id: int, url: str, events: Sequence[str], allow_private: bool) -> dict:
-    """Register an endpoint; the answer carries its secret, shown this once."""
+def create(conn: psycopg.Connection, *, app_id: int, url: str, events: Sequence[str], settings: Settings) -> dict:
+    """Register an endpoint; the answer carries its secret, shown this once (stored encrypted)."""
+    _check_url(url, settings)
+    keys = webhook_secrets.cipher(conn, settings)
+    _lock_app(conn, settings, app_id, url)
     secret = new_secret()
     row = store.insert_webhook_endpoint(
-        conn, app_id=app_id, url=_check_url(url, allow_private), events=_dedupe(events), secret=secret
+        conn, app_id=app_id, url=url, events=_dedupe(events), secret=webhook_secrets.encrypt(keys, secret)
     )
     return _endpoint(row, secret)
 
@@ -93,13 +125,16 @@ def update(
     url: str | None,
     events: Sequence[str] | None,
     enabled: bool | None,
-    allow_private: bool,
+    settings: Settings,
 ) -> dict[str, Any]:
-    """Change url, events or enabled; disabling stops the pending deliveries."""
-    _require(conn, app_id, endpoint_id)
+    """Change url, events or enabled; disabling stops the pending deliveries; 409 for another's URL."""
+    if url is not None:
+        _check_url(url, settings)
+    current = _require(conn, app_id, endpoint_id)
+    # Only a new URL or enabling can make a duplicate (an older installation may hold disabled ones).
+    _lock_app(conn, settings, app_id, url or current["url"], endpoint_id, check_url=url is not None or bool(enabled))
     row = store.update_webhook_endpoint(
-        conn, app_id=app_id, endpoint_id=endpoint_id,
-        url=None if url is None else _check_url(url, allow_private),
+        conn, app_id=app_id, endpoint_id=endpoint_id, url=url,
         events=None if events is None else _dedupe(events), enabled=enabled,
     )
     if row is None:
@@ -115,11 +150,14 @@ def delete(conn: psycopg.Connection, *, app_id: int, endpoint_id: uuid.UUID) -> 
         raise errors.NotFound(f"no webhook {endpoint_id}")
 
 
-def rotate_secret(conn: psycopg.Connection, *, app_id: int, endpoint_id: uuid.UUID) -> dict[str, Any]:
-    """A new secret (shown this once); the current one keeps signing for 24 h."""
+def rotate_secret(
+    conn: psycopg.Connection, *, app_id: int, endpoint_id: uuid.UUID, settings: Settings
+) -> dict[str, Any]:
+    """A new secret (shown this once, stored encrypted); the current one keeps signing for 24 h."""
     secret = new_secret()
     row = store.rotate_webhook_secret(
-        conn, app_id=app_id, endpoint_id=endpoint_id, secret=secret, overlap_s=ROTATION_OVERLAP_S
+        conn, app_id=app_id, endpoint_id=endpoint_id, overlap_s=ROTATION_OVERLAP_S,
+        secret=webhook_secrets.encrypt(webhook_secrets.cipher(conn, settings), secret),
     )
     if row is None:
         raise errors.NotFound(f"no webhook {endpoint_id}")

@@ -30,6 +30,15 @@ class ClaimedDelivery:
     request_id: str | None = None  # and the request id of the API call that queued that job
 
 
+def lock_app_webhook_endpoints(
+    conn: psycopg.Connection, *, app_id: int, url: str, except_id: uuid.UUID | None = None
+) -> dict[str, Any] | None:
+    """Lock the app's row to the end of the transaction; its endpoint count and one with `url` (None: no app)."""
+    if _run.one_row(conn, "lock_app_for_webhooks", app_id=app_id) is None:
+        return None
+    return _run.one_row(conn, "count_app_webhook_endpoints", app_id=app_id, url=url, except_id=except_id)
+
+
 def insert_webhook_endpoint(
     conn: psycopg.Connection, *, app_id: int, url: str, events: Sequence[str], secret: str
 ) -> dict[str, Any]:
@@ -88,6 +97,37 @@ def claim_webhook_deliveries(
         conn, "claim_webhook_deliveries", limit=limit, per_endpoint=per_endpoint, lease_s=lease_s
     )
     return [ClaimedDelivery(**row) for row in rows]
+
+
+def expand_webhook_fan_outs(conn: psycopg.Connection, *, max_rows: int) -> int:
+    """Write up to `max_rows` deliveries of waiting status changes; how many (0 while another expands)."""
+    row = _run.one_row(conn, "expand_webhook_fan_outs", max_rows=max_rows)
+    return int(row["written"]) if row else 0
+
+
+def postpone_webhook_delivery(conn: psycopg.Connection, *, delivery_id: int, delay_s: float) -> bool:
+    """Put a claimed delivery back, due in `delay_s`, without an attempt; whether it was still pending."""
+    return _run.one_row(conn, "postpone_webhook_delivery", delivery_id=delivery_id, delay_s=delay_s) is not None
+
+
+def list_webhook_secrets(conn: psycopg.Connection, *, after_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
+    """Endpoints' stored secrets, by id, after `after_id`."""
+    return _run.all_rows(conn, "list_webhook_secrets", after_id=after_id, limit=limit)
+
+
+def replace_webhook_secrets(
+    conn: psycopg.Connection,
+    *,
+    endpoint_id: uuid.UUID,
+    old: tuple[str, str | None],
+    new: tuple[str, str | None],
+) -> bool:
+    """Store an endpoint's secrets anew unless they changed since `old` was read; whether they were."""
+    row = _run.one_row(
+        conn, "replace_webhook_secrets", id=endpoint_id, old_secret=old[0], old_previous_secret=old[1],
+        secret=new[0], previous_secret=new[1],
+    )
+    return row is not None
 
 
 def record_webhook_attempt(

@@ -1,3 +1,17 @@
+-- lock_app_for_webhooks --
+-- Lock the app's row to the end of the transaction: its endpoints are added or changed one at a time, so
+-- the cap and the one-per-URL rule hold without a race between the check and the insert. (The count is a
+-- statement of its own, count_app_webhook_endpoints: one taken after the lock sees what the previous
+-- holder committed, under READ COMMITTED.)
+SELECT id FROM apps WHERE id = %(app_id)s FOR NO KEY UPDATE;
+
+-- count_app_webhook_endpoints --
+-- The app's endpoints, and one of them (other than `except_id`) with `url`.
+SELECT count(*) AS endpoints,
+       (array_agg(id) FILTER (WHERE url = %(url)s AND id IS DISTINCT FROM %(except_id)s::uuid))[1] AS same_url
+FROM webhook_endpoints
+WHERE app_id = %(app_id)s;
+
 -- insert_webhook_endpoint --
 -- Register a subscriber URL for an app.
 INSERT INTO webhook_endpoints (app_id, url, events, secret)
@@ -55,39 +69,22 @@ RETURNING id, app_id, url, events, disabled_at, disabled_reason, previous_secret
 -- Take up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint (counting those
 -- other workers hold), so one slow or dead subscriber cannot take every worker. The claim commits
 -- before the post: the delivery is leased (not due) until `lease_s` from now, which a dead worker
--- lets expire. Returns what a post needs: the body exactly as stored, the live secrets; and, for the
--- log line, the job and the request id of the API call that queued it (a primary-key read each).
-WITH endpoints AS (
-    SELECT e.id,
-           %(per_endpoint)s - (SELECT count(*) FROM webhook_deliveries f
-                               WHERE f.endpoint_id = e.id AND f.in_flight_until > now()) AS free
-    FROM webhook_endpoints e
-    WHERE e.disabled_at IS NULL
-), due AS (
-    SELECT d.id
-    FROM endpoints e
-    CROSS JOIN LATERAL (
-        SELECT d.id, d.next_attempt_at
-        FROM webhook_deliveries d
-        WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-        ORDER BY d.next_attempt_at, d.id
-        LIMIT greatest(e.free, 0)
-        FOR UPDATE SKIP LOCKED
-    ) AS d
-    ORDER BY d.next_attempt_at, d.id
-    LIMIT %(limit)s
-)
-UPDATE webhook_deliveries AS d
-SET in_flight_until = now() + make_interval(secs => %(lease_s)s),
-    next_attempt_at = now() + make_interval(secs => %(lease_s)s),
-    updated_at = now()
-FROM due, webhook_endpoints AS e, webhook_messages AS m
-WHERE d.id = due.id AND e.id = d.endpoint_id AND m.id = d.message_id
-RETURNING d.id, d.attempts, d.message_id, m.type, m.body::text AS body, e.id AS endpoint_id, e.url, e.secret,
-          CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
-          m.body #>> '{data,job_id}' AS job_id,
-          (SELECT j.request_id FROM recipients r JOIN jobs j ON j.id = r.job_id
-           WHERE r.id = m.recipient_id) AS request_id;
+-- lets expire. Returns what a post needs: the body exactly as stored, the live secrets (encrypted); and,
+-- for the log line, the job and the request id of the API call that queued it. The query is the function
+-- webhook_claim_deliveries (migration 0020), which runs with JIT off.
+SELECT id, attempts, message_id, type, body, endpoint_id, url, secret, previous_secret, job_id, request_id
+FROM webhook_claim_deliveries(%(limit)s, %(per_endpoint)s, %(lease_s)s);
+
+-- expand_webhook_fan_outs --
+-- Write the deliveries of waiting status changes, oldest first, at most `max_rows` (migration 0020).
+SELECT webhook_expand_fan_outs(%(max_rows)s) AS written;
+
+-- postpone_webhook_delivery --
+-- A claimed delivery whose host is over its rate: due again in `delay_s`, not attempted, no attempt logged.
+UPDATE webhook_deliveries
+SET next_attempt_at = now() + make_interval(secs => %(delay_s)s), in_flight_until = NULL, updated_at = now()
+WHERE id = %(delivery_id)s AND status = 'pending'
+RETURNING id;
 
 -- record_webhook_attempt --
 -- Log one attempt and move its delivery on: succeeded, failed, disabled, or pending again in
@@ -171,3 +168,18 @@ UPDATE webhook_deliveries
 SET status = 'pending', attempts = 0, next_attempt_at = now(), in_flight_until = NULL, updated_at = now()
 WHERE id = %(id)s AND endpoint_id = %(endpoint_id)s
 RETURNING id, status, next_attempt_at;
+
+-- list_webhook_secrets --
+-- Endpoints' stored secrets (encrypted or, before `mailer db migrate` encrypted them, in the clear), by id.
+SELECT id, secret, previous_secret
+FROM webhook_endpoints
+WHERE %(after_id)s::uuid IS NULL OR id > %(after_id)s::uuid
+ORDER BY id
+LIMIT %(limit)s;
+
+-- replace_webhook_secrets --
+-- Store an endpoint's secrets encrypted anew, unless they changed meanwhile (a rotation wins).
+UPDATE webhook_endpoints
+SET secret = %(secret)s, previous_secret = %(previous_secret)s
+WHERE id = %(id)s AND secret = %(old_secret)s AND previous_secret IS NOT DISTINCT FROM %(old_previous_secret)s
+RETURNING id;

@@ -12,7 +12,7 @@ import pytest
 from mailer.config import Settings
 from mailer.services import apps
 from tests.integration.conftest import make_key
-from tests.integration.webhooks_support import mark_sent, queue, register
+from tests.integration.webhooks_support import expand, mark_sent, queue, register
 
 OPERATOR = "operator-token-for-tests-0123"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -206,7 +206,8 @@ def test_the_replay_button_is_a_post_form_that_needs_the_csrf_token(client, conn
     billing = app_id_of(conn, "billing")
     endpoint = register(client, auth, "http://127.0.0.1:9/hook")
     job_id = queue(client, auth)
-    mark_sent(conn, job_id)  # the outbox trigger makes one delivery
+    mark_sent(conn, job_id)  # the outbox trigger queues one change; its expansion makes one delivery
+    expand(conn)
     delivery_id = conn.execute("SELECT id FROM webhook_deliveries").fetchone()[0]  # type: ignore[index]
     conn.execute("UPDATE webhook_deliveries SET status = 'failed'")
 
@@ -232,6 +233,7 @@ def test_a_script_replays_with_its_bearer_token_and_no_csrf_token(client, conn, 
     billing = app_id_of(conn, "billing")
     endpoint = register(client, auth, "http://127.0.0.1:9/hook")
     mark_sent(conn, queue(client, auth))
+    expand(conn)
     delivery_id = conn.execute("SELECT id FROM webhook_deliveries").fetchone()[0]  # type: ignore[index]
     action = f"/dashboard/apps/{billing}/webhooks/{endpoint['id']}/deliveries/{delivery_id}/replay"
     assert client.post(action, headers=auth).status_code == 302

@@ -22,7 +22,7 @@ from mailer import create_app, db, pgcluster, store
 from mailer.config import Settings
 from mailer.services import webhook_delivery
 from tests.integration.sending_support import make_due, message, run_sender, script
-from tests.integration.webhooks_support import mark_sent, post_events, register
+from tests.integration.webhooks_support import expand, mark_sent, post_events, register
 from tests.webhook_receiver import Receiver, running_receiver
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -161,6 +161,7 @@ def test_webhook_backlog_and_deliveries_by_outcome(webhook_app, webhook_settings
     before = scrape(client)
     job_id = client.post("/queue", json=message("ann@example.org"), headers=auth).json["id"]
     mark_sent(conn, job_id)  # the sender's record: one `email.sent` message for each endpoint
+    expand(conn)  # what the worker does before it claims: one delivery per endpoint
 
     pending = scrape(client)
     pool: psycopg_pool.ConnectionPool = db.create_pool(webhook_settings, name="test-metrics-webhooks")

@@ -15,6 +15,7 @@ from mailer import db
 from mailer.config import Settings
 from mailer.services import queueing, retention
 from mailer.store import retention as retention_store
+from tests.integration.webhooks_support import expand
 
 MESSAGE: dict[str, Any] = {
     "from": {"email": "billing@example.com", "name": "Billing"},
@@ -131,6 +132,7 @@ def attach_everything(conn: psycopg.Connection, job: uuid.UUID, endpoint: uuid.U
            FROM recipients WHERE job_id = %s""",
         (job,),
     )
+    expand(conn)
     conn.execute(
         """INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms)
            SELECT d.id, now(), 200, 5 FROM webhook_deliveries d

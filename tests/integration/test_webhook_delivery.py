@@ -19,6 +19,7 @@ from mailer.domain import statuses
 from mailer.services import webhook_delivery
 from tests.integration.webhooks_support import (
     BIG_ID,
+    expand,
     mark_sent,
     messages,
     post_events,
@@ -31,9 +32,11 @@ from tests.webhook_receiver import Receiver, running_receiver, verify_all
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The receiver listens on 127.0.0.1; retries follow at once; attempts time out fast."""
+    """The receiver listens on 127.0.0.1; retries follow at once; attempts time out fast; no host rate limit
+    (tests/integration/test_webhook_pinning.py tests it)."""
     return dataclasses.replace(
-        settings, webhook_allow_private=True, webhook_retry_schedule=(0, 0, 0), webhook_timeout_s=2.0
+        settings, webhook_allow_private=True, webhook_retry_schedule=(0, 0, 0), webhook_timeout_s=2.0,
+        webhook_host_rate_per_s=0,
     )
 
 
@@ -102,8 +105,8 @@ def test_a_failing_receiver_is_retried_with_the_same_id_and_body_until_it_succee
     [delivery] = deliveries_of(client, auth, endpoint)
     assert delivery["status"] == "succeeded"
     assert [a["status_code"] for a in delivery["attempts"]] == [500, 503, 200]
-    assert delivery["attempts"][0]["error"].startswith("HTTP 500: xxx")
-    assert len(delivery["attempts"][0]["error"]) <= 300  # the 10 kB answer is not kept
+    # only the status: what the subscriber answered is not kept (the log says nothing an attacker could use)
+    assert delivery["attempts"][0]["error"] == "HTTP 500"
     assert conn.execute("SELECT failing_since FROM webhook_endpoints").fetchone() == (None,)
 
 
@@ -140,6 +143,7 @@ def test_410_disables_the_endpoint_and_its_pending_deliveries(client, auth, conn
     first, second = queue(client, auth), queue(client, auth, "bob@example.org")
     mark_sent(conn, first)
     mark_sent(conn, second, BIG_ID + 100)
+    expand(conn)
     conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now() + interval '1 hour' WHERE id = "
                  "(SELECT max(id) FROM webhook_deliveries)")
 
@@ -193,10 +197,10 @@ def test_a_timeout_is_a_failure_and_the_attempt_ends_at_the_deadline(client, aut
     [done] = webhook_delivery.deliver_due_batch(pool, settings)
 
     assert done.status == "pending"
-    assert done.attempt.error == "timed out after 0.5 s"
+    assert done.attempt.error == "timeout"
     assert done.attempt.latency_ms < 2000
     [delivery] = deliveries_of(client, auth, endpoint)
-    assert (delivery["attempts"][0]["status_code"], delivery["attempts"][0]["error"]) == (None, "timed out after 0.5 s")
+    assert (delivery["attempts"][0]["status_code"], delivery["attempts"][0]["error"]) == (None, "timeout")
 
 
 def test_a_receiver_dripping_its_answer_is_cut_at_the_deadline(client, auth, conn, pool, settings, receiver):
@@ -211,7 +215,7 @@ def test_a_receiver_dripping_its_answer_is_cut_at_the_deadline(client, auth, con
 
     assert time.monotonic() - started < 3
     assert done.status == "pending"
-    assert done.attempt.error == "timed out after 1 s"
+    assert done.attempt.error == "timeout"
 
 
 def test_redirects_are_not_followed(client, auth, conn, pool, settings, receiver):
@@ -233,24 +237,7 @@ def test_a_url_that_turned_private_is_refused_at_delivery(client, auth, conn, po
     [done] = webhook_delivery.deliver_due_batch(pool, dataclasses.replace(settings, webhook_allow_private=False))
 
     assert done.status == "pending"
-    assert "forbidden address" in str(done.attempt.error)
-    assert receiver.requests == []
-
-
-@pytest.mark.parametrize("scheme", ["http", "https"])
-def test_the_address_actually_connected_to_is_checked(pool, settings, receiver, monkeypatch, scheme):
-    # A name that resolved to a public address when checked but connects to loopback (DNS rebinding)
-    # is stopped by the check on the connected socket.
-    from mailer.services import ssrf
-
-    monkeypatch.setattr(ssrf, "check_url", lambda url, allow_private: ssrf.parse(url))
-    delivery = webhook_delivery.ClaimedDelivery(
-        id=1, attempts=0, message_id="msg_x", type="email.sent", body="{}", endpoint_id=None,  # type: ignore[arg-type]
-        url=receiver.url("/ok").replace("http", scheme, 1), secret="whsec_" + "A" * 44, previous_secret=None,
-    )
-    attempt = webhook_delivery.post(delivery, dataclasses.replace(settings, webhook_allow_private=False))
-
-    assert "connected to a forbidden address" in str(attempt.error)
+    assert done.attempt.error == "refused address"
     assert receiver.requests == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import itertools
 import uuid
 
 import pytest
@@ -17,12 +18,17 @@ ENDPOINT_KEYS = ["id", "url", "events", "enabled", "disabled_at", "disabled_reas
                  "created_at", "updated_at"]
 
 
-def create(client, auth, url=PUBLIC_URL, events=("delivered", "bounced")):
+_SERIAL = itertools.count(1)
+
+
+def create(client, auth, url=None, events=("delivered", "bounced")):
+    """Register an endpoint; each without a `url` gets one of its own (one endpoint per URL per app)."""
+    url = url or f"{PUBLIC_URL}/{next(_SERIAL)}"
     return client.post("/webhooks", json={"url": url, "events": list(events)}, headers=auth)
 
 
 def test_create_answers_201_with_a_secret_shown_once(client, auth, conn):
-    response = create(client, auth)
+    response = create(client, auth, url=PUBLIC_URL)
 
     assert response.status_code == 201
     assert response.headers["Cache-Control"] == "no-store"
@@ -94,8 +100,8 @@ def test_private_and_loopback_urls_are_refused(client, auth, url):
 
 
 def test_patch_cannot_point_an_endpoint_at_a_private_address(client, auth):
-    endpoint = create(client, auth).json
-    response = client.patch(f"/webhooks/{endpoint['id']}", json={"url": "http://127.0.0.1:5000/"}, headers=auth)
+    endpoint = create(client, auth, url=PUBLIC_URL).json
+    response = client.patch(f"/webhooks/{endpoint['id']}", json={"url": "http://127.0.0.1/"}, headers=auth)
     assert response.status_code == 422
     assert client.get(f"/webhooks/{endpoint['id']}", headers=auth).json["url"] == PUBLIC_URL
 

@@ -55,8 +55,15 @@ def messages(conn: psycopg.Connection) -> list[tuple[str, str, Any]]:
     return [tuple(row) for row in conn.execute("SELECT id, type, body FROM webhook_messages ORDER BY created_at, id")]
 
 
+def expand(conn: psycopg.Connection) -> int:
+    """What the worker does before it claims: write the deliveries of committed status changes."""
+    row = conn.execute("SELECT webhook_expand_fan_outs(1000000)").fetchone()
+    return int(row[0]) if row else 0
+
+
 def deliveries(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
-    """(endpoint url, message type, status) of every delivery."""
+    """(endpoint url, message type, status) of every delivery, once the waiting fan-outs are expanded."""
+    expand(conn)
     return [tuple(row) for row in conn.execute(
         "SELECT e.url, m.type, d.status FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id"
         " JOIN webhook_messages m ON m.id = d.message_id ORDER BY m.created_at, e.url"

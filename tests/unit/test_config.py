@@ -215,6 +215,24 @@ def test_the_dashboard_and_metrics_settings():
     assert Settings.from_env({"MAILER_DASHBOARD_COOKIE_SECURE": "1"}).dashboard_cookie_secure is True
 
 
+FERNET_KEY = "x" * 43 + "="  # url-safe base64 of 32 bytes
+
+
+def test_the_webhook_settings_of_issue_17():
+    defaults = Settings.from_env({})
+    assert (defaults.webhook_max_endpoints, defaults.webhook_host_rate_per_s, defaults.webhook_dns_timeout_s,
+            defaults.webhook_expand_batch, defaults.webhook_secret_keys) == (10, 20, 2, 1000, ())
+    read = Settings.from_env({
+        "MAILER_WEBHOOK_MAX_ENDPOINTS": "3", "MAILER_WEBHOOK_HOST_RATE_PER_S": "0.5",
+        "MAILER_WEBHOOK_DNS_TIMEOUT_S": "0.25", "MAILER_WEBHOOK_EXPAND_BATCH": "50",
+        "MAILER_WEBHOOK_SECRET_KEYS": f" {FERNET_KEY} , {'y' * 43}= ",
+    })
+    assert (read.webhook_max_endpoints, read.webhook_host_rate_per_s, read.webhook_dns_timeout_s,
+            read.webhook_expand_batch) == (3, 0.5, 0.25, 50)
+    assert read.webhook_secret_keys == (FERNET_KEY, "y" * 43 + "=")
+    assert FERNET_KEY not in repr(read)
+
+
 @pytest.mark.parametrize(
     ("name", "raw"),
     [
@@ -229,3 +247,21 @@ def test_the_dashboard_and_metrics_settings():
 def test_a_bad_dashboard_or_metrics_setting_is_a_config_error_naming_the_variable(name, raw):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: raw})
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("MAILER_WEBHOOK_MAX_ENDPOINTS", "0"),
+        ("MAILER_WEBHOOK_MAX_ENDPOINTS", "ten"),
+        ("MAILER_WEBHOOK_HOST_RATE_PER_S", "-1"),
+        ("MAILER_WEBHOOK_DNS_TIMEOUT_S", "0"),
+        ("MAILER_WEBHOOK_EXPAND_BATCH", "0"),
+        ("MAILER_WEBHOOK_SECRET_KEYS", "not-a-key"),
+        ("MAILER_WEBHOOK_SECRET_KEYS", f"{FERNET_KEY},short"),
+    ],
+)
+def test_a_bad_webhook_setting_is_a_config_error_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError, match=name) as raised:
+        Settings.from_env({name: raw})
+    assert "short" not in str(raised.value)  # a key is never quoted

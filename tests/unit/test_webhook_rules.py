@@ -7,6 +7,8 @@ import dataclasses
 import ipaddress
 import pathlib
 import random
+import socket
+import threading
 import time
 
 import pytest
@@ -128,12 +130,39 @@ def test_malformed_urls_are_refused(url):
 )
 def test_urls_reaching_loopback_or_metadata_are_refused(url):
     with pytest.raises(ssrf.UnsafeURL, match="forbidden address"):
-        ssrf.check_url(url, allow_private=False)
+        ssrf.check_url(url, allow_private=False, timeout_s=2)
 
 
 def test_a_public_ip_literal_url_passes():
-    target = ssrf.check_url("https://93.184.215.14/hooks?x=1", allow_private=False)
+    target, addresses = ssrf.check_url("https://93.184.215.14/hooks?x=1", allow_private=False, timeout_s=2)
     assert (target.host, target.port) == ("93.184.215.14", 443)
+    assert [str(address) for address in addresses] == ["93.184.215.14"]
+
+
+@pytest.mark.parametrize("url", ["https://93.184.215.14:8443/", "http://93.184.215.14:22/", "http://93.184.215.14:6379/"])
+def test_only_ports_80_and_443_unless_private_addresses_are_allowed(url):
+    with pytest.raises(ssrf.UnsafeURL, match="port 80 or 443"):
+        ssrf.check_url(url, allow_private=False, timeout_s=2)
+    assert ssrf.check_url(url, allow_private=True, timeout_s=2)[0].port == int(url.rsplit(":", 1)[1].strip("/"))
+    for allowed in ("http://93.184.215.14:80/", "https://93.184.215.14:443/", "https://93.184.215.14/"):
+        ssrf.check_url(allowed, allow_private=False, timeout_s=2)
+
+
+def test_a_name_lookup_that_hangs_is_given_up_after_the_timeout(monkeypatch):
+    release = threading.Event()
+
+    def hanging(*args, **kwargs):
+        release.wait(10)
+        raise OSError("gave up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ssrf.UnsafeURL, match=r"did not resolve within 0\.2 s"):
+            ssrf.check_url("https://hangs.example/", allow_private=False, timeout_s=0.2)
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
 
 
 def test_the_readme_guide_for_subscribers_verifies_a_mailer_webhook():
