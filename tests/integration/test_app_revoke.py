@@ -15,7 +15,7 @@ from tests.integration.conftest import make_key
 from tests.integration.sending_support import message
 from tests.integration.test_cli import mailer
 from tests.integration.test_schedules import schedule_body
-from tests.integration.webhooks_support import mark_sent, queue, register
+from tests.integration.webhooks_support import expand, mark_sent, queue, register
 
 URL = "https://93.184.215.14/"  # never called: nothing here delivers
 
@@ -38,7 +38,8 @@ def populate(client, conn: psycopg.Connection, auth: dict[str, str]) -> dict[str
     made["endpoint"] = register(client, auth, URL + "on")["id"]
     made["off_endpoint"] = register(client, auth, URL + "off")["id"]
     assert client.patch(f"/webhooks/{made['off_endpoint']}", json={"enabled": False}, headers=auth).status_code == 200
-    mark_sent(conn, made["sent"])  # a pending delivery to the enabled endpoint
+    mark_sent(conn, made["sent"])
+    expand(conn)  # a pending delivery to the enabled endpoint
     response = client.post("/schedules", json=schedule_body(), headers=auth)
     assert response.status_code == 201, response.json
     made["schedule"] = response.json["id"]
