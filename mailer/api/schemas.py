@@ -27,6 +27,8 @@ def _header_name(value: str) -> None:
         raise ValidationError("is not a valid header name")
     if value.lower() in rules.FORBIDDEN_HEADERS:
         raise ValidationError(f"{value} cannot be set (Mailjet sets it, or a field of its own does)")
+    if value.lower().startswith(rules.MAILJET_CONTROL_PREFIX):
+        raise ValidationError(f"{value} cannot be set: X-MJ-* headers steer Mailjet itself")
 
 
 def _send_at_in_range(value: dt.datetime) -> None:
