@@ -10,6 +10,8 @@ import flask
 from mailer import logging_json
 
 HEADER = "X-Request-Id"
+# URL variables that hold personal data: a route with one is logged by its pattern, not its path.
+PRIVATE_ARGUMENTS = frozenset({"email"})
 
 log = logging.getLogger("mailer.request")
 
@@ -29,12 +31,14 @@ def _finish(response: flask.Response) -> flask.Response:
     response.headers[HEADER] = request_id
     started = flask.g.get("request_started")
     rule = flask.request.url_rule
-    # The path only: query strings can hold addresses (/logs?recipient=) and cursors.
+    # The path only: query strings can hold addresses (/logs?recipient=) and cursors. A path that itself holds
+    # an address (DELETE /suppressions/{email}) is logged as its route pattern.
+    path = flask.request.path if rule is None or rule.arguments.isdisjoint(PRIVATE_ARGUMENTS) else rule.rule
     log.info(
-        "%s %s %s", flask.request.method, flask.request.path, response.status_code,
+        "%s %s %s", flask.request.method, path, response.status_code,
         extra={
             "method": flask.request.method,
-            "path": flask.request.path,
+            "path": path,
             "route": None if rule is None else rule.rule,
             "status": response.status_code,
             "duration_ms": None if started is None else round((time.monotonic() - started) * 1000, 1),
