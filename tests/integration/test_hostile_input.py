@@ -360,3 +360,36 @@ def test_every_x_mj_header_is_422_naming_it(client, auth, conn, name):
 def test_events_need_their_own_credentials_even_with_hostile_bodies(client):
     assert post_events(client, nested(5000), headers={}).status_code == 401
     assert post_events(client, "[]", headers=MAILJET).status_code == 200
+
+
+# --- property: any JSON Mailjet could post ------------------------------------------------------------------
+
+MAILJET_FIELDS = ["event", "time", "MessageID", "Message_GUID", "email", "mj_campaign_id", "mj_contact_id",
+                  "customcampaign", "CustomID", "Payload", "hard_bounce", "error", "url", "geo", "agent"]
+
+
+def _json_values():  # type: ignore[no-untyped-def]
+    from hypothesis import strategies as st
+
+    scalars = (st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30)
+               | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40)
+               | st.sampled_from(["open", "bounce", "sent", " Blocked ", "unsub", "1755500000", "12", ZERO]))
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+
+
+def test_any_json_in_any_mailjet_field_is_200(app):
+    import hypothesis
+    from hypothesis import strategies as st
+
+    client = app.test_client()
+    event = st.dictionaries(st.sampled_from(MAILJET_FIELDS) | st.text(max_size=8), _json_values(), max_size=8)
+
+    @hypothesis.given(body=st.one_of(event, st.lists(event, max_size=5)))
+    @hypothesis.settings(max_examples=100, deadline=None, derandomize=True, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    def run(body: object) -> None:
+        response = post_events(client, json.dumps(body, allow_nan=True))
+        assert response.status_code == 200, (body, response.data[:300])
+
+    run()
