@@ -393,3 +393,15 @@ def test_any_json_in_any_mailjet_field_is_200(app):
         assert response.status_code == 200, (body, response.data[:300])
 
     run()
+
+
+@pytest.mark.parametrize("send_at", ["0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00+00:00",
+                                     "9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59+00:00"])
+def test_moving_a_job_out_of_range_is_422_and_the_job_stays_readable(client, auth, send_at):
+    job = client.post("/queue", json=MESSAGE | {"send_at": "2099-01-01T00:00:00Z"}, headers=auth).json["id"]
+    response = client.patch(f"/queue/{job}", json={"send_at": send_at}, headers=auth)
+    assert_error(response, 422, "validation_error")
+    assert "send_at" in response.json["error"]["details"]
+    status = client.get(f"/status/{job}", headers=auth)
+    assert status.status_code == 200
+    assert status.json["send_at"].startswith("2099-01-01")
