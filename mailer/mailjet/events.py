@@ -130,10 +130,29 @@ def parse_events(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[Mailje
     return [to_event(item) for item in parse_raw(body, max_depth)]
 
 
+def _huge_int(text: str) -> int | float:
+    # Python refuses to read an integer of more than 4,300 digits (CVE-2020-10735); as a float it is
+    # infinite, which tracking stores as null, like any other number Postgres cannot hold.
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc) and "Exceeds the limit" not in str(exc):
+            raise
+    # Valid JSON with a huge integer: still events, still a 200 (Mailjet retries anything else for a day).
+    return json.loads(body, parse_int=_huge_int)
+
+
 def parse_raw(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[dict]:
     """The raw event objects of a webhook body, not yet normalized (MalformedEvents when it has none)."""
     try:
-        data = json.loads(body)
+        data = _loads(body)
         json_depth.check(body, data, max_depth)
     except (json_depth.TooDeep, RecursionError):  # RecursionError: deeper than Python's limit, so than ours
         raise MalformedEvents(f"body nests deeper than {max_depth} levels ({json_depth.VARIABLE})") from None
