@@ -246,3 +246,14 @@ def test_no_secret_shows_in_the_repr_or_str_of_settings():
             assert secret not in shown
     assert "postgresql://mailer:***@db:5432/mailer?sslmode=require" in repr(settings)
     assert "max_body_bytes=20971520" in repr(settings)  # the rest stays readable
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["host=db user=mailer password=kw-pass-1a2b dbname=mailer", "host=db password = 'kw-pass-1a2b with spaces'",
+     "postgresql://mailer:kw-pass-1a2b@db/mailer", "postgresql://db/mailer?user=x&password=kw-pass-1a2b"],
+)
+def test_no_form_of_database_url_shows_its_password(url):
+    shown = repr(Settings.from_env({"DATABASE_URL": url}))
+    assert "kw-pass-1a2b" not in shown
+    assert "***" in shown
