@@ -106,6 +106,15 @@ def test_deleting_a_suppression_logs_the_route_not_the_address(client, auth, log
     assert not [text for text in logs.lines if "private.person" in text.lower()]
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "POST"])
+def test_an_unrouted_request_on_an_address_logs_no_address(client, auth, logs, method):
+    response = client.open("/suppressions/Private.Person%40example.org", method=method, headers=auth)
+    assert response.status_code == 405
+    [line] = logs.entries(logger="mailer.request", method=method)
+    assert line["path"] == "/suppressions/<redacted>" and line["route"] is None
+    assert not [text for text in logs.lines if "private.person" in text.lower()]
+
+
 def test_the_request_id_is_stored_with_each_job_of_a_batch(client, auth, conn):
     body = {"messages": [MESSAGE, MESSAGE]}
     response = client.post("/queue", json=body, headers={**auth, "X-Request-Id": "batch-7"})
