@@ -407,3 +407,26 @@ def test_moving_a_job_out_of_range_is_422_and_the_job_stays_readable(client, aut
     status = client.get(f"/status/{job}", headers=auth)
     assert status.status_code == 200
     assert status.json["send_at"].startswith("2099-01-01")
+
+
+def test_a_schedule_stored_with_a_year_one_start_is_cheap_to_show_and_tick(client, auth, conn, database_url):
+    import psycopg
+
+    from mailer.services import scheduling
+
+    created = client.post("/schedules", json=schedule(start_at="2099-01-01T09:00:00", count=None), headers=auth).json
+    # As the issue found it: stored before start_at was bounded, or running since the year 1.
+    conn.execute("UPDATE schedules SET start_local = '0001-01-02 09:00', next_occurrence = now() - interval '1 h'"
+                 " WHERE id = %s", (created["id"],))
+    conn.commit()
+    started = time.monotonic()
+    listed = client.get("/schedules", headers=auth)
+    shown = client.get(f"/schedules/{created['id']}", headers=auth)
+    assert time.monotonic() - started < 1.0  # 1 s per such schedule before
+    assert listed.status_code == shown.status_code == 200
+    assert len(shown.json["upcoming"]) == 5
+    started = time.monotonic()
+    with psycopg.connect(database_url) as other:
+        ticked = scheduling.tick(other, now=dt.datetime.now(dt.UTC), batch_size=50)
+    assert time.monotonic() - started < 2.0
+    assert ticked.jobs == 1
