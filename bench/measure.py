@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import json
+import pathlib
 import statistics
 import sys
 import time
@@ -286,3 +288,52 @@ def events(system: System, clients: int, group: int = 100) -> tuple[float, int, 
 def stats(values: list[float]) -> tuple[float, float]:
     """Median and p99 of samples."""
     return statistics.median(values), loadgen.percentile(sorted(values), 99)
+
+
+# --- 7: one huge grouped POST /events ----------------------------------------------------------------------
+
+
+def _web_worker_pids(system: System) -> list[int]:
+    """gunicorn's worker processes (the children of the `web` master)."""
+    master = system.processes["web"].pid
+    children = pathlib.Path(f"/proc/{master}/task/{master}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+def _reset_peak_rss(pid: int) -> None:
+    """Start VmHWM again from the current RSS (clear_refs 5, Linux 4.0+)."""
+    with contextlib.suppress(OSError):
+        pathlib.Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def big_events(system: System, count: int) -> tuple[float, float, float, int]:
+    """One grouped POST of `count` events: seconds, web worker RSS before and at peak (MiB), events stored."""
+    now = int(time.time())
+    raw = [
+        {"event": "open", "time": now + i % 600, "MessageID": 10**17 + i, "Message_GUID": f"guid-{i}",
+         "email": f"r{i}@example.org", "mj_campaign_id": 1, "mj_contact_id": 1, "customcampaign": "",
+         "CustomID": "", "Payload": "", "ip": "203.0.113.7", "geo": "FR", "agent": "Mozilla/5.0"}
+        for i in range(count)
+    ]
+    body = json.dumps(raw).encode()
+    del raw
+    pids = _web_worker_pids(system)
+    for pid in pids:
+        _reset_peak_rss(pid)
+    before = max((_current_rss_mb(pid) for pid in pids), default=0.0)
+    user, _, password = EVENTS_AUTH.partition(":")
+    started = time.monotonic()
+    response = _post_json(system, "/events", body, auth=(user, password))
+    elapsed = time.monotonic() - started
+    peak = max((peak_rss_mb(pid) for pid in pids), default=0.0)
+    stored = int(response.json()["new"])
+    print(f"big events: {len(body) / 2**20:.1f} MiB body, answer {response.json()}", file=sys.stderr)
+    return elapsed, before, peak, stored
+
+
+def _current_rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0

@@ -6,10 +6,18 @@ import base64
 import dataclasses
 import math
 import os
+import re
+import urllib.parse
 from collections.abc import Mapping
 
 MIB = 1024 * 1024
 MIN_OPERATOR_TOKEN = 16  # it opens every app's dashboard: no guessable short words
+# A schedule nests a message in a body (4 levels) before metadata or variables start. Above 200, json.dumps
+# and psycopg's recursive encoders come near Python's recursion limit (about 1000 frames).
+MIN_JSON_DEPTH, MAX_JSON_DEPTH = 8, 200
+# Fields whose value is a credential, and URLs that may carry a password: never in repr or str.
+_SECRET_WORDS = ("secret", "token", "auth", "password", "key")
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -29,6 +37,15 @@ class Settings:
     webhook_allow_private: bool = False
     port: int = 8000
     max_body_bytes: int = 20 * MIB
+    # Nesting of a JSON body (a top-level object is 1): no message, schedule or Mailjet event comes near
+    # it, and what nests deeper is refused by the parser before any code walks it recursively.
+    max_json_depth: int = 32
+    # POST /events stores a grouped array this many events per transaction, so a huge POST never holds
+    # one long transaction (a chunk that fails after earlier ones committed is safe: duplicates apply once).
+    events_chunk_size: int = 1000
+    # A schedule's start_at may lie at most this far in the past: each occurrence is computed by walking the
+    # rule from its start, so an older start makes every computation slower (services/scheduling.py).
+    schedule_max_past_days: int = 366
     send_max_attempts: int = 8
     send_backoff_base_s: float = 2.0
     send_backoff_cap_s: float = 600.0
@@ -92,6 +109,15 @@ class Settings:
             webhook_allow_private=reader.flag("MAILER_WEBHOOK_ALLOW_PRIVATE"),
             port=reader.integer("PORT", defaults.port, minimum=1, maximum=65535),
             max_body_bytes=reader.integer("MAILER_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1),
+            max_json_depth=reader.integer(
+                "MAILER_MAX_JSON_DEPTH", defaults.max_json_depth, minimum=MIN_JSON_DEPTH, maximum=MAX_JSON_DEPTH
+            ),
+            events_chunk_size=reader.integer(
+                "MAILER_EVENTS_CHUNK_SIZE", defaults.events_chunk_size, minimum=1, maximum=100_000
+            ),
+            schedule_max_past_days=reader.integer(
+                "MAILER_SCHEDULE_MAX_PAST_DAYS", defaults.schedule_max_past_days, minimum=0, maximum=3660
+            ),
             send_max_attempts=reader.integer("MAILER_SEND_MAX_ATTEMPTS", defaults.send_max_attempts, minimum=1),
             send_backoff_base_s=reader.number("MAILER_SEND_BACKOFF_BASE_S", defaults.send_backoff_base_s),
             send_backoff_cap_s=reader.number("MAILER_SEND_BACKOFF_CAP_S", defaults.send_backoff_cap_s),
@@ -160,6 +186,14 @@ class Settings:
         if self.operator_token is not None and len(self.operator_token) < MIN_OPERATOR_TOKEN:
             raise ConfigError(f"MAILER_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN} characters")
 
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{field.name}={_masked(field.name, getattr(self, field.name))!r}" for field in dataclasses.fields(self)
+        )
+        return f"Settings({shown})"
+
+    __str__ = __repr__
+
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is not configured."""
         if not self.database_url:
@@ -172,6 +206,36 @@ def _is_fernet_key(key: str) -> bool:
         return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32 and len(key) == 44
     except (ValueError, UnicodeEncodeError):
         return False
+
+
+def _masked(name: str, value: object) -> object:
+    """A setting as repr may show it: credentials as '***', URLs without their password."""
+    if value is None or value == () or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, tuple) and not any(word in name for word in _SECRET_WORDS):
+        return value
+    if name.endswith("_url") and isinstance(value, str):
+        return _url_without_password(value)
+    if any(word in name for word in _SECRET_WORDS):
+        return "***"
+    return value
+
+
+def _url_without_password(url: str) -> str:
+    """A libpq or HTTP URL with any password replaced by '***' (in the authority or a query parameter)."""
+    if "://" not in url:  # libpq's keyword form: host=db password=...
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if has_password else netloc
+    query = "&".join(
+        f"{key}=***" if key.lower() == "password" else f"{key}={value}"
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @dataclasses.dataclass(frozen=True)

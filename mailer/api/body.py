@@ -10,7 +10,7 @@ from typing import Any
 
 import flask
 
-from mailer.domain import errors
+from mailer.domain import errors, json_depth
 
 # A lone surrogate escape (e.g. "\ud800") parses, but it is not Unicode text: it cannot be
 # encoded as UTF-8 nor stored by Postgres.
@@ -29,15 +29,32 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def too_deep(limit: int) -> errors.MalformedRequest:
+    """The 400 for a body nested deeper than MAILER_MAX_JSON_DEPTH."""
+    return errors.MalformedRequest(
+        f"the request body nests deeper than {limit} levels (MAILER_MAX_JSON_DEPTH)",
+        {"_body": [f"nested deeper than {limit} levels"]},
+    )
+
+
+def max_depth() -> int:
+    """MAILER_MAX_JSON_DEPTH of this app."""
+    return int(flask.current_app.extensions["mailer.settings"].max_json_depth)
+
+
 def json_body() -> Any:
-    """The request body parsed as JSON (MalformedRequest when it is not)."""
+    """The request body parsed as JSON (MalformedRequest when it is not, or nests too deep)."""
     raw = flask.request.get_data(cache=True)
     if not raw.strip():
         raise errors.MalformedRequest("the request body is empty; send JSON")
+    limit = max_depth()
     try:
         text = raw.decode("utf-8")
         body = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        json_depth.check(raw, body, limit)
+    except (json_depth.TooDeep, RecursionError):  # RecursionError: deeper than Python's limit, so than ours
+        raise too_deep(limit) from None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise errors.MalformedRequest(f"the request body is not valid JSON: {_short(exc)}") from None
     if "\\u" not in text:
         # Neither a lone surrogate nor a NUL can arrive without a \u escape: strict UTF-8 decoding refuses

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from typing import Any
 
 import flask
 
@@ -40,14 +41,25 @@ def _check_basic_auth() -> None:
 def receive_events() -> flask.Response:
     """Store Mailjet events (one object or a grouped array); 200 for anything parsed."""
     _check_basic_auth()
-    raw = flask.request.get_data(cache=True)
+    settings = flask.current_app.extensions["mailer.settings"]
+    raw = flask.request.get_data(cache=False)  # not kept on the request: freed once parsed
     # Postgres cannot store U+0000; an event carrying one must still be kept, not retried forever.
     raw = raw.replace(b"\\u0000", b"\\ufffd")
     try:
-        parsed = mailjet_events.parse_events(raw)
-    except (mailjet_events.MalformedEvents, RecursionError) as exc:  # RecursionError: nested too deep
+        items: list[Any] = mailjet_events.parse_raw(raw, settings.max_json_depth)
+    except mailjet_events.MalformedEvents as exc:
         raise errors.MalformedRequest(f"not a Mailjet event payload: {exc}") from None
-    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
-        recorded = tracking.record_events(conn, parsed)
-    metrics.events_received(event.name for event in parsed)
-    return flask.jsonify({"received": recorded.received, "new": recorded.new, "matched": recorded.matched})
+    del raw
+    received = new = matched = 0
+    # One transaction per chunk: a huge grouped POST holds no long transaction and normalizes one chunk at a
+    # time. When a later chunk fails (503), Mailjet resends the whole POST and the committed chunks' events
+    # are duplicates, kept once.
+    for start in range(0, len(items), settings.events_chunk_size):
+        chunk = items[start : start + settings.events_chunk_size]
+        parsed = [mailjet_events.to_event(item) for item in chunk]
+        with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+            recorded = tracking.record_events(conn, parsed)
+        received, new, matched = received + recorded.received, new + recorded.new, matched + recorded.matched
+        metrics.events_received(event.name for event in parsed)
+        items[start : start + len(chunk)] = [None] * len(chunk)  # let the chunk's objects go
+    return flask.jsonify({"received": received, "new": new, "matched": matched})

@@ -33,7 +33,7 @@ _CONVERTER_SCHEMAS: dict[str, dict[str, Any]] = {
     "int": {"type": "integer", "minimum": 0},
 }
 ERRORS = {
-    400: "The body is not JSON (malformed_request).",
+    400: "The body is not JSON, or nests deeper than MAILER_MAX_JSON_DEPTH (malformed_request).",
     401: "Missing or bad credentials (unauthorized).",
     404: "No such id for this app, or no such route (not_found).",
     409: "The state does not allow it (conflict).",

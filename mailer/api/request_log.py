@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import flask
+import werkzeug.routing
 
 from mailer import logging_json
 
 HEADER = "X-Request-Id"
+# URL variables that hold personal data: a route with one is logged by its pattern, not its path.
+PRIVATE_ARGUMENTS = frozenset({"email"})
+_ADDRESS_SEGMENT = re.compile(r"[^/]*@[^/]*")
 
 log = logging.getLogger("mailer.request")
 
@@ -29,12 +34,14 @@ def _finish(response: flask.Response) -> flask.Response:
     response.headers[HEADER] = request_id
     started = flask.g.get("request_started")
     rule = flask.request.url_rule
-    # The path only: query strings can hold addresses (/logs?recipient=) and cursors.
+    # The path only: query strings can hold addresses (/logs?recipient=) and cursors. A path that itself holds
+    # an address (DELETE /suppressions/{email}) is logged as its route pattern.
+    path = _loggable_path(flask.request.path, rule)
     log.info(
-        "%s %s %s", flask.request.method, flask.request.path, response.status_code,
+        "%s %s %s", flask.request.method, path, response.status_code,
         extra={
             "method": flask.request.method,
-            "path": flask.request.path,
+            "path": path,
             "route": None if rule is None else rule.rule,
             "status": response.status_code,
             "duration_ms": None if started is None else round((time.monotonic() - started) * 1000, 1),
@@ -43,6 +50,13 @@ def _finish(response: flask.Response) -> flask.Response:
         },
     )
     return response
+
+
+def _loggable_path(path: str, rule: werkzeug.routing.Rule | None) -> str:
+    """The path, or its route pattern when it holds an address; unrouted (404, 405), without any address."""
+    if rule is None:  # GET /suppressions/{email} is a 405 that matched no rule: its path still holds the address
+        return _ADDRESS_SEGMENT.sub("<redacted>", path)
+    return path if rule.arguments.isdisjoint(PRIVATE_ARGUMENTS) else rule.rule
 
 
 def _unbind(_: BaseException | None) -> None:

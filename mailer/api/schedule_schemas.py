@@ -7,8 +7,13 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from mailer.api.schemas import MessageSchema, StrictSchema
+from mailer.api.schemas import MessageSchema, StrictSchema, send_at_in_range
+from mailer.domain import message as rules
 from mailer.domain import recurrence
+
+MAX_CURSOR = 200  # ours are about 100 characters
+_EARLIEST = rules.EARLIEST_SEND_AT.replace(tzinfo=None)
+_LATEST = rules.LATEST_SEND_AT.replace(tzinfo=None)
 
 
 class LocalDateTime(fields.Field):
@@ -18,9 +23,13 @@ class LocalDateTime(fields.Field):
         if not isinstance(value, str):
             raise ValidationError("must be an ISO 8601 date-time string")
         try:
-            return dt.datetime.fromisoformat(value)
+            parsed = dt.datetime.fromisoformat(value)
         except ValueError:
             raise ValidationError("is not an ISO 8601 date-time") from None
+        # A day of slack at both ends: converting between zones must not leave Python's years 1 to 9999.
+        if not _EARLIEST <= parsed.replace(tzinfo=None) <= _LATEST:
+            raise ValidationError("must be between 0001-01-02 and 9999-12-30")
+        return parsed
 
 
 def _known_timezone(value: str) -> None:
@@ -74,11 +83,12 @@ class ScheduleListSchema(StrictSchema):
     """GET /schedules query string."""
 
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
-    cursor = fields.String(load_default=None)
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=MAX_CURSOR))
     status = fields.String(load_default=None, validate=validate.OneOf(("active", "done")))
 
 
 class SendAtPatchSchema(StrictSchema):
     """PATCH /queue/{id}: move a scheduled job."""
 
-    send_at = fields.AwareDateTime(required=True, format="iso")
+    # The range of POST /queue's send_at: a year-1 time stored here made every later read of the job a 500.
+    send_at = fields.AwareDateTime(required=True, format="iso", validate=send_at_in_range)

@@ -34,6 +34,10 @@ def _pool() -> Any:
     return flask.current_app.extensions["mailer.pool"]
 
 
+def _settings() -> Any:
+    return flask.current_app.extensions["mailer.settings"]
+
+
 def _load(schema: Schema, data: Any) -> dict[str, Any]:
     try:
         return schema.load(data)
@@ -73,7 +77,10 @@ def create_schedule() -> tuple[flask.Response, int]:
     loaded = _load(ScheduleCreateSchema(), body.json_body())
     now = _now()
     with db.connection(_pool()) as conn:
-        created = scheduling.create(conn, app_id=auth.current_app_id(), spec=_spec(loaded, loaded["timezone"]), now=now)
+        created = scheduling.create(
+            conn, app_id=auth.current_app_id(), spec=_spec(loaded, loaded["timezone"]), now=now,
+            max_past_days=_settings().schedule_max_past_days,
+        )
         shown = scheduling.view(conn, created, now, with_jobs=True)
     return flask.jsonify(shown), 201
 
@@ -112,7 +119,10 @@ def patch_schedule(schedule_id: str) -> flask.Response:
     app_id, key, now = auth.current_app_id(), _schedule_id(schedule_id), _now()
     with db.connection(_pool()) as conn:
         timezone = loaded.get("timezone") or scheduling.get(conn, app_id=app_id, schedule_id=key)["timezone"]
-        updated = scheduling.update(conn, app_id=app_id, schedule_id=key, changes=_spec(loaded, timezone), now=now)
+        updated = scheduling.update(
+            conn, app_id=app_id, schedule_id=key, changes={**_spec(loaded, timezone), "timezone": timezone}, now=now,
+            max_past_days=_settings().schedule_max_past_days,
+        )
         return flask.jsonify(scheduling.view(conn, updated, now, with_jobs=True))
 
 
@@ -141,7 +151,12 @@ def _encode_cursor(row: dict[str, Any]) -> str:
 
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
-        created_at, schedule_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return dt.datetime.fromisoformat(created_at), uuid.UUID(schedule_id)
-    except (ValueError, TypeError, binascii.Error):
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not (isinstance(data, list) and len(data) == 2 and all(isinstance(value, str) for value in data)):
+            raise ValueError("not a cursor")
+        created_at, schedule_id = dt.datetime.fromisoformat(data[0]), uuid.UUID(data[1])
+        if created_at.tzinfo is None:
+            raise ValueError("not a cursor")
+    except (ValueError, binascii.Error, RecursionError):  # UnicodeDecodeError is a ValueError
         raise errors.ValidationFailed("cursor is not one this API gave out", {"cursor": ["invalid"]}) from None
+    return created_at, schedule_id

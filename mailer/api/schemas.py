@@ -27,9 +27,11 @@ def _header_name(value: str) -> None:
         raise ValidationError("is not a valid header name")
     if value.lower() in rules.FORBIDDEN_HEADERS:
         raise ValidationError(f"{value} cannot be set (Mailjet sets it, or a field of its own does)")
+    if value.lower().startswith(rules.MAILJET_CONTROL_PREFIX):
+        raise ValidationError(f"{value} cannot be set: X-MJ-* headers steer Mailjet itself")
 
 
-def _send_at_in_range(value: dt.datetime) -> None:
+def send_at_in_range(value: dt.datetime) -> None:
     try:
         in_range = rules.EARLIEST_SEND_AT <= value.astimezone(dt.UTC) <= rules.LATEST_SEND_AT
     except OverflowError:
@@ -84,7 +86,7 @@ class MessageSchema(StrictSchema):
     )
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     priority = fields.String(load_default="transactional", validate=validate.OneOf(statuses.PRIORITIES))
-    send_at = fields.AwareDateTime(load_default=None, allow_none=True, format="iso", validate=_send_at_in_range)
+    send_at = fields.AwareDateTime(load_default=None, allow_none=True, format="iso", validate=send_at_in_range)
 
     @validates_schema
     def _check_whole_message(self, data: dict[str, Any], **_: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -253,10 +254,10 @@ def _load(schema: Schema, data: dict[str, str]) -> tuple[dict[str, Any], dict[st
 
 
 def _link(endpoint: str, app_id: int, params: dict[str, str]) -> str:
-    """A page's URL with these query parameters (never ones url_for would take for itself)."""
-    query = {key: value for key, value in params.items() if key != "app_id" and not key.startswith("_")}
-    values: dict[str, Any] = {"app_id": app_id, **query}
-    return flask.url_for(endpoint, **values)
+    """A page's URL with these query parameters, encoded apart: url_for takes some names for itself
+    (`endpoint`, `_external`, `app_id`), and a query parameter of that name must not reach it."""
+    query = {key: value for key, value in params.items() if key != "app_id"}
+    return f"{flask.url_for(endpoint, app_id=app_id)}?{urllib.parse.urlencode(query)}"
 
 
 def _today() -> dt.date:

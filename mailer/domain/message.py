@@ -25,6 +25,10 @@ FORBIDDEN_HEADERS = frozenset(
     )
 )
 
+# Every X-MJ-* header steers Mailjet (monitoring category, event payload, custom id, template...), and
+# Mailjet adds new ones: none may come from a client, not only those listed above.
+MAILJET_CONTROL_PREFIX = "x-mj-"
+
 # RFC 5322 field name: printable US-ASCII except the colon. \Z, not $: $ also matches before a
 # trailing newline, which would let "X-Name\n" through.
 HEADER_NAME = re.compile(r"\A[!-9;-~]{1,100}\Z")

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from mailer.domain import json_depth
+
 # Mailjet event name -> our recipient status, as django-anymail normalizes them.
 # https://dev.mailjet.com/email/guides/webhooks/
 EVENT_STATUS = {
@@ -23,6 +25,11 @@ EVENT_STATUS = {
 SOFT_BOUNCE_STATUS = "deferred"
 # Events after which the address must not be mailed again (a hard bounce only, among bounces).
 SUPPRESSING_EVENTS = frozenset({"blocked", "spam", "unsub"})
+# Our CustomID is a job id (36 characters). A longer one is not ours and could not even be indexed
+# (a btree entry holds at most about 2.7 kB): it stays in the payload only.
+MAX_CUSTOM_ID = 255
+# What parse_events allows unless told otherwise (the web passes MAILER_MAX_JSON_DEPTH).
+DEFAULT_MAX_DEPTH = 32
 
 
 class MalformedEvents(ValueError):
@@ -82,6 +89,11 @@ def _text(value: Any) -> str | None:
     return str(value) or None
 
 
+def _custom_id(value: Any) -> str | None:
+    text = _text(value)
+    return text if text is not None and len(text) <= MAX_CUSTOM_ID else None
+
+
 def _is_true(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() == "true"
@@ -104,7 +116,7 @@ def to_event(raw: dict) -> MailjetEvent:
         name=name,
         at=_timestamp(raw.get("time")),
         message_id=_message_id(raw.get("MessageID")),
-        custom_id=_text(raw.get("CustomID")),
+        custom_id=_custom_id(raw.get("CustomID")),
         email=(_text(raw.get("email")) or "").strip() or None,
         hard_bounce=hard_bounce,
         suppresses=hard_bounce or key in SUPPRESSING_EVENTS,
@@ -113,12 +125,39 @@ def to_event(raw: dict) -> MailjetEvent:
     )
 
 
-def parse_events(body: bytes) -> list[MailjetEvent]:
+def parse_events(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[MailjetEvent]:
     """Parse a webhook body: one bare object (version 1) or an array of objects (version 2)."""
+    return [to_event(item) for item in parse_raw(body, max_depth)]
+
+
+def _huge_int(text: str) -> int | float:
+    # Python refuses to read an integer of more than 4,300 digits (CVE-2020-10735); as a float it is
+    # infinite, which tracking stores as null, like any other number Postgres cannot hold.
     try:
-        data = json.loads(body)
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc) and "Exceeds the limit" not in str(exc):
+            raise
+    # Valid JSON with a huge integer: still events, still a 200 (Mailjet retries anything else for a day).
+    return json.loads(body, parse_int=_huge_int)
+
+
+def parse_raw(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[dict]:
+    """The raw event objects of a webhook body, not yet normalized (MalformedEvents when it has none)."""
+    try:
+        data = _loads(body)
+        json_depth.check(body, data, max_depth)
+    except (json_depth.TooDeep, RecursionError):  # RecursionError: deeper than Python's limit, so than ours
+        raise MalformedEvents(f"body nests deeper than {max_depth} levels ({json_depth.VARIABLE})") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedEvents(f"body is not JSON: {exc}") from None
+        raise MalformedEvents(f"body is not JSON: {str(exc)[:200]}") from None
     # Grouped callbacks (version 2) post an array, ungrouped ones a single object.
     # https://dev.mailjet.com/email/guides/webhooks/
     if isinstance(data, dict):
@@ -128,4 +167,4 @@ def parse_events(body: bytes) -> list[MailjetEvent]:
     for index, item in enumerate(data):
         if not isinstance(item, dict):
             raise MalformedEvents(f"element {index} is {type(item).__name__}, not an object")
-    return [to_event(item) for item in data]
+    return data

@@ -82,7 +82,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         when = dt.datetime.fromisoformat(created_at)
         if not isinstance(email, str) or when.tzinfo is None or not _plausible(email):
             raise ValueError("not a cursor")
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, TypeError, RecursionError):  # UnicodeError is a ValueError
         raise errors.ValidationFailed(
             "cursor is not a cursor from GET /suppressions", {"cursor": ["is not a valid cursor"]}
         ) from None
@@ -91,7 +91,16 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
 
 def _plausible(email: str) -> bool:
     """Whether a string could be a stored address (Postgres cannot even compare one with NUL)."""
-    return bool(email) and len(email) <= MAX_EMAIL and "\x00" not in email
+    return bool(email) and len(email) <= MAX_EMAIL and "\x00" not in email and _utf8(email)
+
+
+def _utf8(text: str) -> bool:
+    """Whether a string is Unicode text Postgres can take (a lone surrogate from a \\ud800 escape is not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- screening a send batch ------------------------------------------------------------------------

@@ -93,6 +93,28 @@ def test_errors_and_refused_requests_carry_a_request_id_too(client, logs):
     assert "ann@example.org" not in json.dumps(line)
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["on the list", "not on the list"])
+def test_deleting_a_suppression_logs_the_route_not_the_address(client, auth, logs, listed):
+    if listed:
+        added = client.post("/suppressions", json={"email": "Private.Person@example.org"}, headers=auth)
+        assert added.status_code == 201
+    response = client.delete("/suppressions/Private.Person%40example.org", headers=auth)
+    assert response.status_code == (204 if listed else 404)
+    [line] = logs.entries(logger="mailer.request", method="DELETE")
+    assert line["path"] == line["route"] == "/suppressions/<path:email>"
+    assert line["message"] == f"DELETE /suppressions/<path:email> {response.status_code}"
+    assert not [text for text in logs.lines if "private.person" in text.lower()]
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "POST"])
+def test_an_unrouted_request_on_an_address_logs_no_address(client, auth, logs, method):
+    response = client.open("/suppressions/Private.Person%40example.org", method=method, headers=auth)
+    assert response.status_code == 405
+    [line] = logs.entries(logger="mailer.request", method=method)
+    assert line["path"] == "/suppressions/<redacted>" and line["route"] is None
+    assert not [text for text in logs.lines if "private.person" in text.lower()]
+
+
 def test_the_request_id_is_stored_with_each_job_of_a_batch(client, auth, conn):
     body = {"messages": [MESSAGE, MESSAGE]}
     response = client.post("/queue", json=body, headers={**auth, "X-Request-Id": "batch-7"})

@@ -265,3 +265,64 @@ def test_a_bad_webhook_setting_is_a_config_error_naming_the_variable(name, raw):
     with pytest.raises(ConfigError, match=name) as raised:
         Settings.from_env({name: raw})
     assert "short" not in str(raised.value)  # a key is never quoted
+
+
+def test_the_hostile_input_limits():
+    defaults = Settings.from_env({})
+    assert (defaults.max_json_depth, defaults.events_chunk_size, defaults.schedule_max_past_days) == (32, 1000, 366)
+    read = Settings.from_env(
+        {"MAILER_MAX_JSON_DEPTH": "64", "MAILER_EVENTS_CHUNK_SIZE": "50", "MAILER_SCHEDULE_MAX_PAST_DAYS": "0"}
+    )
+    assert (read.max_json_depth, read.events_chunk_size, read.schedule_max_past_days) == (64, 50, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("MAILER_MAX_JSON_DEPTH", "7"),  # a schedule needs 4 levels before its metadata starts
+        ("MAILER_MAX_JSON_DEPTH", "201"),  # deeper reaches Python's recursion limit in the encoders
+        ("MAILER_MAX_JSON_DEPTH", "deep"),
+        ("MAILER_EVENTS_CHUNK_SIZE", "0"),
+        ("MAILER_EVENTS_CHUNK_SIZE", "100001"),
+        ("MAILER_SCHEDULE_MAX_PAST_DAYS", "-1"),
+        ("MAILER_SCHEDULE_MAX_PAST_DAYS", "3661"),
+    ],
+)
+def test_a_bad_hostile_input_limit_is_a_config_error_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: raw})
+
+
+SECRETS = {
+    "DATABASE_URL": "postgresql://mailer:db-pass-1f3a@db:5432/mailer?sslmode=require",
+    "MAILER_DIRECT_DATABASE_URL": "host=db user=mailer password=direct-pass-7c2e",
+    "DATABASE_REPLICA_URL": "postgresql://mailer@replica/mailer?password=replica-pass-9d4b",
+    "MAILJET_API_URL": "https://user:url-pass-3e8f@api.mailjet.test",
+    "MAILJET_API_KEY": "mj-public-key-5a1c",
+    "MAILJET_API_SECRET": "mj-secret-6b2d",
+    "MAILER_EVENTS_AUTH": "mailjet:events-pass-8e0a",
+    "MAILER_OPERATOR_TOKEN": "operator-token-2c9f-0123456789",
+    "MAILER_SECRET_KEY": "secret-key-4d7e",
+}
+
+
+def test_no_secret_shows_in_the_repr_or_str_of_settings():
+    settings = Settings.from_env(SECRETS)
+    assert settings.mailjet_api_secret == "mj-secret-6b2d"  # read, only hidden when shown
+    for shown in (repr(settings), str(settings), f"{settings}", f"{settings!r}", repr([settings])):
+        for secret in ("db-pass-1f3a", "direct-pass-7c2e", "replica-pass-9d4b", "url-pass-3e8f", "mj-secret-6b2d",
+                       "events-pass-8e0a", "operator-token-2c9f", "secret-key-4d7e", "mj-public-key-5a1c"):
+            assert secret not in shown
+    assert "postgresql://mailer:***@db:5432/mailer?sslmode=require" in repr(settings)
+    assert "max_body_bytes=20971520" in repr(settings)  # the rest stays readable
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["host=db user=mailer password=kw-pass-1a2b dbname=mailer", "host=db password = 'kw-pass-1a2b with spaces'",
+     "postgresql://mailer:kw-pass-1a2b@db/mailer", "postgresql://db/mailer?user=x&password=kw-pass-1a2b"],
+)
+def test_no_form_of_database_url_shows_its_password(url):
+    shown = repr(Settings.from_env({"DATABASE_URL": url}))
+    assert "kw-pass-1a2b" not in shown
+    assert "***" in shown

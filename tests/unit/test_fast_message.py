@@ -97,6 +97,8 @@ INVALID_OR_OTHER = [
     message(variables=None),
     message(headers={"X-Order": "1"}),
     message(headers={}),
+    message(headers={"X-MJ-MonitoringCategory": "x"}),
+    message(headers={"x-mj-anything": "x"}),
     message(attachments=[]),
     message(send_at="2030-12-01T09:00:00+01:00"),
     message(send_at=None),
@@ -166,6 +168,21 @@ def test_randomly_mutated_messages_agree() -> None:
     rng = random.Random(20261122)  # noqa: S311  # reproducible test data, not security
     for _ in range(5000):
         agree(_mutate(rng.choice(PLAIN), rng))
+
+
+@pytest.mark.parametrize("name", ["X-MJ-MonitoringCategory", "x-mj-monitoringcategory", "X-Mj-Future-Header",
+                                  "X-MJ-CustomID"])
+def test_every_x_mj_header_is_refused_by_both_loaders(name: str) -> None:
+    data = message(headers={name: "x"})
+    assert fast_message.load(copy.deepcopy(data)) is None
+    with pytest.raises(ValidationError) as refused:
+        schemas.MessageSchema().load(copy.deepcopy(data))
+    assert name in str(refused.value.messages["headers"])
+
+
+def test_other_headers_still_pass() -> None:
+    loaded = schemas.MessageSchema().load(message(headers={"X-Order": "1", "X-Mailer-Tag": "a", "X-MJX": "b"}))
+    assert loaded["headers"] == {"X-Order": "1", "X-Mailer-Tag": "a", "X-MJX": "b"}
 
 
 def test_every_schema_field_is_known_to_the_fast_path() -> None:
