@@ -23,4 +23,11 @@ def create_app(settings: Settings | None = None) -> flask.Flask:
     request_log.init_app(app)
     api.init_app(app)
     dashboard.init_app(app, settings)
+    app.after_request(_nosniff)
     return app
+
+
+def _nosniff(response: flask.Response) -> flask.Response:
+    # Every answer says what it is; no browser may guess another type (gunicorn's own answers say it too).
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -28,6 +28,14 @@ class Settings:
     webhook_allow_private: bool = False
     port: int = 8000
     max_body_bytes: int = 20 * MIB
+    # The web worker (mailer/web/worker.py): how long a request may take to arrive (headers, then the whole
+    # request, from its first byte), how long a client may take to take its response, and the size of the
+    # request line and headers together.
+    web_header_timeout_s: float = 10.0
+    web_request_timeout_s: float = 60.0
+    web_send_timeout_s: float = 30.0
+    web_max_header_bytes: int = 64 * 1024
+    web_max_connections: int = 250
     send_max_attempts: int = 8
     send_backoff_base_s: float = 2.0
     send_backoff_cap_s: float = 600.0
@@ -74,6 +82,19 @@ class Settings:
             webhook_allow_private=reader.flag("MAILER_WEBHOOK_ALLOW_PRIVATE"),
             port=reader.integer("PORT", defaults.port, minimum=1, maximum=65535),
             max_body_bytes=reader.integer("MAILER_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1),
+            web_header_timeout_s=reader.number(
+                "MAILER_WEB_HEADER_TIMEOUT_S", defaults.web_header_timeout_s, positive=True
+            ),
+            web_request_timeout_s=reader.number(
+                "MAILER_WEB_REQUEST_TIMEOUT_S", defaults.web_request_timeout_s, positive=True
+            ),
+            web_send_timeout_s=reader.number("MAILER_WEB_SEND_TIMEOUT_S", defaults.web_send_timeout_s, positive=True),
+            web_max_header_bytes=reader.integer(
+                "MAILER_WEB_MAX_HEADER_BYTES", defaults.web_max_header_bytes, minimum=1024, maximum=1024 * 1024
+            ),
+            web_max_connections=reader.integer(
+                "MAILER_WEB_MAX_CONNECTIONS", defaults.web_max_connections, minimum=1, maximum=100_000
+            ),
             send_max_attempts=reader.integer("MAILER_SEND_MAX_ATTEMPTS", defaults.send_max_attempts, minimum=1),
             send_backoff_base_s=reader.number("MAILER_SEND_BACKOFF_BASE_S", defaults.send_backoff_base_s),
             send_backoff_cap_s=reader.number("MAILER_SEND_BACKOFF_CAP_S", defaults.send_backoff_cap_s),

@@ -59,6 +59,10 @@ WEBHOOK_DELIVERIES = Counter(
     "mailer_webhook_deliveries", "Outbound webhook attempts by outcome: succeeded, retry (will be attempted "
     "again), failed (out of retries), disabled (the endpoint is)", ["outcome"],
 )
+WEB_REFUSED = Counter(
+    "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
+    "to arrive), 413, 414, 431, 400 (bad framing)", ["status"],
+)
 _COUNTED_JOB_STATUSES = (statuses.QUEUED, statuses.SCHEDULED, statuses.SENT, statuses.FAILED, statuses.SUPPRESSED)
 _WEBHOOK_OUTCOMES = {"succeeded": "succeeded", "pending": "retry", "failed": "failed", "disabled": "disabled"}
 _OTHER_EVENT = "other"
