@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from gunicorn import http
+from gunicorn.http.unreader import Unreader
 from gunicorn.workers import gthread
 
 from mailer import metrics
@@ -30,6 +31,14 @@ from mailer.web.framing import Rejected, RequestFramer
 
 READ_SIZE = 256 * 1024  # one recv per readable event; a 20 MiB body takes 80 loop turns
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class BufferedUnreader(Unreader):
+    """The parser's source: the bytes the main loop read, never the socket (a thread must not wait on a client)."""
+
+    def chunk(self, size_hint: int | None = None) -> bytes:
+        """Nothing beyond what was handed over: to the parser, the end of the input."""
+        return b""
 
 
 class Conn(gthread.TConn):
@@ -79,37 +88,46 @@ class BufferingWorker(gthread.ThreadWorker):
 
     def on_client_socket_readable(self, conn: Conn, client: Any) -> None:
         """A kept-alive connection has its next request coming: read it like a new one."""
-        self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
-        self._start_request(conn, b"")
+        self._start_request(conn, b"", polled=True)
 
-    def _start_request(self, conn: Conn, already: bytes) -> None:
+    def _start_request(self, conn: Conn, already: bytes, polled: bool = False) -> None:
+        # polled: still registered with the selector (under the keep-alive callback).
         now = time.monotonic()
         conn.framer = RequestFramer(self.cfg.limit_request_line or self.max_header_bytes,
                                     self.max_header_bytes, self.max_body_bytes)
         conn.header_deadline = now + self.header_timeout
         conn.request_deadline = now + self.request_timeout
         conn.continue_sent = False
+        conn.polled = polled
         self.reading[conn] = None
-        if already and self._take(conn, already):
+        # The request is often there already (and a kept-alive connection is readable): read it before
+        # asking the selector, so that a request that came whole costs no selector calls.
+        if self._take(conn, already) if already else self._read(conn):
             return
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
-        conn.polled = True
-        if not already:
-            self._on_readable(conn, conn.sock)  # the request is often there already
+        callback = partial(self._on_readable, conn)
+        if polled:
+            self.poller.modify(conn.sock, selectors.EVENT_READ, callback)
+        else:
+            self.poller.register(conn.sock, selectors.EVENT_READ, callback)
+            conn.polled = True
 
     def _on_readable(self, conn: Conn, _client: Any) -> None:
+        self._read(conn)
+
+    def _read(self, conn: Conn) -> bool:
+        """Read what arrived; whether the connection left the reading state."""
         try:
             data = conn.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             self._close(conn)
-            return
+            return True
         if not data:
             self._close(conn)  # the client went away
-            return
-        self._take(conn, data)
+            return True
+        return self._take(conn, data)
 
     def _take(self, conn: Conn, data: bytes) -> bool:
         """Feed bytes to the connection's framer; whether it left the reading state."""
@@ -134,6 +152,7 @@ class BufferingWorker(gthread.ThreadWorker):
         conn.framer = None
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+            conn.parser.unreader = BufferedUnreader()
             conn.initialized = conn.data_ready = True
         conn.parser.unreader.unread(bytes(framer.buffer))
         self.enqueue_req(conn)
@@ -220,14 +239,18 @@ class BufferingWorker(gthread.ThreadWorker):
         """Serve one complete request (its bytes are in the parser); whether to keep the connection."""
         req = None
         try:
-            # Blocking with a timeout: the request is buffered, so this bounds sending the response to a
-            # client that does not read it (and any read the parser still makes).
+            # Blocking with a timeout: the parser reads only the bytes handed over, so this bounds sending
+            # the response to a client that does not read it.
             conn.sock.settimeout(self.send_timeout)
             req = next(conn.parser)
             if not req:
                 return False
             return bool(self._keepalive_after(conn, self.handle_request(req, conn)))
-        except (http.errors.NoMoreData, StopIteration):
+        except http.errors.NoMoreData:
+            # The parser wanted more than the framer found in the request: the framing is not what it seems.
+            self.handle_error(req, conn.sock, conn.client, http.errors.InvalidHeader("incomplete request"))
+            return False
+        except StopIteration:
             return False
         except TimeoutError:
             self.log.info("Client ip=%s took more than %s s to take its response", conn.client, self.send_timeout)

@@ -148,8 +148,10 @@ def test_slow_requests_get_a_json_408_at_their_deadline(database_url: str, tmp_p
         finally:
             for sock in sockets:
                 sock.close()
-        # The server still answers afterwards.
+        # The server still answers afterwards, and counted them.
         assert requests.get(f"{web.url}/healthz", timeout=5).status_code == 200
+        scrape = requests.get(f"{web.url}/metrics", timeout=10).text
+        assert 'mailer_web_refused_total{status="408"} 4.0' in scrape
 
 
 def test_a_client_that_does_not_read_its_answers_is_cut_off(database_url: str, tmp_path: pathlib.Path) -> None:
