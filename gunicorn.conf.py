@@ -28,7 +28,7 @@ worker_class = "mailer.web.worker.BufferingWorker"
 # Open connections per process (each costs a file descriptor and the buffer of the request being read);
 # beyond it the process stops accepting until one closes.
 worker_connections = _settings.web_max_connections
-# gunicorn 25+ opens a control socket shared by every gunicorn of the user ($XDG_RUNTIME_DIR/gunicorn.ctl):
+# gunicorn 25.1+ opens a control socket shared by every gunicorn of the user ($XDG_RUNTIME_DIR/gunicorn.ctl):
 # nothing of mailer uses it, and it would let any process of the user resize or stop this one.
 control_socket_disable = True
 # Requests are short; a stuck one should not hold a worker for long.

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import errno
 import selectors
+import socket
+import struct
 import time
 from functools import partial
 from typing import Any
@@ -67,6 +69,8 @@ class BufferingWorker(gthread.ThreadWorker):
         self.header_timeout = settings.web_header_timeout_s
         self.request_timeout = settings.web_request_timeout_s
         self.send_timeout = settings.web_send_timeout_s
+        seconds = int(self.send_timeout)
+        self.send_timeval = struct.pack("ll", seconds, int((self.send_timeout - seconds) * 1_000_000))
         self.max_header_bytes = settings.web_max_header_bytes
         self.max_body_bytes = settings.max_body_bytes
         self.reading: dict[Conn, None] = {}  # connections whose request is being read, oldest first
@@ -83,6 +87,9 @@ class BufferingWorker(gthread.ThreadWorker):
                 raise
             return
         self.nr_conns += 1
+        # A kernel send timeout rather than Python's socket timeout: in timeout mode every send first polls
+        # (with the GIL released and taken again twice), which cost ~30 µs of CPU per request.
+        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.send_timeval)
         conn = Conn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
         self._start_request(conn, b"")
 
@@ -239,9 +246,9 @@ class BufferingWorker(gthread.ThreadWorker):
         """Serve one complete request (its bytes are in the parser); whether to keep the connection."""
         req = None
         try:
-            # Blocking with a timeout: the parser reads only the bytes handed over, so this bounds sending
-            # the response to a client that does not read it.
-            conn.sock.settimeout(self.send_timeout)
+            # Blocking; SO_SNDTIMEO (set at accept) bounds each send. The parser reads only the bytes handed
+            # over, never the socket.
+            conn.sock.setblocking(True)
             req = next(conn.parser)
             if not req:
                 return False
@@ -252,8 +259,8 @@ class BufferingWorker(gthread.ThreadWorker):
             return False
         except StopIteration:
             return False
-        except TimeoutError:
-            self.log.info("Client ip=%s took more than %s s to take its response", conn.client, self.send_timeout)
+        except BlockingIOError:  # SO_SNDTIMEO: the client took nothing of its response for send_timeout
+            self.log.info("Client ip=%s took nothing of its response for %s s", conn.client, self.send_timeout)
             return False
         except OSError as e:
             if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):

@@ -20,8 +20,9 @@ def web(tmp_path_factory: pytest.TempPathFactory, pg_cluster, template_db: str) 
     dbname = "mailer_test_web_protocol"
     janitor = _janitor(pg_cluster, dbname, template_dbname=template_db)
     janitor.init()
+    runtime_dir = tmp_path_factory.mktemp("runtime")  # where gunicorn 25.1+ would open its control socket
     try:
-        with web_process(pg_cluster.url(dbname), tmp_path_factory.mktemp("web")) as running:
+        with web_process(pg_cluster.url(dbname), runtime_dir, XDG_RUNTIME_DIR=str(runtime_dir)) as running:
             yield running
     finally:
         janitor.drop()
@@ -115,3 +116,8 @@ def test_a_client_waiting_for_100_continue_gets_it(web: Web) -> None:
         assert sock.recv(25).startswith(b"HTTP/1.1 100 Continue")
         sock.sendall(body)
         assert read_answer(sock).status == 202
+
+
+def test_gunicorn_opens_no_control_socket(web: Web) -> None:
+    assert (web.log.parent / "web.log").exists()
+    assert not (web.log.parent / "gunicorn.ctl").exists()
