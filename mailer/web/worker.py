@@ -7,7 +7,8 @@ RequestFramer (mailer/web/framing.py) says its headers and body are in, then han
 parser and the request to a thread. Slow clients cost a buffer and a file descriptor each (at most
 worker_connections per process), never a thread. A request must complete its headers within
 MAILER_WEB_HEADER_TIMEOUT_S and its body within MAILER_WEB_REQUEST_TIMEOUT_S of its first byte (408 in
-the error shape after that), and a response must be taken by the client within MAILER_WEB_SEND_TIMEOUT_S.
+the error shape after that), and a client that takes nothing of its response for MAILER_WEB_SEND_TIMEOUT_S
+is cut off.
 Written against gunicorn 27.0.1 (pinned in pyproject.toml): it replaces the worker's accept, keep-alive
 and per-request paths, and serves HTTP/1.1 only (no TLS, no HTTP/2: the platform's router terminates them).
 """
