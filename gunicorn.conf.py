@@ -14,12 +14,23 @@ _METRICS_DIR_CREATED = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _METRICS_DIR_CREATED:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mailer-metrics-")
 
+from mailer.config import Settings  # noqa: E402
 from mailer.logging_json import gunicorn_logconfig  # noqa: E402  # after PROMETHEUS_MULTIPROC_DIR is set
+
+_settings = Settings.from_env()  # a bad value stops the start here, with the variable's name
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("MAILER_WEB_THREADS", "4"))
-worker_class = "gthread"
+# gthread, except that a request is read whole by the worker's main loop before a thread gets it, with
+# deadlines: slow clients cannot hold the threads (mailer/web/worker.py, README "Slow and hostile clients").
+worker_class = "mailer.web.worker.BufferingWorker"
+# Open connections per process (each costs a file descriptor and the buffer of the request being read);
+# beyond it the process stops accepting until one closes.
+worker_connections = _settings.web_max_connections
+# gunicorn 25.1+ opens a control socket shared by every gunicorn of the user ($XDG_RUNTIME_DIR/gunicorn.ctl):
+# nothing of mailer uses it, and it would let any process of the user resize or stop this one.
+control_socket_disable = True
 # Requests are short; a stuck one should not hold a worker for long.
 timeout = 30
 graceful_timeout = 20

@@ -25,4 +25,11 @@ def create_app(settings: Settings | None = None) -> flask.Flask:
     api.init_app(app)
     dashboard.init_app(app, settings)
     webhook_secrets.warn_if_keyed_by_the_database(settings)
+    app.after_request(_nosniff)
     return app
+
+
+def _nosniff(response: flask.Response) -> flask.Response:
+    # Every answer says what it is; no browser may guess another type (gunicorn's own answers say it too).
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -46,6 +46,14 @@ class Settings:
     # A schedule's start_at may lie at most this far in the past: each occurrence is computed by walking the
     # rule from its start, so an older start makes every computation slower (services/scheduling.py).
     schedule_max_past_days: int = 366
+    # The web worker (mailer/web/worker.py): how long a request may take to arrive (headers, then the whole
+    # request, from its first byte), how long a client may take to take its response, and the size of the
+    # request line and headers together.
+    web_header_timeout_s: float = 10.0
+    web_request_timeout_s: float = 60.0
+    web_send_timeout_s: float = 30.0
+    web_max_header_bytes: int = 64 * 1024
+    web_max_connections: int = 250
     send_max_attempts: int = 8
     send_backoff_base_s: float = 2.0
     send_backoff_cap_s: float = 600.0
@@ -117,6 +125,19 @@ class Settings:
             ),
             schedule_max_past_days=reader.integer(
                 "MAILER_SCHEDULE_MAX_PAST_DAYS", defaults.schedule_max_past_days, minimum=0, maximum=3660
+            ),
+            web_header_timeout_s=reader.number(
+                "MAILER_WEB_HEADER_TIMEOUT_S", defaults.web_header_timeout_s, positive=True
+            ),
+            web_request_timeout_s=reader.number(
+                "MAILER_WEB_REQUEST_TIMEOUT_S", defaults.web_request_timeout_s, positive=True
+            ),
+            web_send_timeout_s=reader.number("MAILER_WEB_SEND_TIMEOUT_S", defaults.web_send_timeout_s, positive=True),
+            web_max_header_bytes=reader.integer(
+                "MAILER_WEB_MAX_HEADER_BYTES", defaults.web_max_header_bytes, minimum=1024, maximum=1024 * 1024
+            ),
+            web_max_connections=reader.integer(
+                "MAILER_WEB_MAX_CONNECTIONS", defaults.web_max_connections, minimum=1, maximum=100_000
             ),
             send_max_attempts=reader.integer("MAILER_SEND_MAX_ATTEMPTS", defaults.send_max_attempts, minimum=1),
             send_backoff_base_s=reader.number("MAILER_SEND_BACKOFF_BASE_S", defaults.send_backoff_base_s),

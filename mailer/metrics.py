@@ -77,6 +77,10 @@ WEBHOOK_POSTPONED = Counter(
     "mailer_webhook_rate_limited", "Outbound webhook deliveries put back unattempted because their host was over "
     "MAILER_WEBHOOK_HOST_RATE_PER_S",
 )
+WEB_REFUSED = Counter(
+    "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
+    "to arrive), 413, 414, 431, 400 (bad framing)", ["status"],
+)
 _COUNTED_JOB_STATUSES = (statuses.QUEUED, statuses.SCHEDULED, statuses.SENT, statuses.FAILED, statuses.SUPPRESSED)
 _WEBHOOK_OUTCOMES = {"succeeded": "succeeded", "pending": "retry", "failed": "failed", "disabled": "disabled"}
 _OTHER_EVENT = "other"

@@ -51,6 +51,11 @@ ENV = {
     "MAILER_WORKER_CONCURRENCY": "4",
     "MAILER_DB_POOL_SIZE": "3",
     "MAILER_DB_TIMEOUT_S": "1.5",
+    "MAILER_WEB_HEADER_TIMEOUT_S": "2.5",
+    "MAILER_WEB_REQUEST_TIMEOUT_S": "20",
+    "MAILER_WEB_SEND_TIMEOUT_S": "7",
+    "MAILER_WEB_MAX_HEADER_BYTES": "16384",
+    "MAILER_WEB_MAX_CONNECTIONS": "100",
 }
 
 
@@ -74,6 +79,11 @@ def test_every_variable_is_read():
         "worker_concurrency": 4,
         "db_pool_size": 3,
         "db_timeout_s": 1.5,
+        "web_header_timeout_s": 2.5,
+        "web_request_timeout_s": 20.0,
+        "web_send_timeout_s": 7.0,
+        "web_max_header_bytes": 16384,
+        "web_max_connections": 100,
     }
     assert {name: read[name] for name in expected} == expected
 
@@ -326,3 +336,21 @@ def test_no_form_of_database_url_shows_its_password(url):
     shown = repr(Settings.from_env({"DATABASE_URL": url}))
     assert "kw-pass-1a2b" not in shown
     assert "***" in shown
+
+
+def test_the_web_tier_limits():
+    settings = Settings.from_env({})
+    assert (settings.web_header_timeout_s, settings.web_request_timeout_s, settings.web_send_timeout_s) == (10, 60, 30)
+    assert (settings.web_max_header_bytes, settings.web_max_connections) == (64 * 1024, 250)
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    ("MAILER_WEB_HEADER_TIMEOUT_S", "0"),
+    ("MAILER_WEB_REQUEST_TIMEOUT_S", "-1"),
+    ("MAILER_WEB_SEND_TIMEOUT_S", "soon"),
+    ("MAILER_WEB_MAX_HEADER_BYTES", "100"),  # below 1 KiB: no real request fits
+    ("MAILER_WEB_MAX_CONNECTIONS", "0"),
+])
+def test_a_bad_web_tier_limit_is_a_config_error_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: raw})

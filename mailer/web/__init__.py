@@ -1,0 +1,1 @@
+"""The web server tier: gunicorn worker class and its request framing."""

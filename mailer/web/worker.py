@@ -1,0 +1,286 @@
+"""gunicorn's gthread worker, but a thread only ever gets a request that has fully arrived.
+
+Stock gthread gives a connection to a thread, which then blocks reading it: a few clients that send a
+header line every few seconds, or half a body, hold every thread, and the process stops answering. Here
+the worker's main loop (one selector, no threads) reads every connection without blocking until
+RequestFramer (mailer/web/framing.py) says its headers and body are in, then hands the bytes to gunicorn's
+parser and the request to a thread. Slow clients cost a buffer and a file descriptor each (at most
+worker_connections per process), never a thread. A request must complete its headers within
+MAILER_WEB_HEADER_TIMEOUT_S and its body within MAILER_WEB_REQUEST_TIMEOUT_S of its first byte (408 in
+the error shape after that), and a client that takes nothing of its response for MAILER_WEB_SEND_TIMEOUT_S
+is cut off.
+Written against gunicorn 27.0.1 (pinned in pyproject.toml): it replaces the worker's accept, keep-alive
+and per-request paths, and serves HTTP/1.1 only (no TLS, no HTTP/2: the platform's router terminates them).
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import struct
+import time
+from functools import partial
+from typing import Any
+
+from gunicorn import http
+from gunicorn.http.unreader import Unreader
+from gunicorn.workers import gthread
+
+from mailer import metrics
+from mailer.config import Settings
+from mailer.web import responses
+from mailer.web.framing import Rejected, RequestFramer
+
+READ_SIZE = 256 * 1024  # one recv per readable event; a 20 MiB body takes 80 loop turns
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class BufferedUnreader(Unreader):
+    """The parser's source: the bytes the main loop read, never the socket (a thread must not wait on a client)."""
+
+    def chunk(self, size_hint: int | None = None) -> bytes:
+        """Nothing beyond what was handed over: to the parser, the end of the input."""
+        return b""
+
+
+class Conn(gthread.TConn):
+    """A gthread connection with the request being read and its deadlines."""
+
+    framer: RequestFramer | None = None
+    header_deadline = 0.0
+    request_deadline = 0.0
+    continue_sent = False
+    polled = False  # registered with the worker's selector for _on_readable
+
+
+class BufferingWorker(gthread.ThreadWorker):
+    """gthread, with each request read whole in the main loop before a thread gets it."""
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """Refuse the settings this worker does not serve (TLS, HTTP/2)."""
+        super().check_config(cfg, log)
+        if cfg.is_ssl or "h2" in cfg.http_protocols:
+            raise RuntimeError("mailer's web worker serves plain HTTP/1.1: terminate TLS and HTTP/2 before it")
+
+    def init_process(self) -> None:
+        """Read the limits, then run gthread's setup (which starts the loop)."""
+        settings = Settings.from_env()
+        self.header_timeout = settings.web_header_timeout_s
+        self.request_timeout = settings.web_request_timeout_s
+        self.send_timeout = settings.web_send_timeout_s
+        seconds = int(self.send_timeout)
+        self.send_timeval = struct.pack("ll", seconds, int((self.send_timeout - seconds) * 1_000_000))
+        self.max_header_bytes = settings.web_max_header_bytes
+        self.max_body_bytes = settings.max_body_bytes
+        self.reading: dict[Conn, None] = {}  # connections whose request is being read, oldest first
+        super().init_process()
+
+    # --- main loop: accept, read, hand over -------------------------------------------------------
+
+    def accept(self, listener: Any) -> None:
+        """Accept a connection and start reading its first request."""
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        # A kernel send timeout rather than Python's socket timeout: in timeout mode every send first polls
+        # (with the GIL released and taken again twice), which cost ~30 µs of CPU per request.
+        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.send_timeval)
+        conn = Conn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        self._start_request(conn, b"")
+
+    def on_client_socket_readable(self, conn: Conn, client: Any) -> None:
+        """A kept-alive connection has its next request coming: read it like a new one."""
+        self.keepalived_conns.remove(conn)
+        self._start_request(conn, b"", polled=True)
+
+    def _start_request(self, conn: Conn, already: bytes, polled: bool = False) -> None:
+        # polled: still registered with the selector (under the keep-alive callback).
+        now = time.monotonic()
+        conn.framer = RequestFramer(self.cfg.limit_request_line or self.max_header_bytes,
+                                    self.max_header_bytes, self.max_body_bytes)
+        conn.header_deadline = now + self.header_timeout
+        conn.request_deadline = now + self.request_timeout
+        conn.continue_sent = False
+        conn.polled = polled
+        self.reading[conn] = None
+        # The request is often there already (and a kept-alive connection is readable): read it before
+        # asking the selector, so that a request that came whole costs no selector calls.
+        if self._take(conn, already) if already else self._read(conn):
+            return
+        callback = partial(self._on_readable, conn)
+        if polled:
+            self.poller.modify(conn.sock, selectors.EVENT_READ, callback)
+        else:
+            self.poller.register(conn.sock, selectors.EVENT_READ, callback)
+            conn.polled = True
+
+    def _on_readable(self, conn: Conn, _client: Any) -> None:
+        self._read(conn)
+
+    def _read(self, conn: Conn) -> bool:
+        """Read what arrived; whether the connection left the reading state."""
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self._close(conn)
+            return True
+        if not data:
+            self._close(conn)  # the client went away
+            return True
+        return self._take(conn, data)
+
+    def _take(self, conn: Conn, data: bytes) -> bool:
+        """Feed bytes to the connection's framer; whether it left the reading state."""
+        framer = conn.framer
+        if framer is None:  # already handed over or closed
+            return True
+        rejected = framer.feed(data)
+        if rejected is not None:
+            self._refuse(conn, responses.rejected_bytes(rejected), rejected)
+            return True
+        if framer.complete:
+            self._dispatch(conn, framer)
+            return True
+        if framer.expects_continue and framer.body_pending and not conn.continue_sent:
+            conn.continue_sent = True
+            self._send_quietly(conn, CONTINUE)
+        return False
+
+    def _dispatch(self, conn: Conn, framer: RequestFramer) -> None:
+        self._unpoll(conn)
+        del self.reading[conn]
+        conn.framer = None
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+            conn.parser.unreader = BufferedUnreader()
+            conn.initialized = conn.data_ready = True
+        conn.parser.unreader.unread(bytes(framer.buffer))
+        self.enqueue_req(conn)
+
+    def murder_pending(self) -> None:
+        """gthread's sweep, plus a 408 for each request past its deadline (the loop runs at least every second)."""
+        super().murder_pending()
+        if not self.alive:  # stopping: connections that have sent nothing yet are not waited for
+            for conn in [conn for conn in self.reading if conn.framer is not None and not conn.framer.buffer]:
+                self._close(conn)
+        now = time.monotonic()
+        late = [conn for conn in self.reading if now >= min(conn.request_deadline, self._header_cutoff(conn))]
+        for conn in late:
+            if conn.framer is not None and conn.framer.headers_done:
+                what, seconds = "the request body", self.request_timeout
+            else:
+                what, seconds = "the request headers", min(self.header_timeout, self.request_timeout)
+            metrics.WEB_REFUSED.labels(status="408").inc()
+            self._send_quietly(conn, responses.timeout_bytes(what, seconds))
+            self._close(conn)
+
+    @staticmethod
+    def _header_cutoff(conn: Conn) -> float:
+        return float("inf") if conn.framer is None or conn.framer.headers_done else conn.header_deadline
+
+    def _refuse(self, conn: Conn, response: bytes, rejected: Rejected) -> None:
+        self.log.warning("Refused request from ip=%s: %s %s", conn.client[0] if conn.client else "",
+                         rejected.status, rejected.message)
+        metrics.WEB_REFUSED.labels(status=str(rejected.status)).inc()
+        self._send_quietly(conn, response)
+        self._close(conn)
+
+    def _send_quietly(self, conn: Conn, data: bytes) -> None:
+        # One non-blocking send: these answers are small enough for the socket buffer, and a client that
+        # does not take them loses them.
+        try:
+            conn.sock.send(data)
+        except OSError:
+            self.log.debug("Could not send to ip=%s", conn.client)
+
+    def _unpoll(self, conn: Conn) -> None:
+        if conn.polled:
+            conn.polled = False
+            self.poller.unregister(conn.sock)
+
+    def _close(self, conn: Conn) -> None:
+        self._unpoll(conn)
+        self.reading.pop(conn, None)
+        conn.framer = None
+        self.nr_conns -= 1
+        conn.close()
+
+    # --- after a request --------------------------------------------------------------------------
+
+    def finish_request(self, conn: Conn, fs: Any) -> None:  # type: ignore[override]
+        """Back on the main loop: read the next request (pipelined or kept alive), or close."""
+        try:
+            keep = bool(fs.result()) if not fs.cancelled() else False
+        except Exception:
+            keep = False
+        try:
+            if not keep:
+                self.nr_conns -= 1
+                conn.close(graceful=True)
+                return
+            conn.sock.setblocking(False)
+            pipelined = conn.parser.unreader.take_buffered()
+            if pipelined:
+                self._start_request(conn, pipelined)
+                return
+            conn.set_timeout()
+            if not self.alive:
+                conn.timeout = min(conn.timeout, time.monotonic() + gthread.STOP_KEEPALIVE_LINGER)
+            self.keepalived_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        except Exception:
+            self.reading.pop(conn, None)
+            self.nr_conns -= 1
+            conn.close()
+
+    # --- in a thread: the request is complete -----------------------------------------------------
+
+    def handle(self, conn: Conn) -> bool:  # type: ignore[override]
+        """Serve one complete request (its bytes are in the parser); whether to keep the connection."""
+        req = None
+        try:
+            # Blocking; SO_SNDTIMEO (set at accept) bounds each send. The parser reads only the bytes handed
+            # over, never the socket.
+            conn.sock.setblocking(True)
+            req = next(conn.parser)
+            if not req:
+                return False
+            return bool(self._keepalive_after(conn, self.handle_request(req, conn)))
+        except http.errors.NoMoreData:
+            # The parser wanted more than the framer found in the request: the framing is not what it seems.
+            self.handle_error(req, conn.sock, conn.client, http.errors.InvalidHeader("incomplete request"))
+            return False
+        except StopIteration:
+            return False
+        except BlockingIOError:  # SO_SNDTIMEO: the client took nothing of its response for send_timeout
+            self.log.info("Client ip=%s took nothing of its response for %s s", conn.client, self.send_timeout)
+            return False
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+            return False
+        except Exception as e:
+            self.handle_error(req, conn.sock, conn.client, e)
+            return False
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """gunicorn's errors (bad request line, headers, chunks; app crashes) in the error shape, not HTML."""
+        rejected = responses.classify(exc)
+        ip = addr[0] if addr else ""
+        if rejected.status >= 500:
+            self.log.exception("Error handling request from ip=%s", ip)
+        else:
+            self.log.warning("Invalid request from ip=%s: %s", ip, rejected.message)
+        metrics.WEB_REFUSED.labels(status=str(rejected.status)).inc()
+        try:
+            client.sendall(responses.rejected_bytes(rejected))
+        except Exception:
+            self.log.debug("Failed to send error message.")
