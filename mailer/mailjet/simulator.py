@@ -120,6 +120,41 @@ def _message_errors(msg: dict[str, Any]) -> list[dict[str, Any]]:
     return errors
 
 
+_STRINGS = ("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "EventPayload", "TemplateErrorReporting")
+
+
+def _mistyped(msg: dict[str, Any]) -> str | None:
+    """The first property of a message whose JSON type Mailjet cannot read, or None.
+
+    Mailjet reads the whole body into typed structures before it looks at any message, so a property of
+    the wrong type (a number as a header value, a list as Variables) refuses the call as a whole: a global
+    400 mj-0002, "Malformed JSON, please review the syntax and properties types", with no Messages array.
+    """
+    expected: list[tuple[str, Any, type | tuple[type, ...]]] = [
+        (name, msg[name], str) for name in _STRINGS if name in msg
+    ]
+    for name, kind in (("From", dict), ("ReplyTo", dict), ("Variables", dict), ("Headers", dict),
+                       ("To", list), ("Cc", list), ("Bcc", list), ("Attachments", list),
+                       ("InlinedAttachments", list), ("TemplateLanguage", bool), ("TrackOpens", str),
+                       ("TrackClicks", str)):
+        if name in msg:
+            expected.append((name, msg[name], kind))
+    if "TemplateID" in msg:
+        expected.append(("TemplateID", msg["TemplateID"], int))
+    for name, value in (msg.get("Headers") or {}).items() if isinstance(msg.get("Headers"), dict) else ():
+        expected.append((f"Headers.{name}", value, str))
+    for field in ("Attachments", "InlinedAttachments"):
+        for i, item in enumerate(msg.get(field) or [] if isinstance(msg.get(field), list) else []):
+            if not isinstance(item, dict):
+                return f"{field}[{i}]"
+            expected.extend((f"{field}[{i}].{key}", item[key], str)
+                            for key in ("ContentType", "Filename", "Base64Content", "ContentID") if key in item)
+    for name, value, kind in expected:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return name
+    return None
+
+
 _HARD = {"blocked": False, "hard_bounce": True, "error_related_to": "recipient",
          "error": "user unknown", "comment": "550 5.1.1 Recipient address rejected: User unknown"}
 _SOFT = {"blocked": False, "hard_bounce": False, "error_related_to": "domain",
@@ -348,6 +383,9 @@ def create_simulator(config: SimulatorConfig) -> Flask:
                                  "properties types.")
         if not 1 <= len(messages) <= MAX_MESSAGES:
             return _global_error("send-0002", f"Messages must hold 1 to {MAX_MESSAGES} items.")
+        if any(_mistyped(msg) for msg in messages):
+            return _global_error("mj-0002", "Malformed JSON, please review the syntax and "
+                                 "properties types.")
         href = f"{request.host_url}v3/REST/message/"
         results = []
         for msg in messages:

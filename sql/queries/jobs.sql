@@ -14,10 +14,11 @@ WITH caller AS MATERIALIZED (
         AS r(job_id uuid, kind text, position integer, email text, name text)
     WHERE (SELECT active FROM caller)
 ), new_jobs AS (
-    INSERT INTO jobs (id, app_id, status, priority, message, metadata, send_at, run_at, schedule_id, request_id)
+    INSERT INTO jobs (id, app_id, status, priority, message, message_bytes, metadata, send_at, run_at, schedule_id,
+                      request_id)
     SELECT j.id, %(app_id)s,
            CASE WHEN j.send_at > now() THEN 'scheduled' ELSE 'queued' END,
-           j.priority, j.message, coalesce(j.metadata, '{}'::jsonb), j.send_at,
+           j.priority, j.message, octet_length(j.message::text), coalesce(j.metadata, '{}'::jsonb), j.send_at,
            greatest(coalesce(j.send_at, now()), now()), j.schedule_id, j.request_id
     FROM jsonb_to_recordset(%(jobs)s)
         AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz, schedule_id uuid,
@@ -69,27 +70,58 @@ WHERE job_id = %(job_id)s
 ORDER BY id;
 
 -- claim_due_jobs --
--- Take up to `limit` due jobs for sending, transactional before bulk, without waiting for rows
--- another sender holds. The claim commits before Mailjet is called, so a crash leaves a trace.
-WITH due AS (
-    SELECT id
+-- Take due jobs for sending, transactional before bulk, without waiting for rows another sender holds: up to
+-- `limit` of them, and only as many as fit in `max_bytes` of message (always at least one, however big), so
+-- one app's huge bodies never ride in a call with others' nor swell a worker. A job of a revoked app is
+-- cancelled here rather than sent (`mailer apps revoke` cancels them too; this catches one committed as the
+-- app was revoked) — left queued it would be walked past by every claim. `more` says whether the claim
+-- stopped at a limit, so that more may be due. The claim commits before Mailjet is called.
+WITH due AS MATERIALIZED (
+    SELECT id, app_id, (priority = 'bulk') AS bulk, run_at,
+           coalesce(message_bytes, pg_column_size(message)) AS bytes
     FROM jobs
     WHERE status IN ('queued', 'scheduled') AND run_at <= now()
     ORDER BY (priority = 'bulk'), run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), sized AS (
+    -- The running total of the bytes of the jobs to send, in claim order.
+    SELECT id, revoked, bytes,
+           sum(CASE WHEN revoked THEN 0 ELSE bytes END) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
+               AS running
+    FROM (
+        SELECT due.*, EXISTS (
+            SELECT FROM apps WHERE apps.id = due.app_id AND apps.revoked_at IS NOT NULL
+        ) AS revoked
+        FROM due
+    ) AS checked
+), picked AS MATERIALIZED (
+    -- `running = bytes`: nothing to send before it, so the first job goes even when it alone is too big.
+    SELECT id, revoked, NOT revoked AND (running <= %(max_bytes)s OR running = bytes) AS take
+    FROM sized
 ), claimed AS (
     UPDATE jobs
     SET status = 'sending', attempts = jobs.attempts + 1, claimed_at = now(), updated_at = now()
-    FROM due
-    WHERE jobs.id = due.id
+    FROM picked
+    WHERE jobs.id = picked.id AND picked.take
     RETURNING jobs.id, jobs.app_id, jobs.priority, jobs.message, jobs.attempts,
-              jobs.verify_before_send, jobs.request_id
+              jobs.verify_before_send, jobs.request_id, coalesce(jobs.message_bytes, 0) AS message_bytes
+), cancelled AS (
+    UPDATE jobs
+    SET status = 'cancelled', updated_at = now()
+    FROM picked
+    WHERE jobs.id = picked.id AND picked.revoked
+    RETURNING jobs.id
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
     SELECT id, 'sending', jsonb_build_object('attempt', attempts) FROM claimed
+    UNION ALL
+    SELECT id, 'app_revoked', jsonb_build_object('by', 'sender') FROM cancelled
 )
-SELECT id, app_id, priority, message, attempts, verify_before_send, request_id FROM claimed;
+SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes,
+       (SELECT count(*) FROM picked) >= %(limit)s OR EXISTS (SELECT FROM picked WHERE NOT take AND NOT revoked)
+           AS more
+FROM claimed;
 
 -- mark_jobs_sent --
 -- Mailjet accepted these jobs. The status is compared as `status || ''`, which no index has: the statistics
