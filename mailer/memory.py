@@ -1,4 +1,4 @@
-"""Give the memory of big messages back to the system after they are sent (glibc malloc tuning)."""
+"""Give the memory of big messages back to the system once they are sent (glibc malloc tuning)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ import logging
 
 log = logging.getLogger(__name__)
 
-# glibc's mallopt parameter (malloc.h) and the size it normally starts at.
+# glibc's mallopt parameter (malloc.h) and the size it starts at by default.
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024
-# A send that held more message bytes than this is followed by malloc_trim (a few ms): below it, nothing
-# big enough to matter was freed.
-TRIM_AFTER_BYTES = 1024 * 1024
+# A claim that read more message bytes than this retires its connection (db.retire).
+BIG_CLAIM_BYTES = 1024 * 1024
 
 # Measured with tests/e2e/test_worker_memory.py (12 jobs with 14 MB attachments through the simulator, one
-# worker): RSS 56 MB before, 604 MB at peak, 495 MB after, for good. glibc serves an allocation of 128 KiB or
-# more with its own mmap and unmaps it when freed, but freeing one raises that threshold to the freed size
-# (up to 32 MiB), so the next body of the same size comes from the heap arenas, which keep freed memory.
-# Pinning the threshold (mallopt turns the dynamic raise off) keeps every big string and buffer an mmap of
-# its own, given back at once; malloc_trim releases what smaller pieces left free at the top of the arenas.
+# worker; RSS before, at peak, after): 56, 604, 495 MB with 50 jobs a call; 56, 154, 98 with a call bounded
+# to 5 MiB (each went alone). What stayed: (1) one 14 MB block in each of four thread arenas. glibc serves
+# an allocation of 128 KiB or more with an mmap of its own and unmaps it when freed, but freeing one raises
+# that threshold to the freed size (up to 32 MiB), so the next body comes from the arenas, which keep what
+# is freed; pinning the threshold (a mallopt of it turns the raise off) alone took "after" from 112 to 56 MB.
+# (2) 16 MiB per pooled connection that had read a body: libpq's input buffer never shrinks (db.retire).
+# malloc_trim after big sends was tried as well and changed nothing measurable (57 MB after without it).
 _libc: ctypes.CDLL | None = None
 
 
@@ -30,7 +31,7 @@ def _glibc() -> ctypes.CDLL | None:
             libc = ctypes.CDLL(None)  # the C library the interpreter runs on
         except OSError:
             return None
-        if not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):  # not glibc (musl, macOS)
+        if not hasattr(libc, "mallopt"):  # not glibc (musl, macOS)
             return None
         _libc = libc
     return _libc
@@ -41,12 +42,10 @@ def pin_mmap_threshold() -> bool:
     libc = _glibc()
     done = bool(libc and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
     if not done:
-        log.info("malloc tuning unavailable (not glibc): memory of big messages may stay with the process")
+        log.warning("malloc tuning unavailable (not glibc): the memory of big messages may stay with the worker")
     return done
 
 
-def trim_after(message_bytes: int) -> None:
-    """Give free heap memory back to the system after a send that held this many message bytes."""
-    libc = _glibc()
-    if libc is not None and message_bytes >= TRIM_AFTER_BYTES:
-        libc.malloc_trim(0)
+def big_claim(message_bytes: int) -> bool:
+    """Whether a claim that read this many message bytes should retire its connection."""
+    return message_bytes >= BIG_CLAIM_BYTES

@@ -120,7 +120,14 @@ def _message_errors(msg: dict[str, Any]) -> list[dict[str, Any]]:
     return errors
 
 
-_STRINGS = ("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "EventPayload", "TemplateErrorReporting")
+# The JSON type of each message property Mailjet reads (the others are left alone here).
+_TYPES: dict[str, type] = {
+    **dict.fromkeys(("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "EventPayload",
+                     "TrackOpens", "TrackClicks", "TemplateErrorReporting"), str),
+    **dict.fromkeys(("From", "ReplyTo", "Variables", "Headers"), dict),
+    **dict.fromkeys(("To", "Cc", "Bcc", "Attachments", "InlinedAttachments"), list),
+    "TemplateID": int, "TemplateLanguage": bool,
+}
 
 
 def _mistyped(msg: dict[str, Any]) -> str | None:
@@ -130,26 +137,17 @@ def _mistyped(msg: dict[str, Any]) -> str | None:
     the wrong type (a number as a header value, a list as Variables) refuses the call as a whole: a global
     400 mj-0002, "Malformed JSON, please review the syntax and properties types", with no Messages array.
     """
-    expected: list[tuple[str, Any, type | tuple[type, ...]]] = [
-        (name, msg[name], str) for name in _STRINGS if name in msg
-    ]
-    for name, kind in (("From", dict), ("ReplyTo", dict), ("Variables", dict), ("Headers", dict),
-                       ("To", list), ("Cc", list), ("Bcc", list), ("Attachments", list),
-                       ("InlinedAttachments", list), ("TemplateLanguage", bool), ("TrackOpens", str),
-                       ("TrackClicks", str)):
-        if name in msg:
-            expected.append((name, msg[name], kind))
-    if "TemplateID" in msg:
-        expected.append(("TemplateID", msg["TemplateID"], int))
-    for name, value in (msg.get("Headers") or {}).items() if isinstance(msg.get("Headers"), dict) else ():
-        expected.append((f"Headers.{name}", value, str))
+    checks: list[tuple[str, Any, type]] = [(name, msg[name], kind) for name, kind in _TYPES.items() if name in msg]
+    headers = msg.get("Headers") if isinstance(msg.get("Headers"), dict) else {}
+    checks += [(f"Headers.{name}", value, str) for name, value in headers.items()]
     for field in ("Attachments", "InlinedAttachments"):
-        for i, item in enumerate(msg.get(field) or [] if isinstance(msg.get(field), list) else []):
+        items = msg.get(field)
+        for i, item in enumerate(items if isinstance(items, list) else ()):
             if not isinstance(item, dict):
                 return f"{field}[{i}]"
-            expected.extend((f"{field}[{i}].{key}", item[key], str)
-                            for key in ("ContentType", "Filename", "Base64Content", "ContentID") if key in item)
-    for name, value, kind in expected:
+            checks += [(f"{field}[{i}].{key}", item[key], str)
+                       for key in ("ContentType", "Filename", "Base64Content", "ContentID") if key in item]
+    for name, value, kind in checks:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             return name
     return None

@@ -19,7 +19,7 @@ from mailer.config import Settings
 from mailer.domain import backoff
 from mailer.mailjet import send as mailjet
 from mailer.services import rate_limits, suppressions, wakeups
-from mailer.store.jobs import Claim, ClaimedJob
+from mailer.store.jobs import ClaimedJob
 
 log = logging.getLogger(__name__)
 # A failed wake-up's successor waits this long (send_for_wakeup).
@@ -62,24 +62,11 @@ def send_due_batch(
     with db.connection(pool) as conn:
         claim = store.claim_due_jobs(conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes)
         screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
-    if not claim.jobs:
-        return BatchOutcome(more=claim.more)
-    held = sum(job.message_bytes for job in claim.jobs)
-    outcome = _send_claimed(pool, client, settings, rng, claim, screenings)
-    del claim, screenings  # the last references to the bodies: free them before the trim
-    memory.trim_after(held)
-    return outcome
-
-
-def _send_claimed(
-    pool: psycopg_pool.ConnectionPool,
-    client: mailjet.MailjetClient,
-    settings: Settings,
-    rng: random.Random | None,
-    claim: Claim,
-    screenings: dict[uuid.UUID, suppressions.Screening],
-) -> BatchOutcome:
+        if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
+            db.retire(conn)
     claimed = claim.jobs
+    if not claimed:
+        return BatchOutcome(more=claim.more)
     for job in claimed:
         _log_transition(logging.INFO, job, "sending", {})
     results = _Results()
