@@ -138,7 +138,8 @@ def _mistyped(msg: dict[str, Any]) -> str | None:
     400 mj-0002, "Malformed JSON, please review the syntax and properties types", with no Messages array.
     """
     checks: list[tuple[str, Any, type]] = [(name, msg[name], kind) for name, kind in _TYPES.items() if name in msg]
-    headers = msg.get("Headers") if isinstance(msg.get("Headers"), dict) else {}
+    headers = msg.get("Headers")
+    headers = headers if isinstance(headers, dict) else {}
     checks += [(f"Headers.{name}", value, str) for name, value in headers.items()]
     for field in ("Attachments", "InlinedAttachments"):
         items = msg.get(field)
