@@ -277,6 +277,7 @@ class _Simulator:
         self.ids = itertools.count(config.first_message_id)
         self.dispatcher = _Dispatcher(lambda: self.config)
         self.calls = 0
+        self.call_bytes: list[int] = []  # the body size of each send call, in order
         self.script: deque[str] = deque()
         self.accepted: list[dict[str, Any]] = []
 
@@ -284,6 +285,7 @@ class _Simulator:
         """Forget calls, script, accepted messages and pending events (IDs keep counting)."""
         with self.lock:
             self.calls = 0
+            self.call_bytes.clear()
             self.script.clear()
             self.accepted.clear()
         self.dispatcher.clear()
@@ -363,6 +365,7 @@ def create_simulator(config: SimulatorConfig) -> Flask:
         config = sim.config
         with sim.lock:
             sim.calls += 1
+            sim.call_bytes.append(request.content_length or 0)
             behaviour = sim.script.popleft() if sim.script else "ok"
         if config.latency_s > 0:
             time.sleep(config.latency_s)
@@ -428,7 +431,8 @@ def create_simulator(config: SimulatorConfig) -> Flask:
             counts: dict[str, int] = {}
             for m in sim.accepted:
                 counts[m["custom_id"]] = counts.get(m["custom_id"], 0) + 1
-            return _json({"calls": sim.calls, "messages": messages, "by_custom_id": counts})
+            return _json({"calls": sim.calls, "call_bytes": sim.call_bytes, "messages": messages,
+                          "by_custom_id": counts})
 
     @app.post("/_sim/reset")
     def reset() -> Response:

@@ -78,8 +78,8 @@ def claim_due_jobs(conn: psycopg.Connection, *, limit: int, max_bytes: int = 2**
     """Mark due jobs as sending, up to `limit` jobs and `max_bytes` of message (at least one); cancel the due
     jobs of revoked apps it comes across."""
     rows = _run.all_rows(conn, "claim_due_jobs", limit=limit, max_bytes=max_bytes)
-    more = [row.pop("more") for row in rows]  # the same on every row
-    return Claim([ClaimedJob(**row) for row in rows], any(more))
+    more = [row.pop("more") for row in rows]  # the same on every row (an empty claim has one, its id NULL)
+    return Claim([ClaimedJob(**row) for row in rows if row["id"] is not None], any(more))
 
 
 def mark_jobs_sent(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:

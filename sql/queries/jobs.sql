@@ -78,7 +78,7 @@ ORDER BY id;
 -- stopped at a limit, so that more may be due. The claim commits before Mailjet is called.
 WITH due AS MATERIALIZED (
     SELECT id, app_id, (priority = 'bulk') AS bulk, run_at,
-           coalesce(message_bytes, pg_column_size(message)) AS bytes
+           coalesce(message_bytes, octet_length(message::text)) AS bytes
     FROM jobs
     WHERE status IN ('queued', 'scheduled') AND run_at <= now()
     ORDER BY (priority = 'bulk'), run_at
@@ -97,7 +97,7 @@ WITH due AS MATERIALIZED (
     ) AS checked
 ), picked AS MATERIALIZED (
     -- `running = bytes`: nothing to send before it, so the first job goes even when it alone is too big.
-    SELECT id, revoked, NOT revoked AND (running <= %(max_bytes)s OR running = bytes) AS take
+    SELECT id, revoked, bytes, NOT revoked AND (running <= %(max_bytes)s OR running = bytes) AS take
     FROM sized
 ), claimed AS (
     UPDATE jobs
@@ -105,7 +105,7 @@ WITH due AS MATERIALIZED (
     FROM picked
     WHERE jobs.id = picked.id AND picked.take
     RETURNING jobs.id, jobs.app_id, jobs.priority, jobs.message, jobs.attempts,
-              jobs.verify_before_send, jobs.request_id, coalesce(jobs.message_bytes, 0) AS message_bytes
+              jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes
 ), cancelled AS (
     UPDATE jobs
     SET status = 'cancelled', updated_at = now()
@@ -118,10 +118,14 @@ WITH due AS MATERIALIZED (
     UNION ALL
     SELECT id, 'app_revoked', jsonb_build_object('by', 'sender') FROM cancelled
 )
-SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes,
-       (SELECT count(*) FROM picked) >= %(limit)s OR EXISTS (SELECT FROM picked WHERE NOT take AND NOT revoked)
-           AS more
-FROM claimed;
+-- One row even when nothing was claimed (id NULL), to carry `more`.
+SELECT c.id, c.app_id, c.priority, c.message, c.attempts, c.verify_before_send, c.request_id, c.message_bytes,
+       s.more
+FROM (
+    SELECT (SELECT count(*) FROM picked) >= %(limit)s OR EXISTS (SELECT FROM picked WHERE NOT take AND NOT revoked)
+        AS more
+) AS s
+LEFT JOIN claimed AS c ON true;
 
 -- mark_jobs_sent --
 -- Mailjet accepted these jobs. The status is compared as `status || ''`, which no index has: the statistics
