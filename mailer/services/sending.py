@@ -64,6 +64,8 @@ def send_due_batch(
         screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
         if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
             db.retire(conn)
+    for job in claim.cancelled:
+        _log_transition(logging.INFO, job, "cancelled", {"reason": "app_revoked"})
     claimed = claim.jobs
     if not claimed:
         return BatchOutcome(more=claim.more)

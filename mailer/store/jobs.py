@@ -62,9 +62,11 @@ def list_job_events(conn: psycopg.Connection, *, job_id: uuid.UUID) -> list[dict
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """The jobs a claim took, and whether it stopped at a limit (so that more may be due)."""
+    """The jobs a claim took, those of revoked apps it cancelled instead (their message left out), and whether
+    it stopped at a limit (so that more may be due)."""
 
     jobs: list[ClaimedJob]
+    cancelled: list[ClaimedJob]
     more: bool
 
     def __len__(self) -> int:
@@ -78,8 +80,13 @@ def claim_due_jobs(conn: psycopg.Connection, *, limit: int, max_bytes: int = 2**
     """Mark due jobs as sending, up to `limit` jobs and `max_bytes` of message (at least one); cancel the due
     jobs of revoked apps it comes across."""
     rows = _run.all_rows(conn, "claim_due_jobs", limit=limit, max_bytes=max_bytes)
-    more = [row.pop("more") for row in rows]  # the same on every row (an empty claim has one, its id NULL)
-    return Claim([ClaimedJob(**row) for row in rows if row["id"] is not None], any(more))
+    more = [row.pop("more") for row in rows]  # the same on every row
+    revoked = [row.pop("revoked") for row in rows]
+    return Claim(
+        jobs=[ClaimedJob(**row) for row, gone in zip(rows, revoked, strict=True) if not gone],
+        cancelled=[ClaimedJob(**row) for row, gone in zip(rows, revoked, strict=True) if gone],
+        more=any(more),
+    )
 
 
 def mark_jobs_sent(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:

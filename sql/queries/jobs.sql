@@ -72,10 +72,12 @@ ORDER BY id;
 -- claim_due_jobs --
 -- Take due jobs for sending, transactional before bulk, without waiting for rows another sender holds: up to
 -- `limit` of them, and only as many as fit in `max_bytes` of message (always at least one, however big), so
--- one app's huge bodies never ride in a call with others' nor swell a worker. A job of a revoked app is
--- cancelled here rather than sent (`mailer apps revoke` cancels them too; this catches one committed as the
--- app was revoked) — left queued it would be walked past by every claim. `more` says whether the claim
--- stopped at a limit, so that more may be due. The claim commits before Mailjet is called.
+-- one app's huge bodies never share a call with others' nor swell a worker. A due job of a revoked app is
+-- cancelled here instead (audit `app_revoked`, returned with `revoked`): `mailer apps revoke` cancels them
+-- too, but one committed as the app was revoked would otherwise be sent, and left queued it would be walked
+-- past by every claim. `more` (on every row) says whether the claim stopped at a limit, so more may be due:
+-- the jobs seen reached `limit`, or some fitted no more (the running total passes `max_bytes` once two jobs
+-- are in it). The claim commits before Mailjet is called, so a crash leaves a trace.
 WITH due AS MATERIALIZED (
     SELECT id, app_id, (priority = 'bulk') AS bulk, run_at,
            coalesce(message_bytes, octet_length(message::text)) AS bytes
@@ -84,48 +86,43 @@ WITH due AS MATERIALIZED (
     ORDER BY (priority = 'bulk'), run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-), sized AS (
-    -- The running total of the bytes of the jobs to send, in claim order.
-    SELECT id, revoked, bytes,
-           sum(CASE WHEN revoked THEN 0 ELSE bytes END) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
-               AS running
+), changed AS (
+    UPDATE jobs
+    SET status = CASE WHEN picked.revoked THEN 'cancelled' ELSE 'sending' END,
+        attempts = jobs.attempts + CASE WHEN picked.revoked THEN 0 ELSE 1 END,
+        claimed_at = CASE WHEN picked.revoked THEN NULL ELSE now() END,
+        updated_at = now()
     FROM (
-        SELECT due.*, EXISTS (
-            SELECT FROM apps WHERE apps.id = due.app_id AND apps.revoked_at IS NOT NULL
-        ) AS revoked
-        FROM due
-    ) AS checked
-), picked AS MATERIALIZED (
-    -- `running = bytes`: nothing to send before it, so the first job goes even when it alone is too big.
-    SELECT id, revoked, bytes, NOT revoked AND (running <= %(max_bytes)s OR running = bytes) AS take
-    FROM sized
-), claimed AS (
-    UPDATE jobs
-    SET status = 'sending', attempts = jobs.attempts + 1, claimed_at = now(), updated_at = now()
-    FROM picked
-    WHERE jobs.id = picked.id AND picked.take
-    RETURNING jobs.id, jobs.app_id, jobs.priority, jobs.message, jobs.attempts,
-              jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes
-), cancelled AS (
-    UPDATE jobs
-    SET status = 'cancelled', updated_at = now()
-    FROM picked
-    WHERE jobs.id = picked.id AND picked.revoked
-    RETURNING jobs.id
+        -- `running = bytes`: nothing to send before it, so the first job goes even when it alone is too big.
+        SELECT id, revoked, bytes,
+               NOT revoked AND (running <= %(max_bytes)s OR running = bytes) AS take,
+               count(*) OVER () >= %(limit)s OR (count(*) FILTER (WHERE NOT revoked) OVER () > 1
+                                                 AND sum(bytes) FILTER (WHERE NOT revoked) OVER () > %(max_bytes)s)
+                   AS more
+        FROM (
+            SELECT id, revoked, bytes,
+                   sum(bytes) FILTER (WHERE NOT revoked) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
+                       AS running
+            FROM (
+                SELECT due.*, EXISTS (
+                    SELECT FROM apps WHERE apps.id = due.app_id AND apps.revoked_at IS NOT NULL
+                ) AS revoked
+                FROM due
+            ) AS checked
+        ) AS sized
+    ) AS picked
+    WHERE jobs.id = picked.id AND (picked.take OR picked.revoked)
+    RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.revoked THEN NULL ELSE jobs.message END AS message,
+              jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
+              picked.more
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
-    SELECT id, 'sending', jsonb_build_object('attempt', attempts) FROM claimed
-    UNION ALL
-    SELECT id, 'app_revoked', jsonb_build_object('by', 'sender') FROM cancelled
+    SELECT id, CASE WHEN revoked THEN 'app_revoked' ELSE 'sending' END,
+           CASE WHEN revoked THEN '{"by": "sender"}'::jsonb ELSE jsonb_build_object('attempt', attempts) END
+    FROM changed
 )
--- One row even when nothing was claimed (id NULL), to carry `more`.
-SELECT c.id, c.app_id, c.priority, c.message, c.attempts, c.verify_before_send, c.request_id, c.message_bytes,
-       s.more
-FROM (
-    SELECT (SELECT count(*) FROM picked) >= %(limit)s OR EXISTS (SELECT FROM picked WHERE NOT take AND NOT revoked)
-        AS more
-) AS s
-LEFT JOIN claimed AS c ON true;
+SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes, revoked, more
+FROM changed;
 
 -- mark_jobs_sent --
 -- Mailjet accepted these jobs. The status is compared as `status || ''`, which no index has: the statistics
