@@ -77,10 +77,11 @@ ORDER BY id;
 -- too, but one committed as the app was revoked would otherwise be sent, and left queued it would be walked
 -- past by every claim. `more` (on every row) says whether the claim stopped at a limit, so more may be due:
 -- the jobs seen reached `limit`, or some fitted no more (the running total passes `max_bytes` once two jobs
--- are in it). The claim commits before Mailjet is called, so a crash leaves a trace.
+-- are in it). `running = bytes`: nothing to send before it, so the first job goes even when it alone is too
+-- big. The claim commits before Mailjet is called, so a crash leaves a trace.
 WITH due AS MATERIALIZED (
-    SELECT id, app_id, (priority = 'bulk') AS bulk, run_at,
-           coalesce(message_bytes, octet_length(message::text)) AS bytes
+    SELECT id, (priority = 'bulk') AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
+           EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked
     FROM jobs
     WHERE status IN ('queued', 'scheduled') AND run_at <= now()
     ORDER BY (priority = 'bulk'), run_at
@@ -93,25 +94,15 @@ WITH due AS MATERIALIZED (
         claimed_at = CASE WHEN picked.revoked THEN NULL ELSE now() END,
         updated_at = now()
     FROM (
-        -- `running = bytes`: nothing to send before it, so the first job goes even when it alone is too big.
         SELECT id, revoked, bytes,
-               NOT revoked AND (running <= %(max_bytes)s OR running = bytes) AS take,
+               sum(bytes) FILTER (WHERE NOT revoked) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
+                   AS running,
                count(*) OVER () >= %(limit)s OR (count(*) FILTER (WHERE NOT revoked) OVER () > 1
                                                  AND sum(bytes) FILTER (WHERE NOT revoked) OVER () > %(max_bytes)s)
                    AS more
-        FROM (
-            SELECT id, revoked, bytes,
-                   sum(bytes) FILTER (WHERE NOT revoked) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
-                       AS running
-            FROM (
-                SELECT due.*, EXISTS (
-                    SELECT FROM apps WHERE apps.id = due.app_id AND apps.revoked_at IS NOT NULL
-                ) AS revoked
-                FROM due
-            ) AS checked
-        ) AS sized
+        FROM due
     ) AS picked
-    WHERE jobs.id = picked.id AND (picked.take OR picked.revoked)
+    WHERE jobs.id = picked.id AND (picked.revoked OR picked.running <= %(max_bytes)s OR picked.running = picked.bytes)
     RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.revoked THEN NULL ELSE jobs.message END AS message,
               jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
               picked.more
