@@ -14,13 +14,13 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 BIG_CLAIM_BYTES = 1024 * 1024
 
 # Measured with tests/e2e/test_worker_memory.py (12 jobs with 14 MB attachments through the simulator, one
-# worker; RSS before, at peak, after): 56, 604, 495 MB with 50 jobs a call; 56, 154, 98 with a call bounded
-# to 5 MiB (each went alone). What stayed: (1) one 14 MB block in each of four thread arenas. glibc serves
-# an allocation of 128 KiB or more with an mmap of its own and unmaps it when freed, but freeing one raises
-# that threshold to the freed size (up to 32 MiB), so the next body comes from the arenas, which keep what
-# is freed; pinning the threshold (a mallopt of it turns the raise off) alone took "after" from 112 to 56 MB.
-# (2) 16 MiB per pooled connection that had read a body: libpq's input buffer never shrinks (db.retire).
-# malloc_trim after big sends was tried as well and changed nothing measurable (57 MB after without it).
+# worker; RSS before, at peak, after): 56, 604, 495 MB with 50 jobs a call. With calls bounded (each 14 MB job
+# alone) what stayed was (1) a 14 MB block in each of four thread arenas (112 MB after): glibc serves an
+# allocation of 128 KiB or more with an mmap of its own and unmaps it when freed, but freeing one raises that
+# threshold to the freed size (up to 32 MiB), so the next body comes from the arenas, which keep what is
+# freed; pinning the threshold (a mallopt of it turns the raise off) ends that. (2) 16 MiB per pooled
+# connection that had read a body (98-112 MB after): libpq's input buffer never shrinks (db.retire). With
+# both: 56, 126, 57 MB. malloc_trim after big sends was tried too and changed nothing measurable.
 _libc: ctypes.CDLL | None = None
 
 

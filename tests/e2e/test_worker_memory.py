@@ -17,9 +17,9 @@ pytestmark = pytest.mark.e2e
 
 BIG_JOBS = 12
 ATTACHMENT_BYTES = 14 * 1024 * 1024  # base64 text, as stored and sent
-# What the worker may keep once the big messages are gone (allocator slack). Without the fix it kept 439 MB;
-# with the call bounded but no malloc tuning 42 MB (one 14 MB block in each of 3 pooled connections), or 56 MB
-# (in 4 thread arenas) with those connections retired but glibc left as it is (mailer/memory.py).
+# What the worker may keep once the big messages are gone (allocator slack). It kept 439 MB with 50 jobs a
+# call; with calls bounded, 42-56 MB in libpq buffers of pooled connections, or 56 MB in thread arenas
+# when glibc's mmap threshold was not pinned (mailer/memory.py).
 RSS_MARGIN_MB = 25
 
 
