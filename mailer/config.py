@@ -58,6 +58,10 @@ class Settings:
     send_backoff_base_s: float = 2.0
     send_backoff_cap_s: float = 600.0
     send_batch_size: int = 50
+    # The message bytes one Mailjet call carries (JSON text, summed at claim time); a message bigger than this
+    # goes alone. Well under Mailjet's own limits (15 MB of attachments per message), and it bounds what a
+    # send task holds in memory.
+    send_max_call_bytes: int = 5 * MIB
     # A claim older than this belongs to a dead worker. Must exceed the Mailjet timeout, or a slow
     # but live send would be checked (and possibly repeated) by another worker.
     send_stalled_after_s: float = 90.0
@@ -143,6 +147,9 @@ class Settings:
             send_backoff_base_s=reader.number("MAILER_SEND_BACKOFF_BASE_S", defaults.send_backoff_base_s),
             send_backoff_cap_s=reader.number("MAILER_SEND_BACKOFF_CAP_S", defaults.send_backoff_cap_s),
             send_batch_size=reader.integer("MAILER_SEND_BATCH_SIZE", defaults.send_batch_size, minimum=1, maximum=50),
+            send_max_call_bytes=reader.integer(
+                "MAILER_SEND_MAX_CALL_BYTES", defaults.send_max_call_bytes, minimum=1024, maximum=2**31 - 1
+            ),
             send_stalled_after_s=reader.number("MAILER_SEND_STALLED_AFTER_S", defaults.send_stalled_after_s),
             webhook_retry_schedule=reader.schedule("MAILER_WEBHOOK_RETRY_SCHEDULE", defaults.webhook_retry_schedule),
             webhook_timeout_s=reader.number("MAILER_WEBHOOK_TIMEOUT_S", defaults.webhook_timeout_s, positive=True),

@@ -11,7 +11,7 @@ import signal
 import procrastinate
 import psycopg_pool
 
-from mailer import db, jobqueue
+from mailer import db, jobqueue, memory
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
 from mailer.services import webhook_delivery, webhook_secrets
@@ -34,6 +34,7 @@ class Runtime:
 def run(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT; restart it whenever it stops for any other reason."""
     webhook_secrets.warn_if_keyed_by_the_database(settings)
+    memory.pin_mmap_threshold()  # so that the memory of big messages goes back once they are sent
     pool = db.create_pool(settings, name="worker", max_size=settings.worker_concurrency + 2)
     runtime = Runtime(
         settings=settings,

@@ -120,6 +120,40 @@ def _message_errors(msg: dict[str, Any]) -> list[dict[str, Any]]:
     return errors
 
 
+# The JSON type of each message property Mailjet reads (the others are left alone here).
+_TYPES: dict[str, type] = {
+    **dict.fromkeys(("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "EventPayload",
+                     "TrackOpens", "TrackClicks", "TemplateErrorReporting"), str),
+    **dict.fromkeys(("From", "ReplyTo", "Variables", "Headers"), dict),
+    **dict.fromkeys(("To", "Cc", "Bcc", "Attachments", "InlinedAttachments"), list),
+    "TemplateID": int, "TemplateLanguage": bool,
+}
+
+
+def _mistyped(msg: dict[str, Any]) -> str | None:
+    """The first property of a message whose JSON type Mailjet cannot read, or None.
+
+    Mailjet reads the whole body into typed structures before it looks at any message, so a property of
+    the wrong type (a number as a header value, a list as Variables) refuses the call as a whole: a global
+    400 mj-0002, "Malformed JSON, please review the syntax and properties types", with no Messages array.
+    """
+    checks: list[tuple[str, Any, type]] = [(name, msg[name], kind) for name, kind in _TYPES.items() if name in msg]
+    headers = msg.get("Headers")
+    headers = headers if isinstance(headers, dict) else {}
+    checks += [(f"Headers.{name}", value, str) for name, value in headers.items()]
+    for field in ("Attachments", "InlinedAttachments"):
+        items = msg.get(field)
+        for i, item in enumerate(items if isinstance(items, list) else ()):
+            if not isinstance(item, dict):
+                return f"{field}[{i}]"
+            checks += [(f"{field}[{i}].{key}", item[key], str)
+                       for key in ("ContentType", "Filename", "Base64Content", "ContentID") if key in item]
+    for name, value, kind in checks:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return name
+    return None
+
+
 _HARD = {"blocked": False, "hard_bounce": True, "error_related_to": "recipient",
          "error": "user unknown", "comment": "550 5.1.1 Recipient address rejected: User unknown"}
 _SOFT = {"blocked": False, "hard_bounce": False, "error_related_to": "domain",
@@ -243,6 +277,7 @@ class _Simulator:
         self.ids = itertools.count(config.first_message_id)
         self.dispatcher = _Dispatcher(lambda: self.config)
         self.calls = 0
+        self.call_bytes: list[int] = []  # the body size of each send call, in order
         self.script: deque[str] = deque()
         self.accepted: list[dict[str, Any]] = []
 
@@ -250,6 +285,7 @@ class _Simulator:
         """Forget calls, script, accepted messages and pending events (IDs keep counting)."""
         with self.lock:
             self.calls = 0
+            self.call_bytes.clear()
             self.script.clear()
             self.accepted.clear()
         self.dispatcher.clear()
@@ -329,6 +365,7 @@ def create_simulator(config: SimulatorConfig) -> Flask:
         config = sim.config
         with sim.lock:
             sim.calls += 1
+            sim.call_bytes.append(request.content_length or 0)
             behaviour = sim.script.popleft() if sim.script else "ok"
         if config.latency_s > 0:
             time.sleep(config.latency_s)
@@ -348,6 +385,9 @@ def create_simulator(config: SimulatorConfig) -> Flask:
                                  "properties types.")
         if not 1 <= len(messages) <= MAX_MESSAGES:
             return _global_error("send-0002", f"Messages must hold 1 to {MAX_MESSAGES} items.")
+        if any(_mistyped(msg) for msg in messages):
+            return _global_error("mj-0002", "Malformed JSON, please review the syntax and "
+                                 "properties types.")
         href = f"{request.host_url}v3/REST/message/"
         results = []
         for msg in messages:
@@ -391,7 +431,8 @@ def create_simulator(config: SimulatorConfig) -> Flask:
             counts: dict[str, int] = {}
             for m in sim.accepted:
                 counts[m["custom_id"]] = counts.get(m["custom_id"], 0) + 1
-            return _json({"calls": sim.calls, "messages": messages, "by_custom_id": counts})
+            return _json({"calls": sim.calls, "call_bytes": sim.call_bytes, "messages": messages,
+                          "by_custom_id": counts})
 
     @app.post("/_sim/reset")
     def reset() -> Response:

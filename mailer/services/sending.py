@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import psycopg
 import psycopg_pool
 
-from mailer import db, metrics, store
+from mailer import db, memory, metrics, store
 from mailer.config import Settings
 from mailer.domain import backoff
 from mailer.mailjet import send as mailjet
@@ -28,13 +28,15 @@ FAILED_WAKEUP_DELAY_S = 2.0
 
 @dataclasses.dataclass(frozen=True)
 class BatchOutcome:
-    """How many claimed jobs ended sent, failed, suppressed, or back in the queue."""
+    """How many claimed jobs ended sent, failed, suppressed, or back in the queue; whether the claim stopped
+    at a limit (jobs or bytes), so that more may be due."""
 
     claimed: int = 0
     sent: int = 0
     failed: int = 0
     retried: int = 0
     suppressed: int = 0
+    more: bool = False
 
 
 @dataclasses.dataclass
@@ -55,12 +57,18 @@ def send_due_batch(
     settings: Settings,
     rng: random.Random | None = None,
 ) -> BatchOutcome:
-    """Claim up to one batch of due jobs, send it, record the outcome; what happened."""
+    """Claim up to one batch of due jobs (MAILER_SEND_BATCH_SIZE jobs, MAILER_SEND_MAX_CALL_BYTES of message),
+    send it, record the outcome; what happened."""
     with db.connection(pool) as conn:
-        claimed = store.claim_due_jobs(conn, limit=settings.send_batch_size)
-        screenings = suppressions.screen(conn, claimed) if claimed else {}
+        claim = store.claim_due_jobs(conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes)
+        screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
+        if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
+            db.retire(conn)
+    for job in claim.cancelled:
+        _log_transition(logging.INFO, job, "cancelled", {"reason": "app_revoked"})
+    claimed = claim.jobs
     if not claimed:
-        return BatchOutcome()
+        return BatchOutcome(more=claim.more)
     for job in claimed:
         _log_transition(logging.INFO, job, "sending", {})
     results = _Results()
@@ -73,7 +81,7 @@ def send_due_batch(
     if screened.to_send:
         _send(client, screened.to_send, results, throttle)
     with db.connection(pool) as conn:
-        outcome = _record(conn, settings, results, rng)
+        outcome = _record(conn, settings, results, rng, claim.more)
     for level, job, status, extra in results.transitions:
         _log_transition(level, job, status, extra)
     metrics.jobs_reached((status, job.priority) for _, job, status, _ in results.transitions)
@@ -91,7 +99,7 @@ def send_for_wakeup(
     try:
         full_batches, awaited = 0, False
         while full_batches < max_full_batches:
-            if send_due_batch(pool, client, settings).claimed >= settings.send_batch_size:
+            if send_due_batch(pool, client, settings).more:
                 full_batches += 1
             elif awaited:
                 return
@@ -155,6 +163,14 @@ def _send(
         # 401/403 are our credentials, not the messages: retry so fixing the key recovers them.
         if exc.transient or exc.status_code in (401, 403):
             results.retry.extend((job, str(exc), exc.ambiguous, exc.retry_after) for job in jobs)
+        elif len(jobs) > 1:
+            # A 4xx without a Messages array refuses the whole call, whoever's message caused it, and means
+            # Mailjet accepted none of them (a partial failure comes with Messages): send each alone, so a bad
+            # message fails only its own job and the others go out once.
+            log.warning("Mailjet refused a call of %d messages as a whole (%s); sending them one by one",
+                        len(jobs), exc)
+            for job in jobs:
+                _send(client, [job], results, throttle)
         else:
             results.rejected.extend((job, str(exc)) for job in jobs)
         return
@@ -166,7 +182,9 @@ def _send(
             results.rejected.append((job, f"{result.error_code}: {result.error_message}"))
 
 
-def _record(conn: psycopg.Connection, settings: Settings, results: _Results, rng: random.Random | None) -> BatchOutcome:
+def _record(
+    conn: psycopg.Connection, settings: Settings, results: _Results, rng: random.Random | None, more: bool
+) -> BatchOutcome:
     # Suppressed recipients first, while their jobs are still `sending`. A job going back to the
     # queue is screened again at its next attempt, so its recipients stay as they are.
     requeue = {job.id for job, *_ in results.retry if job.attempts < settings.send_max_attempts}
@@ -222,6 +240,7 @@ def _record(conn: psycopg.Connection, settings: Settings, results: _Results, rng
         failed=len(failed),
         retried=len(requeued),
         suppressed=len(suppressed),
+        more=more,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -22,6 +22,7 @@ class ClaimedJob:
     attempts: int
     verify_before_send: bool
     request_id: str | None = None  # of the API call that queued it, for the worker's log lines
+    message_bytes: int = 0  # the message's size as JSON text (the claim bounds their sum)
 
 
 def insert_jobs(
@@ -62,9 +63,33 @@ def list_job_events(conn: psycopg.Connection, *, job_id: uuid.UUID) -> list[dict
     return _run.all_rows(conn, "list_job_events", job_id=job_id)
 
 
-def claim_due_jobs(conn: psycopg.Connection, *, limit: int) -> list[ClaimedJob]:
-    """Mark up to `limit` due jobs as sending and return them."""
-    return [ClaimedJob(**row) for row in _run.all_rows(conn, "claim_due_jobs", limit=limit)]
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The jobs a claim took, those of revoked apps it cancelled instead (their message left out), and whether
+    it stopped at a limit (so that more may be due)."""
+
+    jobs: list[ClaimedJob]
+    cancelled: list[ClaimedJob]
+    more: bool
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __iter__(self) -> Iterator[ClaimedJob]:
+        return iter(self.jobs)
+
+
+def claim_due_jobs(conn: psycopg.Connection, *, limit: int, max_bytes: int = 2**31 - 1) -> Claim:
+    """Mark due jobs as sending, up to `limit` jobs and `max_bytes` of message (at least one); cancel the due
+    jobs of revoked apps it comes across."""
+    rows = _run.all_rows(conn, "claim_due_jobs", limit=limit, max_bytes=max_bytes)
+    more = [row.pop("more") for row in rows]  # the same on every row
+    revoked = [row.pop("revoked") for row in rows]
+    return Claim(
+        jobs=[ClaimedJob(**row) for row, gone in zip(rows, revoked, strict=True) if not gone],
+        cancelled=[ClaimedJob(**row) for row, gone in zip(rows, revoked, strict=True) if gone],
+        more=any(more),
+    )
 
 
 def mark_jobs_sent(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:

@@ -18,10 +18,11 @@ WITH caller AS MATERIALIZED (
         AS r(job_id uuid, kind text, position integer, email text, name text)
     WHERE (SELECT allowed FROM caller)
 ), new_jobs AS (
-    INSERT INTO jobs (id, app_id, status, priority, message, metadata, send_at, run_at, schedule_id, request_id)
+    INSERT INTO jobs (id, app_id, status, priority, message, message_bytes, metadata, send_at, run_at, schedule_id,
+                      request_id)
     SELECT j.id, %(app_id)s,
            CASE WHEN j.send_at > now() THEN 'scheduled' ELSE 'queued' END,
-           j.priority, j.message, coalesce(j.metadata, '{}'::jsonb), j.send_at,
+           j.priority, j.message, octet_length(j.message::text), coalesce(j.metadata, '{}'::jsonb), j.send_at,
            greatest(coalesce(j.send_at, now()), now()), j.schedule_id, j.request_id
     FROM jsonb_to_recordset(%(jobs)s)
         AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz, schedule_id uuid,
@@ -73,27 +74,50 @@ WHERE job_id = %(job_id)s
 ORDER BY id;
 
 -- claim_due_jobs --
--- Take up to `limit` due jobs for sending, transactional before bulk, without waiting for rows
--- another sender holds. The claim commits before Mailjet is called, so a crash leaves a trace.
-WITH due AS (
-    SELECT id
+-- Take due jobs for sending, transactional before bulk, without waiting for rows another sender holds: up to
+-- `limit` of them, and only as many as fit in `max_bytes` of message (always at least one, however big), so
+-- one app's huge bodies never share a call with others' nor swell a worker. A due job of a revoked app is
+-- cancelled here instead (audit `app_revoked`, returned with `revoked`): `mailer apps revoke` cancels them
+-- too, but one committed as the app was revoked would otherwise be sent, and left queued it would be walked
+-- past by every claim. `more` (on every row) says whether the claim stopped at a limit, so more may be due:
+-- the jobs seen reached `limit`, or some fitted no more (the running total passes `max_bytes` once two jobs
+-- are in it). `running = bytes`: nothing to send before it, so the first job goes even when it alone is too
+-- big. The claim commits before Mailjet is called, so a crash leaves a trace.
+WITH due AS MATERIALIZED (
+    SELECT id, (priority = 'bulk') AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
+           EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked
     FROM jobs
     WHERE status IN ('queued', 'scheduled') AND run_at <= now()
     ORDER BY (priority = 'bulk'), run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-), claimed AS (
+), changed AS (
     UPDATE jobs
-    SET status = 'sending', attempts = jobs.attempts + 1, claimed_at = now(), updated_at = now()
-    FROM due
-    WHERE jobs.id = due.id
-    RETURNING jobs.id, jobs.app_id, jobs.priority, jobs.message, jobs.attempts,
-              jobs.verify_before_send, jobs.request_id
+    SET status = CASE WHEN picked.revoked THEN 'cancelled' ELSE 'sending' END,
+        attempts = jobs.attempts + CASE WHEN picked.revoked THEN 0 ELSE 1 END,
+        claimed_at = CASE WHEN picked.revoked THEN NULL ELSE now() END,
+        updated_at = now()
+    FROM (
+        SELECT id, revoked, bytes,
+               sum(bytes) FILTER (WHERE NOT revoked) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
+                   AS running,
+               count(*) OVER () >= %(limit)s OR (count(*) FILTER (WHERE NOT revoked) OVER () > 1
+                                                 AND sum(bytes) FILTER (WHERE NOT revoked) OVER () > %(max_bytes)s)
+                   AS more
+        FROM due
+    ) AS picked
+    WHERE jobs.id = picked.id AND (picked.revoked OR picked.running <= %(max_bytes)s OR picked.running = picked.bytes)
+    RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.revoked THEN NULL ELSE jobs.message END AS message,
+              jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
+              picked.more
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
-    SELECT id, 'sending', jsonb_build_object('attempt', attempts) FROM claimed
+    SELECT id, CASE WHEN revoked THEN 'app_revoked' ELSE 'sending' END,
+           CASE WHEN revoked THEN '{"by": "sender"}'::jsonb ELSE jsonb_build_object('attempt', attempts) END
+    FROM changed
 )
-SELECT id, app_id, priority, message, attempts, verify_before_send, request_id FROM claimed;
+SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes, revoked, more
+FROM changed;
 
 -- mark_jobs_sent --
 -- Mailjet accepted these jobs. The status is compared as `status || ''`, which no index has: the statistics

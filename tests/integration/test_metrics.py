@@ -202,7 +202,7 @@ def test_jobs_being_sent_are_counted_until_their_outcome_is_recorded(client, aut
 
     assert value(scrape(client), "mailer_jobs_waiting", status="sending", priority="transactional") == 1
     with conn.transaction():
-        store.mark_jobs_sent(conn, ids=[claimed[0].id])
+        store.mark_jobs_sent(conn, ids=[claimed.jobs[0].id])
     samples = scrape(client)
     assert value(samples, "mailer_jobs_waiting", status="sending", priority="transactional") == 0
     assert value(samples, "mailer_jobs_waiting", status="queued", priority="bulk") == 1

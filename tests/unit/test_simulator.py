@@ -163,6 +163,20 @@ def test_global_errors_have_no_messages(sim: str) -> None:
         assert {"ErrorIdentifier", "ErrorCode", "ErrorMessage", "StatusCode"} <= set(body)
 
 
+@pytest.mark.parametrize("extra", [
+    {"Headers": {"X-Order": 1001}}, {"Variables": ["a"]}, {"Subject": 7}, {"TemplateID": "12"},
+    {"Attachments": [{"ContentType": "text/plain", "Filename": "a.txt", "Base64Content": None}]},
+])
+def test_a_mistyped_property_refuses_the_whole_call_and_sends_nothing(sim: str, extra: dict) -> None:
+    response = _send(sim, _msg("a@example.com", custom_id="good"), _msg("b@example.com", custom_id="bad", **extra))
+    assert response.status_code == 400
+    body = response.json()
+    assert "Messages" not in body
+    assert body["ErrorCode"] == "mj-0002"
+    assert requests.get(f"{sim}/_sim/sends", timeout=5).json()["by_custom_id"] == {}
+    assert _send(sim, _msg("a@example.com", custom_id="good")).status_code == 200
+
+
 def test_api_calls_need_basic_auth(sim: str) -> None:
     response = _send(sim, _msg("a@example.com"), auth=("key", "wrong"))
     assert response.status_code == 401
