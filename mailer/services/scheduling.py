@@ -55,9 +55,12 @@ def create(
         raise errors.ValidationFailed(
             "the schedule has no occurrence from now on", {"start_at": ["all occurrences are in the past"]}
         )
-    return store.insert_schedule(
+    created = store.insert_schedule(
         conn, schedule={**spec, "id": uuid.uuid4(), "app_id": app_id, "next_occurrence": first}
     )
+    if created is None:  # revoked since the request was authenticated
+        raise errors.Unauthorized("invalid or revoked API key")
+    return created
 
 
 def get(conn: psycopg.Connection, *, app_id: int, schedule_id: uuid.UUID) -> dict[str, Any]:
@@ -116,8 +119,8 @@ def delete(conn: psycopg.Connection, *, app_id: int, schedule_id: uuid.UUID) -> 
 
 def tick(conn: psycopg.Connection, *, now: dt.datetime, batch_size: int, limit: int = 100) -> Ticked:
     """Turn every occurrence due before now + LEAD into exactly one job; safe with several schedulers."""
-    totals = Ticked()
     with conn.transaction():
+        totals = Ticked(finished=store.finish_due_schedules_of_revoked_apps(conn, horizon=now + LEAD, limit=limit))
         for schedule in store.claim_due_schedules(conn, horizon=now + LEAD, limit=limit):
             totals = _merge(totals, _produce(conn, schedule, now, batch_size))
     return totals

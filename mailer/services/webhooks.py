@@ -62,8 +62,8 @@ def _lock_app(
     """Lock the app's endpoints for this transaction; 409 when another of its endpoints has `url`, and
     422 when a new one would pass MAILER_WEBHOOK_MAX_ENDPOINTS."""
     found = store.lock_app_webhook_endpoints(conn, app_id=app_id, url=url, except_id=endpoint_id)
-    if found is None:
-        raise errors.NotFound("no such app")
+    if found is None:  # revoked since the request was authenticated
+        raise errors.Unauthorized("invalid or revoked API key")
     if check_url and found["same_url"] is not None:
         raise errors.Conflict(
             f"webhook {found['same_url']} of this app already has this URL; one endpoint per URL",

@@ -15,11 +15,9 @@ def _with_json(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "message": _run.jsonb(row["message"]), "metadata": _run.jsonb(row["metadata"])}
 
 
-def insert_schedule(conn: psycopg.Connection, *, schedule: dict[str, Any]) -> dict[str, Any]:
-    """Store a new active schedule."""
-    row = _run.one_row(conn, "insert_schedule", **_with_json(schedule))
-    assert row is not None  # noqa: S101  # INSERT ... RETURNING always returns the row
-    return row
+def insert_schedule(conn: psycopg.Connection, *, schedule: dict[str, Any]) -> dict[str, Any] | None:
+    """Store a new active schedule; None when its app is revoked."""
+    return _run.one_row(conn, "insert_schedule", **_with_json(schedule))
 
 
 def get_schedule(conn: psycopg.Connection, *, app_id: int, schedule_id: uuid.UUID) -> dict[str, Any] | None:
@@ -62,8 +60,13 @@ def delete_schedule(conn: psycopg.Connection, *, app_id: int, schedule_id: uuid.
     return _run.one_row(conn, "delete_schedule", id=schedule_id, app_id=app_id) is not None
 
 
+def finish_due_schedules_of_revoked_apps(conn: psycopg.Connection, *, horizon: dt.datetime, limit: int) -> int:
+    """Mark done up to `limit` due schedules of revoked apps that no scheduler holds; how many."""
+    return len(_run.all_rows(conn, "finish_due_schedules_of_revoked_apps", horizon=horizon, limit=limit))
+
+
 def claim_due_schedules(conn: psycopg.Connection, *, horizon: dt.datetime, limit: int) -> list[dict[str, Any]]:
-    """Lock active schedules with an occurrence before `horizon` that no other scheduler holds."""
+    """Lock active schedules of active apps with an occurrence before `horizon` that no other scheduler holds."""
     return _run.all_rows(conn, "claim_due_schedules", horizon=horizon, limit=limit)
 
 

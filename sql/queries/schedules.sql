@@ -1,9 +1,12 @@
 -- insert_schedule --
--- A new active schedule.
+-- A new active schedule of an active app; nothing when the app is revoked. FOR SHARE conflicts with the
+-- lock `mailer apps revoke` takes on the app's row first: a revoke under way makes this wait and then see
+-- it revoked, and a revoke that comes after waits for this insert and then finishes the schedule.
 INSERT INTO schedules (id, app_id, state, message, priority, metadata, start_local, timezone, frequency,
                        interval, count, until_local, next_occurrence)
-VALUES (%(id)s, %(app_id)s, 'active', %(message)s, %(priority)s, %(metadata)s, %(start_local)s, %(timezone)s,
-        %(frequency)s, %(interval)s, %(count)s, %(until_local)s, %(next_occurrence)s)
+SELECT %(id)s, apps.id, 'active', %(message)s, %(priority)s, %(metadata)s, %(start_local)s, %(timezone)s,
+       %(frequency)s, %(interval)s, %(count)s, %(until_local)s, %(next_occurrence)s
+FROM (SELECT id FROM apps WHERE id = %(app_id)s AND revoked_at IS NULL FOR SHARE) AS apps
 RETURNING id, app_id, state, message, priority, metadata, start_local, timezone, frequency, interval, count,
           until_local, next_occurrence, created_at, updated_at, finished_at;
 
@@ -61,12 +64,29 @@ DELETE FROM schedules
 WHERE id = %(id)s AND app_id = %(app_id)s
 RETURNING id;
 
+-- finish_due_schedules_of_revoked_apps --
+-- Due schedules of revoked apps are done instead of firing (the revoke finishes them; one left active by an
+-- older release, or by a race, would otherwise make a job the send claim cancels at every occurrence).
+UPDATE schedules
+SET state = 'done', next_occurrence = NULL, finished_at = now(), updated_at = now()
+WHERE state = 'active' AND id IN (
+    SELECT s.id
+    FROM schedules_active s
+    WHERE s.next_occurrence <= %(horizon)s
+      AND EXISTS (SELECT FROM apps WHERE apps.id = s.app_id AND apps.revoked_at IS NOT NULL)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id;
+
 -- claim_due_schedules --
--- Active schedules with an occurrence due before the horizon, skipping those another scheduler holds.
+-- Active schedules of active apps with an occurrence due before the horizon, skipping those another
+-- scheduler holds.
 SELECT id, app_id, state, message, priority, metadata, start_local, timezone, frequency, interval, count,
        until_local, next_occurrence, created_at, updated_at, finished_at
 FROM schedules_active
 WHERE next_occurrence <= %(horizon)s
+  AND NOT EXISTS (SELECT FROM apps WHERE apps.id = schedules_active.app_id AND apps.revoked_at IS NOT NULL)
 ORDER BY next_occurrence
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;

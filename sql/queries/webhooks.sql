@@ -2,8 +2,9 @@
 -- Lock the app's row to the end of the transaction: its endpoints are added or changed one at a time, so
 -- the cap and the one-per-URL rule hold without a race between the check and the insert. (The count is a
 -- statement of its own, count_app_webhook_endpoints: one taken after the lock sees what the previous
--- holder committed, under READ COMMITTED.)
-SELECT id FROM apps WHERE id = %(app_id)s FOR NO KEY UPDATE;
+-- holder committed, under READ COMMITTED.) Nothing when the app is revoked: `mailer apps revoke` locks the
+-- row first, so a request that waited on it sees it revoked here and adds or re-enables no endpoint.
+SELECT id FROM apps WHERE id = %(app_id)s AND revoked_at IS NULL FOR NO KEY UPDATE;
 
 -- count_app_webhook_endpoints --
 -- The app's endpoints, and one of them (other than `except_id`) with `url`.
