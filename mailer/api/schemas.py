@@ -9,8 +9,11 @@ import json
 import re
 from typing import Any
 
+import flask
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
+from mailer.config import Settings
+from mailer.domain import json_depth
 from mailer.domain import message as rules
 from mailer.domain import statuses
 from mailer.domain import webhooks as webhook_rules
@@ -245,10 +248,21 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+def _json_depth_limit() -> int:
+    """MAILER_MAX_JSON_DEPTH of the app serving the request (its default outside one)."""
+    if flask.has_app_context():
+        return int(flask.current_app.extensions["mailer.settings"].max_json_depth)
+    return Settings.max_json_depth
+
+
 def _metadata_value(raw: str) -> Any:
     """A metadata filter value: JSON when it parses as JSON (1001, true, "1001", {"a": 1}), else the text."""
+    limit = _json_depth_limit()
     try:
         value = json.loads(raw, parse_constant=_reject_constant)
+        json_depth.check(raw.encode(), value, limit)
+    except (json_depth.TooDeep, RecursionError):  # RecursionError: deeper than Python's limit, so than ours
+        raise ValidationError(f"nests deeper than {limit} levels ({json_depth.VARIABLE})") from None
     except ValueError:
         value = raw
     try:
