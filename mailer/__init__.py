@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mailer import api, dashboard, db, logging_json
 from mailer.api import request_log
@@ -26,6 +27,11 @@ def create_app(settings: Settings | None = None) -> flask.Flask:
     dashboard.init_app(app, settings)
     webhook_secrets.warn_if_keyed_by_the_database(settings)
     app.after_request(_nosniff)
+    if settings.trusted_proxy_hops:
+        # The client's address as the trusted proxies saw it (X-Forwarded-For), not the last proxy's.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0, x_port=0, x_prefix=0
+        )
     return app
 
 

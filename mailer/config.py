@@ -15,6 +15,7 @@ MIN_OPERATOR_TOKEN = 16  # it opens every app's dashboard: no guessable short wo
 # A schedule nests a message in a body (4 levels) before metadata or variables start. Above 200, json.dumps
 # and psycopg's recursive encoders come near Python's recursion limit (about 1000 frames).
 MIN_JSON_DEPTH, MAX_JSON_DEPTH = 8, 200
+MAX_PROXY_HOPS = 5  # more proxies than any deployment chains in front of one service
 # Fields whose value is a credential, and URLs that may carry a password: never in repr or str.
 _SECRET_WORDS = ("secret", "token", "auth", "password", "key")
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -97,6 +98,10 @@ class Settings:
     # Log-in attempts a minute (bursts of as many), per client address and in all; 0 turns a limit off.
     dashboard_logins_per_address_per_min: float = 10.0
     dashboard_logins_per_min: float = 60.0
+    # Reverse proxies in front of gunicorn that append the client's address to X-Forwarded-For: with N, the
+    # client address (log-in throttling, logs) is the Nth address from the right of that header. 0: the
+    # header is ignored and the address is the TCP peer's (behind a proxy, the proxy's).
+    trusted_proxy_hops: int = 0
     # /metrics reads its database gauges at most once per this many seconds per process (0: every scrape).
     metrics_db_interval_s: float = 10.0
     # Retention (services/retention.py): bodies are purged this many days after a job ended, jobs (and
@@ -185,6 +190,9 @@ class Settings:
             ),
             dashboard_logins_per_min=reader.number(
                 "MAILER_DASHBOARD_LOGINS_PER_MIN", defaults.dashboard_logins_per_min
+            ),
+            trusted_proxy_hops=reader.integer(
+                "MAILER_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops, minimum=0, maximum=MAX_PROXY_HOPS
             ),
             metrics_db_interval_s=reader.number("MAILER_METRICS_DB_INTERVAL_S", defaults.metrics_db_interval_s),
             retention_body_days=reader.integer("MAILER_RETENTION_BODY_DAYS", defaults.retention_body_days, minimum=1),

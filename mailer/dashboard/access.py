@@ -60,7 +60,8 @@ def _operator_fingerprint(token: str) -> str:
 
 
 def client_address() -> str:
-    """The address the request came from (REMOTE_ADDR: behind a proxy, the proxy's)."""
+    """The address the request came from: REMOTE_ADDR, the client's as the trusted proxies saw it when
+    MAILER_TRUSTED_PROXY_HOPS is set (else, behind a proxy, the proxy's)."""
     return flask.request.remote_addr or "unknown"
 
 

@@ -202,3 +202,30 @@ def test_a_scripts_good_bearer_token_takes_nothing_from_the_log_in_allowance(mak
     for token in [OPERATOR, api_key] * 5:
         assert client.get(page, headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert conn.execute("SELECT count(*) FROM rate_limit_buckets WHERE key LIKE 'dashboard-login:%'").fetchone() == (0,)
+
+
+def log_in_through_proxy(client: flask.testing.FlaskClient, token: str, forwarded_for: str) -> flask.Response:
+    """A log-in through a reverse proxy at 10.0.0.2 that appends the client's address to X-Forwarded-For."""
+    environ, headers = {"REMOTE_ADDR": "10.0.0.2"}, {"X-Forwarded-For": forwarded_for}
+    form = client.get("/dashboard/login", environ_base=environ, headers=headers)
+    return client.post("/dashboard/login", data={"token": token, "csrf_token": csrf_of(form.text)},
+                       environ_base=environ, headers=headers)
+
+
+def test_behind_a_trusted_proxy_each_client_has_its_own_log_in_allowance(make_app, api_key, caplog):
+    client = make_app(dashboard_logins_per_address_per_min=2, trusted_proxy_hops=1).test_client()
+    with caplog.at_level(logging.WARNING, logger="mailer.dashboard.access"):
+        for forged in ("192.0.2.1", "192.0.2.2"):  # what a client writes itself is left of the proxy's entry
+            assert log_in_through_proxy(client, api_key[:-1] + "x", f"{forged}, 203.0.113.9").status_code == 401
+        assert log_in_through_proxy(client, api_key, "203.0.113.9").status_code == 429
+    assert log_in_through_proxy(client, api_key, "203.0.113.10").status_code == 302  # another client: not held
+    refused = [record for record in caplog.records if record.getMessage() == "dashboard login refused"]
+    assert [record.client_address for record in refused] == ["203.0.113.9"] * 2  # type: ignore[attr-defined]
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_ignored(make_app, api_key):
+    client = make_app(dashboard_logins_per_address_per_min=2).test_client()
+    for number in range(2):
+        assert log_in_through_proxy(client, api_key[:-1] + "x", f"203.0.113.{number}").status_code == 401
+    # every client through the proxy is one address, the proxy's (what MAILER_TRUSTED_PROXY_HOPS is for)
+    assert log_in_through_proxy(client, api_key, "203.0.113.50").status_code == 429

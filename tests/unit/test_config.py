@@ -229,6 +229,14 @@ def test_the_dashboard_and_metrics_settings():
     assert Settings.from_env({"MAILER_DASHBOARD_COOKIE_SECURE": "1"}).dashboard_cookie_secure is True
 
 
+def test_trusted_proxy_hops_default_to_none_and_are_bounded():
+    assert Settings.from_env({}).trusted_proxy_hops == 0  # X-Forwarded-For ignored unless told
+    assert Settings.from_env({"MAILER_TRUSTED_PROXY_HOPS": "2"}).trusted_proxy_hops == 2
+    for raw in ("-1", "6", "one"):
+        with pytest.raises(ConfigError, match="MAILER_TRUSTED_PROXY_HOPS"):
+            Settings.from_env({"MAILER_TRUSTED_PROXY_HOPS": raw})
+
+
 FERNET_KEY = "x" * 43 + "="  # url-safe base64 of 32 bytes
 
 
