@@ -143,6 +143,9 @@ def log_in(given: str) -> Principal:
             except errors.Unauthorized:
                 log.warning("dashboard login refused", extra={"client_address": address})
                 raise errors.Unauthorized("that is neither the operator token nor a valid app key") from None
+        earlier = flask.session.get("sid")
+        if isinstance(earlier, str):  # a log-in over another session ends it: its cookie's copies too
+            dashboard.end_session(conn, earlier)
         session_id, expires_at = dashboard.start_session(
             conn, app_id=app_id, key_id=key_id, lifetime_s=settings.dashboard_session_lifetime_s
         )

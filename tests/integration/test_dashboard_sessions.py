@@ -229,3 +229,28 @@ def test_without_trusted_proxies_x_forwarded_for_is_ignored(make_app, api_key):
         assert log_in_through_proxy(client, api_key[:-1] + "x", f"203.0.113.{number}").status_code == 401
     # every client through the proxy is one address, the proxy's (what MAILER_TRUSTED_PROXY_HOPS is for)
     assert log_in_through_proxy(client, api_key, "203.0.113.50").status_code == 429
+
+
+def test_a_log_in_over_an_earlier_session_ends_that_session(client, conn, api_key):
+    billing = f"/dashboard/apps/{app_id_of(conn, 'billing')}"
+    assert log_in(client, api_key).status_code == 302
+    earlier = copy_of(client.application, session_cookie(client))
+    assert earlier.get(billing).status_code == 200
+
+    assert log_in(client, OPERATOR).status_code == 302  # the same browser logs in again
+
+    assert client.get(billing).status_code == 200
+    assert earlier.get(billing).status_code == 302  # the earlier session's cookie: to the login form
+    assert conn.execute("SELECT count(*) FROM dashboard_sessions").fetchone() == (1,)
+
+
+def test_log_out_needs_the_forms_csrf_token(client, conn, api_key):
+    billing = f"/dashboard/apps/{app_id_of(conn, 'billing')}"
+    assert log_in(client, api_key).status_code == 302
+    for forged in ({}, {"csrf_token": "guessed"}):
+        refused = client.post("/dashboard/logout", data=forged)
+        assert refused.status_code == 403 and "did not come from the dashboard" in refused.text
+        assert client.get(billing).status_code == 200  # still logged in
+    page = client.get(billing)
+    assert client.post("/dashboard/logout", data={"csrf_token": csrf_of(page.text)}).status_code == 302
+    assert client.get(billing).status_code == 302
