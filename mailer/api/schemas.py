@@ -13,9 +13,8 @@ import flask
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from mailer.config import Settings
-from mailer.domain import json_depth
+from mailer.domain import json_depth, statuses
 from mailer.domain import message as rules
-from mailer.domain import statuses
 from mailer.domain import webhooks as webhook_rules
 from mailer.services import logs as log_rules
 

@@ -13,7 +13,13 @@ import psycopg
 from mailer.store.queries import SQL_DIR
 from tests.integration.conftest import make_key
 from tests.integration.test_app_revoke import (
-    URL, delivery_statuses, endpoint_state, job_status, populate, schedule_state, trail,
+    URL,
+    delivery_statuses,
+    endpoint_state,
+    job_status,
+    populate,
+    schedule_state,
+    trail,
 )
 from tests.integration.test_schedules import parse, schedule_body, tick
 from tests.integration.webhooks_support import queue, register
@@ -86,7 +92,8 @@ def _while_a_revoke_holds_the_app(database_url: str, request: Callable[[], Any])
         with psycopg.connect(database_url, autocommit=True) as watcher:
             while not pending.done() and time.monotonic() < deadline:
                 waiting = watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
                 ).fetchone()
                 if waiting and waiting[0] > 0:
                     break
