@@ -1,6 +1,7 @@
 """Dashboard sessions against real gunicorn processes (two, as the Procfile runs them) without
 MAILER_SECRET_KEY: a login made on one process holds on the other, a log-out ends every copy of the cookie
-on both, the cookie is Secure by default, and log-in throttling counts the attempts every process saw."""
+on both, the cookie is Secure by default, log-in throttling counts the attempts every process saw, and
+behind a trusted proxy (MAILER_TRUSTED_PROXY_HOPS) each client has its own allowance."""
 
 from __future__ import annotations
 
@@ -71,3 +72,27 @@ def test_sessions_hold_on_every_process_and_end_on_every_process(database_url: s
     web_log = (tmp_path / "web.log").read_text()
     assert web_log.count('"message":"dashboard login refused"') == 2
     assert '"client_address":"127.0.0.1"' in web_log
+
+
+def log_in_as(web_url: str, token: str, client: str) -> int:
+    """A log-in through a proxy that wrote `client` into X-Forwarded-For; the status of the form's post."""
+    headers = {"Connection": "close", "X-Forwarded-For": client}
+    form = requests.get(f"{web_url}/dashboard/login", headers=headers, timeout=10)
+    csrf = CSRF.search(form.text)
+    assert csrf, form.text
+    posted = requests.post(
+        f"{web_url}/dashboard/login", data={"token": token, "csrf_token": csrf.group(1)}, timeout=10,
+        headers={**headers, "Cookie": f"mailer_dashboard={cookie_of(form)}"}, allow_redirects=False,
+    )
+    return posted.status_code
+
+
+def test_behind_a_trusted_proxy_gunicorn_throttles_each_client_apart(database_url: str, tmp_path: pathlib.Path):
+    env = {"MAILER_TRUSTED_PROXY_HOPS": "1", "MAILER_DASHBOARD_LOGINS_PER_ADDRESS_PER_MIN": "2"}
+    with running_system(database_url, tmp_path, **env) as system:
+        wrong = [log_in_as(system.web_url, system.api_key[:-1] + "x", "203.0.113.9") for _ in range(3)]
+        assert wrong == [401, 401, 429]
+        assert log_in_as(system.web_url, system.api_key, "203.0.113.10") == 302  # another client behind it
+    web_log = (tmp_path / "web.log").read_text()
+    assert web_log.count('"client_address":"203.0.113.9"') >= 3  # two refused, one throttled
+    assert '"client_address":"127.0.0.1"' not in web_log
