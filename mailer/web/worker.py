@@ -168,8 +168,11 @@ class BufferingWorker(gthread.ThreadWorker):
         framer = conn.framer
         if framer is None:  # already handed over or closed
             return True
-        self.buffered += len(data)
-        rejected = framer.feed(data)
+        before = len(framer.buffer)
+        try:
+            rejected = framer.feed(data)
+        finally:
+            self.buffered += len(framer.buffer) - before  # exact even if feed raised
         if rejected is not None:
             self._refuse(conn, responses.rejected_bytes(rejected), rejected)
             return True
@@ -298,7 +301,7 @@ class BufferingWorker(gthread.ThreadWorker):
             conn.sock.setblocking(False)  # util.close_graceful may have left it in timeout mode
             pipelined = conn.parser.unreader.take_buffered()
             if pipelined:
-                self._start_request(conn, pipelined)
+                self._guarded(conn, self._start_request, conn, pipelined)
                 return
             conn.set_timeout()
             if not self.alive:
@@ -306,7 +309,8 @@ class BufferingWorker(gthread.ThreadWorker):
             self.keepalived_conns.append(conn)
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
         except Exception:
-            self.reading.pop(conn, None)
+            self.log.exception("Unexpected error after a request from ip=%s", conn.client[0] if conn.client else "")
+            self._stop_reading(conn)
             self.nr_conns -= 1
             conn.close()
 

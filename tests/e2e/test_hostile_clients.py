@@ -146,7 +146,8 @@ def test_100_continue_is_sent_once_and_never_to_http_1_0(database_url: str, tmp_
 
 def test_a_bad_request_line_does_not_put_its_path_in_the_log(database_url: str, tmp_path: pathlib.Path) -> None:
     with web_process(database_url, tmp_path) as web:
-        for line in (b"GET /suppressions/alice.secret@example.com", b"GET /suppressions/bob.secret@example.com\x01 HTTP/1.1",
+        for line in (b"GET /suppressions/alice.secret@example.com",
+                     b"GET /suppressions/bob.secret@example.com\x01 HTTP/1.1",
                      b"GET /suppressions/carol.secret@example.com HTTP/7.1"):
             with web.connect() as sock:
                 sock.sendall(line + b"\r\n" + HOST + b"\r\n")
