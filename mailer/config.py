@@ -55,6 +55,8 @@ class Settings:
     web_send_timeout_s: float = 30.0
     web_max_header_bytes: int = 64 * 1024
     web_max_connections: int = 250
+    # Request bytes one web process holds while reading requests (503 beyond; never below one largest request).
+    web_max_buffered_bytes: int = 256 * MIB
     send_max_attempts: int = 8
     send_backoff_base_s: float = 2.0
     send_backoff_cap_s: float = 600.0
@@ -147,6 +149,9 @@ class Settings:
             ),
             web_max_connections=reader.integer(
                 "MAILER_WEB_MAX_CONNECTIONS", defaults.web_max_connections, minimum=1, maximum=100_000
+            ),
+            web_max_buffered_bytes=reader.integer(
+                "MAILER_WEB_MAX_BUFFERED_BYTES", defaults.web_max_buffered_bytes, minimum=1, maximum=2**40
             ),
             send_max_attempts=reader.integer("MAILER_SEND_MAX_ATTEMPTS", defaults.send_max_attempts, minimum=1),
             send_backoff_base_s=reader.number("MAILER_SEND_BACKOFF_BASE_S", defaults.send_backoff_base_s),

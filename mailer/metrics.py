@@ -79,7 +79,7 @@ WEBHOOK_POSTPONED = Counter(
 )
 WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
-    "to arrive), 413, 414, 431, 400 (bad framing)", ["status"],
+    "to arrive), 413, 414, 431, 400 (bad framing), 503 (request bytes over budget)", ["status"],
 )
 _COUNTED_JOB_STATUSES = (statuses.QUEUED, statuses.SCHEDULED, statuses.SENT, statuses.FAILED, statuses.SUPPRESSED)
 _WEBHOOK_OUTCOMES = {"succeeded": "succeeded", "pending": "retry", "failed": "failed", "disabled": "disabled"}

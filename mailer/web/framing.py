@@ -16,6 +16,7 @@ CRLF = b"\r\n"
 HEADERS_END = b"\r\n\r\n"
 MAX_CHUNK_LINE = 1024  # a chunk size line (hex size and extensions); real ones are a few bytes
 HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+MAX_LENGTH_DIGITS = 18  # any Content-Length longer is over every body limit (and int() of 4,301+ digits raises)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,7 @@ class RequestFramer:
         self.buffer = bytearray()
         self.headers_done = False
         self.complete = False
-        self.expects_continue = False  # the client waits for "100 Continue" before sending its body
+        self.expects_continue = False  # an HTTP/1.1 client waits for "100 Continue" before sending its body
         self._scan = 0  # where the search for the end of the headers resumes
         self._body_start = 0
         self._length: int | None = None  # a Content-Length body
@@ -84,14 +85,16 @@ class RequestFramer:
     def _read_framing(self, head: bytes) -> Rejected | None:
         lengths: list[bytes] = []
         codings: list[bytes] = []
-        for line in head.split(CRLF)[1:]:
+        request_line, *lines = head.split(CRLF)
+        http11 = request_line.rstrip().endswith(b"HTTP/1.1")  # HTTP/1.0 clients never wait for 100 Continue
+        for line in lines:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"content-length":
                 lengths.append(value.strip())
             elif name == b"transfer-encoding":
                 codings.extend(part.strip().lower() for part in value.split(b","))
-            elif name == b"expect" and value.strip().lower() == b"100-continue":
+            elif name == b"expect" and value.strip().lower() == b"100-continue" and http11:
                 self.expects_continue = True
         if codings:
             if lengths or codings[-1] != b"chunked":
@@ -103,6 +106,8 @@ class RequestFramer:
         if len(set(lengths)) > 1 or (lengths and not lengths[0].isdigit()):
             self.complete = True  # gunicorn's parser refuses it
             return None
+        if lengths and len(lengths[0]) > MAX_LENGTH_DIGITS:
+            return _body_too_large(self.max_body_bytes)
         length = int(lengths[0]) if lengths else 0
         if length > self.max_body_bytes:
             return _body_too_large(self.max_body_bytes)

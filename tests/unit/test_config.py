@@ -57,6 +57,7 @@ ENV = {
     "MAILER_WEB_SEND_TIMEOUT_S": "7",
     "MAILER_WEB_MAX_HEADER_BYTES": "16384",
     "MAILER_WEB_MAX_CONNECTIONS": "100",
+    "MAILER_WEB_MAX_BUFFERED_BYTES": "33554432",
 }
 
 
@@ -86,6 +87,7 @@ def test_every_variable_is_read():
         "web_send_timeout_s": 7.0,
         "web_max_header_bytes": 16384,
         "web_max_connections": 100,
+        "web_max_buffered_bytes": 32 * 1024 * 1024,
     }
     assert {name: read[name] for name in expected} == expected
 
@@ -354,6 +356,7 @@ def test_the_web_tier_limits():
     settings = Settings.from_env({})
     assert (settings.web_header_timeout_s, settings.web_request_timeout_s, settings.web_send_timeout_s) == (10, 60, 30)
     assert (settings.web_max_header_bytes, settings.web_max_connections) == (64 * 1024, 250)
+    assert settings.web_max_buffered_bytes == 256 * 1024 * 1024
 
 
 @pytest.mark.parametrize(("name", "raw"), [
@@ -362,6 +365,7 @@ def test_the_web_tier_limits():
     ("MAILER_WEB_SEND_TIMEOUT_S", "soon"),
     ("MAILER_WEB_MAX_HEADER_BYTES", "100"),  # below 1 KiB: no real request fits
     ("MAILER_WEB_MAX_CONNECTIONS", "0"),
+    ("MAILER_WEB_MAX_BUFFERED_BYTES", "0"),
 ])
 def test_a_bad_web_tier_limit_is_a_config_error_naming_the_variable(name, raw):
     with pytest.raises(ConfigError, match=name):

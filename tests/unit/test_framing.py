@@ -150,3 +150,23 @@ def test_scanning_resumes_where_it_stopped():
     f = framer(max_header_bytes=40_000)
     raw = HEAD + b"X-A: b\r\n" * 3700 + b"\r\n"
     assert feed_bytewise(f, raw) == len(raw)
+
+
+def test_a_content_length_of_thousands_of_digits_is_413_not_an_exception():
+    for digits in (19, 5000):
+        rejected = framer(max_header_bytes=10_000).feed(HEAD + b"Content-Length: " + b"1" * digits + b"\r\n\r\n")
+        assert rejected is not None and rejected.status == 413
+
+
+def test_a_content_length_of_leading_zeros_beyond_18_digits_is_refused_too():
+    rejected = framer().feed(HEAD + b"Content-Length: " + b"0" * 30 + b"5\r\n\r\nhello")
+    assert rejected is not None and rejected.status == 413
+
+
+def test_only_http_1_1_clients_expect_100_continue():
+    f = framer()
+    f.feed(b"POST /queue HTTP/1.0\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    assert f.body_pending and not f.expects_continue
+    f = framer()
+    f.feed(HEAD + b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    assert f.body_pending and f.expects_continue
