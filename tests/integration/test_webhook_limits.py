@@ -216,7 +216,7 @@ def test_migrate_keeps_extra_endpoints_disables_duplicates_and_encrypts_every_se
     )
     assert result.returncode == 0, result.stderr
     assert "0020_webhook_fan_out_outbox" in result.stdout
-    assert "15 of 15 endpoints encrypted anew" in result.stdout
+    assert "15 of 15 endpoints stored in the clear encrypted" in result.stdout
 
     with psycopg.connect(before_0020, autocommit=True) as conn:
         rows = conn.execute("SELECT url, secret, previous_secret, disabled_at IS NULL, disabled_reason "
