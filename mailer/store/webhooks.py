@@ -31,12 +31,13 @@ class ClaimedDelivery:
 
 
 def lock_app_webhook_endpoints(
-    conn: psycopg.Connection, *, app_id: int, url: str, except_id: uuid.UUID | None = None
+    conn: psycopg.Connection, *, app_id: int, except_id: uuid.UUID | None = None
 ) -> dict[str, Any] | None:
-    """Lock the app's row to the end of the transaction; its endpoint count and one with `url` (None: no app)."""
+    """Lock the app's row to the end of the transaction; its endpoint count and the other endpoints' ids and
+    URLs (None: no app)."""
     if _run.one_row(conn, "lock_app_for_webhooks", app_id=app_id) is None:
         return None
-    return _run.one_row(conn, "count_app_webhook_endpoints", app_id=app_id, url=url, except_id=except_id)
+    return _run.one_row(conn, "count_app_webhook_endpoints", app_id=app_id, except_id=except_id)
 
 
 def insert_webhook_endpoint(

@@ -6,9 +6,13 @@
 SELECT id FROM apps WHERE id = %(app_id)s FOR NO KEY UPDATE;
 
 -- count_app_webhook_endpoints --
--- The app's endpoints, and one of them (other than `except_id`) with `url`.
+-- The app's endpoints: how many, and the ids and URLs of those other than `except_id` (at most
+-- MAILER_WEBHOOK_MAX_ENDPOINTS and an older installation's extra ones; the caller compares URLs normalized).
 SELECT count(*) AS endpoints,
-       (array_agg(id) FILTER (WHERE url = %(url)s AND id IS DISTINCT FROM %(except_id)s::uuid))[1] AS same_url
+       coalesce(array_agg(id ORDER BY created_at, id) FILTER (WHERE id IS DISTINCT FROM %(except_id)s::uuid),
+                '{}') AS other_ids,
+       coalesce(array_agg(url ORDER BY created_at, id) FILTER (WHERE id IS DISTINCT FROM %(except_id)s::uuid),
+                '{}') AS other_urls
 FROM webhook_endpoints
 WHERE app_id = %(app_id)s;
 

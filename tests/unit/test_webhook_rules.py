@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from mailer.domain.webhooks import comparable_url
 from mailer.config import ConfigError, Settings
 from mailer.domain import statuses
 from mailer.domain import webhooks as rules
@@ -181,3 +182,15 @@ def test_the_readme_guide_for_subscribers_verifies_a_mailer_webhook():
         namespace["verify_webhook"](secret, signed, body + b" ")
     with pytest.raises(ValueError, match="timestamp"):
         namespace["verify_webhook"](secret, headers(signed["webhook-signature"], "msg_1", now - 600), body)
+
+
+@pytest.mark.parametrize(("url", "comparable"), [
+    ("HTTPS://Hooks.Example.COM:443/x?", "https://hooks.example.com/x"),
+    ("https://hooks.example.com", "https://hooks.example.com/"),
+    ("http://a.example:80/p#", "http://a.example/p"),
+    ("https://a.example:8443/P?q=1", "https://a.example:8443/P?q=1"),
+    ("http://[2001:DB8::1]:80/x", "http://[2001:db8::1]/x"),
+    ("https://a.example:99999/", "https://a.example:99999/"),  # does not parse: itself
+])
+def test_comparable_url(url, comparable):
+    assert comparable_url(url) == comparable
