@@ -70,6 +70,7 @@ class Settings:
     # process runs at once, and how long an endpoint may fail without a success before it is disabled.
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 32
+    webhook_app_concurrency: int = 0  # posts in flight per app, all workers together; 0: half of the above
     webhook_disable_after_s: float = 3 * 24 * 3600.0
     # Issue 17: endpoints one app may have; posts a second to one subscriber host (a token bucket in
     # Postgres; 0 = no limit); the bound on resolving a subscriber's host name; deliveries one expansion
@@ -154,6 +155,9 @@ class Settings:
             webhook_retry_schedule=reader.schedule("MAILER_WEBHOOK_RETRY_SCHEDULE", defaults.webhook_retry_schedule),
             webhook_timeout_s=reader.number("MAILER_WEBHOOK_TIMEOUT_S", defaults.webhook_timeout_s, positive=True),
             webhook_concurrency=reader.integer("MAILER_WEBHOOK_CONCURRENCY", defaults.webhook_concurrency, minimum=1),
+            webhook_app_concurrency=reader.integer(
+                "MAILER_WEBHOOK_APP_CONCURRENCY", defaults.webhook_app_concurrency, minimum=0
+            ),
             webhook_disable_after_s=reader.number("MAILER_WEBHOOK_DISABLE_AFTER_S", defaults.webhook_disable_after_s),
             webhook_max_endpoints=reader.integer(
                 "MAILER_WEBHOOK_MAX_ENDPOINTS", defaults.webhook_max_endpoints, minimum=1, maximum=10_000

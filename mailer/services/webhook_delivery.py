@@ -62,7 +62,7 @@ def claim(pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CL
     # A secret no key decrypts comes back empty: its attempt fails without a post (webhook_post.UNSIGNABLE).
     with db.connection(pool) as conn:
         claimed = store.claim_webhook_deliveries(
-            conn, limit=limit, per_endpoint=per_endpoint_limit(settings),
+            conn, limit=limit, per_endpoint=per_endpoint_limit(settings), per_app=per_app_limit(settings),
             lease_s=settings.webhook_timeout_s + LEASE_MARGIN_S,
         )
         keys = webhook_secrets.cipher(conn, settings) if claimed else None
@@ -82,6 +82,12 @@ def _decrypted(delivery: ClaimedDelivery, keys: MultiFernet) -> ClaimedDelivery:
 def per_endpoint_limit(settings: Settings) -> int:
     """Posts one endpoint may have in flight at once (across workers): a quarter of one worker's."""
     return max(1, settings.webhook_concurrency // 4)
+
+
+def per_app_limit(settings: Settings) -> int:
+    """Posts one app's endpoints may have in flight at once (across workers): MAILER_WEBHOOK_APP_CONCURRENCY,
+    else half of one worker's, so that one app's slow subscribers leave slots to the others."""
+    return settings.webhook_app_concurrency or max(1, settings.webhook_concurrency // 2)
 
 
 # --- recording --------------------------------------------------------------------------------
@@ -123,7 +129,12 @@ def record(
             conn, delivery_id=delivery.id, attempted_at=attempt.attempted_at, status_code=attempt.status_code,
             latency_ms=attempt.latency_ms, error=attempt.error, status=status, retry_in_s=retry_in_s,
         )
-        if disabled:
+    if disabled:
+        # In a transaction of its own, after the endpoint's disabling committed: the app's lock waits for an
+        # expansion that read the endpoint still enabled (migration 0025), and holding nothing else while
+        # waiting for it cannot deadlock with a PATCH (app, then endpoint).
+        with db.connection(pool) as conn:
+            store.lock_app_of_webhook_endpoint(conn, endpoint_id=delivery.endpoint_id)
             store.disable_webhook_deliveries(conn, endpoint_id=delivery.endpoint_id)
     _log_attempt(delivery, attempt, recorded)
     metrics.webhook_delivered(recorded or status)
@@ -160,8 +171,14 @@ def without_url(error: str | None, url: str) -> str | None:
 
 
 def host_of(url: str) -> str:
-    """The subscriber host a delivery counts against (its rate limit's bucket)."""
+    """The subscriber host a delivery counts against (its rate limit's bucket, with its app)."""
     return (urllib.parse.urlsplit(url).hostname or "").lower()
+
+
+def host_bucket(delivery: ClaimedDelivery) -> str:
+    """The rate limit's bucket: the app and the host, so that one app flooding a shared host (a chat
+    service's webhook host) does not push back the other apps' deliveries to it."""
+    return f"webhook-host:{delivery.app_id}:{host_of(delivery.url)}"
 
 
 def postponed(pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, settings: Settings) -> float | None:
@@ -171,7 +188,7 @@ def postponed(pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, sett
     if rate <= 0:
         return None
     with db.autocommit(pool) as conn:
-        decision = rate_limits.take(conn, f"webhook-host:{host_of(delivery.url)}", rate, max(1.0, rate))
+        decision = rate_limits.take(conn, host_bucket(delivery), rate, max(1.0, rate))
         if decision.granted:
             return None
         # jitter, so that the deliveries waiting for one host do not all come back at once

@@ -69,7 +69,8 @@ def _lock_app(
     if found is None:
         raise errors.NotFound("no such app")
     wanted = comparable_url(url)
-    same = next((i for i, u in zip(found["other_ids"], found["other_urls"]) if comparable_url(u) == wanted), None)
+    others = zip(found["other_ids"], found["other_urls"], strict=True)
+    same = next((other for other, other_url in others if comparable_url(other_url) == wanted), None)
     if check_url and same is not None:
         raise errors.Conflict(
             f"webhook {same} of this app already has this URL; one endpoint per URL",

@@ -247,6 +247,17 @@ def test_the_webhook_settings_of_issue_17():
     assert FERNET_KEY not in repr(read)
 
 
+def test_the_per_app_webhook_concurrency():
+    from mailer.services.webhook_delivery import per_app_limit
+
+    assert Settings.from_env({}).webhook_app_concurrency == 0
+    assert per_app_limit(Settings.from_env({})) == 16  # half of MAILER_WEBHOOK_CONCURRENCY (32)
+    assert per_app_limit(Settings.from_env({"MAILER_WEBHOOK_CONCURRENCY": "1"})) == 1
+    assert per_app_limit(Settings.from_env({"MAILER_WEBHOOK_APP_CONCURRENCY": "5"})) == 5
+    with pytest.raises(ConfigError, match="MAILER_WEBHOOK_APP_CONCURRENCY"):
+        Settings.from_env({"MAILER_WEBHOOK_APP_CONCURRENCY": "-1"})
+
+
 @pytest.mark.parametrize(
     ("name", "raw"),
     [

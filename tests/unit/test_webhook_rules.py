@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from mailer.domain.webhooks import comparable_url
 from mailer.config import ConfigError, Settings
 from mailer.domain import statuses
 from mailer.domain import webhooks as rules
+from mailer.domain.webhooks import comparable_url
 from mailer.services import ssrf, webhook_delivery, webhooks
 from tests.webhook_receiver import SignatureInvalid, verify
 
