@@ -78,6 +78,7 @@ class Settings:
     webhook_max_endpoints: int = 10
     webhook_host_rate_per_s: float = 20.0
     webhook_dns_timeout_s: float = 2.0
+    webhook_dns_threads: int = 16  # resolver threads a process has for subscriber host names; an app a quarter
     webhook_expand_batch: int = 1000
     webhook_secret_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     worker_concurrency: int = 8
@@ -166,6 +167,8 @@ class Settings:
             webhook_dns_timeout_s=reader.number(
                 "MAILER_WEBHOOK_DNS_TIMEOUT_S", defaults.webhook_dns_timeout_s, positive=True
             ),
+            webhook_dns_threads=reader.integer("MAILER_WEBHOOK_DNS_THREADS", defaults.webhook_dns_threads,
+                                               minimum=1, maximum=64),
             webhook_expand_batch=reader.integer(
                 "MAILER_WEBHOOK_EXPAND_BATCH", defaults.webhook_expand_batch, minimum=1, maximum=100_000
             ),

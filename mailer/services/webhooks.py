@@ -43,14 +43,18 @@ def signature_header(live_secrets: Sequence[str], message_id: str, timestamp: in
     return " ".join(sign(secret, message_id, timestamp, body) for secret in live_secrets)
 
 
-def _check_url(url: str, settings: Settings) -> str:
+def _check_url(url: str, settings: Settings, app_id: int) -> str:
     """The URL's form, port and addresses now (the lookup bounded by MAILER_WEBHOOK_DNS_TIMEOUT_S): 422.
 
     The URL to store: as sent, but for its scheme in lower case (`HTTPS://` is valid, the table wants `https`)."""
     try:
-        ssrf.check_url(url, settings.webhook_allow_private, settings.webhook_dns_timeout_s)
+        ssrf.check_url(url, settings.webhook_allow_private, settings.webhook_dns_timeout_s, app_id,
+                       settings.webhook_dns_threads)
     except ssrf.UnsafeURL as exc:
         raise errors.ValidationFailed(f"url {exc}", {"url": [str(exc)]}) from None
+    except ssrf.ResolverBusy as exc:  # not the URL's fault: try again shortly
+        raise errors.RateLimited(f"the url's host name cannot be checked now: {exc}; try again shortly",
+                                 retry_after_s=2, details={"url": [str(exc)]}) from None
     scheme, rest = url.split(":", 1)
     return f"{scheme.lower()}:{rest}"
 
@@ -104,7 +108,7 @@ def _endpoint(row: dict[str, Any], secret: str | None = None) -> dict[str, Any]:
 
 def create(conn: psycopg.Connection, *, app_id: int, url: str, events: Sequence[str], settings: Settings) -> dict:
     """Register an endpoint; the answer carries its secret, shown this once (stored encrypted)."""
-    url = _check_url(url, settings)
+    url = _check_url(url, settings, app_id)
     keys = webhook_secrets.cipher(conn, settings)
     _lock_app(conn, settings, app_id, url)
     secret = new_secret()
@@ -136,7 +140,7 @@ def update(
 ) -> dict[str, Any]:
     """Change url, events or enabled; disabling stops the pending deliveries; 409 for another's URL."""
     if url is not None:
-        url = _check_url(url, settings)
+        url = _check_url(url, settings, app_id)
     current = _require(conn, app_id, endpoint_id)
     # Only a new URL or enabling can make a duplicate (an older installation may hold disabled ones).
     _lock_app(conn, settings, app_id, url or current["url"], endpoint_id, check_url=url is not None or bool(enabled))

@@ -154,3 +154,77 @@ def test_an_endpoint_disabled_by_a_410_during_an_expansion_keeps_no_pending_deli
     thread.join(timeout=30)
     assert recorded == ["disabled"]
     assert pending_of(conn, endpoint["id"]) == ["disabled", "disabled"]  # the second was left pending
+
+
+# --- name lookups: a tenant whose names hang cannot take the resolver threads of the others -----------------
+
+
+@pytest.fixture
+def hanging_dns(monkeypatch) -> Iterator[threading.Event]:  # type: ignore[no-untyped-def]
+    """Names under hang.example never answer (until released); ok.example is a public address."""
+    import socket
+
+    from mailer.services import ssrf
+
+    real, release = socket.getaddrinfo, threading.Event()
+
+    def fake(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(host).endswith("hang.example"):
+            release.wait(30)
+            raise OSError("gave up")
+        if str(host).endswith("ok.example"):
+            return real("93.184.215.14", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    yield release
+    release.set()
+    deadline = time.monotonic() + 10
+    while ssrf._resolving and time.monotonic() < deadline:  # the hung lookups end and give their threads back
+        time.sleep(0.01)
+
+
+def hang_lookups(owner: int, count: int) -> None:
+    """`count` lookups of `owner` that time out at once and keep their threads (as a name that never answers)."""
+    from mailer.services import ssrf
+
+    for n in range(count):
+        with pytest.raises(ssrf.Unresolvable):
+            ssrf.resolve(f"h{n}.hang.example", 443, 0.05, owner, 16)
+
+
+def test_an_app_whose_names_hang_keeps_its_share_of_resolvers_and_others_still_register(
+    client, auth, conn, hanging_dns, settings
+):
+    hanging = app_id_of(conn, "billing")
+    hang_lookups(hanging, 4)  # a quarter of MAILER_WEBHOOK_DNS_THREADS (16): its share
+    refused = client.post("/webhooks", json={"url": "https://a.hang.example/h"}, headers=auth)
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"  # at once, not a 422
+    _, other_key = apps.create_app(conn, "other")
+    other = client.post("/webhooks", json={"url": "https://hooks.ok.example/h"},
+                        headers={"Authorization": f"Bearer {other_key}"})
+    assert other.status_code == 201  # was 422 "did not resolve": the four shared threads were all hung
+
+
+def test_a_delivery_waiting_for_a_resolver_thread_is_put_back_without_an_attempt(
+    conn, pool, settings, hanging_dns
+):
+    app, _ = apps.create_app(conn, "busy")
+    add_endpoints(conn, app.id, 1, "https://hooks.ok.example/h")
+    mark_sent_for(conn, app.id)
+    hang_lookups(app.id, 4)
+    [claimed] = webhook_delivery.claim(pool, settings, 10)
+    done = webhook_delivery.deliver(pool, claimed, settings)
+    assert (done.attempt, done.status) == (None, "pending")
+    row = conn.execute("SELECT attempts, in_flight_until, next_attempt_at > now() + interval '3 s' "
+                       "FROM webhook_deliveries").fetchone()
+    assert row == (0, None, True)  # was attempt 1, `name not resolved`, toward the endpoint's disabling
+    assert conn.execute("SELECT count(*) FROM webhook_attempts").fetchone() == (0,)
+
+
+def mark_sent_for(conn: psycopg.Connection, app_id: int) -> None:
+    """A delivery due for the app's endpoints, written as the outbox would."""
+    conn.execute("INSERT INTO webhook_messages (app_id, type, body) VALUES (%s, 'email.sent', '{}')", (app_id,))
+    conn.execute("INSERT INTO webhook_deliveries (message_id, endpoint_id, next_attempt_at) "
+                 "SELECT m.id, e.id, now() FROM webhook_messages m, webhook_endpoints e WHERE e.app_id = %s",
+                 (app_id,))

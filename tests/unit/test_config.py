@@ -258,6 +258,14 @@ def test_the_per_app_webhook_concurrency():
         Settings.from_env({"MAILER_WEBHOOK_APP_CONCURRENCY": "-1"})
 
 
+def test_the_webhook_resolver_threads():
+    assert Settings.from_env({}).webhook_dns_threads == 16
+    assert Settings.from_env({"MAILER_WEBHOOK_DNS_THREADS": "64"}).webhook_dns_threads == 64
+    for wrong in ("0", "65", "many"):
+        with pytest.raises(ConfigError, match="MAILER_WEBHOOK_DNS_THREADS"):
+            Settings.from_env({"MAILER_WEBHOOK_DNS_THREADS": wrong})
+
+
 @pytest.mark.parametrize(
     ("name", "raw"),
     [
