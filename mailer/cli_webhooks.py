@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import psycopg
 from cryptography.fernet import Fernet
@@ -23,13 +24,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     ).set_defaults(handler=_reencrypt)
 
 
-def reencrypt_secrets(settings: Settings) -> str:
-    """Encrypt every stored webhook secret with the current first key; a line saying what was done."""
+def encrypt_plaintext_secrets(settings: Settings) -> tuple[str, str | None]:
+    """For `mailer db migrate`: encrypt secrets stored in the clear; a line saying so, and a warning or None."""
     from mailer.services import webhook_secrets
 
     with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
-        done = webhook_secrets.reencrypt(conn, settings)
-    return f"webhook secrets: {done.rewritten} of {done.examined} endpoints encrypted anew"
+        done = webhook_secrets.reencrypt(conn, settings, plaintext_only=True)
+    warning = None
+    if done.unreadable:
+        warning = (f"warning: {len(done.unreadable)} webhook endpoint(s) have secrets that no key of "
+                   "MAILER_WEBHOOK_SECRET_KEYS decrypts; their deliveries fail until the key is back "
+                   "(`mailer webhooks reencrypt` lists them)")
+    return f"webhook secrets: {done.rewritten} of {done.examined} endpoints stored in the clear encrypted", warning
 
 
 def _new_key(_: argparse.Namespace) -> int:
@@ -38,6 +44,15 @@ def _new_key(_: argparse.Namespace) -> int:
 
 
 def _reencrypt(_: argparse.Namespace) -> int:
+    from mailer.services import webhook_secrets
+
     settings = Settings.from_env()
-    print(reencrypt_secrets(settings))
-    return 0
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        done = webhook_secrets.reencrypt(conn, settings)
+    print(f"webhook secrets: {done.rewritten} of {done.examined} endpoints encrypted anew")
+    if not done.unreadable:
+        return 0
+    print(f"mailer: {len(done.unreadable)} webhook endpoint(s) have secrets that no key of "
+          "MAILER_WEBHOOK_SECRET_KEYS decrypts (left as they are; put the dropped key back, or have the app "
+          "rotate the secret): " + ", ".join(str(endpoint) for endpoint in done.unreadable), file=sys.stderr)
+    return 1

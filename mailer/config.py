@@ -73,6 +73,7 @@ class Settings:
     # process runs at once, and how long an endpoint may fail without a success before it is disabled.
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 32
+    webhook_app_concurrency: int = 0  # posts in flight per app, all workers together; 0: half of the above
     webhook_disable_after_s: float = 3 * 24 * 3600.0
     # Issue 17: endpoints one app may have; posts a second to one subscriber host (a token bucket in
     # Postgres; 0 = no limit); the bound on resolving a subscriber's host name; deliveries one expansion
@@ -80,6 +81,7 @@ class Settings:
     webhook_max_endpoints: int = 10
     webhook_host_rate_per_s: float = 20.0
     webhook_dns_timeout_s: float = 2.0
+    webhook_dns_threads: int = 16  # resolver threads a process has for subscriber host names; an app a quarter
     webhook_expand_batch: int = 1000
     webhook_secret_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     worker_concurrency: int = 8
@@ -164,6 +166,9 @@ class Settings:
             webhook_retry_schedule=reader.schedule("MAILER_WEBHOOK_RETRY_SCHEDULE", defaults.webhook_retry_schedule),
             webhook_timeout_s=reader.number("MAILER_WEBHOOK_TIMEOUT_S", defaults.webhook_timeout_s, positive=True),
             webhook_concurrency=reader.integer("MAILER_WEBHOOK_CONCURRENCY", defaults.webhook_concurrency, minimum=1),
+            webhook_app_concurrency=reader.integer(
+                "MAILER_WEBHOOK_APP_CONCURRENCY", defaults.webhook_app_concurrency, minimum=0
+            ),
             webhook_disable_after_s=reader.number("MAILER_WEBHOOK_DISABLE_AFTER_S", defaults.webhook_disable_after_s),
             webhook_max_endpoints=reader.integer(
                 "MAILER_WEBHOOK_MAX_ENDPOINTS", defaults.webhook_max_endpoints, minimum=1, maximum=10_000
@@ -172,6 +177,8 @@ class Settings:
             webhook_dns_timeout_s=reader.number(
                 "MAILER_WEBHOOK_DNS_TIMEOUT_S", defaults.webhook_dns_timeout_s, positive=True
             ),
+            webhook_dns_threads=reader.integer("MAILER_WEBHOOK_DNS_THREADS", defaults.webhook_dns_threads,
+                                               minimum=1, maximum=64),
             webhook_expand_batch=reader.integer(
                 "MAILER_WEBHOOK_EXPAND_BATCH", defaults.webhook_expand_batch, minimum=1, maximum=100_000
             ),

@@ -77,6 +77,10 @@ WEBHOOK_POSTPONED = Counter(
     "mailer_webhook_rate_limited", "Outbound webhook deliveries put back unattempted because their host was over "
     "MAILER_WEBHOOK_HOST_RATE_PER_S",
 )
+WEBHOOK_RESOLVER_BUSY = Counter(
+    "mailer_webhook_resolver_busy", "Outbound webhook deliveries put back unattempted because no resolver thread "
+    "was free for their host name (all busy, or their app's share: MAILER_WEBHOOK_DNS_THREADS)",
+)
 WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
     "to arrive), 413, 414, 431, 400 (bad framing), 503 (request bytes over budget)", ["status"],
@@ -140,6 +144,11 @@ def events_received(names: Iterable[str]) -> None:
 def webhook_delivered(status: str | None) -> None:
     """Count one webhook attempt by the status it left its delivery in."""
     WEBHOOK_DELIVERIES.labels(_WEBHOOK_OUTCOMES.get(status or "", "failed")).inc()
+
+
+def webhook_resolver_busy() -> None:
+    """Count one delivery put back because no resolver thread was free for its host name."""
+    WEBHOOK_RESOLVER_BUSY.inc()
 
 
 def webhook_postponed() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import ipaddress
 import socket
+import threading
 import urllib.parse
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -22,8 +24,14 @@ METADATA_ADDRESSES = frozenset(
 # Without MAILER_WEBHOOK_ALLOW_PRIVATE only the web's own ports: no probing of other services' ports.
 ALLOWED_PORTS = (80, 443)
 # Name lookups run here, each waited for at most a timeout: getaddrinfo itself cannot be given one, and a
-# lookup that hangs must not hold a request thread. A few threads: lookups beyond them queue (and time out).
-_RESOLVERS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="resolve")
+# lookup that hangs must not hold a request thread. A lookup that times out keeps its thread until the
+# resolver gives up, so the threads are counted: a lookup never queues behind others (its timeout would be
+# spent waiting for a thread, and blamed on its name); with no free thread, or when its owner (an app)
+# already holds its share of them, it is refused at once with ResolverBusy.
+MAX_RESOLVER_THREADS = 64
+_RESOLVERS = concurrent.futures.ThreadPoolExecutor(MAX_RESOLVER_THREADS, thread_name_prefix="resolve")
+_resolving_lock = threading.Lock()
+_resolving: collections.Counter[object] = collections.Counter()  # lookups running, per owner (and in all: None)
 # IPv6 prefixes that carry an IPv4 address inside (RFC 6052 NAT64 well-known prefix).
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -34,6 +42,10 @@ class UnsafeURL(ValueError):
 
 class Unresolvable(UnsafeURL):
     """A subscriber URL whose host name does not resolve (in time)."""
+
+
+class ResolverBusy(Exception):
+    """No resolver thread for this lookup now (all busy, or its owner's share is): not the name's fault."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +113,47 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
-def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
-    """Every address `host` resolves to (an IP literal is itself) within `timeout_s`; UnsafeURL when none."""
+def owner_share(threads: int) -> int:
+    """Resolver threads one owner (an app) may hold at once: a quarter of them."""
+    return max(1, threads // 4)
+
+
+def _start_lookup(host: str, port: int, owner: object, threads: int) -> concurrent.futures.Future:
+    threads = min(threads, MAX_RESOLVER_THREADS)
+    with _resolving_lock:
+        if _resolving[None] >= threads:
+            raise ResolverBusy(f"all {threads} resolver threads are busy")
+        if owner is not None and _resolving[owner] >= owner_share(threads):
+            raise ResolverBusy(f"this app already has {owner_share(threads)} host name lookups in progress")
+        _resolving[None] += 1
+        if owner is not None:
+            _resolving[owner] += 1
+
+    def lookup() -> list:
+        try:
+            return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        finally:
+            with _resolving_lock:
+                for key in (None, owner) if owner is not None else (None,):
+                    _resolving[key] -= 1
+                    if not _resolving[key]:
+                        del _resolving[key]
+
+    return _RESOLVERS.submit(lookup)
+
+
+def resolve(
+    host: str, port: int, timeout_s: float, owner: object = None, threads: int = 16
+) -> list[IPAddress]:
+    """Every address `host` resolves to (an IP literal is itself) within `timeout_s`; UnsafeURL when none.
+
+    ResolverBusy, at once, when no thread is free for the lookup or `owner` holds its share of `threads`."""
     try:
-        infos = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(timeout_s)
+        return [ipaddress.ip_address(host)]  # a literal needs no lookup (nor a thread)
+    except ValueError:
+        pass
+    try:
+        infos = _start_lookup(host, port, owner, threads).result(timeout_s)
     except concurrent.futures.TimeoutError:
         raise Unresolvable(f"host {host} did not resolve within {timeout_s:g} s") from None
     except (OSError, UnicodeError) as exc:
@@ -119,11 +168,13 @@ def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
     return addresses
 
 
-def check_url(url: str, allow_private: bool, timeout_s: float) -> tuple[Target, list[IPAddress]]:
+def check_url(
+    url: str, allow_private: bool, timeout_s: float, owner: object = None, threads: int = 16
+) -> tuple[Target, list[IPAddress]]:
     """Check a URL, its port and every address its host resolves to now; the target and those addresses."""
     # They are the only addresses a delivery may connect to; UnsafeURL if any of them is forbidden.
     target = parse(url)
-    addresses = resolve(target.host, target.port, timeout_s)
+    addresses = resolve(target.host, target.port, timeout_s, owner, threads)
     for address in addresses:
         reason = forbidden_reason(address, allow_private)
         if reason is not None:

@@ -16,19 +16,22 @@ from cryptography.fernet import MultiFernet
 
 from mailer import db, metrics
 from mailer.config import Settings
-from mailer.services import rate_limits, webhook_secrets
+from mailer.services import ssrf, webhook_secrets
+from mailer.services.webhook_pacing import JITTER, host_bucket, host_of, postponed, put_back
 from mailer.services.webhook_post import Attempt, post
 from mailer.store import webhooks as store
 from mailer.store.webhooks import ClaimedDelivery
 
-__all__ = ["Attempt", "Delivered", "Dispatcher", "claim", "deliver", "deliver_due_batch", "expand", "post", "record"]
+__all__ = [
+    "JITTER", "Attempt", "Delivered", "Dispatcher", "claim", "deliver", "deliver_due_batch", "expand", "host_bucket",
+    "host_of", "post", "postponed", "put_back", "record",
+]
 
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 50
 # A claimed delivery is leased for the attempt's timeout plus this; a dead worker's lease expires.
 LEASE_MARGIN_S = 60.0
-JITTER = 0.2  # each retry delay is stretched or shrunk by up to 20 %
 # Database connections a dispatcher's threads use at once (claims and records are short): the rest of
 # the worker's pool stays free for sending email, however many webhooks are being posted.
 DISPATCHER_DB_CONNECTIONS = 2
@@ -62,7 +65,7 @@ def claim(pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CL
     # A secret no key decrypts comes back empty: its attempt fails without a post (webhook_post.UNSIGNABLE).
     with db.connection(pool) as conn:
         claimed = store.claim_webhook_deliveries(
-            conn, limit=limit, per_endpoint=per_endpoint_limit(settings),
+            conn, limit=limit, per_endpoint=per_endpoint_limit(settings), per_app=per_app_limit(settings),
             lease_s=settings.webhook_timeout_s + LEASE_MARGIN_S,
         )
         keys = webhook_secrets.cipher(conn, settings) if claimed else None
@@ -82,6 +85,12 @@ def _decrypted(delivery: ClaimedDelivery, keys: MultiFernet) -> ClaimedDelivery:
 def per_endpoint_limit(settings: Settings) -> int:
     """Posts one endpoint may have in flight at once (across workers): a quarter of one worker's."""
     return max(1, settings.webhook_concurrency // 4)
+
+
+def per_app_limit(settings: Settings) -> int:
+    """Posts one app's endpoints may have in flight at once (across workers): MAILER_WEBHOOK_APP_CONCURRENCY,
+    else half of one worker's, so that one app's slow subscribers leave slots to the others."""
+    return settings.webhook_app_concurrency or max(1, settings.webhook_concurrency // 2)
 
 
 # --- recording --------------------------------------------------------------------------------
@@ -123,7 +132,12 @@ def record(
             conn, delivery_id=delivery.id, attempted_at=attempt.attempted_at, status_code=attempt.status_code,
             latency_ms=attempt.latency_ms, error=attempt.error, status=status, retry_in_s=retry_in_s,
         )
-        if disabled:
+    if disabled:
+        # In a transaction of its own, after the endpoint's disabling committed: the app's lock waits for an
+        # expansion that read the endpoint still enabled (migration 0025), and holding nothing else while
+        # waiting for it cannot deadlock with a PATCH (app, then endpoint).
+        with db.connection(pool) as conn:
+            store.lock_app_of_webhook_endpoint(conn, endpoint_id=delivery.endpoint_id)
             store.disable_webhook_deliveries(conn, endpoint_id=delivery.endpoint_id)
     _log_attempt(delivery, attempt, recorded)
     metrics.webhook_delivered(recorded or status)
@@ -159,35 +173,18 @@ def without_url(error: str | None, url: str) -> str | None:
     return error
 
 
-def host_of(url: str) -> str:
-    """The subscriber host a delivery counts against (its rate limit's bucket)."""
-    return (urllib.parse.urlsplit(url).hostname or "").lower()
-
-
-def postponed(pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, settings: Settings) -> float | None:
-    """Take a token of the delivery's host, or put the delivery back until there is one; the wait, if any."""
-    # Over MAILER_WEBHOOK_HOST_RATE_PER_S a delivery waits: not an attempt, not a failure.
-    rate = settings.webhook_host_rate_per_s
-    if rate <= 0:
-        return None
-    with db.autocommit(pool) as conn:
-        decision = rate_limits.take(conn, f"webhook-host:{host_of(delivery.url)}", rate, max(1.0, rate))
-        if decision.granted:
-            return None
-        # jitter, so that the deliveries waiting for one host do not all come back at once
-        wait = decision.retry_after_s * (1 + JITTER * random.random()) + 0.01  # noqa: S311  # not for security
-        store.postpone_webhook_delivery(conn, delivery_id=delivery.id, delay_s=wait)
-    metrics.webhook_postponed()
-    return wait
-
-
 def deliver(
     pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, settings: Settings, rng: random.Random | None = None
 ) -> Delivered:
-    """One attempt of one claimed delivery: post it, record it (or put it back while its host is over its rate)."""
+    """One attempt of one claimed delivery: post it, record it (or put it back while its host is over its rate,
+    or no resolver thread is free)."""
     if postponed(pool, delivery, settings) is not None:
         return Delivered(delivery, None, "pending")
-    attempt = post(delivery, settings)
+    try:
+        attempt = post(delivery, settings)
+    except ssrf.ResolverBusy as busy:
+        put_back(pool, delivery, busy)
+        return Delivered(delivery, None, "pending")
     return Delivered(delivery, attempt, record(pool, delivery, attempt, settings, rng))
 
 
@@ -258,9 +255,14 @@ class Dispatcher:
             with self._db_slots:
                 waits = postponed(self._pool, delivery, self._settings) is not None
             if not waits:
-                attempt = post(delivery, self._settings)
-                with self._db_slots:
-                    record(self._pool, delivery, attempt, self._settings)
+                try:
+                    attempt = post(delivery, self._settings)
+                except ssrf.ResolverBusy as busy:
+                    with self._db_slots:
+                        put_back(self._pool, delivery, busy)
+                else:
+                    with self._db_slots:
+                        record(self._pool, delivery, attempt, self._settings)
         except Exception:  # the lease expires and another attempt follows; never log the secrets
             log.exception("recording webhook delivery %s failed", delivery.id)
         finally:

@@ -138,7 +138,9 @@ def _request_target(url: str) -> tuple[str, str, dict[str, str]]:
 
 
 def post(delivery: ClaimedDelivery, settings: Settings) -> Attempt:
-    """POST one delivery, signed, to an address checked once, no redirects, within the timeout; never raises."""
+    """POST one delivery, signed, to an address checked once, no redirects, within the timeout.
+
+    Raises only ssrf.ResolverBusy: no resolver thread was free for the name, so nothing was attempted."""
     # The name is resolved once, every address checked, and the connection made only to a checked address
     # (Host, SNI and the certificate still the name's): DNS rebinding has no second lookup to answer.
     # Errors are coarse (CONNECTION_FAILED, TIMEOUT, REFUSED_ADDRESS, the HTTP status).
@@ -167,7 +169,9 @@ def post(delivery: ClaimedDelivery, settings: Settings) -> Attempt:
         }
         scheme, path, target_headers = _request_target(delivery.url)
         dns_timeout_s = min(settings.webhook_dns_timeout_s, settings.webhook_timeout_s)
-        target, addresses = ssrf.check_url(delivery.url, settings.webhook_allow_private, dns_timeout_s)
+        target, addresses = ssrf.check_url(
+            delivery.url, settings.webhook_allow_private, dns_timeout_s, delivery.app_id, settings.webhook_dns_threads
+        )
         pool, response = _post_to_first(
             target, addresses, scheme, path, body, {**headers, **target_headers}, settings.webhook_timeout_s
         )

@@ -41,6 +41,7 @@ class Reencrypted:
 
     examined: int
     rewritten: int
+    unreadable: tuple[uuid.UUID, ...] = ()  # endpoints whose secrets no configured key decrypts (left as they are)
 
 
 def warn_if_keyed_by_the_database(settings: Settings) -> None:
@@ -108,27 +109,45 @@ def _needs_rewrite(first: Fernet, stored: str | None) -> bool:
     return False
 
 
-def reencrypt(conn: psycopg.Connection, settings: Settings) -> Reencrypted:
-    """Encrypt every stored secret (and previous secret) with the first key; a batch per transaction."""
+def _readable(keys: MultiFernet, stored: str | None) -> bool:
+    if stored is None or stored.startswith(PLAINTEXT_PREFIX):
+        return True
+    try:
+        keys.decrypt(stored.encode("ascii"))
+    except InvalidToken:
+        return False
+    return True
+
+
+def reencrypt(conn: psycopg.Connection, settings: Settings, *, plaintext_only: bool = False) -> Reencrypted:
+    """Encrypt every stored secret (and previous secret) with the first key; a batch per transaction.
+
+    With plaintext_only (what `mailer db migrate` does) only secrets still in the clear are encrypted and the
+    others are left under whatever key encrypted them. Secrets no key decrypts are skipped and reported.
+    """
     keys, first = cipher(conn, settings), Fernet(_key_list(conn, settings)[0])
     examined = rewritten = 0
+    unreadable: list[uuid.UUID] = []
     after: uuid.UUID | None = None
     while True:
         with conn.transaction():
             rows = store.list_webhook_secrets(conn, after_id=after, limit=REENCRYPT_BATCH)
             for row in rows:
                 old = (row["secret"], row["previous_secret"])
-                if not (_needs_rewrite(first, old[0]) or _needs_rewrite(first, old[1])):
+                if not (_readable(keys, old[0]) and _readable(keys, old[1])):
+                    unreadable.append(row["id"])
                     continue
-                try:
+                if plaintext_only:
+                    if not any(value and value.startswith(PLAINTEXT_PREFIX) for value in old):
+                        continue
+                    new = tuple(encrypt(keys, v) if v and v.startswith(PLAINTEXT_PREFIX) else v for v in old)
+                elif _needs_rewrite(first, old[0]) or _needs_rewrite(first, old[1]):
                     new = (_current(keys, old[0]) or "", _current(keys, old[1]))
-                except InvalidToken:
-                    raise SecretUnreadable(
-                        f"the secrets of webhook endpoint {row['id']} cannot be decrypted with the configured keys"
-                    ) from None
-                if store.replace_webhook_secrets(conn, endpoint_id=row["id"], old=old, new=new):
+                else:
+                    continue
+                if store.replace_webhook_secrets(conn, endpoint_id=row["id"], old=old, new=(new[0] or "", new[1])):
                     rewritten += 1
         examined += len(rows)
         if len(rows) < REENCRYPT_BATCH:
-            return Reencrypted(examined=examined, rewritten=rewritten)
+            return Reencrypted(examined=examined, rewritten=rewritten, unreadable=tuple(unreadable))
         after = rows[-1]["id"]

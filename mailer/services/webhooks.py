@@ -15,6 +15,7 @@ import psycopg
 from mailer.config import Settings
 from mailer.domain import errors
 from mailer.domain.timefmt import rfc3339
+from mailer.domain.webhooks import comparable_url
 from mailer.services import ssrf, webhook_secrets
 from mailer.store import webhooks as store
 
@@ -42,13 +43,20 @@ def signature_header(live_secrets: Sequence[str], message_id: str, timestamp: in
     return " ".join(sign(secret, message_id, timestamp, body) for secret in live_secrets)
 
 
-def _check_url(url: str, settings: Settings) -> str:
-    """The URL's form, port and addresses now (the lookup bounded by MAILER_WEBHOOK_DNS_TIMEOUT_S): 422."""
+def _check_url(url: str, settings: Settings, app_id: int) -> str:
+    """The URL's form, port and addresses now (the lookup bounded by MAILER_WEBHOOK_DNS_TIMEOUT_S): 422.
+
+    The URL to store: as sent, but for its scheme in lower case (`HTTPS://` is valid, the table wants `https`)."""
     try:
-        ssrf.check_url(url, settings.webhook_allow_private, settings.webhook_dns_timeout_s)
+        ssrf.check_url(url, settings.webhook_allow_private, settings.webhook_dns_timeout_s, app_id,
+                       settings.webhook_dns_threads)
     except ssrf.UnsafeURL as exc:
         raise errors.ValidationFailed(f"url {exc}", {"url": [str(exc)]}) from None
-    return url
+    except ssrf.ResolverBusy as exc:  # not the URL's fault: try again shortly
+        raise errors.RateLimited(f"the url's host name cannot be checked now: {exc}; try again shortly",
+                                 retry_after_s=2, details={"url": [str(exc)]}) from None
+    scheme, rest = url.split(":", 1)
+    return f"{scheme.lower()}:{rest}"
 
 
 def _lock_app(
@@ -61,13 +69,16 @@ def _lock_app(
 ) -> None:
     """Lock the app's endpoints for this transaction; 409 when another of its endpoints has `url`, and
     422 when a new one would pass MAILER_WEBHOOK_MAX_ENDPOINTS."""
-    found = store.lock_app_webhook_endpoints(conn, app_id=app_id, url=url, except_id=endpoint_id)
+    found = store.lock_app_webhook_endpoints(conn, app_id=app_id, except_id=endpoint_id)
     if found is None:  # revoked since the request was authenticated
         raise errors.Unauthorized("invalid or revoked API key")
-    if check_url and found["same_url"] is not None:
+    wanted = comparable_url(url)
+    others = zip(found["other_ids"], found["other_urls"], strict=True)
+    same = next((other for other, other_url in others if comparable_url(other_url) == wanted), None)
+    if check_url and same is not None:
         raise errors.Conflict(
-            f"webhook {found['same_url']} of this app already has this URL; one endpoint per URL",
-            {"url": ["another endpoint of this app has this URL"], "webhook_id": str(found["same_url"])},
+            f"webhook {same} of this app already has this URL; one endpoint per URL",
+            {"url": ["another endpoint of this app has this URL"], "webhook_id": str(same)},
         )
     limit = settings.webhook_max_endpoints
     if endpoint_id is None and found["endpoints"] >= limit:
@@ -97,7 +108,7 @@ def _endpoint(row: dict[str, Any], secret: str | None = None) -> dict[str, Any]:
 
 def create(conn: psycopg.Connection, *, app_id: int, url: str, events: Sequence[str], settings: Settings) -> dict:
     """Register an endpoint; the answer carries its secret, shown this once (stored encrypted)."""
-    _check_url(url, settings)
+    url = _check_url(url, settings, app_id)
     keys = webhook_secrets.cipher(conn, settings)
     _lock_app(conn, settings, app_id, url)
     secret = new_secret()
@@ -129,7 +140,7 @@ def update(
 ) -> dict[str, Any]:
     """Change url, events or enabled; disabling stops the pending deliveries; 409 for another's URL."""
     if url is not None:
-        _check_url(url, settings)
+        url = _check_url(url, settings, app_id)
     current = _require(conn, app_id, endpoint_id)
     # Only a new URL or enabling can make a duplicate (an older installation may hold disabled ones).
     _lock_app(conn, settings, app_id, url or current["url"], endpoint_id, check_url=url is not None or bool(enabled))

@@ -28,15 +28,17 @@ class ClaimedDelivery:
     previous_secret: str | None = dataclasses.field(repr=False)
     job_id: str | None = None  # for the log line: the job this delivery tells about
     request_id: str | None = None  # and the request id of the API call that queued that job
+    app_id: int | None = None  # the app whose endpoint it is (its per-host rate limit is the app's own)
 
 
 def lock_app_webhook_endpoints(
-    conn: psycopg.Connection, *, app_id: int, url: str, except_id: uuid.UUID | None = None
+    conn: psycopg.Connection, *, app_id: int, except_id: uuid.UUID | None = None
 ) -> dict[str, Any] | None:
-    """Lock the app's row to the end of the transaction; its endpoint count and one with `url` (None: revoked)."""
+    """Lock the app's row to the end of the transaction; its endpoint count and the other endpoints' ids and
+    URLs (None: revoked)."""
     if _run.one_row(conn, "lock_app_for_webhooks", app_id=app_id) is None:
         return None
-    return _run.one_row(conn, "count_app_webhook_endpoints", app_id=app_id, url=url, except_id=except_id)
+    return _run.one_row(conn, "count_app_webhook_endpoints", app_id=app_id, except_id=except_id)
 
 
 def insert_webhook_endpoint(
@@ -90,11 +92,11 @@ def rotate_webhook_secret(
 
 
 def claim_webhook_deliveries(
-    conn: psycopg.Connection, *, limit: int, per_endpoint: int, lease_s: float
+    conn: psycopg.Connection, *, limit: int, per_endpoint: int, per_app: int, lease_s: float
 ) -> list[ClaimedDelivery]:
-    """Lease up to `limit` due deliveries (at most `per_endpoint` in flight per endpoint)."""
+    """Lease up to `limit` due deliveries (at most `per_endpoint` in flight per endpoint, `per_app` per app)."""
     rows = _run.all_rows(
-        conn, "claim_webhook_deliveries", limit=limit, per_endpoint=per_endpoint, lease_s=lease_s
+        conn, "claim_webhook_deliveries", limit=limit, per_endpoint=per_endpoint, per_app=per_app, lease_s=lease_s
     )
     return [ClaimedDelivery(**row) for row in rows]
 
@@ -158,6 +160,11 @@ def update_webhook_endpoint_health(
         disable_after_s=disable_after_s,
     )
     return bool(row and row["disabled"])
+
+
+def lock_app_of_webhook_endpoint(conn: psycopg.Connection, *, endpoint_id: uuid.UUID) -> None:
+    """Lock the app of an endpoint (waiting for an expansion of its status changes to commit)."""
+    _run.all_rows(conn, "lock_app_of_webhook_endpoint", endpoint_id=endpoint_id)
 
 
 def disable_webhook_deliveries(conn: psycopg.Connection, *, endpoint_id: uuid.UUID) -> int:

@@ -7,9 +7,13 @@
 SELECT id FROM apps WHERE id = %(app_id)s AND revoked_at IS NULL FOR NO KEY UPDATE;
 
 -- count_app_webhook_endpoints --
--- The app's endpoints, and one of them (other than `except_id`) with `url`.
+-- The app's endpoints: how many, and the ids and URLs of those other than `except_id` (at most
+-- MAILER_WEBHOOK_MAX_ENDPOINTS and an older installation's extra ones; the caller compares URLs normalized).
 SELECT count(*) AS endpoints,
-       (array_agg(id) FILTER (WHERE url = %(url)s AND id IS DISTINCT FROM %(except_id)s::uuid))[1] AS same_url
+       coalesce(array_agg(id ORDER BY created_at, id) FILTER (WHERE id IS DISTINCT FROM %(except_id)s::uuid),
+                '{}') AS other_ids,
+       coalesce(array_agg(url ORDER BY created_at, id) FILTER (WHERE id IS DISTINCT FROM %(except_id)s::uuid),
+                '{}') AS other_urls
 FROM webhook_endpoints
 WHERE app_id = %(app_id)s;
 
@@ -67,14 +71,14 @@ WHERE id = %(id)s AND app_id = %(app_id)s
 RETURNING id, app_id, url, events, disabled_at, disabled_reason, previous_secret_expires_at, created_at, updated_at;
 
 -- claim_webhook_deliveries --
--- Take up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint (counting those
--- other workers hold), so one slow or dead subscriber cannot take every worker. The claim commits
+-- Take up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint and `per_app` per app
+-- (counting those other workers hold), so one slow or dead subscriber, or one app's, cannot take every worker. The claim commits
 -- before the post: the delivery is leased (not due) until `lease_s` from now, which a dead worker
 -- lets expire. Returns what a post needs: the body exactly as stored, the live secrets (encrypted); and,
 -- for the log line, the job and the request id of the API call that queued it. The query is the function
--- webhook_claim_deliveries (migration 0020), which runs with JIT off.
-SELECT id, attempts, message_id, type, body, endpoint_id, url, secret, previous_secret, job_id, request_id
-FROM webhook_claim_deliveries(%(limit)s, %(per_endpoint)s, %(lease_s)s);
+-- webhook_claim_deliveries (migration 0025), which runs with JIT off.
+SELECT id, attempts, message_id, type, body, endpoint_id, app_id, url, secret, previous_secret, job_id, request_id
+FROM webhook_claim_deliveries(%(limit)s, %(per_endpoint)s, %(per_app)s, %(lease_s)s);
 
 -- expand_webhook_fan_outs --
 -- Write the deliveries of waiting status changes, oldest first, at most `max_rows` (migration 0020).
@@ -129,6 +133,12 @@ WHERE id = %(endpoint_id)s
   AND (NOT %(succeeded)s OR failing_since IS NOT NULL OR last_success_at IS NULL
        OR last_success_at < now() - interval '1 minute')
 RETURNING id, disabled_at IS NOT NULL AS disabled;
+
+-- lock_app_of_webhook_endpoint --
+-- Before the pending deliveries of an endpoint disabled after its failures are stopped: wait for an
+-- expansion holding the app's row (migration 0025), so that none it writes meanwhile stays pending.
+SELECT a.id FROM apps a JOIN webhook_endpoints e ON e.app_id = a.id WHERE e.id = %(endpoint_id)s
+FOR NO KEY UPDATE OF a;
 
 -- disable_webhook_deliveries --
 -- An endpoint was disabled: its pending deliveries stop (a replay can send one again).

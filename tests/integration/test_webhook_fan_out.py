@@ -106,7 +106,9 @@ def test_revoked_apps_get_no_fan_out_and_no_claims(client, auth, conn, settings)
     assert expand(conn) == 2
     conn.execute("UPDATE apps SET revoked_at = now() WHERE id = %s", (app_id,))
     with psycopg.connect(settings.database_url) as claimer:
-        claimed = claimer.execute(query("claim_webhook_deliveries"), {"limit": 10, "per_endpoint": 8, "lease_s": 60})
+        claimed = claimer.execute(
+            query("claim_webhook_deliveries"), {"limit": 10, "per_endpoint": 8, "per_app": 16, "lease_s": 60}
+        )
         assert claimed.fetchall() == []
 
 
@@ -159,11 +161,11 @@ def test_no_worker_query_is_jit_compiled_however_many_endpoints(conn):
     if not conn.execute("SELECT pg_jit_available()").fetchone()[0]:  # type: ignore[index]
         pytest.skip("this PostgreSQL has no JIT")
     many_endpoints(conn, 1000, 10)
-    params = {"limit": 50, "per_endpoint": 8, "lease_s": 70, "max_rows": 1000}
-    body = conn.execute(
-        "SELECT prosrc FROM pg_proc WHERE proname = 'webhook_claim_deliveries'").fetchone()[0]  # type: ignore[index]
+    params = {"limit": 50, "per_endpoint": 8, "per_app": 16, "lease_s": 70, "max_rows": 1000}
+    body = conn.execute(  # the claim of migration 0025 (0020's, with three arguments, stays for rolling deploys)
+        "SELECT prosrc FROM pg_proc WHERE proname = 'webhook_claim_deliveries' AND pronargs = 4").fetchone()[0]  # type: ignore[index]
     inline = body.replace("claim_limit", "%(limit)s").replace("per_endpoint", "%(per_endpoint)s").replace(
-        "lease_s", "%(lease_s)s")
+        "per_app", "%(per_app)s").replace("lease_s", "%(lease_s)s")
     assert jit_in(conn, inline.strip().rstrip(";"), params)  # what the worker paid ~225 ms a call for
 
     for name in ("claim_webhook_deliveries", "expand_webhook_fan_outs"):

@@ -73,6 +73,27 @@ def test_one_endpoint_per_url_per_app(client, auth, other_auth):
     assert same.status_code == 200 and same.json["events"] == ["sent"]
 
 
+@pytest.mark.parametrize("spelling", [
+    "HTTPS://93.184.215.14/hooks", "https://93.184.215.14:443/hooks", "https://93.184.215.14/hooks?",
+    "https://93.184.215.14/hooks#", "hTTps://93.184.215.14:443/hooks?#",
+])
+def test_one_endpoint_per_url_compares_urls_normalized(client, auth, spelling):
+    created = post(client, auth, PUBLIC).json
+    again = post(client, auth, spelling)
+    assert again.status_code == 409, spelling
+    assert again.json["error"]["details"]["webhook_id"] == created["id"]
+    other = post(client, auth, PUBLIC + "/2").json
+    assert client.patch(f"/webhooks/{other['id']}", json={"url": spelling}, headers=auth).status_code == 409
+
+
+def test_urls_that_differ_after_normalizing_are_two_endpoints_and_keep_their_spelling(client, auth):
+    first = post(client, auth, "HTTPS://93.184.215.14:443/Hooks?")
+    # as sent, but for the scheme's case (was a 500: the table's CHECK wants a lower-case scheme)
+    assert first.status_code == 201 and first.json["url"] == "https://93.184.215.14:443/Hooks?"
+    for different in (PUBLIC, "https://93.184.215.14/Hooks?a=1"):  # the path's case and a query count
+        assert post(client, auth, different).status_code == 201, different
+
+
 def test_concurrent_posts_never_pass_the_cap_or_duplicate_a_url(app, auth):
     results: list[int] = []
     lock = threading.Lock()
@@ -216,7 +237,7 @@ def test_migrate_keeps_extra_endpoints_disables_duplicates_and_encrypts_every_se
     )
     assert result.returncode == 0, result.stderr
     assert "0020_webhook_fan_out_outbox" in result.stdout
-    assert "15 of 15 endpoints encrypted anew" in result.stdout
+    assert "15 of 15 endpoints stored in the clear encrypted" in result.stdout
 
     with psycopg.connect(before_0020, autocommit=True) as conn:
         rows = conn.execute("SELECT url, secret, previous_secret, disabled_at IS NULL, disabled_reason "

@@ -257,6 +257,25 @@ def test_the_webhook_settings_of_issue_17():
     assert FERNET_KEY not in repr(read)
 
 
+def test_the_per_app_webhook_concurrency():
+    from mailer.services.webhook_delivery import per_app_limit
+
+    assert Settings.from_env({}).webhook_app_concurrency == 0
+    assert per_app_limit(Settings.from_env({})) == 16  # half of MAILER_WEBHOOK_CONCURRENCY (32)
+    assert per_app_limit(Settings.from_env({"MAILER_WEBHOOK_CONCURRENCY": "1"})) == 1
+    assert per_app_limit(Settings.from_env({"MAILER_WEBHOOK_APP_CONCURRENCY": "5"})) == 5
+    with pytest.raises(ConfigError, match="MAILER_WEBHOOK_APP_CONCURRENCY"):
+        Settings.from_env({"MAILER_WEBHOOK_APP_CONCURRENCY": "-1"})
+
+
+def test_the_webhook_resolver_threads():
+    assert Settings.from_env({}).webhook_dns_threads == 16
+    assert Settings.from_env({"MAILER_WEBHOOK_DNS_THREADS": "64"}).webhook_dns_threads == 64
+    for wrong in ("0", "65", "many"):
+        with pytest.raises(ConfigError, match="MAILER_WEBHOOK_DNS_THREADS"):
+            Settings.from_env({"MAILER_WEBHOOK_DNS_THREADS": wrong})
+
+
 @pytest.mark.parametrize(
     ("name", "raw"),
     [

@@ -16,6 +16,7 @@ import pytest
 from mailer.config import ConfigError, Settings
 from mailer.domain import statuses
 from mailer.domain import webhooks as rules
+from mailer.domain.webhooks import comparable_url
 from mailer.services import ssrf, webhook_delivery, webhooks
 from tests.webhook_receiver import SignatureInvalid, verify
 
@@ -181,3 +182,46 @@ def test_the_readme_guide_for_subscribers_verifies_a_mailer_webhook():
         namespace["verify_webhook"](secret, signed, body + b" ")
     with pytest.raises(ValueError, match="timestamp"):
         namespace["verify_webhook"](secret, headers(signed["webhook-signature"], "msg_1", now - 600), body)
+
+
+@pytest.mark.parametrize(("url", "comparable"), [
+    ("HTTPS://Hooks.Example.COM:443/x?", "https://hooks.example.com/x"),
+    ("https://hooks.example.com", "https://hooks.example.com/"),
+    ("http://a.example:80/p#", "http://a.example/p"),
+    ("https://a.example:8443/P?q=1", "https://a.example:8443/P?q=1"),
+    ("http://[2001:DB8::1]:80/x", "http://[2001:db8::1]/x"),
+    ("https://a.example:99999/", "https://a.example:99999/"),  # does not parse: itself
+])
+def test_comparable_url(url, comparable):
+    assert comparable_url(url) == comparable
+
+
+def test_lookups_never_queue_for_a_resolver_thread(monkeypatch):
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hanging(host, *args, **kwargs):
+        if host.endswith("hang.example"):
+            release.wait(10)
+            raise OSError("gave up")
+        return real("127.0.0.1", *args[:1], **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    try:
+        for owner in ("a", "b"):  # two threads, a share of one each
+            with pytest.raises(ssrf.Unresolvable):
+                ssrf.resolve("x.hang.example", 443, 0.05, owner, threads=2)
+        started = time.monotonic()
+        with pytest.raises(ssrf.ResolverBusy, match="all 2 resolver threads are busy"):
+            ssrf.resolve("fine.example", 443, 1.0, "c", threads=2)
+        with pytest.raises(ssrf.ResolverBusy, match="lookups in progress"):
+            ssrf.resolve("fine.example", 443, 1.0, "a", threads=4)  # a free thread, but not a's share
+        assert time.monotonic() - started < 0.5  # refused at once, not after waiting for a thread
+        assert ssrf.resolve("fine.example", 443, 1.0, "c", threads=4) == [ipaddress.ip_address("127.0.0.1")]
+        assert ssrf.resolve("93.184.215.14", 443, 1.0, "a", threads=2)  # a literal needs no thread
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while ssrf._resolving and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not ssrf._resolving  # every thread given back
