@@ -12,6 +12,7 @@ from mailer.store.events import (
 from mailer.store.jobs import (
     claim_due_jobs,
     get_idempotency_key,
+    cancel_revoked_jobs,
     get_job,
     insert_idempotency_key,
     insert_jobs,
@@ -20,6 +21,7 @@ from mailer.store.jobs import (
     lock_idempotency_key,
     mark_jobs_failed,
     mark_jobs_sent,
+    release_jobs,
     requeue_jobs,
     set_recipient_message_ids,
 )
@@ -49,6 +51,7 @@ from mailer.store.suppressions import (
 from mailer.store.wakeups import await_wakers, wake_senders
 
 __all__ = [
+    "cancel_revoked_jobs",
     "LogFilters",
     "advance_recipient_statuses",
     "apply_pending_events",
@@ -81,6 +84,7 @@ __all__ = [
     "mark_jobs_sent",
     "mark_jobs_suppressed",
     "peek_rate_limit_tokens",
+    "release_jobs",
     "requeue_jobs",
     "revoke_app",
     "rotate_app_key",
