@@ -10,9 +10,9 @@ from mailer.store.events import (
     list_recipient_events,
 )
 from mailer.store.jobs import (
+    cancel_revoked_jobs,
     claim_due_jobs,
     get_idempotency_key,
-    cancel_revoked_jobs,
     get_job,
     insert_idempotency_key,
     insert_jobs,
@@ -51,11 +51,11 @@ from mailer.store.suppressions import (
 from mailer.store.wakeups import await_wakers, wake_senders
 
 __all__ = [
-    "cancel_revoked_jobs",
     "LogFilters",
     "advance_recipient_statuses",
     "apply_pending_events",
     "await_wakers",
+    "cancel_revoked_jobs",
     "claim_due_jobs",
     "delete_idle_rate_limit_buckets",
     "delete_suppression",

@@ -79,7 +79,7 @@ def test_the_wait_for_the_shared_call_cap_stops_at_the_deadline_too(
         send_settings, mailjet_timeout_s=1.0, send_stalled_after_s=6.0, send_deadline_margin_s=1.0,
         mailjet_max_calls_per_s=1.0,
     )
-    good, bad = a_claim_refused_as_a_whole(client, auth, conn)
+    good, _bad = a_claim_refused_as_a_whole(client, auth, conn)
 
     started = time.monotonic()
     outcome = run_sender(settings)
