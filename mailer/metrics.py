@@ -77,6 +77,10 @@ WEBHOOK_POSTPONED = Counter(
     "mailer_webhook_rate_limited", "Outbound webhook deliveries put back unattempted because their host was over "
     "MAILER_WEBHOOK_HOST_RATE_PER_S",
 )
+SEND_RELEASED = Counter(
+    "mailer_send_released", "Claimed jobs put back in the queue untried because the claim's Mailjet calls ran "
+    "into its deadline (MAILER_SEND_DEADLINE_MARGIN_S; a slow Mailjet or a tight MAILER_MAILJET_MAX_CALLS_PER_S)",
+)
 WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
     "to arrive), 413, 414, 431, 400 (bad framing)", ["status"],
@@ -140,6 +144,11 @@ def events_received(names: Iterable[str]) -> None:
 def webhook_delivered(status: str | None) -> None:
     """Count one webhook attempt by the status it left its delivery in."""
     WEBHOOK_DELIVERIES.labels(_WEBHOOK_OUTCOMES.get(status or "", "failed")).inc()
+
+
+def send_released(count: int) -> None:
+    """Count claimed jobs put back untried at their claim's deadline."""
+    SEND_RELEASED.inc(count)
 
 
 def webhook_postponed() -> None:

@@ -276,6 +276,7 @@ def _record(
         (logging.INFO, claimed_jobs[job_id], "cancelled", {"reason": "app_revoked"}) for job_id in cancelled
     )
     if released:
+        metrics.send_released(len(released))
         log.warning("%d claimed jobs not tried before the claim's deadline went back to the queue", len(released))
     return BatchOutcome(
         claimed=len(claimed_jobs),

@@ -7,6 +7,7 @@ import logging
 import time
 
 import requests
+from prometheus_client import REGISTRY
 
 from mailer import store
 from mailer.services import apps, sending
@@ -51,11 +52,13 @@ def test_a_slow_one_by_one_resend_stops_before_the_claim_looks_stalled(
     good, bad = a_claim_refused_as_a_whole(client, auth, conn)
     slow(simulator, 0.5)
 
+    released_before = REGISTRY.get_sample_value("mailer_send_released_total") or 0
     started = time.monotonic()
     outcome = run_sender(settings)
     elapsed = time.monotonic() - started
 
     assert elapsed < settings.send_stalled_after_s  # recorded while the claim was still live
+    assert REGISTRY.get_sample_value("mailer_send_released_total") == released_before + outcome.released
     assert outcome.claimed == GOOD + 1 and outcome.released >= 1
     assert outcome.sent + outcome.failed + outcome.released == GOOD + 1 and outcome.retried == 0
     sent_once = sends(simulator)["by_custom_id"]
