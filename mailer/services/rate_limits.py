@@ -62,7 +62,9 @@ def wait_for_mailjet(
     deadline: float = math.inf,
 ) -> bool:
     """Block until the cap on Mailjet calls shared by every worker (MAILER_MAILJET_MAX_CALLS_PER_S) allows one;
-    False, without waiting on, once the wait would pass `deadline` (time.monotonic())."""
+    False, without waiting on, once the wait would pass `deadline` (time.monotonic()): no call may start then."""
+    if time.monotonic() >= deadline:
+        return False
     rate = settings.mailjet_max_calls_per_s
     if rate <= 0:
         return True
@@ -77,7 +79,7 @@ def wait_for_mailjet(
             log.warning("the Mailjet call cap could not be checked (database unavailable); calling anyway")
             return True
         if decision.granted:
-            return True
+            return time.monotonic() < deadline
         # Jitter, so workers that wait for the same token do not all come back at once.
         pause = decision.retry_after_s * (1 + 0.25 * random.random()) + 0.001  # noqa: S311  # not for security
         if time.monotonic() + pause >= deadline:

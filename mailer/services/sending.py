@@ -78,7 +78,11 @@ def send_due_batch(
     for job in claimed:
         _log_transition(logging.INFO, job, "sending", {})
     results = _Results(claimed_at=started)
-    throttle = functools.partial(_may_call, pool, settings, started + call_window_s(settings))
+    # Every Mailjet call first waits for the cap all workers share (MAILER_MAILJET_MAX_CALLS_PER_S), not past
+    # the claim's deadline: False, and the call does not start.
+    throttle = functools.partial(
+        rate_limits.wait_for_mailjet, pool, settings, deadline=started + call_window_s(settings)
+    )
     to_send = [job for job in claimed if not _already_accepted(client, job, results, throttle)]
     screened = suppressions.split(to_send, screenings)
     results.suppressed, results.screenings = screened.suppressed, screened.screenings
@@ -142,14 +146,6 @@ def call_window_s(settings: Settings) -> float:
     (MAILER_SEND_STALLED_AFTER_S), however many calls the claim needed."""
     spare = settings.send_stalled_after_s - settings.mailjet_timeout_s  # > 0 (config.py)
     return spare - min(settings.send_deadline_margin_s, spare / 2)
-
-
-def _may_call(pool: psycopg_pool.ConnectionPool, settings: Settings, deadline: float) -> bool:
-    """Wait for the cap on Mailjet calls all workers share (MAILER_MAILJET_MAX_CALLS_PER_S), but not past
-    `deadline`; whether a call may start now."""
-    if time.monotonic() >= deadline:
-        return False
-    return rate_limits.wait_for_mailjet(pool, settings, deadline=deadline) and time.monotonic() < deadline
 
 
 def _already_accepted(
