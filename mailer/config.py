@@ -68,6 +68,10 @@ class Settings:
     # A claim older than this belongs to a dead worker. Must exceed the Mailjet timeout, or a slow
     # but live send would be checked (and possibly repeated) by another worker.
     send_stalled_after_s: float = 90.0
+    # A claim's Mailjet calls (lookups, the call, the one-by-one resend after a global 4xx) start no later than
+    # stalled_after - mailjet_timeout - this margin after the claim (at most half their difference), so the
+    # last one ends, and its results are recorded, before the claim looks stalled (services/sending.py).
+    send_deadline_margin_s: float = 10.0
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     # Outbound webhooks (services/webhook_delivery.py): the whole of one attempt, the posts one worker
     # process runs at once, and how long an endpoint may fail without a success before it is disabled.
@@ -163,6 +167,9 @@ class Settings:
                 "MAILER_SEND_MAX_CALL_BYTES", defaults.send_max_call_bytes, minimum=1024, maximum=2**31 - 1
             ),
             send_stalled_after_s=reader.number("MAILER_SEND_STALLED_AFTER_S", defaults.send_stalled_after_s),
+            send_deadline_margin_s=reader.number(
+                "MAILER_SEND_DEADLINE_MARGIN_S", defaults.send_deadline_margin_s, positive=True
+            ),
             webhook_retry_schedule=reader.schedule("MAILER_WEBHOOK_RETRY_SCHEDULE", defaults.webhook_retry_schedule),
             webhook_timeout_s=reader.number("MAILER_WEBHOOK_TIMEOUT_S", defaults.webhook_timeout_s, positive=True),
             webhook_concurrency=reader.integer("MAILER_WEBHOOK_CONCURRENCY", defaults.webhook_concurrency, minimum=1),

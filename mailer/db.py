@@ -59,15 +59,16 @@ def connection(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) 
         raise errors.DatabaseUnavailable("the database is unavailable; try again shortly") from exc
 
 
-def retire(conn: psycopg.Connection) -> None:
-    """Commit, then close this pooled connection, so that its pool opens a fresh one in its place.
+def retire(pool: psycopg_pool.ConnectionPool) -> None:
+    """Have the pool replace its connections, the ones in use (this one) as they come back, with fresh ones.
 
     For a connection that has read a big row: libpq keeps its input buffer at the size of the largest
     message it ever received, for as long as the connection lives (16 MiB per pooled connection after a
-    14 MB message, measured with tests/e2e/test_worker_memory.py).
+    14 MB message, measured with tests/e2e/test_worker_memory.py). psycopg_pool has no call to drop one
+    connection: closing it ourselves makes the pool log a warning ("discarding closed connection") and count
+    a bad return. drain() is its way: idle ones are replaced now, the others when returned, all quietly.
     """
-    conn.commit()
-    conn.close()
+    pool.drain()
 
 
 @contextlib.contextmanager

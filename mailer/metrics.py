@@ -81,6 +81,10 @@ WEBHOOK_RESOLVER_BUSY = Counter(
     "mailer_webhook_resolver_busy", "Outbound webhook deliveries put back unattempted because no resolver thread "
     "was free for their host name (all busy, or their app's share: MAILER_WEBHOOK_DNS_THREADS)",
 )
+SEND_RELEASED = Counter(
+    "mailer_send_released", "Claimed jobs put back in the queue untried because the claim's Mailjet calls ran "
+    "into its deadline (MAILER_SEND_DEADLINE_MARGIN_S; a slow Mailjet or a tight MAILER_MAILJET_MAX_CALLS_PER_S)",
+)
 WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
     "to arrive), 413, 414, 431, 400 (bad framing), 503 (request bytes over budget)", ["status"],
@@ -149,6 +153,11 @@ def webhook_delivered(status: str | None) -> None:
 def webhook_resolver_busy() -> None:
     """Count one delivery put back because no resolver thread was free for its host name."""
     WEBHOOK_RESOLVER_BUSY.inc()
+
+
+def send_released(count: int) -> None:
+    """Count claimed jobs put back untried at their claim's deadline."""
+    SEND_RELEASED.inc(count)
 
 
 def webhook_postponed() -> None:

@@ -130,7 +130,8 @@ class Revoked:
 
 def revoke_app(conn: psycopg.Connection, name: str) -> Revoked:
     """Stop an app in one transaction: its key is refused, its waiting jobs cancelled (audit event
-    app_revoked), its schedules done, its webhook endpoints disabled. Jobs already sending finish."""
+    app_revoked) but those an earlier attempt may have sent (the sender asks Mailjet), its schedules done, its
+    webhook endpoints disabled. Jobs already sending finish."""
     for attempt in range(1, REVOKE_ATTEMPTS + 1):
         try:
             with conn.transaction():

@@ -59,11 +59,15 @@ def wait_for_mailjet(
     pool: psycopg_pool.ConnectionPool,
     settings: Settings,
     sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Block until the cap on Mailjet calls shared by every worker (MAILER_MAILJET_MAX_CALLS_PER_S) allows one."""
+    deadline: float = math.inf,
+) -> bool:
+    """Block until the cap on Mailjet calls shared by every worker (MAILER_MAILJET_MAX_CALLS_PER_S) allows one;
+    False, without waiting on, once the wait would pass `deadline` (time.monotonic()): no call may start then."""
+    if time.monotonic() >= deadline:
+        return False
     rate = settings.mailjet_max_calls_per_s
     if rate <= 0:
-        return
+        return True
     burst = max(1.0, rate)  # one second's worth, and at least one whole call
     while True:
         try:
@@ -73,8 +77,11 @@ def wait_for_mailjet(
             # The cap only spares Mailjet a 429 storm (which is retried anyway): better send now
             # than hold claimed jobs while the database blinks.
             log.warning("the Mailjet call cap could not be checked (database unavailable); calling anyway")
-            return
+            return True
         if decision.granted:
-            return
+            return time.monotonic() < deadline
         # Jitter, so workers that wait for the same token do not all come back at once.
-        sleep(decision.retry_after_s * (1 + 0.25 * random.random()) + 0.001)  # noqa: S311  # not for security
+        pause = decision.retry_after_s * (1 + 0.25 * random.random()) + 0.001  # noqa: S311  # not for security
+        if time.monotonic() + pause >= deadline:
+            return False
+        sleep(pause)

@@ -28,14 +28,17 @@ FAILED_WAKEUP_DELAY_S = 2.0
 
 @dataclasses.dataclass(frozen=True)
 class BatchOutcome:
-    """How many claimed jobs ended sent, failed, suppressed, or back in the queue; whether the claim stopped
-    at a limit (jobs or bytes), so that more may be due."""
+    """How many claimed jobs ended sent, failed, suppressed, back in the queue (retried after an error, or
+    released untried when the claim's time ran out), cancelled (a revoked app's job that Mailjet did not have);
+    whether the claim stopped at a limit (jobs or bytes), so that more may be due."""
 
     claimed: int = 0
     sent: int = 0
     failed: int = 0
     retried: int = 0
     suppressed: int = 0
+    released: int = 0
+    cancelled: int = 0
     more: bool = False
 
 
@@ -45,6 +48,8 @@ class _Results:
     rejected: list[tuple[ClaimedJob, str]] = dataclasses.field(default_factory=list)
     retry: list[tuple[ClaimedJob, str, bool, float | None]] = dataclasses.field(default_factory=list)
     suppressed: list[ClaimedJob] = dataclasses.field(default_factory=list)  # every recipient suppressed
+    unsent: list[ClaimedJob] = dataclasses.field(default_factory=list)  # never tried: the deadline came first
+    cancelled: list[ClaimedJob] = dataclasses.field(default_factory=list)  # revoked app, unknown to Mailjet
     screenings: dict[uuid.UUID, suppressions.Screening] = dataclasses.field(default_factory=dict)
     claimed_at: float = dataclasses.field(default_factory=time.monotonic)  # for the send latency metric
     # (log level, job, new status, extra fields): logged once the transaction recording them commits
@@ -59,11 +64,12 @@ def send_due_batch(
 ) -> BatchOutcome:
     """Claim up to one batch of due jobs (MAILER_SEND_BATCH_SIZE jobs, MAILER_SEND_MAX_CALL_BYTES of message),
     send it, record the outcome; what happened."""
+    started = time.monotonic()  # no later than the claim's claimed_at, which the recovery sweep measures from
     with db.connection(pool) as conn:
         claim = store.claim_due_jobs(conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes)
         screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
         if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
-            db.retire(conn)
+            db.retire(pool)
     for job in claim.cancelled:
         _log_transition(logging.INFO, job, "cancelled", {"reason": "app_revoked"})
     claimed = claim.jobs
@@ -71,9 +77,12 @@ def send_due_batch(
         return BatchOutcome(more=claim.more)
     for job in claimed:
         _log_transition(logging.INFO, job, "sending", {})
-    results = _Results()
-    # Every Mailjet call first waits for the cap that all workers share (MAILER_MAILJET_MAX_CALLS_PER_S).
-    throttle = functools.partial(rate_limits.wait_for_mailjet, pool, settings)
+    results = _Results(claimed_at=started)
+    # Every Mailjet call first waits for the cap all workers share (MAILER_MAILJET_MAX_CALLS_PER_S), not past
+    # the claim's deadline: False, and the call does not start.
+    throttle = functools.partial(
+        rate_limits.wait_for_mailjet, pool, settings, deadline=started + call_window_s(settings)
+    )
     to_send = [job for job in claimed if not _already_accepted(client, job, results, throttle)]
     screened = suppressions.split(to_send, screenings)
     results.suppressed, results.screenings = screened.suppressed, screened.screenings
@@ -131,13 +140,24 @@ def _log_transition(level: int, job: ClaimedJob, status: str, extra: dict[str, o
     })
 
 
+def call_window_s(settings: Settings) -> float:
+    """How long after its claim a sender may still start a Mailjet call for it: the last call times out, and its
+    results are recorded, before the recovery sweep takes the claim for a dead worker's
+    (MAILER_SEND_STALLED_AFTER_S), however many calls the claim needed."""
+    spare = settings.send_stalled_after_s - settings.mailjet_timeout_s  # > 0 (config.py)
+    return spare - min(settings.send_deadline_margin_s, spare / 2)
+
+
 def _already_accepted(
-    client: mailjet.MailjetClient, job: ClaimedJob, results: _Results, throttle: Callable[[], None]
+    client: mailjet.MailjetClient, job: ClaimedJob, results: _Results, throttle: Callable[[], bool]
 ) -> bool:
-    """Whether an earlier attempt whose outcome is unknown did reach Mailjet (then never resend)."""
+    """Whether an earlier attempt whose outcome is unknown did reach Mailjet (then never resend), or the job is
+    settled otherwise (not asked in time: released; a revoked app's job Mailjet lacks: cancelled)."""
     if not job.verify_before_send:
         return False
-    throttle()
+    if not throttle():
+        results.unsent.append(job)
+        return True
     try:
         found = client.find_by_custom_id(str(job.id))
     except mailjet.SendError as exc:
@@ -148,14 +168,21 @@ def _already_accepted(
     if found:
         results.accepted.append((job, None))
         return True
+    if job.revoked:  # never sent before, and its app may send no more
+        results.cancelled.append(job)
+        return True
     return False
 
 
 def _send(
-    client: mailjet.MailjetClient, jobs: Sequence[ClaimedJob], results: _Results, throttle: Callable[[], None]
+    client: mailjet.MailjetClient, jobs: Sequence[ClaimedJob], results: _Results, throttle: Callable[[], bool]
 ) -> None:
     outgoing = [mailjet.OutgoingMessage(custom_id=str(job.id), message=job.message) for job in jobs]
-    throttle()
+    if not throttle():
+        # Too late to start a call that is sure to end before the claim looks stalled: another worker would
+        # take these over while this one still sends them. Nothing was sent: back to the queue as never tried.
+        results.unsent.extend(jobs)
+        return
     try:
         response = client.send(outgoing)
     except mailjet.SendError as exc:
@@ -217,9 +244,12 @@ def _record(
         retries.append({"id": job.id, "error": error, "delay_s": delay, "ambiguous": ambiguous})
     failed = store.mark_jobs_failed(conn, failures=failures)
     requeued = store.requeue_jobs(conn, retries=retries)
-    priorities = {job.id: job.priority for job, *_ in results.retry}
+    released = store.release_jobs(conn, ids=[job.id for job in results.unsent])
+    cancelled = store.cancel_revoked_jobs(conn, ids=[job.id for job in results.cancelled])
+    priorities = {job.id: job.priority for job in _claimed(results)}
     wakeups.wake_senders(
-        conn, ((priorities[job_id], run_at) for job_id, run_at in requeued.items()), settings.send_batch_size
+        conn, ((priorities[job_id], run_at) for job_id, run_at in (requeued | released).items()),
+        settings.send_batch_size,
     )
     claimed_jobs = {job.id: job for job in _claimed(results)}
     results.transitions.extend((logging.INFO, claimed_jobs[job_id], "suppressed", {}) for job_id in suppressed)
@@ -234,12 +264,24 @@ def _record(
          {"error": retried[job_id]["error"], "retry_in_s": retried[job_id]["delay_s"], "run_at": run_at})
         for job_id, run_at in requeued.items()
     )
+    results.transitions.extend(
+        (logging.INFO, claimed_jobs[job_id], "released", {"reason": "not tried before the claim's deadline"})
+        for job_id in released
+    )
+    results.transitions.extend(
+        (logging.INFO, claimed_jobs[job_id], "cancelled", {"reason": "app_revoked"}) for job_id in cancelled
+    )
+    if released:
+        metrics.send_released(len(released))
+        log.warning("%d claimed jobs not tried before the claim's deadline went back to the queue", len(released))
     return BatchOutcome(
-        claimed=len(results.accepted) + len(results.rejected) + len(results.retry) + len(results.suppressed),
+        claimed=len(claimed_jobs),
         sent=len(sent),
         failed=len(failed),
         retried=len(requeued),
         suppressed=len(suppressed),
+        released=len(released),
+        cancelled=len(cancelled),
         more=more,
     )
 
@@ -247,7 +289,7 @@ def _record(
 def _claimed(results: _Results) -> list[ClaimedJob]:
     return (
         [job for job, _ in results.accepted] + [job for job, _ in results.rejected]
-        + [job for job, *_ in results.retry] + results.suppressed
+        + [job for job, *_ in results.retry] + results.suppressed + results.unsent + results.cancelled
     )
 
 

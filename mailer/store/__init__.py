@@ -10,6 +10,7 @@ from mailer.store.events import (
     list_recipient_events,
 )
 from mailer.store.jobs import (
+    cancel_revoked_jobs,
     claim_due_jobs,
     get_idempotency_key,
     get_job,
@@ -20,6 +21,7 @@ from mailer.store.jobs import (
     lock_idempotency_key,
     mark_jobs_failed,
     mark_jobs_sent,
+    release_jobs,
     requeue_jobs,
     set_recipient_message_ids,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "advance_recipient_statuses",
     "apply_pending_events",
     "await_wakers",
+    "cancel_revoked_jobs",
     "claim_due_jobs",
     "delete_idle_rate_limit_buckets",
     "delete_suppression",
@@ -81,6 +84,7 @@ __all__ = [
     "mark_jobs_sent",
     "mark_jobs_suppressed",
     "peek_rate_limit_tokens",
+    "release_jobs",
     "requeue_jobs",
     "revoke_app",
     "rotate_app_key",

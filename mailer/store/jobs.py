@@ -23,6 +23,7 @@ class ClaimedJob:
     verify_before_send: bool
     request_id: str | None = None  # of the API call that queued it, for the worker's log lines
     message_bytes: int = 0  # the message's size as JSON text (the claim bounds their sum)
+    revoked: bool = False  # its app is revoked (claimed only to ask Mailjet about an earlier attempt)
 
 
 def insert_jobs(
@@ -84,12 +85,26 @@ def claim_due_jobs(conn: psycopg.Connection, *, limit: int, max_bytes: int = 2**
     jobs of revoked apps it comes across."""
     rows = _run.all_rows(conn, "claim_due_jobs", limit=limit, max_bytes=max_bytes)
     more = [row.pop("more") for row in rows]  # the same on every row
-    revoked = [row.pop("revoked") for row in rows]
+    cancelled = [row.pop("cancelled") for row in rows]
     return Claim(
-        jobs=[ClaimedJob(**row) for row, gone in zip(rows, revoked, strict=True) if not gone],
-        cancelled=[ClaimedJob(**row) for row, gone in zip(rows, revoked, strict=True) if gone],
+        jobs=[ClaimedJob(**row) for row, gone in zip(rows, cancelled, strict=True) if not gone],
+        cancelled=[ClaimedJob(**row) for row, gone in zip(rows, cancelled, strict=True) if gone],
         more=any(more),
     )
+
+
+def release_jobs(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    """Put sending jobs never tried back in the queue, due now, their attempt uncounted; run_at by id."""
+    if not ids:
+        return {}
+    return {row["job_id"]: row["run_at"] for row in _run.all_rows(conn, "release_jobs", ids=list(ids))}
+
+
+def cancel_revoked_jobs(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Cancel sending jobs of revoked apps (audit app_revoked by the sender); the ids that changed."""
+    if not ids:
+        return []
+    return [row["job_id"] for row in _run.all_rows(conn, "cancel_revoked_jobs", ids=list(ids))]
 
 
 def mark_jobs_sent(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:

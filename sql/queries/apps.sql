@@ -51,12 +51,13 @@ WHERE name = %(name)s AND revoked_at IS NULL
 RETURNING id, name, key_id, created_at, revoked_at, from_domains;
 
 -- cancel_jobs_of_app --
--- A revoked app sends nothing more: its jobs still waiting are cancelled, each with its audit event.
--- (Jobs already being sent finish as they are.)
+-- A revoked app sends nothing more: its jobs still waiting are cancelled, each with its audit event. Not one
+-- whose earlier attempt may have reached Mailjet (verify_before_send): the sender asks Mailjet first, and it
+-- ends sent if Mailjet has it, cancelled if not (claim_due_jobs). Jobs already being sent finish as they are.
 WITH cancelled AS (
     UPDATE jobs
     SET status = 'cancelled', updated_at = now()
-    WHERE app_id = %(app_id)s AND status IN ('scheduled', 'queued')
+    WHERE app_id = %(app_id)s AND status IN ('scheduled', 'queued') AND NOT verify_before_send
     RETURNING id
 )
 INSERT INTO job_events (job_id, type, detail)

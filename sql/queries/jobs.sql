@@ -76,16 +76,19 @@ ORDER BY id;
 -- claim_due_jobs --
 -- Take due jobs for sending, transactional before bulk, without waiting for rows another sender holds: up to
 -- `limit` of them, and only as many as fit in `max_bytes` of message (always at least one, however big), so
--- one app's huge bodies never share a call with others' nor swell a worker. A due job of a revoked app is
--- cancelled here instead (audit `app_revoked`, returned with `revoked`): `mailer apps revoke` cancels them
+-- a call never carries much more than `max_bytes` and a too-big job goes alone. A due job of a revoked app is
+-- cancelled here instead (audit `app_revoked`, returned with `cancelled`): `mailer apps revoke` cancels them
 -- too, but one committed as the app was revoked would otherwise be sent, and left queued it would be walked
--- past by every claim. `more` (on every row) says whether the claim stopped at a limit, so more may be due:
+-- past by every claim. Not one whose earlier attempt may have reached Mailjet (verify_before_send): it is
+-- claimed (with `revoked`) so that the sender asks Mailjet, and ends sent if it was, cancelled if not.
+-- `more` (on every row) says whether the claim stopped at a limit, so more may be due:
 -- the jobs seen reached `limit`, or some fitted no more (the running total passes `max_bytes` once two jobs
 -- are in it). `running = bytes`: nothing to send before it, so the first job goes even when it alone is too
 -- big. The claim commits before Mailjet is called, so a crash leaves a trace.
 WITH due AS MATERIALIZED (
     SELECT id, (priority = 'bulk') AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
-           EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked
+           EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked,
+           verify_before_send
     FROM jobs
     WHERE status IN ('queued', 'scheduled') AND run_at <= now()
     ORDER BY (priority = 'bulk'), run_at
@@ -93,30 +96,32 @@ WITH due AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ), changed AS (
     UPDATE jobs
-    SET status = CASE WHEN picked.revoked THEN 'cancelled' ELSE 'sending' END,
-        attempts = jobs.attempts + CASE WHEN picked.revoked THEN 0 ELSE 1 END,
-        claimed_at = CASE WHEN picked.revoked THEN NULL ELSE now() END,
+    SET status = CASE WHEN picked.cancel THEN 'cancelled' ELSE 'sending' END,
+        attempts = jobs.attempts + CASE WHEN picked.cancel THEN 0 ELSE 1 END,
+        claimed_at = CASE WHEN picked.cancel THEN NULL ELSE now() END,
         updated_at = now()
     FROM (
-        SELECT id, revoked, bytes,
-               sum(bytes) FILTER (WHERE NOT revoked) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
+        SELECT id, revoked, cancel, bytes,
+               sum(bytes) FILTER (WHERE NOT cancel) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
                    AS running,
-               count(*) OVER () >= %(limit)s OR (count(*) FILTER (WHERE NOT revoked) OVER () > 1
-                                                 AND sum(bytes) FILTER (WHERE NOT revoked) OVER () > %(max_bytes)s)
+               count(*) OVER () >= %(limit)s OR (count(*) FILTER (WHERE NOT cancel) OVER () > 1
+                                                 AND sum(bytes) FILTER (WHERE NOT cancel) OVER () > %(max_bytes)s)
                    AS more
-        FROM due
+        FROM (SELECT *, revoked AND NOT verify_before_send AS cancel FROM due) AS d
     ) AS picked
-    WHERE jobs.id = picked.id AND (picked.revoked OR picked.running <= %(max_bytes)s OR picked.running = picked.bytes)
-    RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.revoked THEN NULL ELSE jobs.message END AS message,
+    WHERE jobs.id = picked.id AND (picked.cancel OR picked.running <= %(max_bytes)s OR picked.running = picked.bytes)
+    RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.cancel THEN NULL ELSE jobs.message END AS message,
               jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
-              picked.more
+              picked.cancel AS cancelled, picked.more
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
-    SELECT id, CASE WHEN revoked THEN 'app_revoked' ELSE 'sending' END,
-           CASE WHEN revoked THEN '{"by": "sender"}'::jsonb ELSE jsonb_build_object('attempt', attempts) END
+    SELECT id, CASE WHEN cancelled THEN 'app_revoked' ELSE 'sending' END,
+           CASE WHEN cancelled THEN '{"by": "sender", "status": "cancelled"}'::jsonb
+                ELSE jsonb_build_object('attempt', attempts) END
     FROM changed
 )
-SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes, revoked, more
+SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes, revoked, cancelled,
+       more
 FROM changed;
 
 -- mark_jobs_sent --
@@ -184,6 +189,34 @@ WITH requeued AS (
 INSERT INTO job_events (job_id, type, detail)
 SELECT id, 'retry_scheduled', jsonb_build_object('error', error, 'run_at', run_at) FROM requeued
 RETURNING job_id, (detail->>'run_at')::timestamptz AS run_at;
+
+-- release_jobs --
+-- Claimed jobs the sender never tried (the claim's time ran out, services/sending.py): back in the queue, due
+-- now, as if never claimed: the attempt is not counted, and verify_before_send stays as it was (nothing was
+-- sent this time).
+WITH released AS (
+    UPDATE jobs
+    SET status = 'queued', run_at = now(), attempts = greatest(jobs.attempts - 1, 0), claimed_at = NULL,
+        updated_at = now()
+    WHERE id = ANY(%(ids)s) AND status || '' = 'sending'
+    RETURNING id, run_at
+)
+INSERT INTO job_events (job_id, type, detail)
+SELECT id, 'released', jsonb_build_object('reason', 'not tried before the claim''s deadline', 'run_at', run_at)
+FROM released
+RETURNING job_id, (detail->>'run_at')::timestamptz AS run_at;
+
+-- cancel_revoked_jobs --
+-- Claimed jobs of a revoked app whose earlier attempt Mailjet does not know: cancelled, never sent.
+WITH cancelled AS (
+    UPDATE jobs
+    SET status = 'cancelled', claimed_at = NULL, updated_at = now()
+    WHERE id = ANY(%(ids)s) AND status || '' = 'sending'
+    RETURNING id
+)
+INSERT INTO job_events (job_id, type, detail)
+SELECT id, 'app_revoked', '{"by": "sender", "status": "cancelled"}'::jsonb FROM cancelled
+RETURNING job_id;
 
 -- lock_idempotency_key --
 -- Serialize requests that carry the same Idempotency-Key; false when another holds it now.

@@ -306,3 +306,18 @@ def test_an_unreachable_database_does_not_hold_the_sender(settings) -> None:
         assert time.monotonic() - began < 2
     finally:
         pool.close()
+
+
+def test_the_wait_for_a_mailjet_call_gives_up_at_its_deadline_without_sleeping_past_it(settings, conn) -> None:
+    cap = 1.0
+    capped = dataclasses.replace(settings, mailjet_max_calls_per_s=cap)
+    drain_mailjet_bucket(conn, cap)  # the next token comes in about a second
+    pool = db.create_pool(capped, name="test-deadline")
+    slept: list[float] = []
+    try:
+        assert not rate_limits.wait_for_mailjet(pool, capped, sleep=slept.append, deadline=time.monotonic() + 0.5)
+        assert slept == []
+        assert not rate_limits.wait_for_mailjet(pool, capped, sleep=slept.append, deadline=time.monotonic())
+        assert rate_limits.wait_for_mailjet(pool, capped, deadline=time.monotonic() + 5)  # waits for the token
+    finally:
+        pool.close()

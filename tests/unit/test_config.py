@@ -175,6 +175,13 @@ def test_stalled_after_must_exceed_the_mailjet_timeout():
     assert Settings.from_env({"MAILER_SEND_STALLED_AFTER_S": "45"}).send_stalled_after_s == 45
 
 
+def test_the_send_deadline_margin_is_read_and_must_be_positive():
+    assert Settings.from_env({}).send_deadline_margin_s == 10
+    assert Settings.from_env({"MAILER_SEND_DEADLINE_MARGIN_S": "2.5"}).send_deadline_margin_s == 2.5
+    with pytest.raises(ConfigError, match="MAILER_SEND_DEADLINE_MARGIN_S"):
+        Settings.from_env({"MAILER_SEND_DEADLINE_MARGIN_S": "0"})
+
+
 def test_a_missing_database_url_is_a_clear_error():
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         Settings.from_env({}).require_database_url()
