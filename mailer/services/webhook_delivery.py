@@ -134,7 +134,7 @@ def record(
         )
     if disabled:
         # In a transaction of its own, after the endpoint's disabling committed: the app's lock waits for an
-        # expansion that read the endpoint still enabled (migration 0025), and holding nothing else while
+        # expansion that read the endpoint still enabled (migration 0024), and holding nothing else while
         # waiting for it cannot deadlock with a PATCH (app, then endpoint).
         with db.connection(pool) as conn:
             store.lock_app_of_webhook_endpoint(conn, endpoint_id=delivery.endpoint_id)

@@ -76,7 +76,7 @@ RETURNING id, app_id, url, events, disabled_at, disabled_reason, previous_secret
 -- before the post: the delivery is leased (not due) until `lease_s` from now, which a dead worker
 -- lets expire. Returns what a post needs: the body exactly as stored, the live secrets (encrypted); and,
 -- for the log line, the job and the request id of the API call that queued it. The query is the function
--- webhook_claim_deliveries (migration 0025), which runs with JIT off.
+-- webhook_claim_deliveries (migration 0024), which runs with JIT off.
 SELECT id, attempts, message_id, type, body, endpoint_id, app_id, url, secret, previous_secret, job_id, request_id
 FROM webhook_claim_deliveries(%(limit)s, %(per_endpoint)s, %(per_app)s, %(lease_s)s);
 
@@ -136,7 +136,7 @@ RETURNING id, disabled_at IS NOT NULL AS disabled;
 
 -- lock_app_of_webhook_endpoint --
 -- Before the pending deliveries of an endpoint disabled after its failures are stopped: wait for an
--- expansion holding the app's row (migration 0025), so that none it writes meanwhile stays pending.
+-- expansion holding the app's row (migration 0024), so that none it writes meanwhile stays pending.
 SELECT a.id FROM apps a JOIN webhook_endpoints e ON e.app_id = a.id WHERE e.id = %(endpoint_id)s
 FOR NO KEY UPDATE OF a;
 

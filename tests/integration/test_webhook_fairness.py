@@ -1,5 +1,5 @@
 """Issue 17 review, webhooks: one app cannot take the others' delivery slots or host rate, and an endpoint
-disabled while its status changes are being expanded keeps no pending delivery (migration 0025)."""
+disabled while its status changes are being expanded keeps no pending delivery (migration 0024)."""
 
 from __future__ import annotations
 

@@ -162,7 +162,7 @@ def test_no_worker_query_is_jit_compiled_however_many_endpoints(conn):
         pytest.skip("this PostgreSQL has no JIT")
     many_endpoints(conn, 1000, 10)
     params = {"limit": 50, "per_endpoint": 8, "per_app": 16, "lease_s": 70, "max_rows": 1000}
-    body = conn.execute(  # the claim of migration 0025 (0020's, with three arguments, stays for rolling deploys)
+    body = conn.execute(  # the claim of migration 0024 (0020's, with three arguments, stays for rolling deploys)
         "SELECT prosrc FROM pg_proc WHERE proname = 'webhook_claim_deliveries' AND pronargs = 4").fetchone()[0]  # type: ignore[index]
     inline = body.replace("claim_limit", "%(limit)s").replace("per_endpoint", "%(per_endpoint)s").replace(
         "per_app", "%(per_app)s").replace("lease_s", "%(lease_s)s")
