@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import flask
 import psycopg
+import psycopg_pool
 import pytest
 
-from mailer import create_app
+from mailer import create_app, db
 from mailer.config import Settings
 from mailer.services import apps
 
@@ -19,6 +20,15 @@ def app(settings: Settings) -> Iterator[flask.Flask]:
     application = create_app(settings)
     yield application
     application.extensions["mailer.pool"].close()
+
+
+@pytest.fixture
+def pool(settings: Settings) -> Iterator[psycopg_pool.ConnectionPool]:
+    """A worker's kind of pool on the test database (the webhook tests run the worker's code with it)."""
+    created = db.create_pool(settings, name="test-worker", max_size=20)
+    created.wait()
+    yield created
+    created.close()
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ import threading
 import time
 from collections.abc import Iterator
 
-import psycopg_pool
 import pytest
 
-from mailer import db
 from mailer.config import Settings
 from mailer.domain import statuses
 from mailer.services import webhook_delivery
@@ -44,14 +42,6 @@ def settings(settings: Settings) -> Settings:
 def receiver() -> Iterator[Receiver]:
     with running_receiver() as running:
         yield running
-
-
-@pytest.fixture
-def pool(settings: Settings) -> Iterator[psycopg_pool.ConnectionPool]:
-    created = db.create_pool(settings, name="test-webhooks", max_size=20)
-    created.wait()
-    yield created
-    created.close()
 
 
 def deliveries_of(client, auth, endpoint: dict) -> list[dict]:  # type: ignore[no-untyped-def]

@@ -10,24 +10,13 @@ from collections import Counter
 from collections.abc import Iterator
 
 import psycopg
-import psycopg_pool
 import pytest
 
-from mailer import db
-from mailer.config import Settings
 from mailer.services import apps, webhook_delivery
 from mailer.store.webhooks import ClaimedDelivery
 from tests.integration.webhooks_support import expand, mark_sent, queue, register
 
 PUBLIC = "https://93.184.215.14/hooks"  # never called: these tests stop before any post
-
-
-@pytest.fixture
-def pool(settings: Settings) -> Iterator[psycopg_pool.ConnectionPool]:
-    created = db.create_pool(settings, name="test-webhook-fairness", max_size=4)
-    created.wait()
-    yield created
-    created.close()
 
 
 def add_endpoints(conn: psycopg.Connection, app_id: int, count: int, url: str) -> None:

@@ -7,15 +7,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 
 import psycopg
-import psycopg_pool
 import pytest
 from psycopg import sql
 
-from mailer import db
-from mailer.config import Settings
 from mailer.services import webhook_delivery
 from mailer.store.queries import query
 from tests.integration.webhooks_support import expand, mark_sent, queue
@@ -110,14 +106,6 @@ def test_revoked_apps_get_no_fan_out_and_no_claims(client, auth, conn, settings)
             query("claim_webhook_deliveries"), {"limit": 10, "per_endpoint": 8, "per_app": 16, "lease_s": 60}
         )
         assert claimed.fetchall() == []
-
-
-@pytest.fixture
-def pool(settings: Settings) -> Iterator[psycopg_pool.ConnectionPool]:
-    created = db.create_pool(settings, name="test-fan-out", max_size=4)
-    created.wait()
-    yield created
-    created.close()
 
 
 def test_the_worker_expands_before_it_claims_within_its_batch_size(client, auth, conn, pool, settings):

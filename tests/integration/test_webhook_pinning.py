@@ -15,14 +15,12 @@ import threading
 import time
 from collections.abc import Iterator
 
-import psycopg_pool
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailer import db
 from mailer.config import Settings
 from mailer.services import ssrf, webhook_delivery, webhook_post
 from mailer.store.webhooks import ClaimedDelivery
@@ -250,14 +248,6 @@ def test_tls_goes_to_the_checked_address_with_the_name_as_sni_and_certificate(mo
 
 
 # --- one host's rate ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pool(settings: Settings) -> Iterator[psycopg_pool.ConnectionPool]:
-    created = db.create_pool(settings, name="test-pinning", max_size=8)
-    created.wait()
-    yield created
-    created.close()
 
 
 def test_deliveries_to_one_host_wait_for_its_rate_and_are_not_failed(client, auth, conn, pool, settings, receiver):
