@@ -4,11 +4,13 @@ matched to their recipient even when they arrive before the send result is store
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
 import json
 import pathlib
+import time
 from collections.abc import Iterator
 
 import flask
@@ -18,6 +20,8 @@ import pytest
 import mailer
 from mailer import pgcluster, store
 from mailer.config import Settings
+from mailer.mailjet import events as mailjet_events
+from mailer.services import tracking
 from tests.conftest import EVENTS_AUTH
 from tests.integration.sending_support import run_sender
 
@@ -397,3 +401,33 @@ def test_the_largest_bigint_message_id_round_trips(client, auth, conn):
     mark_sent(conn, job_id, largest)
     shown = recipient(client, auth, job_id)
     assert (shown["message_id"], shown["status"]) == (str(largest), "opened")
+
+
+# --- concurrency ------------------------------------------------------------------------------------
+
+
+def test_two_event_posts_racing_for_one_recipient_never_move_it_backwards(client, auth, conn, database_url):
+    """A click and an open for one recipient stored at once: the open's transaction started before the click
+    committed (so it does not see it) and waits for the recipient's row; once the click commits, the open must
+    not take the status back to `opened`."""
+    job_id = queue(client, auth)
+    mark_sent(conn, job_id, BIG_ID)
+    click = mailjet_events.to_event(event("click", at=T0 + 5, message_id=BIG_ID, url="https://example.com/"))
+    opened = mailjet_events.to_event(event("open", at=T0, message_id=BIG_ID))
+    with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
+        second_pid = second.info.backend_pid
+        assert tracking.record_events(first, [click]).matched == 1  # its transaction holds the recipient's row
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            racing = pool.submit(lambda: (tracking.record_events(second, [opened]), second.commit()))
+            waiting = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s"
+            deadline = time.monotonic() + 10
+            while conn.execute(waiting, (second_pid,)).fetchone() != ("Lock",):
+                assert not racing.done(), racing.result()  # it must wait for the row, not finish first
+                assert time.monotonic() < deadline, "the open never waited for the click's row lock"
+                time.sleep(0.01)
+            first.commit()
+            recorded, _ = racing.result(timeout=10)
+    assert recorded.matched == 1
+    shown = recipient(client, auth, job_id)
+    assert shown["status"] == "clicked"
+    assert [e["type"] for e in shown["events"]] == ["opened", "clicked"]
