@@ -337,7 +337,9 @@ class MailjetClient:
 
 
 def _found(rows: list[Any], custom_id: str) -> list[FoundRecipient]:
-    """The rows of this CustomID, should Mailjet ignore the filter; a row we cannot read fails the lookup."""
+    """The rows of this CustomID, should Mailjet ignore the filter (a client that passed it wrongly got the
+    account's last messages: github.com/mailjet/mailjet-apiv3-php/issues/201); a row we cannot read fails
+    the lookup."""
     found = []
     for row in rows:
         if not isinstance(row, dict) or "CustomID" not in row:

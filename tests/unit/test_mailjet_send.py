@@ -149,6 +149,15 @@ def test_the_lookup_asks_for_addresses_and_custom_ids_and_keeps_only_its_own(can
                                   "Limit": "1000"}
 
 
+def test_the_client_keeps_enough_connections_for_lookups_made_several_at_a_time() -> None:
+    client = send.MailjetClient("https://api.mailjet.com", "k", "s")
+    try:
+        adapter = client.session.get_adapter("https://api.mailjet.com/v3/REST/message")
+        assert adapter._pool_maxsize == send.POOL_CONNECTIONS >= 8 * 10  # type: ignore[attr-defined]
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("row", [
     {"ID": 288230379609003794, "ContactAlt": "a@example.com"},  # CustomID not shown: cannot tell whose
     {"ID": 2.8823037960900378e17, "CustomID": "job-1"},  # a float has lost the last digits
