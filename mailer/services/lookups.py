@@ -38,9 +38,9 @@ class Matched:
 def look_up(
     client: mailjet.MailjetClient, jobs: Sequence[ClaimedJob], throttle: Callable[[], bool], concurrency: int
 ) -> list[Lookup]:
-    """One lookup per job, at most `concurrency` at once; each starts only once `throttle` allows it (the shared
-    cap and the claim's deadline), right away: the throttle is asked in this thread, one lookup after the other,
-    as the calls were made before. In the order of `jobs`."""
+    """One lookup per job, at most `concurrency` at once, each once `throttle` allows it; in the order of `jobs`."""
+    # The throttle (the shared cap, the claim's deadline) is asked here, one lookup after the other as before,
+    # once a thread is free: the lookup starts right after it allows it, never after the deadline.
     if not jobs:
         return []
     slots = threading.BoundedSemaphore(concurrency)
@@ -68,9 +68,9 @@ def look_up(
 def match(
     message: dict[str, Any], found: Sequence[mailjet.FoundRecipient], suppressed: Collection[tuple[str, int]]
 ) -> Matched:
-    """Give each stored recipient the row of its address (case-insensitive), rows and recipients taken in order
-    (lowest MessageID first; To, Cc, Bcc by position), so that an address listed twice gets both. Recipients
-    suppressed now are served last: the earlier attempt most likely left them out."""
+    """Give each stored recipient of `message` a row of its address (case-insensitive), if one is left."""
+    # Rows lowest MessageID first, recipients To, Cc, Bcc by position: an address listed twice gets both rows, in
+    # a fixed order. Recipients suppressed now come last: the earlier attempt most likely left them out.
     rows: dict[str, collections.deque[mailjet.FoundRecipient]] = collections.defaultdict(collections.deque)
     for row in sorted(found, key=lambda row: row.message_id):
         rows[row.email.casefold()].append(row)

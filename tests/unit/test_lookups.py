@@ -50,7 +50,7 @@ def test_lookups_run_several_at_a_time_but_no_more_than_the_concurrency() -> Non
     assert [lookup.job for lookup in checked] == jobs  # in the claim's order
     assert all(lookup.asked and lookup.found and lookup.error is None for lookup in checked)
     assert client.most_in_flight == 5
-    assert elapsed < 0.4 * 20 * 0.2  # 4 rounds of 0.2 s, not 20 one after the other
+    assert elapsed < 0.5 * 20 * 0.2  # 4 rounds of 0.2 s, not 20 one after the other
 
 
 def test_each_lookup_waits_for_the_throttle_and_none_starts_without_it() -> None:
