@@ -158,6 +158,44 @@ def test_the_lookups_of_one_claim_keep_to_the_shared_cap(client, auth, send_sett
     assert elapsed >= 30 / cap * 0.9  # a token each, at 20 a second (without the cap: well under 0.5 s)
 
 
+class _Lagging(mailjet.MailjetClient):
+    """The simulator's client, except that Mailjet does not list one address's row yet."""
+
+    def __init__(self, base_url: str, hidden: str) -> None:
+        super().__init__(base_url, "key", "secret", timeout=2)
+        self.hidden = hidden
+
+    def find_by_custom_id(self, custom_id: str) -> list[mailjet.FoundRecipient]:
+        return [row for row in super().find_by_custom_id(custom_id) if row.email != self.hidden]
+
+
+def test_a_recipient_mailjet_does_not_list_yet_is_left_to_its_events(
+    client, auth, send_settings, simulator, conn, pool
+) -> None:
+    body = dict(message("ann@example.org"), cc=[{"email": "bob@example.org"}])
+    [job_id] = queue(client, auth, body)
+    accepted_then_lost(send_settings, simulator, conn, 1)
+    mailjet_client = _Lagging(simulator, "bob@example.org")
+
+    try:
+        assert sending.send_due_batch(pool, mailjet_client, send_settings).sent == 1
+    finally:
+        mailjet_client.close()
+
+    story = client.get(f"/status/{job_id}", headers=auth).json
+    assert story["status"] == "sent"  # Mailjet has it: never sent again
+    assert sends(simulator)["calls"] == 1
+    recipients = {r["email"]: r for r in story["recipients"]}
+    assert recipients["bob@example.org"]["status"] == "pending"
+    assert recipients["ann@example.org"]["message_id"] == first_ids(simulator, job_id)["ann@example.org"]
+    # Bob's events carry the CustomID: they find him by it and his address.
+    post_events(client, [{"event": "sent", "time": int(time.time()), "CustomID": job_id, "email": "bob@example.org",
+                          "MessageID": int(first_ids(simulator, job_id)["bob@example.org"])}])
+    bob = next(r for r in client.get(f"/status/{job_id}", headers=auth).json["recipients"]
+               if r["email"] == "bob@example.org")
+    assert bob["status"] == "delivered"
+
+
 class _FailingFor(mailjet.MailjetClient):
     """The simulator's client, except that the lookup of one CustomID fails."""
 
