@@ -95,6 +95,8 @@ class Settings:
     rate_limit_per_s: float = 500.0
     rate_limit_burst: int = 1000
     mailjet_max_calls_per_s: float = 100.0
+    # Lookups by CustomID (before resending a job whose earlier outcome is unknown) one claim makes at once.
+    mailjet_lookup_concurrency: int = 10
     # The dashboard (/dashboard): the operator's token sees every app; the key that signs its session
     # cookie (when unset, one made once and kept in the database, the same for every process).
     operator_token: str | None = dataclasses.field(default=None, repr=False)
@@ -198,6 +200,9 @@ class Settings:
             rate_limit_per_s=reader.number("MAILER_RATE_LIMIT_PER_S", defaults.rate_limit_per_s),
             rate_limit_burst=reader.integer("MAILER_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
             mailjet_max_calls_per_s=reader.number("MAILER_MAILJET_MAX_CALLS_PER_S", defaults.mailjet_max_calls_per_s),
+            mailjet_lookup_concurrency=reader.integer(
+                "MAILER_MAILJET_LOOKUP_CONCURRENCY", defaults.mailjet_lookup_concurrency, minimum=1, maximum=50
+            ),
             operator_token=reader.text("MAILER_OPERATOR_TOKEN"),
             secret_key=reader.text("MAILER_SECRET_KEY"),
             dashboard_session_lifetime_s=reader.number(

@@ -11,9 +11,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+import requests.adapters
 import urllib3.exceptions
 
 MAX_MESSAGES = 50  # https://dev.mailjet.com/email/guides/send-api-v31/ (50 messages per call)
+# Idle connections the client keeps to Mailjet: a worker's send tasks each make their lookups several at a
+# time (MAILER_MAILJET_LOOKUP_CONCURRENCY), more than requests' default of 10, which would close the others.
+POOL_CONNECTIONS = 100
+# One message has up to 50 recipients, each a row; a job sent twice before has twice as many.
+# https://dev.mailjet.com/email/reference/messages/#v3_get_message (Limit: 10 by default, 1000 at most)
+LOOKUP_LIMIT = 1000
 _KINDS = (("to", "To"), ("cc", "Cc"), ("bcc", "Bcc"))
 
 
@@ -31,6 +38,15 @@ class AcceptedRecipient:
 
     kind: str
     position: int
+    email: str
+    message_id: int
+    message_uuid: str | None
+
+
+@dataclass(frozen=True)
+class FoundRecipient:
+    """One recipient of a message Mailjet lists under our CustomID: its address ("" when not shown)."""
+
     email: str
     message_id: int
     message_uuid: str | None
@@ -254,7 +270,12 @@ class MailjetClient:
         self._auth = (api_key or "", api_secret or "") if api_key or api_secret else None
         self.timeout = timeout
         self._owns_session = session is None
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        self.session = session
 
     def __repr__(self) -> str:
         return f"MailjetClient({self.base_url!r})"  # never show the credentials
@@ -297,21 +318,43 @@ class MailjetClient:
             )
         raise _global_error(response, body)
 
-    def find_by_custom_id(self, custom_id: str) -> list[dict]:
-        """Messages Mailjet accepted under this CustomID (the REST `Data` list)."""
-        # Limit defaults to 10; one message can have up to 50 recipients, each its own row.
-        # https://dev.mailjet.com/email/reference/
-        response = self._request(
-            "GET", "/v3/REST/message", params={"CustomID": custom_id, "Limit": 1000}
-        )
+    def find_by_custom_id(self, custom_id: str) -> list[FoundRecipient]:
+        """The recipients of every message Mailjet accepted under this CustomID (one REST `message` row each)."""
+        # ContactAlt (the address) and CustomID are in a row only when asked for.
+        # https://dev.mailjet.com/email/reference/messages/#v3_get_message
+        response = self._request("GET", "/v3/REST/message", params={
+            "CustomID": custom_id, "ShowContactAlt": "true", "ShowCustomID": "true", "Limit": LOOKUP_LIMIT,
+        })
         try:
             body = response.json()
         except ValueError:
             body = None
-        if response.status_code == 200 and isinstance(body, dict):
-            data = body.get("Data")
-            if isinstance(data, list):
-                return [row for row in data if isinstance(row, dict)]
+        if response.status_code == 200 and isinstance(body, dict) and isinstance(body.get("Data"), list):
+            return _found(body["Data"], custom_id)
         error = _global_error(response, body)
         error.ambiguous = False  # a lookup changes nothing
         raise error
+
+
+def _found(rows: list[Any], custom_id: str) -> list[FoundRecipient]:
+    """The rows of this CustomID, should Mailjet ignore the filter (a client that passed it wrongly got the
+    account's last messages: github.com/mailjet/mailjet-apiv3-php/issues/201); a row we cannot read fails
+    the lookup."""
+    found = []
+    for row in rows:
+        if not isinstance(row, dict) or "CustomID" not in row:
+            # Taken as "not ours", such rows would make us send a message Mailjet already has.
+            raise _lookup_malformed("a message row has no CustomID")
+        if str(row["CustomID"]) != custom_id:
+            continue
+        message_id = _exact_int(row.get("ID"))
+        if message_id is None:
+            raise _lookup_malformed("a message row has no integer ID")
+        uuid = row.get("UUID") or row.get("MessageUUID")
+        found.append(FoundRecipient(str(row.get("ContactAlt") or ""), message_id, str(uuid) if uuid else None))
+    return found
+
+
+def _lookup_malformed(what: str) -> SendError:
+    return SendError(f"Mailjet 200: unexpected lookup answer ({what})", transient=True, ambiguous=False,
+                     status_code=200)

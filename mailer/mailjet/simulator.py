@@ -70,6 +70,8 @@ class SimulatorConfig:
     open_delay_s: float = 1.0
     timeout_s: float = 5.0
     first_message_id: int = FIRST_MESSAGE_ID
+    # A fault: GET /v3/REST/message lists every message, whatever its CustomID filter says.
+    lookup_ignores_custom_id: bool = False
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -315,14 +317,29 @@ class _Simulator:
                 for offset, event in _events_for(rcpt, msg, config.open_delay_s)])
         return result
 
-    def rows(self, custom_id: str | None) -> list[dict[str, Any]]:
-        """REST `message` rows, one per accepted recipient, optionally for one CustomID."""
+    def rows(self, custom_id: str | None, show_contact: bool = True, show_custom_id: bool = True,
+             ) -> list[dict[str, Any]]:
+        """REST `message` rows, one per accepted recipient, optionally for one CustomID; the address
+        (ContactAlt) and the CustomID only when asked for, as Mailjet shows them."""
         with self.lock:
-            return [{"ID": r["MessageID"], "UUID": r["MessageUUID"], "Status": "sent",
-                     "CustomID": m["custom_id"], "ContactAlt": r["Email"], "ArrivedAt": m["at"],
-                     "Subject": m["payload"].get("Subject", "")}
-                    for m in self.accepted if custom_id is None or m["custom_id"] == custom_id
-                    for r in m["recipients"]]
+            rows = []
+            for m in self.accepted:
+                if custom_id is not None and m["custom_id"] != custom_id:
+                    continue
+                for r in m["recipients"]:
+                    row = {"ID": r["MessageID"], "UUID": r["MessageUUID"], "Status": "sent",
+                           "ArrivedAt": m["at"], "Subject": m["payload"].get("Subject", "")}
+                    if show_contact:
+                        row["ContactAlt"] = r["Email"]
+                    if show_custom_id:
+                        row["CustomID"] = m["custom_id"]
+                    rows.append(row)
+            return rows
+
+
+def _shown(name: str) -> bool:
+    """A REST `Show...` filter: Mailjet takes true/false (and 1/0)."""
+    return request.args.get(name, "").strip().lower() in ("true", "1")
 
 
 def _authorized(config: SimulatorConfig) -> bool:
@@ -338,7 +355,7 @@ def _authorized(config: SimulatorConfig) -> bool:
 def _config_value_ok(key: str, value: Any) -> bool:
     if key.endswith("_s"):
         return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-    if key == "grouped_events":
+    if key in ("grouped_events", "lookup_ignores_custom_id"):
         return isinstance(value, bool)
     if key in ("api_key", "api_secret"):
         return isinstance(value, str)
@@ -406,11 +423,23 @@ def create_simulator(config: SimulatorConfig) -> Flask:
     @app.get("/v3/REST/message")
     @app.get("/v3/REST/message/<int:message_id>")
     def messages(message_id: int | None = None) -> Response:
-        rows = [r for r in sim.rows(request.args.get("CustomID")) if message_id in (None, r["ID"])]
+        # https://dev.mailjet.com/email/reference/messages/#v3_get_message: ContactAlt only with
+        # ShowContactAlt=true, CustomID only with ShowCustomID=true, Limit 10 by default (1000 at most).
+        config = sim.config
+        if config.latency_s > 0:
+            time.sleep(config.latency_s)
+        custom_id = None if config.lookup_ignores_custom_id else request.args.get("CustomID")
+        rows = [r for r in sim.rows(custom_id, _shown("ShowContactAlt"), _shown("ShowCustomID"))
+                if message_id in (None, r["ID"])]
         if message_id is not None and not rows:
             return _json({"ErrorInfo": "", "ErrorMessage": "Object not found", "StatusCode": 404},
                          404)
-        return _json({"Count": len(rows), "Data": rows, "Total": len(rows)})
+        limit = request.args.get("Limit", "10")
+        offset = request.args.get("Offset", "0")
+        if not (limit.isdigit() and offset.isdigit()):
+            return _json({"ErrorInfo": "", "ErrorMessage": "Invalid Limit or Offset", "StatusCode": 400}, 400)
+        page = rows[int(offset):][:min(int(limit), 1000)]
+        return _json({"Count": len(page), "Data": page, "Total": len(rows)})
 
     @app.post("/_sim/script")
     def script() -> Response:

@@ -18,7 +18,7 @@ from mailer import db, memory, metrics, store
 from mailer.config import Settings
 from mailer.domain import backoff
 from mailer.mailjet import send as mailjet
-from mailer.services import rate_limits, suppressions, wakeups
+from mailer.services import lookups, rate_limits, suppressions, wakeups
 from mailer.store.jobs import ClaimedJob
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class _Results:
     suppressed: list[ClaimedJob] = dataclasses.field(default_factory=list)  # every recipient suppressed
     unsent: list[ClaimedJob] = dataclasses.field(default_factory=list)  # never tried: the deadline came first
     cancelled: list[ClaimedJob] = dataclasses.field(default_factory=list)  # revoked app, unknown to Mailjet
+    # Recipients of jobs the lookup confirmed that Mailjet lists no row for and that are suppressed now
+    left_out: list[dict[str, object]] = dataclasses.field(default_factory=list)
     screenings: dict[uuid.UUID, suppressions.Screening] = dataclasses.field(default_factory=dict)
     claimed_at: float = dataclasses.field(default_factory=time.monotonic)  # for the send latency metric
     # (log level, job, new status, extra fields): logged once the transaction recording them commits
@@ -83,7 +85,11 @@ def send_due_batch(
     throttle = functools.partial(
         rate_limits.wait_for_mailjet, pool, settings, deadline=started + call_window_s(settings)
     )
-    to_send = [job for job in claimed if not _already_accepted(client, job, results, throttle)]
+    checked = lookups.look_up(
+        client, [job for job in claimed if job.verify_before_send], throttle, settings.mailjet_lookup_concurrency
+    )
+    settled = _settle_lookups(checked, screenings, results)
+    to_send = [job for job in claimed if job.id not in settled]
     screened = suppressions.split(to_send, screenings)
     results.suppressed, results.screenings = screened.suppressed, screened.screenings
     results.rejected.extend(screened.unsendable)
@@ -148,30 +154,50 @@ def call_window_s(settings: Settings) -> float:
     return spare - min(settings.send_deadline_margin_s, spare / 2)
 
 
-def _already_accepted(
-    client: mailjet.MailjetClient, job: ClaimedJob, results: _Results, throttle: Callable[[], bool]
-) -> bool:
-    """Whether an earlier attempt whose outcome is unknown did reach Mailjet (then never resend), or the job is
-    settled otherwise (not asked in time: released; a revoked app's job Mailjet lacks: cancelled)."""
-    if not job.verify_before_send:
-        return False
-    if not throttle():
-        results.unsent.append(job)
-        return True
-    try:
-        found = client.find_by_custom_id(str(job.id))
-    except mailjet.SendError as exc:
-        metrics.mailjet_answered("lookup", exc.status_code)
-        results.retry.append((job, f"could not check an earlier attempt with Mailjet: {exc}", True, exc.retry_after))
-        return True
-    metrics.mailjet_answered("lookup", 200)
-    if found:
-        results.accepted.append((job, None))
-        return True
-    if job.revoked:  # never sent before, and its app may send no more
-        results.cancelled.append(job)
-        return True
-    return False
+def _settle_lookups(
+    checked: Sequence[lookups.Lookup], screenings: dict[uuid.UUID, suppressions.Screening], results: _Results
+) -> set[uuid.UUID]:
+    """The jobs an earlier attempt whose outcome is unknown settles: accepted by Mailjet (never resend; recorded
+    like a send's result, with the MessageIDs Mailjet lists), not asked in time (released), a revoked app's job
+    Mailjet lacks (cancelled), a lookup that failed (retried)."""
+    settled = set()
+    for lookup in checked:
+        job = lookup.job
+        settled.add(job.id)
+        if not lookup.asked:
+            results.unsent.append(job)
+        elif lookup.error is not None:
+            exc = lookup.error
+            metrics.mailjet_answered("lookup", exc.status_code)
+            error = f"could not check an earlier attempt with Mailjet: {exc}"
+            results.retry.append((job, error, True, exc.retry_after))
+        elif lookup.found:
+            metrics.mailjet_answered("lookup", 200)
+            _accept_found(job, lookup.found, screenings.get(job.id), results)
+        else:
+            metrics.mailjet_answered("lookup", 200)
+            if job.revoked:  # never sent before, and its app may send no more
+                results.cancelled.append(job)
+            else:
+                settled.discard(job.id)
+    return settled
+
+
+def _accept_found(
+    job: ClaimedJob, found: Sequence[mailjet.FoundRecipient], screening: suppressions.Screening | None,
+    results: _Results,
+) -> None:
+    """Record a job Mailjet has as sent with the MessageIDs it lists, matched by address. A recipient without a
+    row stays as it is (Mailjet lists messages with some delay: its events still match it by CustomID and
+    address), unless it is suppressed now: then it was most likely left out, and is marked so."""
+    suppressed = screening.skipped if screening is not None else ()
+    # Positions as stored: results.screenings, which _message_row maps positions through, holds no found job.
+    matched = lookups.match(job.message, found, suppressed)
+    results.accepted.append((job, mailjet.MessageResult(True, matched.recipients, None, None)))
+    results.left_out.extend(
+        {"job_id": job.id, "kind": kind, "position": position}
+        for kind, position in matched.unmatched if (kind, position) in suppressed
+    )
 
 
 def _send(
@@ -220,7 +246,7 @@ def _record(
         {"job_id": job_id, "kind": kind, "position": position}
         for job_id, screening in results.screenings.items() if job_id not in requeue and not screening.nothing_left
         for kind, position in screening.skipped
-    ])
+    ] + results.left_out)
     sent = store.mark_jobs_sent(conn, ids=[job.id for job, _ in results.accepted])
     message_rows = [
         _message_row(job, recipient, results.screenings.get(job.id))

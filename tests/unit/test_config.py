@@ -221,6 +221,15 @@ def test_a_bad_rate_limit_is_a_config_error_naming_the_variable(name, raw):
         Settings.from_env({name: raw})
 
 
+def test_the_mailjet_lookup_concurrency():
+    assert Settings.from_env({}).mailjet_lookup_concurrency == 10
+    assert Settings.from_env({"MAILER_MAILJET_LOOKUP_CONCURRENCY": "50"}).mailjet_lookup_concurrency == 50
+    assert Settings.from_env({"MAILER_MAILJET_LOOKUP_CONCURRENCY": "1"}).mailjet_lookup_concurrency == 1
+    for raw in ("0", "51", "2.5", "many"):  # a claim has at most 50 jobs to look up
+        with pytest.raises(ConfigError, match="MAILER_MAILJET_LOOKUP_CONCURRENCY"):
+            Settings.from_env({"MAILER_MAILJET_LOOKUP_CONCURRENCY": raw})
+
+
 def test_the_dashboard_and_metrics_settings():
     defaults = Settings.from_env({})
     assert defaults.dashboard_session_lifetime_s == 12 * 3600

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import socket
 import threading
 from collections import deque
@@ -124,6 +125,55 @@ def test_200_parses_exact_message_ids(canned: Any) -> None:
     assert req.get_json()["Messages"][1]["CustomID"] == "order-1002"
 
 
+def _rows(*rows: dict) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps({"Count": len(rows), "Data": list(rows), "Total": len(rows)})
+    return 200, {"Content-Type": "application/json"}, body.encode()
+
+
+def test_the_lookup_asks_for_addresses_and_custom_ids_and_keeps_only_its_own(canned: Any) -> None:
+    client, app = canned
+    # IDs as Mailjet's reference shows them (strings) and as numbers, both above 2**53.
+    app.answers.append(_rows(
+        {"ID": "288230379609003794", "UUID": "u-1", "CustomID": "job-1", "ContactAlt": "Ann@Example.com"},
+        {"ID": 288230379609003799, "UUID": "u-2", "CustomID": "job-2", "ContactAlt": "bob@example.com"},
+        {"ID": 288230379609003795, "CustomID": "job-1", "ContactAlt": "cy@example.com"},
+    ))
+
+    found = client.find_by_custom_id("job-1")
+
+    assert found == [send.FoundRecipient("Ann@Example.com", 288230379609003794, "u-1"),
+                     send.FoundRecipient("cy@example.com", 288230379609003795, None)]
+    (req,) = app.requests
+    assert (req.method, req.path) == ("GET", "/v3/REST/message")
+    assert req.args.to_dict() == {"CustomID": "job-1", "ShowContactAlt": "true", "ShowCustomID": "true",
+                                  "Limit": "1000"}
+
+
+def test_the_client_keeps_enough_connections_for_lookups_made_several_at_a_time() -> None:
+    client = send.MailjetClient("https://api.mailjet.com", "k", "s")
+    try:
+        adapter = client.session.get_adapter("https://api.mailjet.com/v3/REST/message")
+        assert adapter._pool_maxsize == send.POOL_CONNECTIONS >= 8 * 10  # type: ignore[attr-defined]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("row", [
+    {"ID": 288230379609003794, "ContactAlt": "a@example.com"},  # CustomID not shown: cannot tell whose
+    {"ID": 2.8823037960900378e17, "CustomID": "job-1"},  # a float has lost the last digits
+    {"CustomID": "job-1", "ContactAlt": "a@example.com"},
+    "not a row",
+])
+def test_a_lookup_row_it_cannot_read_fails_the_lookup(canned: Any, row: Any) -> None:
+    client, app = canned
+    app.answers.append(_rows(row))
+
+    with pytest.raises(send.SendError) as caught:
+        client.find_by_custom_id("job-1")
+
+    assert (caught.value.transient, caught.value.ambiguous) == (True, False)
+
+
 def test_400_with_messages_is_a_partial_success(canned: Any) -> None:
     client, app = canned
     app.answers.append((400, {"Content-Type": "application/json"},
@@ -188,8 +238,9 @@ def test_500_is_transient_and_ambiguous(sim: Any) -> None:
         assert (caught.value.transient, caught.value.ambiguous) == (True, True)
         assert caught.value.status_code == 500
     (row,) = client.find_by_custom_id("job-9")  # only the accept_then_500 call got through
-    assert type(row["ID"]) is int
-    assert row["ID"] > 2**53
+    assert type(row.message_id) is int
+    assert row.message_id > 2**53
+    assert row.email == "a@example.com"
 
 
 def test_401_is_permanent_and_hides_credentials(sim: Any) -> None:
@@ -217,7 +268,7 @@ def test_read_timeout_is_ambiguous_and_lookup_finds_it(sim: Any) -> None:
         slow.close()
     assert (caught.value.transient, caught.value.ambiguous) == (True, True)
     assert caught.value.status_code is None
-    assert [row["CustomID"] for row in client.find_by_custom_id("job-t")] == ["job-t"]
+    assert [row.email for row in client.find_by_custom_id("job-t")] == ["a@example.com"]
 
 
 def test_connection_refused_is_transient_not_ambiguous() -> None:
@@ -244,7 +295,8 @@ def test_round_trip_with_simulator(sim: Any) -> None:
     assert not bad.accepted
     assert bad.error_code == "mj-0013"
     rows = client.find_by_custom_id("job-1")
-    assert sorted(row["ID"] for row in rows) == sorted(r.message_id for r in ok.recipients)
+    assert sorted((row.message_id, row.email, row.message_uuid) for row in rows) == sorted(
+        (r.message_id, r.email, r.message_uuid) for r in ok.recipients)
     assert client.find_by_custom_id("job-2") == []
 
 

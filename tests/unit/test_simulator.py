@@ -224,8 +224,8 @@ def test_sends_and_rest_lookup_by_custom_id(sim: str) -> None:
     assert sends["messages"][0]["recipients"] == [
         {"email": "a@example.com", "message_id": str(ids[0])},
         {"email": "b@example.com", "message_id": str(ids[1])}]
-    lookup = requests.get(f"{sim}/v3/REST/message", params={"CustomID": "job-1"}, auth=AUTH,
-                          timeout=5).json()
+    lookup = requests.get(f"{sim}/v3/REST/message", params={"CustomID": "job-1", "ShowCustomID": "true"},
+                          auth=AUTH, timeout=5).json()
     assert lookup["Count"] == lookup["Total"] == 3
     assert [row["ID"] for row in lookup["Data"]][:2] == ids
     assert {row["CustomID"] for row in lookup["Data"]} == {"job-1"}
@@ -235,6 +235,49 @@ def test_sends_and_rest_lookup_by_custom_id(sim: str) -> None:
     assert none == {"Count": 0, "Data": [], "Total": 0}
     requests.post(f"{sim}/_sim/reset", timeout=5)
     assert requests.get(f"{sim}/_sim/sends", timeout=5).json()["calls"] == 0
+
+
+def _lookup(sim: str, **params: Any) -> dict:
+    response = requests.get(f"{sim}/v3/REST/message", params=params, auth=AUTH, timeout=5)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_the_rest_lookup_shows_the_address_and_custom_id_only_when_asked(sim: str) -> None:
+    _send(sim, _msg("a@example.com", "b@example.com", custom_id="job-1"), _msg("c@example.com", custom_id="job-2"))
+
+    bare = _lookup(sim, CustomID="job-1")["Data"]
+    assert len(bare) == 2
+    assert not any("ContactAlt" in row or "CustomID" in row for row in bare)
+    assert all(type(row["ID"]) is int and row["UUID"] for row in bare)
+    shown = _lookup(sim, CustomID="job-1", ShowContactAlt="true", ShowCustomID="true")["Data"]
+    assert [(row["ContactAlt"], row["CustomID"]) for row in shown] == [
+        ("a@example.com", "job-1"), ("b@example.com", "job-1")]
+    assert [row["ID"] for row in shown] == [row["ID"] for row in bare]
+    only_address = _lookup(sim, CustomID="job-1", ShowContactAlt="true", ShowCustomID="false")["Data"]
+    assert [("ContactAlt" in row, "CustomID" in row) for row in only_address] == [(True, False)] * 2
+
+
+def test_the_rest_lookup_pages_ten_rows_by_default(sim: str) -> None:
+    _send(sim, _msg(*(f"r{i}@example.com" for i in range(12)), custom_id="job-1"))
+
+    first = _lookup(sim, CustomID="job-1")
+    assert (first["Count"], first["Total"], len(first["Data"])) == (10, 12, 10)
+    rest = _lookup(sim, CustomID="job-1", Offset="10", Limit="1000")
+    assert (rest["Count"], rest["Total"]) == (2, 12)
+    assert {row["ID"] for row in rest["Data"]}.isdisjoint(row["ID"] for row in first["Data"])
+    assert len(_lookup(sim, CustomID="job-1", Limit="1000")["Data"]) == 12
+
+
+def test_the_rest_lookup_takes_the_latency_and_can_ignore_its_filter(sim: str) -> None:
+    _send(sim, _msg("a@example.com", custom_id="job-1"), _msg("b@example.com", custom_id="job-2"))
+    requests.post(f"{sim}/_sim/config", json={"latency_s": 0.3, "lookup_ignores_custom_id": True},
+                  timeout=5).raise_for_status()
+
+    started = time.monotonic()
+    rows = _lookup(sim, CustomID="job-1", ShowCustomID="true")["Data"]
+    assert time.monotonic() - started >= 0.3
+    assert [row["CustomID"] for row in rows] == ["job-1", "job-2"]  # the fault: every message
 
 
 def test_config_changes_at_run_time(sim: str) -> None:
