@@ -2,6 +2,9 @@
 -- Keep each Mailjet event once (duplicates by fingerprint are dropped) and match it to its
 -- recipient by MessageID, or by CustomID (our job id) + email when the send result is not
 -- stored yet. Unmatched events stay with applied_at null until the message becomes known.
+-- A recipient matched by CustomID + email whose MessageID is not known (the lookup before a resend found its
+-- message, but Mailjet did not list this recipient yet) takes the event's, so that its later events that carry
+-- only a MessageID (opens, clicks) find it too.
 -- MATERIALIZED: the match is computed once per event (inlined, it ran again for applied_at). `r.id + 0`:
 -- ordered by the bare key, the planner may walk the primary key checking every row's MessageID.
 WITH incoming AS MATERIALIZED (
@@ -18,6 +21,11 @@ WITH incoming AS MATERIALIZED (
     FROM jsonb_to_recordset(%(events)s)
         AS e(fingerprint text, name text, status text, occurred_at timestamptz, message_id bigint,
              custom_id text, job_id uuid, email text, suppresses boolean, payload jsonb)
+), named AS (
+    UPDATE recipients AS r
+    SET message_id = i.message_id, updated_at = now()
+    FROM incoming AS i
+    WHERE r.id = i.recipient_id AND r.message_id IS NULL AND i.message_id IS NOT NULL
 )
 INSERT INTO mailjet_events (fingerprint, name, status, occurred_at, message_id, custom_id, email,
                             suppresses, payload, recipient_id, applied_at)

@@ -194,6 +194,13 @@ def test_a_recipient_mailjet_does_not_list_yet_is_left_to_its_events(
     bob = next(r for r in client.get(f"/status/{job_id}", headers=auth).json["recipients"]
                if r["email"] == "bob@example.org")
     assert bob["status"] == "delivered"
+    # ... and give him the MessageID, so that his events without a CustomID (opens, clicks) find him too.
+    assert bob["message_id"] == first_ids(simulator, job_id)["bob@example.org"]
+    post_events(client, [{"event": "open", "time": int(time.time()) + 1, "email": "bob@example.org",
+                          "MessageID": int(bob["message_id"])}])
+    bob = next(r for r in client.get(f"/status/{job_id}", headers=auth).json["recipients"]
+               if r["email"] == "bob@example.org")
+    assert bob["status"] == "opened"
 
 
 class _FailingFor(mailjet.MailjetClient):
