@@ -26,6 +26,10 @@ def encode(obj: Any) -> bytes:
 class FastJSONProvider(DefaultJSONProvider):
     """Flask's default JSON provider, whose `jsonify` encodes with orjson, non-ASCII text as UTF-8."""
 
+    # The base class types its app as Flask's sansio `App` (shared with Quart), whose `response_class` is
+    # werkzeug's sansio Response; this provider is only ever installed on a `flask.Flask`.
+    _app: flask.Flask
+
     def response(self, *args: Any, **kwargs: Any) -> flask.Response:
         """`jsonify`'s answer: the compact JSON of the arguments, in their order, and a newline."""
         body = encode(self._prepare_response_obj(args, kwargs))

@@ -5,8 +5,18 @@ from __future__ import annotations
 import functools
 import pathlib
 import re
+from importlib import resources
 
-SQL_DIR = pathlib.Path(__file__).resolve().parents[2] / "sql"
+
+def _sql_dir() -> pathlib.Path:
+    """The repository's sql/, or mailer/sql in an installed wheel: pyproject.toml maps one to the other."""
+    found = resources.files("mailer.sql")
+    if not isinstance(found, pathlib.Path):  # a zipped install, which pip never makes
+        raise RuntimeError(f"mailer's SQL files must be on disk, found {found!r}")
+    return found
+
+
+SQL_DIR = _sql_dir()
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
 
 
