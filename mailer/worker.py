@@ -14,7 +14,7 @@ import psycopg_pool
 from mailer import db, jobqueue, memory
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import webhook_delivery, webhook_secrets
+from mailer.services import liveness, webhook_delivery, webhook_secrets
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ def run(settings: Settings) -> None:
         webhooks=webhook_delivery.Dispatcher(pool, settings),
     )
     try:
-        asyncio.run(_supervise(runtime))
+        # This process's sender identity (its claims live as long as it does) and the takeover check of others'.
+        with liveness.running(settings, pool):
+            asyncio.run(_supervise(runtime))
     finally:
         runtime.webhooks.close()  # webhook posts in flight get recorded before the pool closes
         runtime.pool.close()
