@@ -94,9 +94,20 @@ class Liveness:
                     raise SenderUnavailable("this worker's liveness connection to the database is down")
                 self._changed.wait(min(remaining, RECONNECT_S))
 
+    def abandon(self, sender_id: int) -> None:
+        """Give up identity `sender_id` (a claim of it could not be recorded): its session ends within a heartbeat,
+        so the takeover finds it dead and requeues its claims; a new identity follows."""
+        with self._lock:
+            if self._id == sender_id:
+                self._id = None
+        log.warning("sender %d gives up its identity: a claim's results could not be recorded", sender_id,
+                    extra={"sender_id": sender_id})
+
     def _run(self) -> None:
         while not self._stopping.wait(HEARTBEAT_S if self._conn is not None else RECONNECT_S):
             try:
+                if self._conn is not None and self.sender_id is None:
+                    self._drop_connection()  # abandoned: the session ends, and the sender's lock with it
                 if self._conn is None:
                     self._connect()
                 else:

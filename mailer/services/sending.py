@@ -95,14 +95,20 @@ def send_due_batch(
     def throttle() -> bool:
         return sender.healthy(sender_id) and wait() and sender.healthy(sender_id)
 
-    to_send = [job for job in claimed if not _already_accepted(client, job, results, throttle)]
-    screened = suppressions.split(to_send, screenings)
-    results.suppressed, results.screenings = screened.suppressed, screened.screenings
-    results.rejected.extend(screened.unsendable)
-    if screened.to_send:
-        _send(client, screened.to_send, results, throttle)
-    with db.connection(pool) as conn:
-        outcome = _record(conn, settings, results, rng, claim.more)
+    try:
+        to_send = [job for job in claimed if not _already_accepted(client, job, results, throttle)]
+        screened = suppressions.split(to_send, screenings)
+        results.suppressed, results.screenings = screened.suppressed, screened.screenings
+        results.rejected.extend(screened.unsendable)
+        if screened.to_send:
+            _send(client, screened.to_send, results, throttle)
+        with db.connection(pool) as conn:
+            outcome = _record(conn, settings, results, rng, claim.more)
+    except BaseException:
+        # The jobs stay `sending` in this sender's name, and a live sender is never taken over: give it up, so
+        # that the takeover requeues them (to be checked with Mailjet first).
+        sender.abandon(sender_id)
+        raise
     for level, job, status, extra in results.transitions:
         _log_transition(level, job, status, extra)
     metrics.jobs_reached((status, job.priority) for _, job, status, _ in results.transitions)

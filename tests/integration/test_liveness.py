@@ -13,6 +13,7 @@ import requests
 from prometheus_client import REGISTRY
 
 from mailer import store
+from mailer.domain import errors
 from mailer.services import liveness, rate_limits, recovery, sending
 from mailer.store import senders as senders_store
 from mailer.store.queries import query
@@ -333,3 +334,28 @@ def test_a_job_no_longer_sending_is_left_alone_by_every_result(client, auth, set
         changed = list(store.release_jobs(conn, ids=[job_id]))
 
     assert changed == [] and snapshot(conn) == before
+
+
+def test_a_claim_that_cannot_be_recorded_gives_up_its_sender_so_it_is_taken_over(
+    client, auth, send_settings, simulator, conn, monkeypatch
+) -> None:
+    # A live sender is never taken over: jobs left `sending` by a claim whose results could not be recorded
+    # (the database away at that moment) would wait forever if the sender kept its identity.
+    queue(client, auth, 2)
+    sender = liveness.current()
+    first = sender.sender_id
+    assert first is not None
+
+    def database_gone(*args: object) -> None:
+        raise psycopg.OperationalError("the database is away")
+
+    monkeypatch.setattr(sending, "_record", database_gone)
+    with pytest.raises(errors.DatabaseUnavailable):
+        run_sender(send_settings)
+    monkeypatch.undo()
+
+    assert not sender.healthy(first)
+    wait_for(lambda: lock_holder(conn, first) is None and sender.sender_id not in (None, first))
+    seen_ago(conn, first, send_settings.send_reconnect_grace_s + 1)
+    assert recovery.take_over(conn, send_settings).jobs == 2
+    assert jobs(conn) == [("queued", True, first)] * 2
