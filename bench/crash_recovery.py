@@ -41,7 +41,7 @@ def run(sut: System, emails: int) -> Recovery:
     bodies = [json.dumps({"messages": [loadgen.message(n) for n in range(start, min(start + BATCH, emails))]})
               .encode() for start in range(0, emails, BATCH)]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda body: measure._post_json(sut, "/queue", body), bodies))  # noqa: SLF001
+        list(pool.map(lambda body: measure._post_json(sut, "/queue", body), bodies))
 
     # Kill once the first worker's claims stop growing (every task of it has a call in flight) or hold 2,000.
     seen, steady_since = -1, time.monotonic()
@@ -65,7 +65,7 @@ def run(sut: System, emails: int) -> Recovery:
     last_sent = _last_sent_after(sut, ids, killed)
     sut.stop_workers()
     sut.simulator(latency_s=0.1)
-    return Recovery(len(ids), claimable, last_sent, measure._duplicates(sut, emails))  # noqa: SLF001
+    return Recovery(len(ids), claimable, last_sent, measure._duplicates(sut, emails))
 
 
 _WORKER = (sys.executable, "-m", "mailer.cli", "worker")
