@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -58,6 +59,11 @@ def run(settings: Settings) -> None:
 async def _supervise(runtime: Runtime) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Procrastinate runs sync tasks in the loop's default executor, whose threads asyncio caps at cpu count + 4
+    # (6 on a 2-core machine): MAILER_WORKER_CONCURRENCY sends at once need as many threads (and a few spare).
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+        max_workers=runtime.settings.worker_concurrency + 4, thread_name_prefix="mailer-task"
+    ))
     current: asyncio.Task[None] | None = None
 
     def stop() -> None:
