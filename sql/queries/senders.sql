@@ -113,11 +113,14 @@ RETURNING s.id;
 -- hold_claimed_jobs --
 -- The fence of a claim's results: lock, and return, the claimed jobs this claim still holds (still 'sending',
 -- by this sender, at the attempt it claimed). Any other was taken over meanwhile: its result is late and
--- changes nothing. By primary key (`status || ''`: see mark_jobs_sent); in id order, so that two fences
--- never wait on each other.
+-- changes nothing. By primary key, `id = ANY`: claimed_by has no statistics worth the name (NULL in all but the
+-- jobs in flight) and `status || ''` none at all (see mark_jobs_sent), and joined to the list of ids the planner
+-- would scan the whole table (tests/integration/test_send_plans.py). In id order, so that two fences never
+-- wait on each other.
 SELECT j.id
 FROM jobs AS j
-JOIN unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS c(id, attempts) ON j.id = c.id
-WHERE j.status || '' = 'sending' AND j.claimed_by = %(sender_id)s AND j.attempts = c.attempts
+WHERE j.id = ANY(%(ids)s::uuid[])
+  AND j.status || '' = 'sending' AND j.claimed_by = %(sender_id)s
+  AND j.attempts = (%(attempts)s::int[])[array_position(%(ids)s::uuid[], j.id)]
 ORDER BY j.id
 FOR UPDATE OF j;
