@@ -22,9 +22,9 @@ if str(ROOT) not in sys.path:  # run as a script: make `bench` and `mailer` impo
 
 import psycopg  # noqa: E402  # after the path fix above
 
-from bench import history, loadgen, measure, report, system, webhook_fan_out  # noqa: E402
+from bench import crash_recovery, history, loadgen, measure, report, system, webhook_fan_out  # noqa: E402
 
-MEASUREMENTS = ("ingest", "e2e", "naive", "scale", "big-events", "webhooks")
+MEASUREMENTS = ("ingest", "e2e", "naive", "scale", "big-events", "webhooks", "crash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +36,15 @@ class Sizes:
     history: int
     big_events: int
     fan_outs: int
+    crash_emails: int  # queued for measurement 9: each of its two workers can hold 2,000 in flight
 
 
 FULL = Sizes(
-    ingest_s=15, emails=20_000, naive_emails=20_000, pickups=50, history=1_000_000, big_events=50_000, fan_outs=40
+    ingest_s=15, emails=20_000, naive_emails=20_000, pickups=50, history=1_000_000, big_events=50_000, fan_outs=40,
+    crash_emails=4_000,
 )
-QUICK = Sizes(ingest_s=3, emails=2_000, naive_emails=2_000, pickups=10, history=100_000, big_events=5_000, fan_outs=5)
+QUICK = Sizes(ingest_s=3, emails=2_000, naive_emails=2_000, pickups=10, history=100_000, big_events=5_000, fan_outs=5,
+              crash_emails=400)
 # A quarter of a 24 GB machine would be 6 GB; 2 GB leaves room for everything else the benchmark runs. With
 # PostgreSQL's 128 MB default the indexes of a million jobs no longer fit, which measurement 6 shows.
 PG_SETTINGS = ["shared_buffers=2GB"]
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += _big_events(sut, sizes)
         if "webhooks" in args.only:
             rows += _webhooks(sut, sizes, app_id)
+        if "crash" in args.only:
+            rows += _crash(sut, sizes)
     print()
     table = report.results_table(rows)
     cpu = report.cpu_table(runs) if runs else ""
@@ -176,6 +181,21 @@ def _webhooks(sut: system.System, sizes: Sizes, app_id: int) -> list[report.Row]
                    f"{webhook_fan_out.EXPAND_BATCH}, the largest {fan.largest_batch_ms:.0f} ms)",
                    target="≥ 10,000 deliveries/s", ok=fan.deliveries_per_s >= 10_000),
     ]
+
+
+def _crash(sut: system.System, sizes: Sizes) -> list[report.Row]:
+    got = crash_recovery.run(sut, sizes.crash_emails)
+    _say(f"kill -9: {got.in_flight} in flight; claimable again after {got.claimable_s:.1f} s, "
+         f"the last sent {got.last_sent_s:.1f} s after the kill; {got.duplicates} duplicates")
+    return [report.Row(
+        f"9. kill -9 of a worker with {got.in_flight:,} jobs in flight ({sizes.crash_emails:,} queued; 2 workers, "
+        f"MAILER_WORKER_CONCURRENCY={crash_recovery.CONCURRENCY}; simulator {crash_recovery.LATENCY_S} s per "
+        "call; the second worker alive)",
+        f"last of them sent {got.last_sent_s:.1f} s after the kill (all claimable again after "
+        f"{got.claimable_s:.1f} s); {got.duplicates} duplicates",
+        target="< 15 s, claimable < 10 s, 0 duplicates",
+        ok=got.last_sent_s < 15 and got.claimable_s < 10 and got.duplicates == 0,
+    )]
 
 
 def _cpu_per(run: measure.Ingest, unit: str, per_request: int = 1) -> str:

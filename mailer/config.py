@@ -65,13 +65,18 @@ class Settings:
     # goes alone. Well under Mailjet's own limits (15 MB of attachments per message), and it bounds what a
     # send task holds in memory.
     send_max_call_bytes: int = 5 * MIB
-    # A claim older than this belongs to a dead worker. Must exceed the Mailjet timeout, or a slow
-    # but live send would be checked (and possibly repeated) by another worker.
+    # A claim made before sender liveness (jobs.claimed_by NULL: a worker of the previous release) older than
+    # this belongs to a dead worker. Must exceed the Mailjet timeout, as that release required.
     send_stalled_after_s: float = 90.0
     # A claim's Mailjet calls (lookups, the call, the one-by-one resend after a global 4xx) start no later than
-    # stalled_after - mailjet_timeout - this margin after the claim (at most half their difference), so the
-    # last one ends, and its results are recorded, before the claim looks stalled (services/sending.py).
-    send_deadline_margin_s: float = 10.0
+    # this after the claim; jobs not tried by then go back to the queue, so a claim holds jobs for a bounded time.
+    send_call_window_s: float = 50.0
+    # Sender liveness (services/liveness.py, services/recovery.py): a sender whose lock nobody holds is dead once
+    # it has not been seen for the grace (counted from the database's start at the earliest, so live workers can
+    # take their locks back after a restart); one whose lock is held but that has not been seen for the lease
+    # is hung. Either is taken over. A sender starts no Mailjet call unless seen within half the grace.
+    send_reconnect_grace_s: float = 4.0
+    send_lease_s: float = 300.0
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     # Outbound webhooks (services/webhook_delivery.py): the whole of one attempt, the posts one worker
     # process runs at once, and how long an endpoint may fail without a success before it is disabled.
@@ -169,9 +174,13 @@ class Settings:
                 "MAILER_SEND_MAX_CALL_BYTES", defaults.send_max_call_bytes, minimum=1024, maximum=2**31 - 1
             ),
             send_stalled_after_s=reader.number("MAILER_SEND_STALLED_AFTER_S", defaults.send_stalled_after_s),
-            send_deadline_margin_s=reader.number(
-                "MAILER_SEND_DEADLINE_MARGIN_S", defaults.send_deadline_margin_s, positive=True
+            send_call_window_s=reader.number(
+                "MAILER_SEND_CALL_WINDOW_S", defaults.send_call_window_s, positive=True
             ),
+            send_reconnect_grace_s=reader.number(
+                "MAILER_SEND_RECONNECT_GRACE_S", defaults.send_reconnect_grace_s, positive=True
+            ),
+            send_lease_s=reader.number("MAILER_SEND_LEASE_S", defaults.send_lease_s, positive=True),
             webhook_retry_schedule=reader.schedule("MAILER_WEBHOOK_RETRY_SCHEDULE", defaults.webhook_retry_schedule),
             webhook_timeout_s=reader.number("MAILER_WEBHOOK_TIMEOUT_S", defaults.webhook_timeout_s, positive=True),
             webhook_concurrency=reader.integer("MAILER_WEBHOOK_CONCURRENCY", defaults.webhook_concurrency, minimum=1),
@@ -231,6 +240,11 @@ class Settings:
             raise ConfigError(
                 f"MAILER_SEND_STALLED_AFTER_S ({self.send_stalled_after_s}) must exceed "
                 f"MAILER_MAILJET_TIMEOUT_S ({self.mailjet_timeout_s})"
+            )
+        if self.send_lease_s <= self.send_reconnect_grace_s:
+            raise ConfigError(
+                f"MAILER_SEND_LEASE_S ({self.send_lease_s}) must exceed "
+                f"MAILER_SEND_RECONNECT_GRACE_S ({self.send_reconnect_grace_s})"
             )
         if self.retention_body_days > self.retention_days:
             raise ConfigError(

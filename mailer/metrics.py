@@ -83,7 +83,16 @@ WEBHOOK_RESOLVER_BUSY = Counter(
 )
 SEND_RELEASED = Counter(
     "mailer_send_released", "Claimed jobs put back in the queue untried because the claim's Mailjet calls ran "
-    "into its deadline (MAILER_SEND_DEADLINE_MARGIN_S; a slow Mailjet or a tight MAILER_MAILJET_MAX_CALLS_PER_S)",
+    "into its deadline (MAILER_SEND_CALL_WINDOW_S; a slow Mailjet or a tight MAILER_MAILJET_MAX_CALLS_PER_S), or "
+    "because the sender's liveness connection was down (services/liveness.py)",
+)
+SEND_LATE_RESULTS = Counter(
+    "mailer_send_late_results", "Results of a claim that arrived after its jobs were taken over (the sender was "
+    "retired as dead or hung, services/recovery.py): recorded nowhere, the jobs are checked with Mailjet instead",
+)
+SEND_TAKEN_OVER = Counter(
+    "mailer_send_taken_over", "Sending jobs requeued because their sender was taken over, by rule (dead, hung)",
+    ["rule"],
 )
 WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
@@ -158,6 +167,17 @@ def webhook_resolver_busy() -> None:
 def send_released(count: int) -> None:
     """Count claimed jobs put back untried at their claim's deadline."""
     SEND_RELEASED.inc(count)
+
+
+def send_late_results(count: int) -> None:
+    """Count results that came after their claim was taken over."""
+    SEND_LATE_RESULTS.inc(count)
+
+
+def claims_taken_over(rules: Iterable[str]) -> None:
+    """Count sending jobs requeued by the takeover, by rule."""
+    for rule, count in collections.Counter(rules).items():
+        SEND_TAKEN_OVER.labels(rule).inc(count)
 
 
 def webhook_postponed() -> None:

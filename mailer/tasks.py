@@ -26,7 +26,8 @@ def send_due_jobs(context: procrastinate.JobContext) -> None:
 @jobqueue.app.periodic(cron="* * * * * */5", periodic_id="recover")
 @jobqueue.app.task(name="mailer.recover_stalled_sends", queue="housekeeping", pass_context=True)
 def recover_stalled_sends(context: procrastinate.JobContext, timestamp: int) -> None:
-    """Every 5 s: requeue sends a dead worker held, wake senders for due jobs nothing will pick up."""
+    """Every 5 s: requeue legacy claims (made before sender liveness) a dead worker held, wake senders for due
+    jobs nothing will pick up (claims with a sender: services/liveness.py runs the takeover every 2 s)."""
     runtime = context.additional_context["runtime"]
     with db.connection(runtime.pool) as conn:
         recovery.sweep(conn, runtime.settings)

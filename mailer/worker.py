@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -14,7 +15,7 @@ import psycopg_pool
 from mailer import db, jobqueue, memory
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import webhook_delivery, webhook_secrets
+from mailer.services import liveness, webhook_delivery, webhook_secrets
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ def run(settings: Settings) -> None:
         webhooks=webhook_delivery.Dispatcher(pool, settings),
     )
     try:
-        asyncio.run(_supervise(runtime))
+        # This process's sender identity (its claims live as long as it does) and the takeover check of others'.
+        with liveness.running(settings, pool):
+            asyncio.run(_supervise(runtime))
     finally:
         runtime.webhooks.close()  # webhook posts in flight get recorded before the pool closes
         runtime.pool.close()
@@ -56,6 +59,11 @@ def run(settings: Settings) -> None:
 async def _supervise(runtime: Runtime) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Procrastinate runs sync tasks in the loop's default executor, whose threads asyncio caps at cpu count + 4
+    # (6 on a 2-core machine): MAILER_WORKER_CONCURRENCY sends at once need as many threads (and a few spare).
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+        max_workers=runtime.settings.worker_concurrency + 4, thread_name_prefix="mailer-task"
+    ))
     current: asyncio.Task[None] | None = None
 
     def stop() -> None:

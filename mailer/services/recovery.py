@@ -1,4 +1,11 @@
-"""Stalled-job recovery: nothing a killed worker held is lost, nothing it sent is sent again."""
+"""Recovery: nothing a killed or hung worker held is lost, nothing it sent is sent again.
+
+Takeover rules (take_over, every 2 s in every worker and once at its start): a sender is DEAD when nobody holds
+its advisory lock and it has not been seen for MAILER_SEND_RECONNECT_GRACE_S (counted from the database's start
+at the earliest), HUNG when its lock is held but it has not been seen for MAILER_SEND_LEASE_S (its liveness
+backend is then terminated). Either is retired, and its `sending` jobs go back to the queue, to be checked with
+Mailjet by CustomID before any resend. LEGACY (sweep, every 5 s): a claim with no sender (made by the release
+before sender liveness) older than MAILER_SEND_STALLED_AFTER_S."""
 
 from __future__ import annotations
 
@@ -7,10 +14,11 @@ import logging
 
 import psycopg
 
-from mailer import jobqueue, store
+from mailer import jobqueue, metrics, store
 from mailer.config import Settings
 from mailer.services import wakeups
 from mailer.store import recovery as recovery_store
+from mailer.store import senders as senders_store
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,7 @@ def sweep(conn: psycopg.Connection, settings: Settings) -> Recovered:
     for row in stalled:
         log.warning("job queued", extra={
             "job_id": str(row["id"]), "app_id": row["app_id"], "request_id": row["request_id"], "status": "queued",
-            "reason": "recovered: the sending worker stopped answering",
+            "reason": "recovered: claimed before sender liveness and older than MAILER_SEND_STALLED_AFTER_S",
         })
     due = [(row["priority"], None) for row in stalled]
     due += [(priority, None) for priority, count in unattended.items() for _ in range(count)]
@@ -51,3 +59,53 @@ def sweep(conn: psycopg.Connection, settings: Settings) -> Recovered:
             "recovered %d stalled sends; woke senders for %d unattended jobs", len(stalled), sum(unattended.values())
         )
     return Recovered(stalled=len(stalled), unattended=sum(unattended.values()), late_events=len(late))
+
+
+@dataclasses.dataclass(frozen=True)
+class TakenOver:
+    """What one takeover check did: senders retired now (by rule), jobs requeued, spent senders deleted."""
+
+    retired: dict[str, int]
+    jobs: int
+    deleted: int
+
+
+def take_over(conn: psycopg.Connection, settings: Settings) -> TakenOver:
+    """Retire dead and hung senders and requeue their claims (one query on senders when none is)."""
+    senders = senders_store.retire_lost_senders(
+        conn, grace_s=settings.send_reconnect_grace_s, lease_s=settings.send_lease_s
+    )
+    if not senders:
+        return TakenOver(retired={}, jobs=0, deleted=0)
+    retired: dict[str, int] = {}
+    for sender in senders:
+        if sender["now"]:
+            retired[sender["rule"]] = retired.get(sender["rule"], 0) + 1
+            log.warning("sender %d retired: %s", sender["id"], sender["rule"],
+                        extra={"sender_id": sender["id"], "rule": sender["rule"]})
+    taken = senders_store.take_over_lost_claims(conn)
+    for row in taken:
+        log.warning("job queued", extra={
+            "job_id": str(row["id"]), "app_id": row["app_id"], "request_id": row["request_id"], "status": "queued",
+            "reason": f"recovered: sender {row['sender_id']} was taken over ({row['rule']})",
+        })
+    metrics.claims_taken_over(row["rule"] for row in taken)
+    wakeups.wake_senders(conn, [(row["priority"], None) for row in taken], settings.send_batch_size)
+    deleted = senders_store.delete_spent_senders(conn)
+    conn.commit()  # the requeue is visible before any backend is terminated (which may fail)
+    for sender in senders:
+        if sender["now"] and sender["rule"] == "hung":
+            _terminate(conn, sender["id"])
+    if taken:
+        log.warning("took over %d sending jobs of %d lost senders", len(taken), len({r["sender_id"] for r in taken}))
+    return TakenOver(retired=retired, jobs=len(taken), deleted=len(deleted))
+
+
+def _terminate(conn: psycopg.Connection, sender_id: int) -> None:
+    """End a hung sender's liveness backend, so that its lock goes (best effort: it is retired already)."""
+    try:
+        with conn.transaction():
+            senders_store.terminate_sender_backend(conn, sender_id=sender_id)
+    except psycopg.Error as exc:
+        log.warning("could not terminate the liveness backend of hung sender %d (%s); it stays retired",
+                    sender_id, exc)

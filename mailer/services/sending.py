@@ -18,7 +18,8 @@ from mailer import db, memory, metrics, store
 from mailer.config import Settings
 from mailer.domain import backoff
 from mailer.mailjet import send as mailjet
-from mailer.services import lookups, rate_limits, suppressions, wakeups
+from mailer.services import liveness, lookups, rate_limits, suppressions, wakeups
+from mailer.store import senders as senders_store
 from mailer.store.jobs import ClaimedJob
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class _Results:
     left_out: list[dict[str, object]] = dataclasses.field(default_factory=list)
     screenings: dict[uuid.UUID, suppressions.Screening] = dataclasses.field(default_factory=dict)
     claimed_at: float = dataclasses.field(default_factory=time.monotonic)  # for the send latency metric
+    sender_id: int = 0  # the sender the claim was made by (services/liveness.py)
     # (log level, job, new status, extra fields): logged once the transaction recording them commits
     transitions: list[tuple[int, ClaimedJob, str, dict[str, object]]] = dataclasses.field(default_factory=list)
 
@@ -63,12 +65,31 @@ def send_due_batch(
     client: mailjet.MailjetClient,
     settings: Settings,
     rng: random.Random | None = None,
+    sender: liveness.Liveness | None = None,
 ) -> BatchOutcome:
-    """Claim up to one batch of due jobs (MAILER_SEND_BATCH_SIZE jobs, MAILER_SEND_MAX_CALL_BYTES of message),
-    send it, record the outcome; what happened."""
-    started = time.monotonic()  # no later than the claim's claimed_at, which the recovery sweep measures from
+    """Claim up to one batch of due jobs (MAILER_SEND_BATCH_SIZE jobs, MAILER_SEND_MAX_CALL_BYTES of message)
+    as this process's sender, send it, record the outcome; what happened."""
+    sender = sender or liveness.current()
+    sender_id = sender.wait_healthy(settings.send_reconnect_grace_s)
+    with sender.in_flight(sender_id):
+        return _send_as(pool, client, settings, rng, sender, sender_id)
+
+
+def _send_as(
+    pool: psycopg_pool.ConnectionPool,
+    client: mailjet.MailjetClient,
+    settings: Settings,
+    rng: random.Random | None,
+    sender: liveness.Liveness,
+    sender_id: int,
+) -> BatchOutcome:
+    started = time.monotonic()  # no later than the claim's claimed_at
     with db.connection(pool) as conn:
-        claim = store.claim_due_jobs(conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes)
+        if not senders_store.hold_sender(conn, sender_id=sender_id):
+            raise liveness.SenderUnavailable(f"sender {sender_id} was taken over; it registers anew")
+        claim = store.claim_due_jobs(
+            conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes, sender_id=sender_id
+        )
         screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
         if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
             db.retire(pool)
@@ -79,24 +100,33 @@ def send_due_batch(
         return BatchOutcome(more=claim.more)
     for job in claimed:
         _log_transition(logging.INFO, job, "sending", {})
-    results = _Results(claimed_at=started)
+    results = _Results(claimed_at=started, sender_id=sender_id)
     # Every Mailjet call first waits for the cap all workers share (MAILER_MAILJET_MAX_CALLS_PER_S), not past
-    # the claim's deadline: False, and the call does not start.
-    throttle = functools.partial(
-        rate_limits.wait_for_mailjet, pool, settings, deadline=started + call_window_s(settings)
-    )
-    checked = lookups.look_up(
-        client, [job for job in claimed if job.verify_before_send], throttle, settings.mailjet_lookup_concurrency
-    )
-    settled = _settle_lookups(checked, screenings, results)
-    to_send = [job for job in claimed if job.id not in settled]
-    screened = suppressions.split(to_send, screenings)
-    results.suppressed, results.screenings = screened.suppressed, screened.screenings
-    results.rejected.extend(screened.unsendable)
-    if screened.to_send:
-        _send(client, screened.to_send, results, throttle)
-    with db.connection(pool) as conn:
-        outcome = _record(conn, settings, results, rng, claim.more)
+    # the claim's deadline, and starts only while the database sees the claim's sender alive (before and after
+    # the wait), so that no takeover can have begun: False, and the call does not start.
+    wait = functools.partial(rate_limits.wait_for_mailjet, pool, settings, deadline=started + call_window_s(settings))
+
+    def throttle() -> bool:
+        return sender.healthy(sender_id) and wait() and sender.healthy(sender_id)
+
+    try:
+        checked = lookups.look_up(
+            client, [job for job in claimed if job.verify_before_send], throttle, settings.mailjet_lookup_concurrency
+        )
+        settled = _settle_lookups(checked, screenings, results)
+        to_send = [job for job in claimed if job.id not in settled]
+        screened = suppressions.split(to_send, screenings)
+        results.suppressed, results.screenings = screened.suppressed, screened.screenings
+        results.rejected.extend(screened.unsendable)
+        if screened.to_send:
+            _send(client, screened.to_send, results, throttle)
+        with db.connection(pool) as conn:
+            outcome = _record(conn, settings, results, rng, claim.more)
+    except BaseException:
+        # The jobs stay `sending` in this sender's name, and a live sender is never taken over: give it up, so
+        # that the takeover requeues them (to be checked with Mailjet first).
+        sender.abandon(sender_id)
+        raise
     for level, job, status, extra in results.transitions:
         _log_transition(level, job, status, extra)
     metrics.jobs_reached((status, job.priority) for _, job, status, _ in results.transitions)
@@ -147,11 +177,9 @@ def _log_transition(level: int, job: ClaimedJob, status: str, extra: dict[str, o
 
 
 def call_window_s(settings: Settings) -> float:
-    """How long after its claim a sender may still start a Mailjet call for it: the last call times out, and its
-    results are recorded, before the recovery sweep takes the claim for a dead worker's
-    (MAILER_SEND_STALLED_AFTER_S), however many calls the claim needed."""
-    spare = settings.send_stalled_after_s - settings.mailjet_timeout_s  # > 0 (config.py)
-    return spare - min(settings.send_deadline_margin_s, spare / 2)
+    """How long after its claim a sender may still start a Mailjet call for it (MAILER_SEND_CALL_WINDOW_S): a live
+    claim is never taken over, but it should not hold its jobs for an unbounded time either."""
+    return settings.send_call_window_s
 
 
 def _settle_lookups(
@@ -238,6 +266,10 @@ def _send(
 def _record(
     conn: psycopg.Connection, settings: Settings, results: _Results, rng: random.Random | None, more: bool
 ) -> BatchOutcome:
+    # The fence: only the jobs this claim still holds (locked until commit) get its results.
+    _drop_late(results, senders_store.hold_claimed_jobs(
+        conn, sender_id=results.sender_id, jobs=[(job.id, job.attempts) for job in _claimed(results)]
+    ))
     # Suppressed recipients first, while their jobs are still `sending`. A job going back to the
     # queue is screened again at its next attempt, so its recipients stay as they are.
     requeue = {job.id for job, *_ in results.retry if job.attempts < settings.send_max_attempts}
@@ -329,3 +361,24 @@ def _message_row(
         kind, position = screening.original(kind, position)
     return {"job_id": job.id, "kind": kind, "position": position,
             "message_id": recipient.message_id, "message_uuid": recipient.message_uuid}
+
+
+def _drop_late(results: _Results, held: set[uuid.UUID]) -> None:
+    """Forget the results of jobs the claim no longer holds: taken over (and maybe claimed again) meanwhile."""
+    late = [job for job in _claimed(results) if job.id not in held]
+    if not late:
+        return
+    results.accepted = [(job, result) for job, result in results.accepted if job.id in held]
+    results.rejected = [(job, error) for job, error in results.rejected if job.id in held]
+    results.retry = [retry for retry in results.retry if retry[0].id in held]
+    results.suppressed = [job for job in results.suppressed if job.id in held]
+    results.unsent = [job for job in results.unsent if job.id in held]
+    results.cancelled = [job for job in results.cancelled if job.id in held]
+    results.left_out = [row for row in results.left_out if row["job_id"] in held]
+    results.screenings = {job_id: s for job_id, s in results.screenings.items() if job_id in held}
+    metrics.send_late_results(len(late))
+    for job in late:
+        log.warning("late result ignored: the job was taken over", extra={
+            "job_id": str(job.id), "app_id": job.app_id, "request_id": job.request_id, "attempt": job.attempts,
+            "sender_id": results.sender_id,
+        })

@@ -80,10 +80,13 @@ class Claim:
         return iter(self.jobs)
 
 
-def claim_due_jobs(conn: psycopg.Connection, *, limit: int, max_bytes: int = 2**31 - 1) -> Claim:
-    """Mark due jobs as sending, up to `limit` jobs and `max_bytes` of message (at least one); cancel the due
-    jobs of revoked apps it comes across."""
-    rows = _run.all_rows(conn, "claim_due_jobs", limit=limit, max_bytes=max_bytes)
+def claim_due_jobs(
+    conn: psycopg.Connection, *, limit: int, max_bytes: int = 2**31 - 1, sender_id: int | None = None
+) -> Claim:
+    """Mark due jobs as sending by `sender_id`, up to `limit` jobs and `max_bytes` of message (at least one);
+    cancel the due jobs of revoked apps it comes across. Without a sender (tests), the claim is recovered by age
+    like one of the release before sender liveness."""
+    rows = _run.all_rows(conn, "claim_due_jobs", limit=limit, max_bytes=max_bytes, sender_id=sender_id)
     more = [row.pop("more") for row in rows]  # the same on every row
     cancelled = [row.pop("cancelled") for row in rows]
     return Claim(

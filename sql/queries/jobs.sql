@@ -84,7 +84,8 @@ ORDER BY id;
 -- `more` (on every row) says whether the claim stopped at a limit, so more may be due:
 -- the jobs seen reached `limit`, or some fitted no more (the running total passes `max_bytes` once two jobs
 -- are in it). `running = bytes`: nothing to send before it, so the first job goes even when it alone is too
--- big. The claim commits before Mailjet is called, so a crash leaves a trace.
+-- big. The claim commits before Mailjet is called, so a crash leaves a trace; `claimed_by` names the sender
+-- (mailer/services/liveness.py) whose liveness the claim now depends on.
 WITH due AS MATERIALIZED (
     SELECT id, (priority = 'bulk') AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
            EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked,
@@ -99,6 +100,7 @@ WITH due AS MATERIALIZED (
     SET status = CASE WHEN picked.cancel THEN 'cancelled' ELSE 'sending' END,
         attempts = jobs.attempts + CASE WHEN picked.cancel THEN 0 ELSE 1 END,
         claimed_at = CASE WHEN picked.cancel THEN NULL ELSE now() END,
+        claimed_by = CASE WHEN picked.cancel THEN jobs.claimed_by ELSE %(sender_id)s::int END,
         updated_at = now()
     FROM (
         SELECT id, revoked, cancel, bytes,

@@ -1,14 +1,18 @@
 -- requeue_stalled_jobs --
--- Jobs claimed for sending longer ago than any live sender holds one: their worker died (kill -9,
--- lost machine). Queue them again, marked to ask Mailjet before sending, so nothing goes twice.
+-- The LEGACY rule: jobs claimed by a worker of the release before sender liveness (no claimed_by) longer ago
+-- than that release let a live claim last: their worker died. Queue them again, marked to ask Mailjet before
+-- sending, so nothing goes twice. (Claims with a sender are taken over by its liveness: senders.sql.)
 WITH stalled AS (
     UPDATE jobs
     SET status = 'queued', run_at = now(), verify_before_send = true, claimed_at = NULL, updated_at = now()
     WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => %(stalled_after_s)s)
+      AND claimed_by IS NULL
     RETURNING id, app_id, priority, request_id
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
-    SELECT id, 'recovered', jsonb_build_object('reason', 'the sending worker stopped answering')
+    SELECT id, 'recovered', jsonb_build_object(
+        'reason', 'claimed before sender liveness and not finished within MAILER_SEND_STALLED_AFTER_S (legacy)',
+        'rule', 'legacy')
     FROM stalled
 )
 SELECT id, app_id, priority, request_id FROM stalled;

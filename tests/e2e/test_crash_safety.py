@@ -12,7 +12,8 @@ from tests.e2e.conftest import System, wait_until
 
 pytestmark = pytest.mark.e2e
 
-FAST_RECOVERY = {"MAILER_MAILJET_TIMEOUT_S": "2", "MAILER_SEND_STALLED_AFTER_S": "3"}
+# Only claims without a sender (made by a worker of the release before sender liveness) are recovered by age.
+FAST_LEGACY_RECOVERY = {"MAILER_MAILJET_TIMEOUT_S": "2", "MAILER_SEND_STALLED_AFTER_S": "3"}
 
 
 def restart_worker(system: System, **env: str) -> None:
@@ -50,7 +51,7 @@ def statuses(system: System, ids: list[str]) -> dict[str, str]:
 
 @pytest.mark.parametrize("kill_after_s", [0.0, 0.15, 0.45])
 def test_kill_9_during_a_send_loses_nothing_and_sends_nothing_twice(system: System, kill_after_s: float) -> None:
-    restart_worker(system, **FAST_RECOVERY)
+    # Default settings: the restarted worker's takeover check finds the killed one's sender dead.
     simulator(system, "/_sim/config", latency_s=0.6)
     ids = queue_many(system, 5, f"k{int(kill_after_s * 100)}-")
 
@@ -73,19 +74,24 @@ def test_kill_9_during_a_send_loses_nothing_and_sends_nothing_twice(system: Syst
     assert {job_id: by_custom_id.get(job_id) for job_id in ids} == {job_id: 1 for job_id in ids}
 
 
-def test_a_worker_killed_between_claim_and_call_leaves_jobs_that_are_recovered(system: System) -> None:
+@pytest.mark.parametrize("legacy", [False, True], ids=["with-sender", "before-liveness"])
+def test_a_worker_killed_between_claim_and_call_leaves_jobs_that_are_recovered(system: System, legacy: bool) -> None:
     """The claim committed, Mailjet never saw the call: the check finds nothing, so it is sent once."""
     system.stop("worker", signal.SIGKILL)
     ids = queue_many(system, 3, "claimed-")
-    # Play the dead worker: claim the jobs exactly as a sender does, then vanish.
+    # Play the dead worker: register as a sender (or not: a worker of the previous release), claim the jobs
+    # exactly as a sender does, then vanish.
     import psycopg
 
     from mailer import store
+    from mailer.store import senders
 
-    with psycopg.connect(system.env["DATABASE_URL"]) as conn:
-        claimed = store.claim_due_jobs(conn, limit=50)
+    with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as liveness_conn:
+        sender_id = None if legacy else senders.register_sender(liveness_conn, host="gone", os_pid=1)
+        with psycopg.connect(system.env["DATABASE_URL"]) as conn:
+            claimed = store.claim_due_jobs(conn, limit=50, sender_id=sender_id)
     assert {str(job.id) for job in claimed} == set(ids)
-    restart_worker(system, **FAST_RECOVERY)
+    restart_worker(system, **(FAST_LEGACY_RECOVERY if legacy else {}))
 
     wait_until(lambda: set(statuses(system, ids).values()) == {"sent"}, 30, 0.2, "recovered and sent")
     by_custom_id = simulator(system, "/_sim/sends")["by_custom_id"]

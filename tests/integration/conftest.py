@@ -71,3 +71,16 @@ def send_settings(settings: Settings, simulator: str) -> Settings:
     import dataclasses
 
     return dataclasses.replace(settings, mailjet_api_url=simulator, mailjet_timeout_s=2.0)
+
+
+@pytest.fixture(autouse=True)
+def sender_liveness(request: pytest.FixtureRequest) -> Iterator[object]:
+    """A test that has a database runs as a worker process does: with a sender identity (services/liveness.py),
+    which the sender claims with. (No takeover loop: the tests run the takeover check themselves.)"""
+    if "settings" not in request.fixturenames:
+        yield None
+        return
+    from mailer.services import liveness
+
+    with liveness.running(request.getfixturevalue("settings")) as sender:
+        yield sender

@@ -12,6 +12,13 @@ from mailer.services import queueing
 from mailer.store.queries import query
 
 
+def _scans(plan: dict[str, Any]) -> set[tuple[str, str]]:
+    found = {(plan["Node Type"], plan.get("Relation Name", ""))}
+    for child in plan.get("Plans", []):
+        found |= _scans(child)
+    return found
+
+
 def _index_names(plan: dict[str, Any]) -> set[str]:
     names = {plan["Index Name"]} if "Index Name" in plan else set()
     for child in plan.get("Plans", []):
@@ -39,6 +46,42 @@ def test_recording_a_batch_reads_its_jobs_by_primary_key_with_other_batches_in_f
     # reading it would read every job in flight.
     assert _index_names(plan) & {"jobs_pkey"} and not _index_names(plan) & {
         "jobs_app_status_created_idx", "jobs_sending_idx"}
+
+
+def test_the_fence_on_a_claims_results_reads_its_jobs_by_primary_key_with_other_batches_in_flight(
+    conn: psycopg.Connection,
+):
+    app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
+    jobs = [queueing.NewJob(message={"from_": {"email": "a@example.com"}, "to": [{"email": f"{n}@example.com"}]})
+            for n in range(5000)]
+    queueing.insert(conn, app, jobs, 50)
+    conn.execute("ANALYZE jobs")
+    in_flight = [store.claim_due_jobs(conn, limit=50, sender_id=1) for _ in range(8)]
+
+    plan = conn.execute(
+        "EXPLAIN (FORMAT JSON) " + query("hold_claimed_jobs"),  # type: ignore[operator]  # a named query
+        {"ids": [job.id for job in in_flight[0]], "attempts": [job.attempts for job in in_flight[0]],
+         "sender_id": 1},
+    ).fetchone()[0][0]["Plan"]
+
+    assert _index_names(plan) & {"jobs_pkey"} and not _index_names(plan) & {
+        "jobs_app_status_created_idx", "jobs_sending_idx"}
+
+
+@pytest.mark.parametrize("statement", ["take_over_lost_claims", "delete_spent_senders"])
+def test_the_takeover_reads_only_the_jobs_in_flight(conn: psycopg.Connection, statement: str):
+    app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
+    jobs = [queueing.NewJob(message={"from_": {"email": "a@example.com"}, "to": [{"email": f"{n}@example.com"}]})
+            for n in range(5000)]
+    queueing.insert(conn, app, jobs, 50)
+    conn.execute("ANALYZE jobs")
+    for _ in range(8):
+        store.claim_due_jobs(conn, limit=50, sender_id=1)
+    conn.execute("INSERT INTO senders (backend_pid, host, os_pid, retired_at) VALUES (0, 'h', 0, now())")
+
+    plan = conn.execute("EXPLAIN (FORMAT JSON) " + query(statement)).fetchone()[0][0]["Plan"]  # type: ignore[operator]
+
+    assert "jobs_sending_idx" in _index_names(plan) and ("Seq Scan", "jobs") not in _scans(plan)
 
 
 def test_accepting_a_batch_never_scans_the_jobs_table(conn: psycopg.Connection):

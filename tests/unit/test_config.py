@@ -175,11 +175,18 @@ def test_stalled_after_must_exceed_the_mailjet_timeout():
     assert Settings.from_env({"MAILER_SEND_STALLED_AFTER_S": "45"}).send_stalled_after_s == 45
 
 
-def test_the_send_deadline_margin_is_read_and_must_be_positive():
-    assert Settings.from_env({}).send_deadline_margin_s == 10
-    assert Settings.from_env({"MAILER_SEND_DEADLINE_MARGIN_S": "2.5"}).send_deadline_margin_s == 2.5
-    with pytest.raises(ConfigError, match="MAILER_SEND_DEADLINE_MARGIN_S"):
-        Settings.from_env({"MAILER_SEND_DEADLINE_MARGIN_S": "0"})
+def test_the_sender_liveness_settings_are_read_and_checked():
+    defaults = Settings.from_env({})
+    assert (defaults.send_call_window_s, defaults.send_reconnect_grace_s, defaults.send_lease_s) == (50, 4, 300)
+    read = Settings.from_env(
+        {"MAILER_SEND_CALL_WINDOW_S": "20", "MAILER_SEND_RECONNECT_GRACE_S": "2.5", "MAILER_SEND_LEASE_S": "60"}
+    )
+    assert (read.send_call_window_s, read.send_reconnect_grace_s, read.send_lease_s) == (20, 2.5, 60)
+    for name in ("MAILER_SEND_CALL_WINDOW_S", "MAILER_SEND_RECONNECT_GRACE_S", "MAILER_SEND_LEASE_S"):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: "0"})
+    with pytest.raises(ConfigError, match="MAILER_SEND_LEASE_S"):  # a live worker between two heartbeats is not hung
+        Settings.from_env({"MAILER_SEND_RECONNECT_GRACE_S": "10", "MAILER_SEND_LEASE_S": "5"})
 
 
 def test_a_missing_database_url_is_a_clear_error():
