@@ -4,7 +4,8 @@
 -- stored yet. Unmatched events stay with applied_at null until the message becomes known.
 -- A recipient matched by CustomID + email whose MessageID is not known (the lookup before a resend found its
 -- message, but Mailjet did not list this recipient yet) takes the event's, so that its later events that carry
--- only a MessageID (opens, clicks) find it too.
+-- only a MessageID (opens, clicks) find it too. An address listed twice in one message: the copy without a
+-- MessageID first (the one with a MessageID would have matched by it).
 -- MATERIALIZED: the match is computed once per event (inlined, it ran again for applied_at). `r.id + 0`:
 -- ordered by the bare key, the planner may walk the primary key checking every row's MessageID.
 WITH incoming AS MATERIALIZED (
@@ -16,7 +17,7 @@ WITH incoming AS MATERIALIZED (
                 ORDER BY r.id + 0 LIMIT 1),
                (SELECT r.id FROM recipients r
                 WHERE r.job_id = e.job_id AND lower(r.email) = lower(e.email)
-                ORDER BY r.id + 0 LIMIT 1)
+                ORDER BY r.message_id IS NOT NULL, r.id + 0 LIMIT 1)
            ) AS recipient_id
     FROM jsonb_to_recordset(%(events)s)
         AS e(fingerprint text, name text, status text, occurred_at timestamptz, message_id bigint,

@@ -349,6 +349,18 @@ def test_an_event_with_our_custom_id_is_matched_before_the_send_result(client, a
     assert shown["events"] == [{"type": "delivered", "at": rfc3339(T0)}, {"type": "opened", "at": rfc3339(T0 + 60)}]
 
 
+def test_an_address_listed_twice_gets_each_copy_its_own_message_id_from_custom_id_events(client, auth, conn):
+    # The lookup before a resend found the message but Mailjet listed only the To copy: the Cc copy's MessageID
+    # comes with its first event, which carries our CustomID and the (same) address.
+    job_id = queue(client, auth, cc=[{"email": "ann@example.org"}])
+    mark_sent(conn, job_id, BIG_ID)  # the To copy
+    cc_event = event("sent", at=T0, message_id=BIG_ID + 1, custom_id=job_id)
+    assert post_events(client, cc_event).json["matched"] == 1
+    to_copy, cc_copy = recipient(client, auth, job_id, 0), recipient(client, auth, job_id, 1)
+    assert (to_copy["message_id"], cc_copy["message_id"]) == (str(BIG_ID), str(BIG_ID + 1))
+    assert (to_copy["status"], cc_copy["status"]) == ("sent", "delivered")
+
+
 def test_a_custom_id_that_is_not_ours_matches_nothing(client, auth, conn):
     job_id = queue(client, auth)
     response = post_events(client, [event("open", at=T0, custom_id="order-1001"),
