@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 RESTART_DELAY_S = (0.5, 1, 2, 5)
 HEALTHY_RUN_S = 30.0  # a run that lasted this long did not crash at start: the restart delays begin again
 PROBE_INTERVAL_S = 0.5  # while Postgres is unreachable, how often a worker tries to connect
+# How a run ends when Postgres goes away (Procrastinate wraps psycopg's errors in ConnectorException).
+DATABASE_ERRORS = (procrastinate.exceptions.ConnectorException, psycopg.OperationalError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +84,11 @@ async def _supervise(runtime: Runtime) -> None:
                 break
             raise
         except Exception as exc:
-            # A run that went well for a while was not part of a crash loop: the delays begin again.
-            failures = 0 if loop.time() - started > HEALTHY_RUN_S else failures + 1
-            log.warning("worker stopped (%s: %s); restarting", type(exc).__name__, exc)
+            # Neither a run that lost its database (the next one waits for it in _await_database) nor one
+            # that went well for a while is part of a crash loop: for them the delays begin again.
+            lost_database = isinstance(exc, DATABASE_ERRORS)
+            failures = 0 if lost_database or loop.time() - started > HEALTHY_RUN_S else failures + 1
+            log.warning("worker stopped (%s: %s); restarting", type(exc).__name__, str(exc).strip())
         delay = RESTART_DELAY_S[min(failures, len(RESTART_DELAY_S) - 1)]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=delay)
