@@ -146,7 +146,8 @@ def connection(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) 
 def retire(pool: psycopg_pool.ConnectionPool) -> None:
     """Have the pool replace its connections, the ones in use (this one) as they come back, with fresh ones.
 
-    For a connection that has read a big row: libpq keeps its input buffer at the size of the largest
+    After an outage (the worker, before each run: its idle connections are dead). For a connection that has
+    read a big row: libpq keeps its input buffer at the size of the largest
     message it ever received, for as long as the connection lives (16 MiB per pooled connection after a
     14 MB message, measured with tests/e2e/test_worker_memory.py). psycopg_pool has no call to drop one
     connection: closing it ourselves makes the pool log a warning ("discarding closed connection") and count

@@ -96,6 +96,9 @@ async def _supervise(runtime: Runtime) -> None:
 
 async def _run_when_reachable(runtime: Runtime) -> None:
     await _await_database(runtime.settings)
+    # The tasks' pool outlives runs: what it kept idle through an outage is dead, and each dead connection a
+    # task checks out costs it psycopg_pool's 1 s pause before the next (past MAILER_DB_TIMEOUT_S if shorter).
+    db.retire(runtime.pool)
     await _run_once(runtime)
 
 
