@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from mailer import cli_ops, cli_webhooks, logging_json
+from mailer import cli_ops, cli_webhooks, db, logging_json
 from mailer.config import ConfigError, Settings
 from mailer.domain import errors
 
@@ -80,14 +80,15 @@ def _from_domain_option(parser: argparse.ArgumentParser | argparse._MutuallyExcl
 
 
 def _connect() -> psycopg.Connection:
-    return psycopg.connect(Settings.from_env().require_database_url())
+    settings = Settings.from_env()
+    return db.connect(settings.require_database_url(), settings)
 
 
 def _migrate(_: argparse.Namespace) -> int:
     from mailer.store import migrations
 
     settings = Settings.from_env()
-    applied = migrations.migrate(settings.require_database_url())
+    applied = migrations.migrate(settings.require_database_url(), connect_timeout_s=settings.db_connect_timeout_s)
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     # After the SQL: secrets stored in the clear (before 0020) get encrypted. Re-keying is left to
     # `mailer webhooks reencrypt`, so that a secret no key reads never fails a deploy.

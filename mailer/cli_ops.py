@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 
+from mailer import db
 from mailer.config import Settings
 from mailer.domain import statuses
 
@@ -67,7 +68,8 @@ def _limit(raw: str) -> int:
 
 
 def _connect(*, autocommit: bool = False) -> psycopg.Connection:
-    return psycopg.connect(Settings.from_env().require_database_url(), autocommit=autocommit)
+    settings = Settings.from_env()
+    return db.connect(settings.require_database_url(), settings, autocommit=autocommit)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import psycopg
 from cryptography.fernet import Fernet
 
+from mailer import db
 from mailer.config import Settings
 
 
@@ -28,7 +28,7 @@ def encrypt_plaintext_secrets(settings: Settings) -> tuple[str, str | None]:
     """For `mailer db migrate`: encrypt secrets stored in the clear; a line saying so, and a warning or None."""
     from mailer.services import webhook_secrets
 
-    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+    with db.connect(settings.require_database_url(), settings, autocommit=True) as conn:
         done = webhook_secrets.reencrypt(conn, settings, plaintext_only=True)
     warning = None
     if done.unreadable:
@@ -47,7 +47,7 @@ def _reencrypt(_: argparse.Namespace) -> int:
     from mailer.services import webhook_secrets
 
     settings = Settings.from_env()
-    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+    with db.connect(settings.require_database_url(), settings, autocommit=True) as conn:
         done = webhook_secrets.reencrypt(conn, settings)
     print(f"webhook secrets: {done.rewritten} of {done.examined} endpoints encrypted anew")
     if not done.unreadable:

@@ -96,6 +96,7 @@ class Settings:
     worker_concurrency: int = 8
     db_pool_size: int = 10
     db_timeout_s: float = 5.0
+    db_connect_timeout_s: int = 5  # every connect to Postgres; whole seconds, at least 2 (libpq's rule)
     # Token buckets in Postgres (see services/rate_limits.py); a rate of 0 turns the limit off.
     rate_limit_per_s: float = 500.0
     rate_limit_burst: int = 1000
@@ -206,6 +207,9 @@ class Settings:
             worker_concurrency=reader.integer("MAILER_WORKER_CONCURRENCY", defaults.worker_concurrency, minimum=1),
             db_pool_size=reader.integer("MAILER_DB_POOL_SIZE", defaults.db_pool_size, minimum=1),
             db_timeout_s=reader.number("MAILER_DB_TIMEOUT_S", defaults.db_timeout_s, positive=True),
+            db_connect_timeout_s=reader.integer(
+                "MAILER_DB_CONNECT_TIMEOUT_S", defaults.db_connect_timeout_s, minimum=2, maximum=300
+            ),
             rate_limit_per_s=reader.number("MAILER_RATE_LIMIT_PER_S", defaults.rate_limit_per_s),
             rate_limit_burst=reader.integer("MAILER_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
             mailjet_max_calls_per_s=reader.number("MAILER_MAILJET_MAX_CALLS_PER_S", defaults.mailjet_max_calls_per_s),

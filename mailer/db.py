@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import select
+import traceback
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -12,11 +14,75 @@ import psycopg_pool
 from mailer.config import Settings
 from mailer.domain import errors
 
+# psycopg_pool retries a failed connect with a backoff that doubles (1, 2, 4 ... s) for reconnect_timeout
+# seconds, and while the attempt that grows the pool backs off, the pool grows no further: after a long
+# outage it would come back up to that last delay after Postgres. With 0 a failed connect is tried once more
+# at once and then given up; the pool connects again whenever a checkout finds no connection, so it is back
+# at the first checkout after Postgres is (a checkout meanwhile waits MAILER_DB_TIMEOUT_S at most).
+RECONNECT_TIMEOUT_S = 0.0
+# libpq counts connect_timeout in whole seconds and treats anything under 2 as 2.
+DEFAULT_CONNECT_TIMEOUT_S = Settings.db_connect_timeout_s
 
-def create_pool(settings: Settings, *, name: str, max_size: int | None = None) -> psycopg_pool.ConnectionPool:
+
+class Connection(psycopg.Connection[Any]):
+    """psycopg's connection, except that a connect that fails or is cancelled leaves no socket open."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Connection:  # type: ignore[override]
+        try:
+            return super().connect(conninfo, **kwargs)
+        except BaseException as exc:
+            _close_abandoned_socket(exc)
+            raise
+
+
+class AsyncConnection(psycopg.AsyncConnection[Any]):
+    """psycopg's async connection, except that a connect that fails or is cancelled leaves no socket open."""
+
+    @classmethod
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> AsyncConnection:  # type: ignore[override]
+        try:
+            return await super().connect(conninfo, **kwargs)
+        except BaseException as exc:
+            _close_abandoned_socket(exc)
+            raise
+
+
+def _close_abandoned_socket(exc: BaseException) -> None:
+    """Drop what a failed connect left in its frames, so that libpq's half-open socket is closed now.
+
+    psycopg keeps the connecting generator, and with it libpq's socket, in the frame of its `connect`, which
+    the exception's traceback references. A timeout's exception is in a reference cycle of its own (through
+    psycopg's list of attempt errors); a cancellation's outlives the connect wherever a cycle holds it, as
+    in Procrastinate's worker, which cancels its LISTEN connect as it stops. Until the garbage collector
+    runs, the socket stays open; if Postgres was shutting down, the process it started for that connection
+    waits for the start-up packet (`authentication_timeout`, 60 s by default) and `pg_ctl stop` with it.
+    """
+    traceback.clear_frames(exc.__traceback__)
+
+
+def connect_kwargs(settings: Settings | None = None) -> dict[str, Any]:
+    """The keyword arguments of every connect: a bounded wait (MAILER_DB_CONNECT_TIMEOUT_S)."""
+    timeout_s = settings.db_connect_timeout_s if settings else DEFAULT_CONNECT_TIMEOUT_S
+    return {"connect_timeout": timeout_s}
+
+
+def connect(conninfo: str, settings: Settings | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
+    """One connection of its own (not pooled), given up after MAILER_DB_CONNECT_TIMEOUT_S."""
+    return Connection.connect(conninfo, **connect_kwargs(settings), **kwargs)
+
+
+async def connect_async(conninfo: str, settings: Settings | None = None, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+    """One async connection of its own (not pooled), given up after MAILER_DB_CONNECT_TIMEOUT_S."""
+    return await AsyncConnection.connect(conninfo, **connect_kwargs(settings), **kwargs)
+
+
+def create_pool(settings: Settings, *, name: str, max_size: int | None = None) -> psycopg_pool.ConnectionPool[Any]:
     """Open a pool in the background, so a process starts even while Postgres is down."""
     pool = psycopg_pool.ConnectionPool(
         settings.require_database_url(),
+        connection_class=Connection,
+        kwargs=connect_kwargs(settings),
         name=name,
         min_size=1,
         max_size=max_size or settings.db_pool_size,
@@ -24,11 +90,29 @@ def create_pool(settings: Settings, *, name: str, max_size: int | None = None) -
         # Connections that died with a Postgres restart are replaced on checkout, so every
         # process recovers by itself.
         check=check_idle_connection,
-        reconnect_timeout=0,  # keep trying forever rather than give up on the pool
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
         open=False,
     )
     pool.open(wait=False)
     return pool
+
+
+def create_async_pool(
+    settings: Settings, *, name: str, min_size: int, max_size: int
+) -> psycopg_pool.AsyncConnectionPool[Any]:
+    """An async pool (not open yet) with the same connect timeout and reconnection rule as create_pool."""
+    return psycopg_pool.AsyncConnectionPool(
+        settings.require_database_url(),
+        connection_class=AsyncConnection,
+        kwargs=connect_kwargs(settings),
+        name=name,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=settings.db_timeout_s,
+        check=psycopg_pool.AsyncConnectionPool.check_connection,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
+        open=False,
+    )
 
 
 def check_idle_connection(conn: psycopg.Connection) -> None:
@@ -62,7 +146,8 @@ def connection(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) 
 def retire(pool: psycopg_pool.ConnectionPool) -> None:
     """Have the pool replace its connections, the ones in use (this one) as they come back, with fresh ones.
 
-    For a connection that has read a big row: libpq keeps its input buffer at the size of the largest
+    After an outage (the worker, before each run: its idle connections are dead). For a connection that has
+    read a big row: libpq keeps its input buffer at the size of the largest
     message it ever received, for as long as the connection lives (16 MiB per pooled connection after a
     14 MB message, measured with tests/e2e/test_worker_memory.py). psycopg_pool has no call to drop one
     connection: closing it ourselves makes the pool log a warning ("discarding closed connection") and count

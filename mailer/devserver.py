@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
-from mailer import pgcluster
+from mailer import db, pgcluster
 from mailer.config import Settings
 from mailer.domain import errors
 from mailer.mailjet import simulator
@@ -31,8 +31,8 @@ def run(base_dir: str) -> int:
     settings = Settings.from_env()
     with contextlib.ExitStack() as stack:
         database_url = settings.database_url or stack.enter_context(_private_postgres(pathlib.Path(base_dir)))
-        migrations.migrate(database_url)
-        with psycopg.connect(database_url) as conn:
+        migrations.migrate(database_url, connect_timeout_s=settings.db_connect_timeout_s)
+        with db.connect(database_url, settings) as conn:
             _, api_key = _dev_key(conn)
         web_url = f"http://127.0.0.1:{settings.port}"
         env = {**os.environ, "DATABASE_URL": database_url,
@@ -87,7 +87,7 @@ def _private_postgres(base_dir: pathlib.Path) -> Iterator[str]:
     print(f"starting a private Postgres in {base} on port {cluster.port}", flush=True)
     cluster.ensure_running()
     try:
-        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        with db.connect(cluster.url(), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'mailer'").fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("mailer")))
         yield cluster.url("mailer")

@@ -13,6 +13,8 @@ import subprocess
 
 # initdb and postgres refuse to run as root; as root we run them as this user instead.
 UNPRIVILEGED_USERS = ("postgres", "nobody")
+# How long pg_ctl waits for the server to start or to stop before it fails (and we raise).
+PG_CTL_WAIT_S = 60
 
 
 class ClusterError(RuntimeError):
@@ -44,6 +46,10 @@ class Cluster:
     base_dir: pathlib.Path  # a folder of its own: the data and the server log live in it
     port: int
     fast_unsafe: bool = False  # fsync off: for throwaway test clusters only
+    # A connection that never finishes its start-up (a client gone mid-handshake) holds a server process
+    # this long, and a fast shutdown waits for it: Postgres's default is 60 s, far too long for a local
+    # cluster with trust authentication.
+    authentication_timeout_s: int = 5
 
     @property
     def data_dir(self) -> pathlib.Path:
@@ -75,16 +81,21 @@ class Cluster:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.data_dir}",
-                   "-c max_connections=200"]
+                   "-c max_connections=200", f"-c authentication_timeout={self.authentication_timeout_s}s"]
         if self.fast_unsafe:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         self._run(find_binary("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-                  "-o", " ".join(options), "-w", "-t", "60", "start")
+                  "-o", " ".join(options), "-w", "-t", str(PG_CTL_WAIT_S), "start")
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown); no error if it is not running."""
+        """Stop the server (fast shutdown) and wait until it is gone; no error if it is not running.
+
+        Raises ClusterError, with pg_ctl's output, if pg_ctl fails (e.g. the server is still running after
+        PG_CTL_WAIT_S).
+        """
         if (self.data_dir / "postmaster.pid").exists():
-            self._run(find_binary("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop", check=False)
+            self._run(find_binary("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(PG_CTL_WAIT_S),
+                      "stop")
 
     def ensure_running(self) -> None:
         """Initialise the cluster if needed and start it."""
@@ -96,13 +107,14 @@ class Cluster:
         command = ["runuser", "-u", owner.pw_name, "--", "test", "-w", str(self.base_dir)]
         return subprocess.run(command, capture_output=True, check=False).returncode == 0  # noqa: S603
 
-    def _run(self, *argv: str, check: bool = True) -> None:
+    def _run(self, *argv: str) -> None:
         owner = _run_as_user()
         command = ["runuser", "-u", owner.pw_name, "--", *argv] if owner else list(argv)
         result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
-        if check and result.returncode != 0:
-            log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise ClusterError(f"{' '.join(argv[:1])} failed: {result.stderr.strip()}\n{log}")
+        if result.returncode != 0:
+            log = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
+            output = "\n".join(text.strip() for text in (result.stdout, result.stderr) if text.strip())
+            raise ClusterError(f"{' '.join(argv)} failed (exit {result.returncode}): {output}\nserver log:\n{log}")
 
 
 def reachable_base_dir(preferred: pathlib.Path, fallback_name: str) -> pathlib.Path:

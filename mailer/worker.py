@@ -10,6 +10,7 @@ import logging
 import signal
 
 import procrastinate
+import psycopg
 import psycopg_pool
 
 from mailer import db, jobqueue, memory
@@ -20,6 +21,10 @@ from mailer.services import liveness, webhook_delivery, webhook_secrets
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = (0.5, 1, 2, 5)
+HEALTHY_RUN_S = 30.0  # a run that lasted this long did not crash at start: the restart delays begin again
+PROBE_INTERVAL_S = 0.5  # while Postgres is unreachable, how often a worker tries to connect
+# How a run ends when Postgres goes away (Procrastinate wraps psycopg's errors in ConnectorException).
+DATABASE_ERRORS = (procrastinate.exceptions.ConnectorException, psycopg.OperationalError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +80,8 @@ async def _supervise(runtime: Runtime) -> None:
         loop.add_signal_handler(signum, stop)
     failures = 0
     while not stopping.is_set():
-        current = asyncio.create_task(_run_once(runtime))
+        started = loop.time()
+        current = asyncio.create_task(_run_when_reachable(runtime))
         try:
             await current
             failures = 0
@@ -86,25 +92,65 @@ async def _supervise(runtime: Runtime) -> None:
                 break
             raise
         except Exception as exc:
-            failures += 1
-            log.warning("worker stopped (%s: %s); restarting", type(exc).__name__, exc)
+            # Neither a run that lost its database (the next one waits for it in _await_database) nor one
+            # that went well for a while is part of a crash loop: for them the delays begin again.
+            lost_database = isinstance(exc, DATABASE_ERRORS)
+            failures = 0 if lost_database or loop.time() - started > HEALTHY_RUN_S else failures + 1
+            log.warning("worker stopped (%s: %s); restarting", type(exc).__name__, str(exc).strip())
         delay = RESTART_DELAY_S[min(failures, len(RESTART_DELAY_S) - 1)]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=delay)
 
 
+async def _run_when_reachable(runtime: Runtime) -> None:
+    await _await_database(runtime.settings)
+    # The tasks' pool outlives runs: what it kept idle through an outage is dead, and each dead connection a
+    # task checks out costs it psycopg_pool's 1 s pause before the next (past MAILER_DB_TIMEOUT_S if shorter).
+    db.retire(runtime.pool)
+    await _run_once(runtime)
+
+
+async def _await_database(settings: Settings) -> None:
+    """Return once a connect to Postgres succeeds: tried every PROBE_INTERVAL_S, each bounded by its timeout.
+
+    Without it a run started during an outage waits in its pool's reconnection backoff, which grows to
+    many seconds and outlasts the outage.
+    """
+    url, since = settings.require_database_url(), None
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            conn = await db.connect_async(url, settings, autocommit=True)
+        except psycopg.OperationalError as exc:
+            if since is None:
+                since = loop.time()
+                log.warning("database unreachable (%s); trying again every %s s", str(exc).strip(), PROBE_INTERVAL_S)
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            continue
+        await conn.close()
+        if since is not None:
+            log.info("database reachable again after %.1f s", loop.time() - since)
+        return
+
+
 async def _run_once(runtime: Runtime) -> None:
-    # A fresh connector (and pool) per run: after an outage nothing stale is reused.
-    connector = procrastinate.PsycopgConnector(conninfo=runtime.settings.require_database_url(), min_size=2, max_size=4)
-    with jobqueue.app.replace_connector(connector) as app:
-        async with app.open_async():
-            await app.run_worker_async(
-                concurrency=runtime.settings.worker_concurrency,
-                additional_context={"runtime": runtime},
-                # LISTEN/NOTIFY wakes us at once; polling is the fallback for scheduled jobs
-                # (send_at, retry backoff) and for a lost LISTEN connection.
-                fetch_job_polling_interval=1.0,
-                install_signal_handlers=False,
-                # Wake-ups and periodic ticks leave no history worth keeping; failed ones stay for a look.
-                delete_jobs=procrastinate.jobs.DeleteJobCondition.SUCCESSFUL,
-            )
+    # A fresh pool per run: after an outage nothing stale is reused. Its connects and LISTEN's are bounded
+    # by MAILER_DB_CONNECT_TIMEOUT_S; a run whose database goes away ends, and _supervise starts another.
+    settings = runtime.settings
+    pool = db.create_async_pool(settings, name="procrastinate", min_size=2, max_size=4)
+    try:
+        await pool.open(wait=True, timeout=settings.db_connect_timeout_s + settings.db_timeout_s)
+        with jobqueue.app.replace_connector(procrastinate.PsycopgConnector()) as app:
+            async with app.open_async(pool=pool):
+                await app.run_worker_async(
+                    concurrency=settings.worker_concurrency,
+                    additional_context={"runtime": runtime},
+                    # LISTEN/NOTIFY wakes us at once; polling is the fallback for scheduled jobs
+                    # (send_at, retry backoff) and for a lost LISTEN connection.
+                    fetch_job_polling_interval=1.0,
+                    install_signal_handlers=False,
+                    # Wake-ups and periodic ticks leave no history worth keeping; failed ones stay for a look.
+                    delete_jobs=procrastinate.jobs.DeleteJobCondition.SUCCESSFUL,
+                )
+    finally:
+        await pool.close()

@@ -16,9 +16,12 @@ PROCRASTINATE_PREFIX = "procrastinate:"
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
-def migrate(conninfo: str) -> list[str]:
-    """Apply everything not yet applied; the names applied. Safe to run concurrently."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+def migrate(conninfo: str, connect_timeout_s: int = 5) -> list[str]:
+    """Apply everything not yet applied; the names applied. Safe to run concurrently.
+
+    `connect_timeout_s`: MAILER_DB_CONNECT_TIMEOUT_S (its default here too).
+    """
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout_s) as conn:
         _run.all_rows(conn, "lock_migrations")
         try:
             return _apply_pending(conn)

@@ -1,4 +1,5 @@
-"""Postgres stops and starts under load: 503s in the error shape meanwhile, then everything recovers by itself."""
+"""Postgres stops and starts under load: 503s in the error shape meanwhile; within 5 s of Postgres accepting
+connections again web answers 202 and workers send, by themselves; nothing lost, nothing sent twice."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -18,6 +19,13 @@ from mailer.store import migrations
 from tests.e2e.conftest import System, running_system, wait_until
 
 pytestmark = pytest.mark.e2e
+
+RECOVERY_S = 5.0  # the SPEC: web and workers serve and send again within 5 s of Postgres being back
+DOWN_S = 8.0  # long enough for psycopg_pool's reconnection backoff to reach its 4 s step
+# Under authentication_timeout (5 s in test clusters): a stop this slow waited for a socket some client left
+# half-open while Postgres was stopping (with Postgres's default it waits 60 s).
+STOP_BOUND_S = 4.0
+SHORT_OUTAGES = 4
 
 
 @pytest.fixture
@@ -71,60 +79,47 @@ def listening_backends(cluster: pgcluster.Cluster, dbname: str) -> int:
     return int(row[0]) if row else 0
 
 
-def test_web_and_worker_ride_out_a_postgres_restart(own_cluster: pgcluster.Cluster, tmp_path: pathlib.Path) -> None:
-    # Known flake: about one run in six failed once on a loaded 2-core machine and never on rerun; the cause is
-    # not found yet (see the session note). A second attempt on a fresh database keeps CI honest but green.
-    for attempt in (1, 2):
-        dbname = f"outage{attempt}"
-        with psycopg.connect(own_cluster.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {dbname}")
-        migrations.migrate(own_cluster.url(dbname))
-        try:
-            _ride_out_a_restart(own_cluster, dbname, tmp_path / dbname)
-            return
-        except AssertionError as exc:
-            _report_state(own_cluster, dbname, tmp_path / dbname, exc)
-            if attempt == 2:
-                raise
-            print("first attempt failed; trying once more on a fresh database")
-
-
-def _report_state(cluster: pgcluster.Cluster, dbname: str, log_dir: pathlib.Path, exc: AssertionError) -> None:
-    """What a failed attempt left behind, for the next person to look at this flake (pytest shows stdout)."""
-    print(f"attempt on {dbname} failed: {exc}")
-    with psycopg.connect(cluster.url(dbname)) as conn:
-        print("jobs:", conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
-        print("wake-ups:", conn.execute(
-            "SELECT task_name, status::text, scheduled_at IS NOT NULL, count(*) FROM procrastinate_jobs"
-            " GROUP BY 1, 2, 3").fetchall())
-    worker_log = (log_dir / "worker.log").read_text(errors="replace").splitlines()
-    print("worker log, warnings and errors:", *[line for line in worker_log if '"level":"INFO"' not in line][-30:],
-          sep="\n")
-
-
-def _ride_out_a_restart(own_cluster: pgcluster.Cluster, dbname: str, log_dir: pathlib.Path) -> None:
-    log_dir.mkdir()
+def test_web_and_worker_are_back_within_5_s_of_a_postgres_restart(
+    own_cluster: pgcluster.Cluster, tmp_path: pathlib.Path
+) -> None:
+    with psycopg.connect(own_cluster.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE outage")
+    url = own_cluster.url("outage")
+    migrations.migrate(url)
     # A batch claimed just before Postgres stops cannot record its result: it stays `sending` until the
     # stalled-claim recovery (bounded by MAILER_SEND_STALLED_AFTER_S), set short here so the test sees it.
     env = {"MAILER_DB_TIMEOUT_S": "1", "MAILER_SEND_STALLED_AFTER_S": "5"}
-    with running_system(own_cluster.url(dbname), log_dir, **env) as system:
+    with running_system(url, tmp_path, **env) as system:
         load = Load(system)
         load.thread.start()
         wait_until(lambda: len(load.accepted) >= 10, 20, message="some jobs accepted")
+        wait_until(lambda: listening_backends(own_cluster, "outage") >= 1, 10, 0.2, message="the worker's LISTEN")
 
-        own_cluster.stop()
+        stop_s = timed(own_cluster.stop)
         down = requests.get(f"{system.web_url}/readyz", timeout=10)
         refused = requests.post(f"{system.web_url}/queue", json=message(0), headers=system.auth, timeout=10)
-        time.sleep(2)
-        own_cluster.start()
+        time.sleep(DOWN_S)
+        own_cluster.start()  # pg_ctl -w: returns once Postgres accepts connections
+        back = time.monotonic()
 
-        wait_until(lambda: requests.get(f"{system.web_url}/readyz", timeout=10).status_code == 200, 30,
-                   message="readyz back to 200")
+        first_id = wait_until(lambda: queue_one(system), 30, 0.05, message="a 202 after the restart")
+        first_202_s = time.monotonic() - back
+        wait_until(lambda: status(url, first_id) == "sent", 30, 0.05, message="the job queued after the restart sent")
+        first_sent_s = time.monotonic() - back
+        wait_until(lambda: listening_backends(own_cluster, "outage") >= 1, 30, 0.1, message="LISTEN again")
+        listen_s = time.monotonic() - back
+
         accepted_before = len(load.accepted)
         wait_until(lambda: len(load.accepted) >= accepted_before + 10, 30, message="new jobs accepted after restart")
         load.stop.set()
         load.thread.join(timeout=20)
+        print(f"pg_ctl stop {stop_s:.2f} s; after Postgres was back: first 202 {first_202_s:.2f} s, "
+              f"that job sent {first_sent_s:.2f} s, LISTEN {listen_s:.2f} s")
 
+        assert stop_s < STOP_BOUND_S
+        assert first_202_s < RECOVERY_S
+        assert first_sent_s < RECOVERY_S
+        assert listen_s < RECOVERY_S
         assert down.status_code == 503
         assert down.json()["error"]["code"] == "database_unavailable"
         assert refused.status_code == 503
@@ -134,15 +129,65 @@ def _ride_out_a_restart(own_cluster: pgcluster.Cluster, dbname: str, log_dir: pa
             if code == 503:
                 assert set(body["error"]) == {"code", "message", "details"}
 
-        # Every accepted job reaches its final state, without anyone restarting a process.
+        # Every accepted job, before and after the outage, is sent, once, without anyone restarting a process.
+        accepted = {*load.accepted, first_id}
+
         def all_sent() -> bool:
-            with psycopg.connect(own_cluster.url(dbname)) as conn:
+            with psycopg.connect(url) as conn:
                 rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
-            return dict(rows) == {"sent": len(load.accepted)}
+            return dict(rows) == {"sent": len(accepted)}
 
         wait_until(all_sent, 60, 0.5, message="every accepted job sent")
         assert system.processes["worker"].poll() is None
-        # LISTEN/NOTIFY is back, not just polling.
-        assert wait_until(lambda: listening_backends(own_cluster, dbname) >= 1, 15, 0.5, message="a LISTEN connection")
         by_custom_id = requests.get(f"{system.simulator_url}/_sim/sends", timeout=5).json()["by_custom_id"]
+        assert set(by_custom_id) == accepted
         assert set(by_custom_id.values()) == {1}
+    final_stop_s = timed(own_cluster.stop)
+    print(f"final pg_ctl stop {final_stop_s:.2f} s")
+    assert final_stop_s < STOP_BOUND_S
+
+
+def test_short_outages_one_after_another_are_each_recovered_within_5_s(
+    own_cluster: pgcluster.Cluster, tmp_path: pathlib.Path
+) -> None:
+    # A worker's run that lost its database is not a crash: were it counted as one, the restart delay would
+    # grow to 5 s by the third outage in 30 s and the worker come back late.
+    with psycopg.connect(own_cluster.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE outages")
+    url = own_cluster.url("outages")
+    migrations.migrate(url)
+    with running_system(url, tmp_path, MAILER_DB_TIMEOUT_S="1") as system:
+        wait_until(lambda: listening_backends(own_cluster, "outages") >= 1, 10, 0.2, message="the worker's LISTEN")
+        recoveries = []
+        for _ in range(SHORT_OUTAGES):
+            stop_s = timed(own_cluster.stop)
+            time.sleep(1)
+            own_cluster.start()
+            back = time.monotonic()
+            job_id = wait_until(lambda: queue_one(system), 30, 0.05, message="a 202 after the restart")
+            wait_until(lambda: status(url, job_id) == "sent", 30, 0.05, message="that job sent")  # noqa: B023
+            recoveries.append((stop_s, time.monotonic() - back))
+        print("pg_ctl stop and job sent after each restart:", ", ".join(f"{a:.2f}/{b:.2f} s" for a, b in recoveries))
+        assert all(stop_s < STOP_BOUND_S for stop_s, _ in recoveries)
+        assert all(sent_s < RECOVERY_S for _, sent_s in recoveries)
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def queue_one(system: System) -> str | None:
+    """The id of a message queued now, or None if it was not accepted."""
+    try:
+        response = requests.post(f"{system.web_url}/queue", json=message(-1), headers=system.auth, timeout=5)
+    except requests.RequestException:
+        return None
+    return str(response.json()["id"]) if response.status_code == 202 else None
+
+
+def status(url: str, job_id: str) -> str | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT status FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    return str(row[0]) if row else None

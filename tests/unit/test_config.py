@@ -52,6 +52,7 @@ ENV = {
     "MAILER_WORKER_CONCURRENCY": "4",
     "MAILER_DB_POOL_SIZE": "3",
     "MAILER_DB_TIMEOUT_S": "1.5",
+    "MAILER_DB_CONNECT_TIMEOUT_S": "3",
     "MAILER_WEB_HEADER_TIMEOUT_S": "2.5",
     "MAILER_WEB_REQUEST_TIMEOUT_S": "20",
     "MAILER_WEB_SEND_TIMEOUT_S": "7",
@@ -82,6 +83,7 @@ def test_every_variable_is_read():
         "worker_concurrency": 4,
         "db_pool_size": 3,
         "db_timeout_s": 1.5,
+        "db_connect_timeout_s": 3,
         "web_header_timeout_s": 2.5,
         "web_request_timeout_s": 20.0,
         "web_send_timeout_s": 7.0,
@@ -138,6 +140,9 @@ def test_the_webhook_retry_schedule_is_parsed(raw, expected):
         ("MAILER_WORKER_CONCURRENCY", "0"),
         ("MAILER_DB_POOL_SIZE", "0"),
         ("MAILER_DB_TIMEOUT_S", "-1"),
+        ("MAILER_DB_CONNECT_TIMEOUT_S", "1"),  # libpq would make it 2 without saying so
+        ("MAILER_DB_CONNECT_TIMEOUT_S", "2.5"),  # libpq counts whole seconds
+        ("MAILER_DB_CONNECT_TIMEOUT_S", "0"),  # libpq would wait forever
         ("MAILER_WEBHOOK_ALLOW_PRIVATE", "maybe"),
         ("MAILER_WEBHOOK_ALLOW_PRIVATE", "2"),
         ("MAILER_WEBHOOK_RETRY_SCHEDULE", "5,,300"),
@@ -167,6 +172,10 @@ def test_a_port_above_65535_is_a_config_error():
 def test_a_zero_timeout_is_a_config_error(name):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: "0"})
+
+
+def test_the_connect_timeout_defaults_to_five_seconds():
+    assert Settings.from_env({}).db_connect_timeout_s == 5
 
 
 def test_stalled_after_must_exceed_the_mailjet_timeout():

@@ -1,0 +1,93 @@
+"""Pools and the worker's wait for the database, across a Postgres outage longer than psycopg_pool's backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from mailer import db, pgcluster, worker
+from mailer.config import Settings
+from mailer.domain import errors
+
+OUTAGE_S = 7  # psycopg_pool's backoff would be at its 4 s step: a retry due ~8 s after the outage began
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[pgcluster.Cluster]:
+    """A cluster of this test's own, since the test stops it."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="mailer-pool-outage-pg-"))
+    cluster = pgcluster.Cluster(base_dir=base, port=pgcluster.free_port(), fast_unsafe=True)
+    cluster.ensure_running()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def outage_settings(cluster: pgcluster.Cluster) -> Settings:
+    return Settings(database_url=cluster.url(), db_timeout_s=1, db_connect_timeout_s=2)
+
+
+def test_the_pool_is_back_at_the_first_checkout_after_a_long_outage(own_cluster: pgcluster.Cluster) -> None:
+    pool = db.create_pool(outage_settings(own_cluster), name="test-outage")
+    try:
+        pool.wait()
+        own_cluster.stop()
+        deadline = time.monotonic() + OUTAGE_S
+        while time.monotonic() < deadline:
+            asked = time.monotonic()
+            with pytest.raises(errors.DatabaseUnavailable):
+                db.ping(pool)
+            assert time.monotonic() - asked < 2  # MAILER_DB_TIMEOUT_S, not longer
+            time.sleep(0.3)
+        own_cluster.start()
+        back = time.monotonic()
+        db.ping(pool)
+        assert time.monotonic() - back < 1
+    finally:
+        pool.close()
+
+
+def test_the_async_pool_is_back_at_the_first_checkout_after_a_long_outage(own_cluster: pgcluster.Cluster) -> None:
+    async def ride_out() -> float:
+        pool = db.create_async_pool(outage_settings(own_cluster), name="test-outage-async", min_size=2, max_size=4)
+        await pool.open(wait=True, timeout=5)
+        try:
+            own_cluster.stop()
+            deadline = time.monotonic() + OUTAGE_S
+            while time.monotonic() < deadline:
+                with pytest.raises(psycopg.OperationalError):  # a dead connection, then PoolTimeout
+                    async with pool.connection() as conn:
+                        await conn.execute("SELECT 1")
+                await asyncio.sleep(0.3)
+            own_cluster.start()
+            back = time.monotonic()
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+            return time.monotonic() - back
+        finally:
+            await pool.close()
+
+    assert asyncio.run(ride_out()) < 1
+
+
+def test_the_worker_sees_the_database_back_within_a_probe_interval(own_cluster: pgcluster.Cluster) -> None:
+    async def wait_across_an_outage() -> float:
+        own_cluster.stop()
+        waiting = asyncio.create_task(worker._await_database(outage_settings(own_cluster)))
+        await asyncio.sleep(OUTAGE_S)
+        assert not waiting.done()
+        await asyncio.to_thread(own_cluster.start)
+        back = time.monotonic()
+        await asyncio.wait_for(waiting, timeout=10)
+        return time.monotonic() - back
+
+    assert asyncio.run(wait_across_an_outage()) < worker.PROBE_INTERVAL_S + 1
