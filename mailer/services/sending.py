@@ -206,7 +206,8 @@ def _settle_lookups(
             exc = lookup.error
             metrics.mailjet_answered("lookup", exc.status_code)
             error = f"could not check an earlier attempt with Mailjet: {exc}"
-            results.retry.append((job, error, True, exc.retry_after))
+            # Not ambiguous: nothing was sent, the job stays marked, and its lost attempt keeps its time.
+            results.retry.append((job, error, False, exc.retry_after))
         elif lookup.found:
             metrics.mailjet_answered("lookup", 200)
             _accept_found(job, lookup.found, screenings.get(job.id), results)

@@ -145,3 +145,19 @@ def test_a_taken_over_claim_remembers_when_its_attempt_was_made(client, auth, co
     rows = conn.execute("SELECT id, status, verify_before_send, lost_attempt_at FROM jobs").fetchall()
     assert {(status, verify) for _, status, verify, _ in rows} == {("queued", True)}
     assert {job_id: at for job_id, _, _, at in rows} == claimed
+
+
+def test_a_failed_lookup_keeps_the_time_of_the_lost_attempt(client, auth, send_settings, simulator, conn, pool) -> None:
+    from tests.integration.test_send_lookup import _FailingFor
+
+    job_id = lost_attempt(client, auth, send_settings, simulator, conn, "accept_then_500")
+    [(lost_at,)] = conn.execute("SELECT lost_attempt_at FROM jobs").fetchall()
+    failing = _FailingFor(simulator, job_id)
+    try:
+        assert sending.send_due_batch(pool, failing, send_settings).retried == 1
+    finally:
+        failing.close()
+
+    # The lookup's claim sent nothing: waiting for the listing delay counts from the send attempt still.
+    assert conn.execute("SELECT status, verify_before_send, lost_attempt_at FROM jobs").fetchall() == [
+        ("queued", True, lost_at)]
