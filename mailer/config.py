@@ -16,6 +16,7 @@ MIN_OPERATOR_TOKEN = 16  # it opens every app's dashboard: no guessable short wo
 # and psycopg's recursive encoders come near Python's recursion limit (about 1000 frames).
 MIN_JSON_DEPTH, MAX_JSON_DEPTH = 8, 200
 MAX_PROXY_HOPS = 5  # more proxies than any deployment chains in front of one service
+MAX_LISTING_DELAY_S = 600.0  # MAILER_SEND_LISTING_DELAY_S: Mailjet lists within seconds; minutes would stall resends
 # Fields whose value is a credential, and URLs that may carry a password: never in repr or str.
 _SECRET_WORDS = ("secret", "token", "auth", "password", "key")
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -71,6 +72,9 @@ class Settings:
     # A claim's Mailjet calls (lookups, the call, the one-by-one resend after a global 4xx) start no later than
     # this after the claim; jobs not tried by then go back to the queue, so a claim holds jobs for a bounded time.
     send_call_window_s: float = 50.0
+    # Mailjet lists an accepted message in /v3/REST/message only some time later: a lookup that does not find an
+    # attempt younger than this looks again once it is this old, instead of resending (services/sending.py).
+    send_listing_delay_s: float = 10.0
     # Sender liveness (services/liveness.py, services/recovery.py): a sender whose lock nobody holds is dead once
     # it has not been seen for the grace (counted from the database's start at the earliest, so live workers can
     # take their locks back after a restart); one whose lock is held but that has not been seen for the lease
@@ -178,6 +182,7 @@ class Settings:
             send_call_window_s=reader.number(
                 "MAILER_SEND_CALL_WINDOW_S", defaults.send_call_window_s, positive=True
             ),
+            send_listing_delay_s=reader.number("MAILER_SEND_LISTING_DELAY_S", defaults.send_listing_delay_s),
             send_reconnect_grace_s=reader.number(
                 "MAILER_SEND_RECONNECT_GRACE_S", defaults.send_reconnect_grace_s, positive=True
             ),
@@ -249,6 +254,10 @@ class Settings:
             raise ConfigError(
                 f"MAILER_SEND_LEASE_S ({self.send_lease_s}) must exceed "
                 f"MAILER_SEND_RECONNECT_GRACE_S ({self.send_reconnect_grace_s})"
+            )
+        if self.send_listing_delay_s > MAX_LISTING_DELAY_S:  # a job waits this long before its resend
+            raise ConfigError(
+                f"MAILER_SEND_LISTING_DELAY_S ({self.send_listing_delay_s}) must not exceed {MAX_LISTING_DELAY_S:g}"
             )
         if self.retention_body_days > self.retention_days:
             raise ConfigError(

@@ -86,6 +86,10 @@ SEND_RELEASED = Counter(
     "into its deadline (MAILER_SEND_CALL_WINDOW_S; a slow Mailjet or a tight MAILER_MAILJET_MAX_CALLS_PER_S), or "
     "because the sender's liveness connection was down (services/liveness.py)",
 )
+SEND_RECHECKS = Counter(
+    "mailer_send_rechecks", "Claimed jobs whose lost attempt Mailjet did not list yet, put back in the queue to be "
+    "looked up again once MAILER_SEND_LISTING_DELAY_S after that attempt has passed, instead of resent",
+)
 SEND_LATE_RESULTS = Counter(
     "mailer_send_late_results", "Results of a claim that arrived after its jobs were taken over (the sender was "
     "retired as dead or hung, services/recovery.py): recorded nowhere, the jobs are checked with Mailjet instead",
@@ -167,6 +171,11 @@ def webhook_resolver_busy() -> None:
 def send_released(count: int) -> None:
     """Count claimed jobs put back untried at their claim's deadline."""
     SEND_RELEASED.inc(count)
+
+
+def send_rechecks(count: int) -> None:
+    """Count claimed jobs put back to be looked up again after Mailjet's listing delay."""
+    SEND_RECHECKS.inc(count)
 
 
 def send_late_results(count: int) -> None:

@@ -72,6 +72,8 @@ class SimulatorConfig:
     first_message_id: int = FIRST_MESSAGE_ID
     # A fault: GET /v3/REST/message lists every message, whatever its CustomID filter says.
     lookup_ignores_custom_id: bool = False
+    # Mailjet lists an accepted message in GET /v3/REST/message only some time later: this long after it.
+    listing_delay_s: float = 0.0
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -310,7 +312,8 @@ class _Simulator:
         config = self.config
         with self.lock:
             self.accepted.append({"custom_id": msg.get("CustomID", ""), "recipients": recipients,
-                                  "at": datetime.now(UTC).isoformat(), "payload": msg})
+                                  "at": datetime.now(UTC).isoformat(), "payload": msg,
+                                  "listed_at": time.monotonic() + config.listing_delay_s})
         if config.events_url:
             self.dispatcher.schedule([
                 (config.event_delay_s + offset, event) for rcpt in recipients
@@ -322,9 +325,9 @@ class _Simulator:
         """REST `message` rows, one per accepted recipient, optionally for one CustomID; the address
         (ContactAlt) and the CustomID only when asked for, as Mailjet shows them."""
         with self.lock:
-            rows = []
+            rows, now = [], time.monotonic()
             for m in self.accepted:
-                if custom_id is not None and m["custom_id"] != custom_id:
+                if (custom_id is not None and m["custom_id"] != custom_id) or m["listed_at"] > now:
                     continue
                 for r in m["recipients"]:
                     row = {"ID": r["MessageID"], "UUID": r["MessageUUID"], "Status": "sent",

@@ -16,7 +16,7 @@ import psycopg_pool
 
 from mailer import db, memory, metrics, store
 from mailer.config import Settings
-from mailer.domain import backoff
+from mailer.domain import backoff, errors
 from mailer.mailjet import send as mailjet
 from mailer.services import liveness, lookups, rate_limits, suppressions, wakeups
 from mailer.store import senders as senders_store
@@ -25,12 +25,16 @@ from mailer.store.jobs import ClaimedJob
 log = logging.getLogger(__name__)
 # A failed wake-up's successor waits this long (send_for_wakeup).
 FAILED_WAKEUP_DELAY_S = 2.0
+# Recording a claim's results again after the database failed it: first pause, longest pause (_record_retrying).
+RECORD_RETRY_FIRST_S = 0.5
+RECORD_RETRY_MAX_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchOutcome:
     """How many claimed jobs ended sent, failed, suppressed, back in the queue (retried after an error, or
-    released untried when the claim's time ran out), cancelled (a revoked app's job that Mailjet did not have);
+    released untried when the claim's time ran out), cancelled (a revoked app's job that Mailjet did not have),
+    rechecked (a lost attempt Mailjet did not list yet: looked up again after its listing delay);
     whether the claim stopped at a limit (jobs or bytes), so that more may be due."""
 
     claimed: int = 0
@@ -40,6 +44,7 @@ class BatchOutcome:
     suppressed: int = 0
     released: int = 0
     cancelled: int = 0
+    rechecked: int = 0
     more: bool = False
 
 
@@ -51,6 +56,8 @@ class _Results:
     suppressed: list[ClaimedJob] = dataclasses.field(default_factory=list)  # every recipient suppressed
     unsent: list[ClaimedJob] = dataclasses.field(default_factory=list)  # never tried: the deadline came first
     cancelled: list[ClaimedJob] = dataclasses.field(default_factory=list)  # revoked app, unknown to Mailjet
+    # Lost attempt not listed by Mailjet yet, and younger than its listing delay: looked up again later
+    recheck: list[ClaimedJob] = dataclasses.field(default_factory=list)
     # Recipients of jobs the lookup confirmed that Mailjet lists no row for and that are suppressed now
     left_out: list[dict[str, object]] = dataclasses.field(default_factory=list)
     screenings: dict[uuid.UUID, suppressions.Screening] = dataclasses.field(default_factory=dict)
@@ -113,15 +120,14 @@ def _send_as(
         checked = lookups.look_up(
             client, [job for job in claimed if job.verify_before_send], throttle, settings.mailjet_lookup_concurrency
         )
-        settled = _settle_lookups(checked, screenings, results)
+        settled = _settle_lookups(checked, screenings, results, settings.send_listing_delay_s)
         to_send = [job for job in claimed if job.id not in settled]
         screened = suppressions.split(to_send, screenings)
         results.suppressed, results.screenings = screened.suppressed, screened.screenings
         results.rejected.extend(screened.unsendable)
         if screened.to_send:
             _send(client, screened.to_send, results, throttle)
-        with db.connection(pool) as conn:
-            outcome = _record(conn, settings, results, rng, claim.more)
+        outcome = _record_retrying(pool, settings, results, rng, claim.more)
     except BaseException:
         # The jobs stay `sending` in this sender's name, and a live sender is never taken over: give it up, so
         # that the takeover requeues them (to be checked with Mailjet first).
@@ -183,11 +189,13 @@ def call_window_s(settings: Settings) -> float:
 
 
 def _settle_lookups(
-    checked: Sequence[lookups.Lookup], screenings: dict[uuid.UUID, suppressions.Screening], results: _Results
+    checked: Sequence[lookups.Lookup], screenings: dict[uuid.UUID, suppressions.Screening], results: _Results,
+    listing_delay_s: float,
 ) -> set[uuid.UUID]:
     """The jobs an earlier attempt whose outcome is unknown settles: accepted by Mailjet (never resend; recorded
-    like a send's result, with the MessageIDs Mailjet lists), not asked in time (released), a revoked app's job
-    Mailjet lacks (cancelled), a lookup that failed (retried)."""
+    like a send's result, with the MessageIDs Mailjet lists), not listed yet but younger than Mailjet's listing
+    delay (looked up again later), not asked in time (released), a revoked app's job Mailjet lacks (cancelled),
+    a lookup that failed (retried)."""
     settled = set()
     for lookup in checked:
         job = lookup.job
@@ -198,13 +206,18 @@ def _settle_lookups(
             exc = lookup.error
             metrics.mailjet_answered("lookup", exc.status_code)
             error = f"could not check an earlier attempt with Mailjet: {exc}"
-            results.retry.append((job, error, True, exc.retry_after))
+            # Not ambiguous: nothing was sent, the job stays marked, and its lost attempt keeps its time.
+            results.retry.append((job, error, False, exc.retry_after))
         elif lookup.found:
             metrics.mailjet_answered("lookup", 200)
             _accept_found(job, lookup.found, screenings.get(job.id), results)
         else:
             metrics.mailjet_answered("lookup", 200)
-            if job.revoked:  # never sent before, and its app may send no more
+            age = job.lost_attempt_age_s
+            if age is not None and age < listing_delay_s:
+                # Mailjet lists an accepted message only some time later: not found may just mean not yet.
+                results.recheck.append(job)
+            elif job.revoked:  # never sent before, and its app may send no more
                 results.cancelled.append(job)
             else:
                 settled.discard(job.id)
@@ -263,6 +276,27 @@ def _send(
             results.rejected.append((job, f"{result.error_code}: {result.error_message}"))
 
 
+def _record_retrying(
+    pool: psycopg_pool.ConnectionPool, settings: Settings, results: _Results, rng: random.Random | None, more: bool
+) -> BatchOutcome:
+    """Record the results, again on a fresh connection while the database fails it, up to MAILER_DB_TIMEOUT_S."""
+    # They may hold Mailjet's MessageIDs: given up, the jobs would be taken over and looked up again. Retrying is
+    # safe: the fence drops the results of the jobs taken over meanwhile.
+    deadline = time.monotonic() + settings.db_timeout_s
+    pause = RECORD_RETRY_FIRST_S
+    while True:
+        results.transitions.clear()  # a failed attempt's, rolled back
+        try:
+            with db.connection(pool) as conn:
+                return _record(conn, settings, results, rng, more)
+        except errors.DatabaseUnavailable as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("recording a claim's results failed (%s); trying again in %.1f s", exc.__cause__ or exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, RECORD_RETRY_MAX_S)
+
+
 def _record(
     conn: psycopg.Connection, settings: Settings, results: _Results, rng: random.Random | None, more: bool
 ) -> BatchOutcome:
@@ -304,9 +338,12 @@ def _record(
     requeued = store.requeue_jobs(conn, retries=retries)
     released = store.release_jobs(conn, ids=[job.id for job in results.unsent])
     cancelled = store.cancel_revoked_jobs(conn, ids=[job.id for job in results.cancelled])
+    rechecked = store.recheck_jobs(
+        conn, ids=[job.id for job in results.recheck], delay_s=settings.send_listing_delay_s
+    )
     priorities = {job.id: job.priority for job in _claimed(results)}
     wakeups.wake_senders(
-        conn, ((priorities[job_id], run_at) for job_id, run_at in (requeued | released).items()),
+        conn, ((priorities[job_id], run_at) for job_id, run_at in (requeued | released | rechecked).items()),
         settings.send_batch_size,
     )
     claimed_jobs = {job.id: job for job in _claimed(results)}
@@ -329,6 +366,13 @@ def _record(
     results.transitions.extend(
         (logging.INFO, claimed_jobs[job_id], "cancelled", {"reason": "app_revoked"}) for job_id in cancelled
     )
+    results.transitions.extend(
+        (logging.INFO, claimed_jobs[job_id], "recheck",
+         {"reason": "earlier attempt not listed by Mailjet yet", "run_at": run_at})
+        for job_id, run_at in rechecked.items()
+    )
+    if rechecked:
+        metrics.send_rechecks(len(rechecked))
     if released:
         metrics.send_released(len(released))
         log.warning("%d claimed jobs not tried before the claim's deadline went back to the queue", len(released))
@@ -340,6 +384,7 @@ def _record(
         suppressed=len(suppressed),
         released=len(released),
         cancelled=len(cancelled),
+        rechecked=len(rechecked),
         more=more,
     )
 
@@ -348,6 +393,7 @@ def _claimed(results: _Results) -> list[ClaimedJob]:
     return (
         [job for job, _ in results.accepted] + [job for job, _ in results.rejected]
         + [job for job, *_ in results.retry] + results.suppressed + results.unsent + results.cancelled
+        + results.recheck
     )
 
 
@@ -374,6 +420,7 @@ def _drop_late(results: _Results, held: set[uuid.UUID]) -> None:
     results.suppressed = [job for job in results.suppressed if job.id in held]
     results.unsent = [job for job in results.unsent if job.id in held]
     results.cancelled = [job for job in results.cancelled if job.id in held]
+    results.recheck = [job for job in results.recheck if job.id in held]
     results.left_out = [row for row in results.left_out if row["job_id"] in held]
     results.screenings = {job_id: s for job_id, s in results.screenings.items() if job_id in held}
     metrics.send_late_results(len(late))

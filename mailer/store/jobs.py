@@ -24,6 +24,7 @@ class ClaimedJob:
     request_id: str | None = None  # of the API call that queued it, for the worker's log lines
     message_bytes: int = 0  # the message's size as JSON text (the claim bounds their sum)
     revoked: bool = False  # its app is revoked (claimed only to ask Mailjet about an earlier attempt)
+    lost_attempt_age_s: float | None = None  # since the attempt whose outcome is unknown, in the database's clock
 
 
 def insert_jobs(
@@ -101,6 +102,13 @@ def release_jobs(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> dict[
     if not ids:
         return {}
     return {row["job_id"]: row["run_at"] for row in _run.all_rows(conn, "release_jobs", ids=list(ids))}
+
+
+def recheck_jobs(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID], delay_s: float) -> dict[uuid.UUID, Any]:
+    """Put sending jobs back in the queue uncounted, to be looked up again `delay_s` after their lost attempt."""
+    if not ids:
+        return {}
+    return {row["job_id"]: row["run_at"] for row in _run.all_rows(conn, "recheck_jobs", ids=list(ids), delay_s=delay_s)}
 
 
 def cancel_revoked_jobs(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:

@@ -2,7 +2,7 @@
 -- Cancel a job that has not been claimed for sending yet.
 WITH cancelled AS (
     UPDATE jobs
-    SET status = 'cancelled', updated_at = now()
+    SET status = 'cancelled', lost_attempt_at = NULL, updated_at = now()
     WHERE id = %(id)s AND app_id = %(app_id)s AND status IN ('scheduled', 'queued')
     RETURNING id
 )

@@ -114,6 +114,7 @@ WITH due AS MATERIALIZED (
     WHERE jobs.id = picked.id AND (picked.cancel OR picked.running <= %(max_bytes)s OR picked.running = picked.bytes)
     RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.cancel THEN NULL ELSE jobs.message END AS message,
               jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
+              extract(epoch FROM now() - jobs.lost_attempt_at)::float8 AS lost_attempt_age_s,
               picked.cancel AS cancelled, picked.more
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
@@ -122,8 +123,8 @@ WITH due AS MATERIALIZED (
                 ELSE jsonb_build_object('attempt', attempts) END
     FROM changed
 )
-SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes, revoked, cancelled,
-       more
+SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes, revoked,
+       lost_attempt_age_s, cancelled, more
 FROM changed;
 
 -- mark_jobs_sent --
@@ -133,7 +134,7 @@ FROM changed;
 -- (tests/integration/test_send_plans.py). The same in mark_jobs_suppressed.
 WITH sent AS (
     UPDATE jobs
-    SET status = 'sent', last_error = NULL, verify_before_send = false, claimed_at = NULL,
+    SET status = 'sent', last_error = NULL, verify_before_send = false, claimed_at = NULL, lost_attempt_at = NULL,
         updated_at = now()
     WHERE id = ANY(%(ids)s) AND status || '' = 'sending'
     RETURNING id
@@ -162,7 +163,7 @@ WHERE r.job_id = ANY(%(job_ids)s::uuid[]) AND r.job_id = x.job_id AND r.kind = x
 -- Mailjet rejected these jobs (or retries ran out): the job and its pending recipients fail.
 WITH failed AS (
     UPDATE jobs
-    SET status = 'failed', last_error = x.error, claimed_at = NULL, updated_at = now()
+    SET status = 'failed', last_error = x.error, claimed_at = NULL, lost_attempt_at = NULL, updated_at = now()
     FROM jsonb_to_recordset(%(failures)s) AS x(id uuid, error text)
     WHERE jobs.id = x.id AND jobs.status = 'sending'
     RETURNING jobs.id, x.error
@@ -181,7 +182,8 @@ RETURNING job_id;
 WITH requeued AS (
     UPDATE jobs
     SET status = 'queued', last_error = x.error, run_at = now() + make_interval(secs => x.delay_s),
-        verify_before_send = jobs.verify_before_send OR x.ambiguous, claimed_at = NULL,
+        verify_before_send = jobs.verify_before_send OR x.ambiguous,
+        lost_attempt_at = CASE WHEN x.ambiguous THEN jobs.claimed_at ELSE jobs.lost_attempt_at END, claimed_at = NULL,
         updated_at = now()
     FROM jsonb_to_recordset(%(retries)s)
         AS x(id uuid, error text, delay_s double precision, ambiguous boolean)
@@ -208,11 +210,29 @@ SELECT id, 'released', jsonb_build_object('reason', 'not tried before the claim'
 FROM released
 RETURNING job_id, (detail->>'run_at')::timestamptz AS run_at;
 
+-- recheck_jobs --
+-- Claimed jobs whose earlier attempt the lookup did not find while it was younger than Mailjet's listing delay
+-- (MAILER_SEND_LISTING_DELAY_S): Mailjet may have accepted it and not list it yet. Back in the queue uncounted,
+-- still to be checked first, due once the delay after the lost attempt has passed (in the database's clock).
+WITH rechecked AS (
+    UPDATE jobs
+    SET status = 'queued', attempts = greatest(jobs.attempts - 1, 0), claimed_at = NULL,
+        run_at = greatest(now(), jobs.lost_attempt_at + make_interval(secs => %(delay_s)s)), updated_at = now()
+    WHERE id = ANY(%(ids)s) AND status || '' = 'sending'
+    RETURNING id, run_at
+)
+INSERT INTO job_events (job_id, type, detail)
+SELECT id, 'recheck', jsonb_build_object(
+    'reason', 'the earlier attempt is not listed by Mailjet yet: look it up again after the listing delay',
+    'run_at', run_at)
+FROM rechecked
+RETURNING job_id, (detail->>'run_at')::timestamptz AS run_at;
+
 -- cancel_revoked_jobs --
 -- Claimed jobs of a revoked app whose earlier attempt Mailjet does not know: cancelled, never sent.
 WITH cancelled AS (
     UPDATE jobs
-    SET status = 'cancelled', claimed_at = NULL, updated_at = now()
+    SET status = 'cancelled', claimed_at = NULL, lost_attempt_at = NULL, updated_at = now()
     WHERE id = ANY(%(ids)s) AND status || '' = 'sending'
     RETURNING id
 )

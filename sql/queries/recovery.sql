@@ -4,7 +4,8 @@
 -- sending, so nothing goes twice. (Claims with a sender are taken over by its liveness: senders.sql.)
 WITH stalled AS (
     UPDATE jobs
-    SET status = 'queued', run_at = now(), verify_before_send = true, claimed_at = NULL, updated_at = now()
+    SET status = 'queued', run_at = now(), verify_before_send = true, lost_attempt_at = claimed_at,
+        claimed_at = NULL, updated_at = now()
     WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => %(stalled_after_s)s)
       AND claimed_by IS NULL
     RETURNING id, app_id, priority, request_id

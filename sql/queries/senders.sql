@@ -88,7 +88,8 @@ WITH lost AS MATERIALIZED (
     SELECT id, retired_because FROM senders WHERE retired_at IS NOT NULL
 ), taken AS (
     UPDATE jobs
-    SET status = 'queued', run_at = now(), verify_before_send = true, claimed_at = NULL, updated_at = now()
+    SET status = 'queued', run_at = now(), verify_before_send = true, lost_attempt_at = jobs.claimed_at,
+        claimed_at = NULL, updated_at = now()
     FROM lost
     WHERE jobs.status = 'sending' AND jobs.claimed_by = lost.id
     RETURNING jobs.id, jobs.app_id, jobs.priority, jobs.request_id, lost.id AS sender_id, lost.retired_because AS rule

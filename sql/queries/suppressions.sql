@@ -55,7 +55,7 @@ WHERE r.job_id = ANY(%(job_ids)s);
 -- Every recipient of these sending jobs is suppressed: the job ends without a Mailjet call.
 WITH suppressed AS (
     UPDATE jobs
-    SET status = 'suppressed', last_error = NULL, verify_before_send = false, claimed_at = NULL,
+    SET status = 'suppressed', last_error = NULL, verify_before_send = false, claimed_at = NULL, lost_attempt_at = NULL,
         updated_at = now()
     WHERE id = ANY(%(ids)s) AND status || '' = 'sending'  -- by key (see mark_jobs_sent)
     RETURNING id

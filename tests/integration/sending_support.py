@@ -27,8 +27,10 @@ def run_sender(settings: Settings) -> sending.BatchOutcome:
 
 
 def make_due(conn: psycopg.Connection) -> None:
-    """Skip the backoff wait of requeued jobs."""
-    conn.execute("UPDATE jobs SET run_at = now() WHERE status = 'queued'")
+    """Skip the backoff wait of requeued jobs, and Mailjet's listing delay after a lost attempt."""
+    conn.execute(
+        "UPDATE jobs SET run_at = now(), lost_attempt_at = lost_attempt_at - interval '1 hour' WHERE status = 'queued'"
+    )
 
 
 def script(simulator: str, *responses: str) -> None:

@@ -198,6 +198,15 @@ def test_the_sender_liveness_settings_are_read_and_checked():
         Settings.from_env({"MAILER_SEND_RECONNECT_GRACE_S": "10", "MAILER_SEND_LEASE_S": "5"})
 
 
+def test_the_listing_delay_is_read_and_bounded():
+    assert Settings.from_env({}).send_listing_delay_s == 10
+    assert Settings.from_env({"MAILER_SEND_LISTING_DELAY_S": "0"}).send_listing_delay_s == 0
+    assert Settings.from_env({"MAILER_SEND_LISTING_DELAY_S": "2.5"}).send_listing_delay_s == 2.5
+    for bad in ("-1", "nan", "x", "601"):
+        with pytest.raises(ConfigError, match="MAILER_SEND_LISTING_DELAY_S"):
+            Settings.from_env({"MAILER_SEND_LISTING_DELAY_S": bad})
+
+
 def test_a_missing_database_url_is_a_clear_error():
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         Settings.from_env({}).require_database_url()
