@@ -201,13 +201,15 @@ class Liveness:
         conn, sender_id = self._conn, self._held
         if conn is None or sender_id is None:
             return
-        if self._overdue(sender_id):
-            return
-        t0 = time.monotonic()
-        if senders_store.renew_sender(conn, sender_id=sender_id):
-            with self._lock:
-                self._seen = t0
-            return
+        if self._overdue(sender_id):  # not renewed: the lease runs out, and the takeover retires it
+            if senders_store.sender_active(conn, sender_id=sender_id):
+                return
+        else:
+            t0 = time.monotonic()
+            if senders_store.renew_sender(conn, sender_id=sender_id):
+                with self._lock:
+                    self._seen = t0
+                return
         log.warning("sender %d was retired by a takeover; registering anew", sender_id,
                     extra={"sender_id": sender_id})
         senders_store.unlock_sender(conn, sender_id=sender_id)

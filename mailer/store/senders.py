@@ -57,6 +57,11 @@ def renew_sender(conn: psycopg.Connection, *, sender_id: int) -> bool:
     return _run.one_row(conn, "renew_sender", id=sender_id) is not None
 
 
+def sender_active(conn: psycopg.Connection, *, sender_id: int) -> bool:
+    """Whether sender `sender_id` is not retired (without renewing it)."""
+    return _run.one_row(conn, "sender_active", id=sender_id) is not None
+
+
 def hold_sender(conn: psycopg.Connection, *, sender_id: int) -> bool:
     """In a claim's transaction: the sender is not retired, and is not until the transaction ends."""
     return _run.one_row(conn, "hold_sender", id=sender_id) is not None

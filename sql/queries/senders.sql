@@ -48,6 +48,10 @@ UPDATE senders SET seen_at = now()
 WHERE id = %(id)s AND retired_at IS NULL
 RETURNING id;
 
+-- sender_active --
+-- The heartbeat of a sender that stops renewing its lease (a claim of it hung): is it retired yet?
+SELECT id FROM senders WHERE id = %(id)s AND retired_at IS NULL;
+
 -- hold_sender --
 -- At claim time, in the claim's transaction: the sender is not retired, and cannot be until the claim commits
 -- (the takeover locks the row FOR UPDATE, which waits for this KEY SHARE lock; the heartbeat's UPDATE does not).
