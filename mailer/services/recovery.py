@@ -3,9 +3,9 @@
 Takeover rules (take_over, every 2 s in every worker once its liveness connection has been up for the grace): a
 sender is DEAD when nobody holds its advisory lock and it has not been seen for MAILER_SEND_RECONNECT_GRACE_S
 (counted from the database's start at the earliest), HUNG when its lock is held but it has not been seen for
-MAILER_SEND_LEASE_S (its liveness backend is then terminated). Either is retired, and its `sending` jobs go back to the queue, to be checked with
-Mailjet by CustomID before any resend. LEGACY (sweep, every 5 s): a claim with no sender (made by the release
-before sender liveness) older than MAILER_SEND_STALLED_AFTER_S."""
+MAILER_SEND_LEASE_S (its liveness backend is then terminated). Either is retired, and its `sending` jobs go back
+to the queue, to be checked with Mailjet by CustomID before any resend. LEGACY (sweep, every 5 s): a claim with
+no sender (made by the release before sender liveness) older than MAILER_SEND_STALLED_AFTER_S."""
 
 from __future__ import annotations
 
