@@ -518,3 +518,18 @@ def test_terminating_a_senders_backend_spares_any_other_holder_of_its_lock(conn,
     assert senders_store.terminate_sender_backend(conn, sender_id=held, pid=holder + 100_000) == []
     other.execute("SELECT 1")  # still alive
     assert senders_store.terminate_sender_backend(conn, sender_id=held, pid=holder) == [holder]
+
+
+def test_the_takeover_locks_the_jobs_it_requeues_in_id_order_as_a_fence_does(conn) -> None:
+    # Locked in any other order (the scan's), a takeover and a fence holding two of the same jobs could deadlock.
+    plan = conn.execute("EXPLAIN (FORMAT JSON) " + query("take_over_lost_claims")).fetchone()[0][0]["Plan"]  # type: ignore[operator]
+
+    def nodes(node: dict) -> Iterator[dict]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    lock_rows = [node for node in nodes(plan) if node["Node Type"] == "LockRows"]
+    assert lock_rows, "the jobs are not locked before the update"
+    sorts = [node for node in nodes(lock_rows[0]) if node["Node Type"] == "Sort"]
+    assert sorts and sorts[0]["Sort Key"] == ["jobs.id"]
