@@ -15,6 +15,10 @@ MIN_OPERATOR_TOKEN = 16  # it opens every app's dashboard: no guessable short wo
 # A schedule nests a message in a body (4 levels) before metadata or variables start. Above 200, json.dumps
 # and psycopg's recursive encoders come near Python's recursion limit (about 1000 frames).
 MIN_JSON_DEPTH, MAX_JSON_DEPTH = 8, 200
+# Sender liveness (services/liveness.py): seen_at is renewed this often; a claim may outlive its call window by
+# one Mailjet timeout (the last call) and this margin (its claim and its recording) before it counts as hung.
+SENDER_HEARTBEAT_S = 1.0
+CLAIM_MARGIN_S = 30.0
 MAX_PROXY_HOPS = 5  # more proxies than any deployment chains in front of one service
 MAX_LISTING_DELAY_S = 600.0  # MAILER_SEND_LISTING_DELAY_S: Mailjet lists within seconds; minutes would stall resends
 # Fields whose value is a credential, and URLs that may carry a password: never in repr or str.
@@ -79,6 +83,8 @@ class Settings:
     # it has not been seen for the grace (counted from the database's start at the earliest, so live workers can
     # take their locks back after a restart); one whose lock is held but that has not been seen for the lease
     # is hung. Either is taken over. A sender starts no Mailjet call unless seen within half the grace.
+    # The lease must exceed a claim's longest legitimate life (send_claim_bound_s), so that a slow claim never
+    # loses it; the grace must span a few heartbeats (SENDER_HEARTBEAT_S), or the gate would close between two.
     send_reconnect_grace_s: float = 4.0
     send_lease_s: float = 300.0
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -259,6 +265,19 @@ class Settings:
             raise ConfigError(
                 f"MAILER_SEND_LISTING_DELAY_S ({self.send_listing_delay_s}) must not exceed {MAX_LISTING_DELAY_S:g}"
             )
+        if self.send_lease_s <= self.send_claim_bound_s:
+            raise ConfigError(
+                f"MAILER_SEND_LEASE_S ({self.send_lease_s}) must exceed a claim's longest life: "
+                f"MAILER_SEND_CALL_WINDOW_S ({self.send_call_window_s}) + MAILER_MAILJET_TIMEOUT_S "
+                f"({self.mailjet_timeout_s}) + MAILER_DB_TIMEOUT_S ({self.db_timeout_s}) + {CLAIM_MARGIN_S:g} s, "
+                "or a slow but live claim could be taken over"
+            )
+        if self.send_reconnect_grace_s < 4 * SENDER_HEARTBEAT_S:
+            raise ConfigError(
+                f"MAILER_SEND_RECONNECT_GRACE_S ({self.send_reconnect_grace_s}) must be at least "
+                f"{4 * SENDER_HEARTBEAT_S} (four heartbeats): shorter, the send gate closes between two heartbeats "
+                "and claims release their jobs untried"
+            )
         if self.retention_body_days > self.retention_days:
             raise ConfigError(
                 f"MAILER_RETENTION_BODY_DAYS ({self.retention_body_days}) must not exceed "
@@ -280,6 +299,12 @@ class Settings:
         return f"Settings({shown})"
 
     __str__ = __repr__
+
+    @property
+    def send_claim_bound_s(self) -> float:
+        """The longest a live claim takes: past it, its sender stops renewing its lease (services/liveness.py)."""
+        # The results' recording is retried for up to MAILER_DB_TIMEOUT_S (services/sending.py).
+        return self.send_call_window_s + self.mailjet_timeout_s + self.db_timeout_s + CLAIM_MARGIN_S
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is not configured."""

@@ -98,6 +98,10 @@ SEND_TAKEN_OVER = Counter(
     "mailer_send_taken_over", "Sending jobs requeued because their sender was taken over, by rule (dead, hung)",
     ["rule"],
 )
+SENDER_CLAIM_OVERDUE = Counter(
+    "mailer_sender_claim_overdue", "Times a sender stopped renewing its lease because a claim of it ran past the "
+    "longest a live claim takes (hung; taken over once MAILER_SEND_LEASE_S passes)",
+)
 WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
     "to arrive), 413, 414, 431, 400 (bad framing), 503 (request bytes over budget)", ["status"],
@@ -187,6 +191,11 @@ def claims_taken_over(rules: Iterable[str]) -> None:
     """Count sending jobs requeued by the takeover, by rule."""
     for rule, count in collections.Counter(rules).items():
         SEND_TAKEN_OVER.labels(rule).inc(count)
+
+
+def sender_claim_overdue() -> None:
+    """Count one sender that stopped renewing its lease under a hung claim."""
+    SENDER_CLAIM_OVERDUE.inc()
 
 
 def webhook_postponed() -> None:

@@ -14,20 +14,24 @@ from collections.abc import Iterator
 import psycopg
 import psycopg_pool
 
-from mailer import db
-from mailer.config import Settings
+from mailer import db, metrics
+from mailer.config import SENDER_HEARTBEAT_S, Settings
 from mailer.services import recovery
 from mailer.store import senders as senders_store
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 1.0  # seen_at is renewed this often
+HEARTBEAT_S = SENDER_HEARTBEAT_S  # seen_at is renewed this often
 RECONNECT_S = 0.5  # a lost liveness connection is tried again this often
 CONNECT_TIMEOUT_S = 2  # libpq's connect_timeout (whole seconds)
 TAKEOVER_EVERY_S = 2.0  # each worker runs the takeover check this often (services/recovery.py: take_over)
 # A vanished machine or a cut network is noticed by the kernel within about idle + interval * count seconds.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
               "tcp_user_timeout": 10_000}
+# The same on the server's side of the socket (per-session settings any role may set): a vanished worker machine
+# loses its backend, and its lock, in seconds rather than at the server's own TCP defaults (some two hours).
+SERVER_KEEPALIVES = ("-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+                     " -c tcp_user_timeout=10000")
 
 _current: Liveness | None = None
 
@@ -44,8 +48,10 @@ class Liveness:
         self._lock = threading.Lock()
         self._id: int | None = None
         self._held: int | None = None  # the identity whose lock the connection holds (kept after abandon)
-        self._in_flight: dict[int, int] = {}  # claims in flight, by identity
-        self._seen = -float("inf")  # time.monotonic() of the last successful heartbeat
+        self._in_flight: dict[int, dict[object, float]] = {}  # claims in flight (their start), by identity
+        self._seen = -float("inf")  # time.monotonic() before the last successful heartbeat was sent
+        self._reachable_since: float | None = None  # time.monotonic() the connection was made, while it lasts
+        self._overdue_warned = False
         self._conn: psycopg.Connection | None = None
         self._stopping = threading.Event()
         self._changed = threading.Condition(self._lock)
@@ -98,16 +104,23 @@ class Liveness:
 
     @contextlib.contextmanager
     def in_flight(self, sender_id: int) -> Iterator[None]:
-        """Count a claim of `sender_id` as in flight while the block runs."""
+        """Count a claim of `sender_id` as in flight while the block runs (and since when)."""
+        token = object()
         with self._lock:
-            self._in_flight[sender_id] = self._in_flight.get(sender_id, 0) + 1
+            self._in_flight.setdefault(sender_id, {})[token] = time.monotonic()
         try:
             yield
         finally:
             with self._lock:
-                self._in_flight[sender_id] -= 1
+                del self._in_flight[sender_id][token]
                 if not self._in_flight[sender_id]:
                     del self._in_flight[sender_id]
+
+    def reachable_for(self) -> float:
+        """How long the liveness connection has been up without a break (0 while it is down)."""
+        with self._lock:
+            since = self._reachable_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def abandon(self, sender_id: int) -> None:
         """Give up identity `sender_id` (a claim of it could not be recorded): it claims no more, and its session
@@ -140,11 +153,14 @@ class Liveness:
             return self._id is None and not self._in_flight.get(self._held or 0)
 
     def _connect(self) -> None:
+        options = f"{SERVER_KEEPALIVES} -c statement_timeout={int(self._settings.db_timeout_s * 1000)}"
         conninfo = psycopg.conninfo.make_conninfo(
             self._settings.require_database_url(), connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="mailer-liveness", **KEEPALIVES,
+            application_name="mailer-liveness", options=options, **KEEPALIVES,
         )
-        conn = psycopg.connect(conninfo, autocommit=True)
+        t0 = time.monotonic()  # seen_at is the server's now() at the statement's start, no earlier than this
+        # db.Connection: a connect that fails leaves no half-open socket for Postgres to wait on at shutdown.
+        conn: psycopg.Connection = db.Connection.connect(conninfo, autocommit=True)
         try:
             sender_id = self._resume(conn) if self._id is not None else None
             if sender_id is None:
@@ -154,7 +170,8 @@ class Liveness:
             conn.close()
             raise
         with self._lock:
-            self._conn, self._id, self._held, self._seen = conn, sender_id, sender_id, time.monotonic()
+            self._conn, self._id, self._held, self._seen = conn, sender_id, sender_id, t0
+            self._reachable_since = t0
             self._changed.notify_all()
 
     def _resume(self, conn: psycopg.Connection) -> int | None:
@@ -164,9 +181,9 @@ class Liveness:
             return None
         locked = senders_store.try_lock_sender(conn, sender_id=old)
         # Our earlier backend may still hold it (the server has not noticed that connection is gone).
-        if not locked and senders_store.stale_sender_backend(conn, sender_id=old) is not None:
+        if not locked and (stale := senders_store.stale_sender_backend(conn, sender_id=old)) is not None:
             with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
-                senders_store.terminate_sender_backend(conn, sender_id=old)
+                senders_store.terminate_sender_backend(conn, sender_id=old, pid=stale)
             for _ in range(10):
                 time.sleep(0.05)
                 if locked := senders_store.try_lock_sender(conn, sender_id=old):
@@ -185,10 +202,15 @@ class Liveness:
         conn, sender_id = self._conn, self._held
         if conn is None or sender_id is None:
             return
-        if senders_store.renew_sender(conn, sender_id=sender_id):
-            with self._lock:
-                self._seen = time.monotonic()
-            return
+        if self._overdue(sender_id):  # not renewed: the lease runs out, and the takeover retires it
+            if senders_store.sender_active(conn, sender_id=sender_id):
+                return
+        else:
+            t0 = time.monotonic()
+            if senders_store.renew_sender(conn, sender_id=sender_id):
+                with self._lock:
+                    self._seen = t0
+                return
         log.warning("sender %d was retired by a takeover; registering anew", sender_id,
                     extra={"sender_id": sender_id})
         senders_store.unlock_sender(conn, sender_id=sender_id)
@@ -196,19 +218,36 @@ class Liveness:
             self._id = None
         self._drop_connection()
 
+    def _overdue(self, sender_id: int) -> bool:
+        """Whether a claim of `sender_id` has run past the longest a live claim takes (Settings.send_claim_bound_s):
+        hung (a response dripping in, a lock wait, a bug). The lease then runs out and the takeover applies."""
+        with self._lock:
+            starts = self._in_flight.get(sender_id, {}).values()
+            overdue = bool(starts) and time.monotonic() - min(starts) > self._settings.send_claim_bound_s
+            warn, self._overdue_warned = overdue and not self._overdue_warned, overdue
+        if warn:
+            log.warning("sender %d stops renewing its lease: a claim has run longer than %.0f s (hung); it is taken "
+                        "over once MAILER_SEND_LEASE_S passes", sender_id, self._settings.send_claim_bound_s,
+                        extra={"sender_id": sender_id})
+            metrics.sender_claim_overdue()
+        return overdue
+
     def _drop_connection(self) -> None:
         with self._lock:
-            conn, self._conn, self._held = self._conn, None, None
+            conn, self._conn, self._held, self._reachable_since = self._conn, None, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
 
 
 class TakeoverLoop:
-    """A daemon thread that runs the takeover check every TAKEOVER_EVERY_S (and once at once), on the pool."""
+    """A daemon thread that runs the takeover check every TAKEOVER_EVERY_S, on the pool, once this process's
+    liveness connection has been up for the reconnect grace without a break: then the database has been reachable
+    for a whole grace (after a crash, a restart or a failover too), time enough for every live worker, which
+    reconnects the same way, to take its lock back before anyone is judged dead."""
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool, settings: Settings) -> None:
-        self._pool, self._settings = pool, settings
+    def __init__(self, pool: psycopg_pool.ConnectionPool, settings: Settings, liveness: Liveness) -> None:
+        self._pool, self._settings, self._liveness = pool, settings, liveness
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mailer-takeover", daemon=True)
 
@@ -223,8 +262,10 @@ class TakeoverLoop:
     def _run(self) -> None:
         while True:
             try:
-                with db.connection(self._pool) as conn:
-                    recovery.take_over(conn, self._settings)
+                # Not before: a live worker may still be taking its lock back.
+                if self._liveness.reachable_for() >= self._settings.send_reconnect_grace_s:
+                    with db.connection(self._pool) as conn:
+                        recovery.take_over(conn, self._settings)
             except Exception as exc:  # the database away: the next round tries again
                 log.warning("sender takeover check failed (%s: %s)", type(exc).__name__, exc)
             if self._stopping.wait(TAKEOVER_EVERY_S):
@@ -243,7 +284,7 @@ def running(settings: Settings, pool: psycopg_pool.ConnectionPool | None = None)
     """This process's sender for the duration (and, given a pool, the takeover check every 2 s)."""
     global _current
     liveness = Liveness(settings).start()
-    takeover = TakeoverLoop(pool, settings).start() if pool is not None else None
+    takeover = TakeoverLoop(pool, settings, liveness).start() if pool is not None else None
     _current = liveness
     try:
         yield liveness

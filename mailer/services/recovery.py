@@ -1,11 +1,11 @@
 """Recovery: nothing a killed or hung worker held is lost, nothing it sent is sent again.
 
-Takeover rules (take_over, every 2 s in every worker and once at its start): a sender is DEAD when nobody holds
-its advisory lock and it has not been seen for MAILER_SEND_RECONNECT_GRACE_S (counted from the database's start
-at the earliest), HUNG when its lock is held but it has not been seen for MAILER_SEND_LEASE_S (its liveness
-backend is then terminated). Either is retired, and its `sending` jobs go back to the queue, to be checked with
-Mailjet by CustomID before any resend. LEGACY (sweep, every 5 s): a claim with no sender (made by the release
-before sender liveness) older than MAILER_SEND_STALLED_AFTER_S."""
+Takeover rules (take_over, every 2 s in every worker once its liveness connection has been up for the grace): a
+sender is DEAD when nobody holds its advisory lock and it has not been seen for MAILER_SEND_RECONNECT_GRACE_S
+(counted from the database's start at the earliest), HUNG when its lock is held but it has not been seen for
+MAILER_SEND_LEASE_S (its liveness backend is then terminated). Either is retired, and its `sending` jobs go back
+to the queue, to be checked with Mailjet by CustomID before any resend. LEGACY (sweep, every 5 s): a claim with
+no sender (made by the release before sender liveness) older than MAILER_SEND_STALLED_AFTER_S."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 UNATTENDED_GRACE_S = 10.0
 # How far back to look for events that missed their message by a race.
 LATE_EVENT_WINDOW_S = 3600.0
+# The takeover's transaction holds sender and job rows: it waits at most this long for a lock (a claim's fence at
+# work; the next round tries again), and loses its session if paused this long between two statements.
+TAKEOVER_LOCK_MS = 2000
+TAKEOVER_IDLE_MS = 5000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +75,11 @@ class TakenOver:
 
 
 def take_over(conn: psycopg.Connection, settings: Settings) -> TakenOver:
-    """Retire dead and hung senders and requeue their claims (one query on senders when none is)."""
+    """Retire dead and hung senders and requeue their claims (one query on senders when none is), in a
+    transaction bounded in its lock waits, its statements and its pauses (TAKEOVER_*_MS)."""
+    senders_store.set_takeover_timeouts(
+        conn, lock_ms=TAKEOVER_LOCK_MS, statement_ms=int(settings.db_timeout_s * 1000), idle_ms=TAKEOVER_IDLE_MS
+    )
     senders = senders_store.retire_lost_senders(
         conn, grace_s=settings.send_reconnect_grace_s, lease_s=settings.send_lease_s
     )
@@ -95,17 +103,17 @@ def take_over(conn: psycopg.Connection, settings: Settings) -> TakenOver:
     conn.commit()  # the requeue is visible before any backend is terminated (which may fail)
     for sender in senders:
         if sender["now"] and sender["rule"] == "hung":
-            _terminate(conn, sender["id"])
+            _terminate(conn, sender["id"], sender["backend_pid"])
     if taken:
         log.warning("took over %d sending jobs of %d lost senders", len(taken), len({r["sender_id"] for r in taken}))
     return TakenOver(retired=retired, jobs=len(taken), deleted=len(deleted))
 
 
-def _terminate(conn: psycopg.Connection, sender_id: int) -> None:
+def _terminate(conn: psycopg.Connection, sender_id: int, pid: int) -> None:
     """End a hung sender's liveness backend, so that its lock goes (best effort: it is retired already)."""
     try:
         with conn.transaction():
-            senders_store.terminate_sender_backend(conn, sender_id=sender_id)
+            senders_store.terminate_sender_backend(conn, sender_id=sender_id, pid=pid)
     except psycopg.Error as exc:
         log.warning("could not terminate the liveness backend of hung sender %d (%s); it stays retired",
                     sender_id, exc)

@@ -91,15 +91,24 @@ def _send_as(
     sender_id: int,
 ) -> BatchOutcome:
     started = time.monotonic()  # no later than the claim's claimed_at
-    with db.connection(pool) as conn:
-        if not senders_store.hold_sender(conn, sender_id=sender_id):
-            raise liveness.SenderUnavailable(f"sender {sender_id} was taken over; it registers anew")
-        claim = store.claim_due_jobs(
-            conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes, sender_id=sender_id
-        )
-        screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
-        if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
-            db.retire(pool)
+    claim_sent = False
+    try:
+        with db.connection(pool) as conn:
+            if not senders_store.hold_sender(conn, sender_id=sender_id):
+                raise liveness.SenderUnavailable(f"sender {sender_id} was taken over; it registers anew")
+            claim_sent = True
+            claim = store.claim_due_jobs(
+                conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes, sender_id=sender_id
+            )
+            screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
+            if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
+                db.retire(pool)
+    except BaseException:
+        # Once sent, the claim may have committed though this end never heard (the connection lost at COMMIT):
+        # jobs `sending` in the name of a live sender, which is never taken over. Give the sender up.
+        if claim_sent:
+            sender.abandon(sender_id)
+        raise
     for job in claim.cancelled:
         _log_transition(logging.INFO, job, "cancelled", {"reason": "app_revoked"})
     claimed = claim.jobs

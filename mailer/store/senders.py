@@ -40,10 +40,10 @@ def stale_sender_backend(conn: psycopg.Connection, *, sender_id: int) -> int | N
     return None if row is None else int(row["pid"])
 
 
-def terminate_sender_backend(conn: psycopg.Connection, *, sender_id: int) -> list[int]:
-    """End the backend holding sender `sender_id`'s lock (not this one); the pids signalled. Raises when this
-    role may not."""
-    rows = _run.all_rows(conn, "terminate_sender_backend", id=sender_id, namespace=SENDER_LOCK_NAMESPACE)
+def terminate_sender_backend(conn: psycopg.Connection, *, sender_id: int, pid: int) -> list[int]:
+    """End backend `pid` if it still holds sender `sender_id`'s lock (not this one); the pids signalled. Raises
+    when this role may not."""
+    rows = _run.all_rows(conn, "terminate_sender_backend", id=sender_id, pid=pid, namespace=SENDER_LOCK_NAMESPACE)
     return [row["pid"] for row in rows if row["terminated"]]
 
 
@@ -57,6 +57,11 @@ def renew_sender(conn: psycopg.Connection, *, sender_id: int) -> bool:
     return _run.one_row(conn, "renew_sender", id=sender_id) is not None
 
 
+def sender_active(conn: psycopg.Connection, *, sender_id: int) -> bool:
+    """Whether sender `sender_id` is not retired (without renewing it)."""
+    return _run.one_row(conn, "sender_active", id=sender_id) is not None
+
+
 def hold_sender(conn: psycopg.Connection, *, sender_id: int) -> bool:
     """In a claim's transaction: the sender is not retired, and is not until the transaction ends."""
     return _run.one_row(conn, "hold_sender", id=sender_id) is not None
@@ -67,6 +72,11 @@ def retire_lost_senders(conn: psycopg.Connection, *, grace_s: float, lease_s: fl
     return _run.all_rows(
         conn, "retire_lost_senders", grace_s=grace_s, lease_s=lease_s, namespace=SENDER_LOCK_NAMESPACE
     )
+
+
+def set_takeover_timeouts(conn: psycopg.Connection, *, lock_ms: int, statement_ms: int, idle_ms: int) -> None:
+    """Bound the takeover's transaction: its lock waits, its statements, its pauses between them."""
+    _run.all_rows(conn, "set_takeover_timeouts", lock_ms=lock_ms, statement_ms=statement_ms, idle_ms=idle_ms)
 
 
 def take_over_lost_claims(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -12,7 +13,7 @@ import pytest
 import requests
 from prometheus_client import REGISTRY
 
-from mailer import store
+from mailer import config, db, store
 from mailer.domain import errors
 from mailer.services import liveness, rate_limits, recovery, sending
 from mailer.store import senders as senders_store
@@ -232,8 +233,6 @@ def test_a_sender_without_a_live_identity_claims_nothing(client, auth, send_sett
 
 
 def _pool(settings):  # type: ignore[no-untyped-def]
-    from mailer import db
-
     return db.create_pool(settings, name="test-gate")
 
 
@@ -373,3 +372,164 @@ def test_a_sender_given_up_keeps_its_session_while_another_of_its_claims_is_in_f
             time.sleep(liveness.HEARTBEAT_S * 3)
             assert lock_holder(conn, first) is not None
         wait_for(lambda: lock_holder(conn, first) is None and sender.sender_id not in (None, first))
+
+
+# --- issue 18 review: a lost commit, a hung claim, a restart, a vanished machine, a paused takeover ---
+
+
+def test_a_claim_whose_commit_is_lost_on_the_way_back_gives_up_its_sender(
+    client, auth, send_settings, simulator, conn, monkeypatch
+) -> None:
+    # The COMMIT lands on the server, the answer never comes back: the jobs are `sending` in the name of a sender
+    # that is alive, which is never taken over, unless it gives its identity up.
+    queue(client, auth, 2)
+    sender = liveness.current()
+    first = sender.sender_id
+    assert first is not None
+    real = db.connection
+
+    @contextlib.contextmanager
+    def commit_then_lose(pool, timeout=None):  # type: ignore[no-untyped-def]
+        with real(pool, timeout) as connection:
+            yield connection
+        raise errors.DatabaseUnavailable("the connection was lost at COMMIT")
+
+    monkeypatch.setattr(sending.db, "connection", commit_then_lose)
+    with pytest.raises(errors.DatabaseUnavailable):
+        run_sender(send_settings)
+    monkeypatch.undo()
+
+    assert jobs(conn) == [("sending", False, first)] * 2  # the claim did commit
+    assert not sender.healthy(first)
+    wait_for(lambda: lock_holder(conn, first) is None and sender.sender_id not in (None, first))
+    seen_ago(conn, first, send_settings.send_reconnect_grace_s + 1)
+    assert recovery.take_over(conn, send_settings).jobs == 2
+
+
+def test_a_claim_that_hangs_past_its_bound_stops_the_lease_so_the_hung_rule_applies(
+    settings, conn, monkeypatch
+) -> None:
+    # The heartbeat is process-wide: were it renewed under a claim that never ends, that claim's jobs would never
+    # be taken over. Bound here: call window 1 s + Mailjet timeout 1 s + no margin.
+    monkeypatch.setattr(config, "CLAIM_MARGIN_S", 0.0)
+    short = dataclasses.replace(settings, send_call_window_s=1.0, mailjet_timeout_s=1.0)
+    before = metric("mailer_sender_claim_overdue_total")
+    with liveness.running(short) as sender:
+        first = sender.sender_id
+        assert first is not None
+        with sender.in_flight(first):
+            time.sleep(1.0)
+            assert sender.healthy(first)  # a claim within its bound: the lease is renewed
+            time.sleep(short.send_claim_bound_s + liveness.HEARTBEAT_S)
+            seen = conn.execute("SELECT seen_at FROM senders WHERE id = %s", [first]).fetchone()
+            time.sleep(liveness.HEARTBEAT_S * 3)
+            assert conn.execute("SELECT seen_at FROM senders WHERE id = %s", [first]).fetchone() == seen
+            assert metric("mailer_sender_claim_overdue_total") == before + 1  # once, not every heartbeat
+            seen_ago(conn, first, short.send_lease_s + 1)
+            assert recovery.take_over(conn, short).retired == {"hung": 1}
+            wait_for(lambda: sender.sender_id not in (None, first))  # its session ended; it registers anew
+
+
+def metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_no_takeover_runs_before_the_liveness_connection_has_been_up_for_the_grace(settings, conn, other) -> None:
+    # After a crash or a failover every worker reconnects at once: none may judge the others dead before they
+    # have had a whole grace to take their locks back.
+    dead = senders_store.register_sender(other, host="h", os_pid=1)
+    other.close()
+    seen_ago(conn, dead, settings.send_reconnect_grace_s + 60)
+    pool = _pool(settings)
+    try:
+        with liveness.running(settings, pool) as sender:
+            assert sender.reachable_for() < settings.send_reconnect_grace_s
+            time.sleep(settings.send_reconnect_grace_s / 2)
+            assert conn.execute("SELECT retired_at FROM senders WHERE id = %s", [dead]).fetchone() in ((None,), None)
+            assert conn.execute("SELECT count(*) FROM senders WHERE id = %s", [dead]).fetchone() == (1,)
+            wait_for(lambda: conn.execute("SELECT count(*) FROM senders WHERE id = %s", [dead]).fetchone() == (0,),
+                     timeout=settings.send_reconnect_grace_s + liveness.TAKEOVER_EVERY_S + 5)
+            assert sender.reachable_for() >= settings.send_reconnect_grace_s
+    finally:
+        pool.close()
+
+
+def test_the_liveness_session_sets_the_servers_keepalives_and_a_statement_timeout(settings) -> None:
+    with liveness.running(settings) as sender:
+        connection = sender._conn
+        assert connection is not None
+        shown = {name: connection.execute(f"SHOW {name}").fetchone()[0] for name in (
+            "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count", "tcp_user_timeout",
+            "statement_timeout")}
+    assert shown == {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3",
+                     "tcp_user_timeout": "10000", "statement_timeout": f"{int(settings.db_timeout_s)}s"}
+
+
+def test_a_quiet_live_senders_row_is_not_locked_by_a_takeover(settings, conn, other, database_url) -> None:
+    # Its heartbeat must never wait on another worker's takeover (paused, say, mid-transaction).
+    live = senders_store.register_sender(other, host="h", os_pid=1)
+    seen_ago(conn, live, settings.send_reconnect_grace_s + 5)  # quiet, but its lock is held: neither rule
+    with psycopg.connect(database_url) as taker, psycopg.connect(database_url, autocommit=True) as third:
+        assert recovery.take_over(taker, settings).retired == {}  # the transaction stays open
+        third.execute("SET lock_timeout = '1s'")
+        assert third.execute("SELECT id FROM senders WHERE id = %s FOR UPDATE NOWAIT", [live]).fetchone() == (live,)
+        taker.rollback()
+
+
+def test_a_takeover_that_cannot_lock_a_job_gives_up_within_its_lock_timeout(
+    client, auth, settings, conn, other, database_url
+) -> None:
+    # A claim's fence holds the job (or a paused worker does): the takeover fails this round, and tries again at
+    # the next, rather than waiting with sender rows locked.
+    queue(client, auth, 2)
+    dead = senders_store.register_sender(other, host="h", os_pid=1)
+    store.claim_due_jobs(conn, limit=50, sender_id=dead)
+    other.close()
+    seen_ago(conn, dead, settings.send_reconnect_grace_s + 1)
+    with psycopg.connect(database_url) as fence, psycopg.connect(database_url) as taker:
+        fence.execute("SELECT id FROM jobs ORDER BY id DESC LIMIT 1 FOR UPDATE")
+        outcome: list[object] = []
+
+        def run() -> None:
+            try:
+                outcome.append(recovery.take_over(taker, settings))
+            except psycopg.Error as exc:
+                outcome.append(exc)
+
+        started = time.monotonic()
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(timeout=recovery.TAKEOVER_LOCK_MS / 1000 + 8)
+        fence.rollback()
+        thread.join(timeout=10)
+        assert len(outcome) == 1 and isinstance(outcome[0], psycopg.errors.LockNotAvailable), outcome
+        assert time.monotonic() - started < recovery.TAKEOVER_LOCK_MS / 1000 + 8
+        taker.rollback()
+    assert jobs(conn) == [("sending", False, dead)] * 2  # nothing half done; the next round takes them
+    assert recovery.take_over(conn, settings).jobs == 2
+
+
+def test_terminating_a_senders_backend_spares_any_other_holder_of_its_lock(conn, other) -> None:
+    # The lock may have changed hands since the stale backend was found (another worker's takeover holds it
+    # for its transaction): only the backend found is ended.
+    held = senders_store.register_sender(other, host="h", os_pid=1)
+    holder = lock_holder(conn, held)
+    assert holder is not None
+    assert senders_store.terminate_sender_backend(conn, sender_id=held, pid=holder + 100_000) == []
+    other.execute("SELECT 1")  # still alive
+    assert senders_store.terminate_sender_backend(conn, sender_id=held, pid=holder) == [holder]
+
+
+def test_the_takeover_locks_the_jobs_it_requeues_in_id_order_as_a_fence_does(conn) -> None:
+    # Locked in any other order (the scan's), a takeover and a fence holding two of the same jobs could deadlock.
+    plan = conn.execute("EXPLAIN (FORMAT JSON) " + query("take_over_lost_claims")).fetchone()[0][0]["Plan"]  # type: ignore[operator]
+
+    def nodes(node: dict) -> Iterator[dict]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    lock_rows = [node for node in nodes(plan) if node["Node Type"] == "LockRows"]
+    assert lock_rows, "the jobs are not locked before the update"
+    sorts = [node for node in nodes(lock_rows[0]) if node["Node Type"] == "Sort"]
+    assert sorts and sorts[0]["Sort Key"] == ["jobs.id"]

@@ -188,9 +188,9 @@ def test_the_sender_liveness_settings_are_read_and_checked():
     defaults = Settings.from_env({})
     assert (defaults.send_call_window_s, defaults.send_reconnect_grace_s, defaults.send_lease_s) == (50, 4, 300)
     read = Settings.from_env(
-        {"MAILER_SEND_CALL_WINDOW_S": "20", "MAILER_SEND_RECONNECT_GRACE_S": "2.5", "MAILER_SEND_LEASE_S": "60"}
+        {"MAILER_SEND_CALL_WINDOW_S": "20", "MAILER_SEND_RECONNECT_GRACE_S": "4.5", "MAILER_SEND_LEASE_S": "90"}
     )
-    assert (read.send_call_window_s, read.send_reconnect_grace_s, read.send_lease_s) == (20, 2.5, 60)
+    assert (read.send_call_window_s, read.send_reconnect_grace_s, read.send_lease_s) == (20, 4.5, 90)
     for name in ("MAILER_SEND_CALL_WINDOW_S", "MAILER_SEND_RECONNECT_GRACE_S", "MAILER_SEND_LEASE_S"):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: "0"})
@@ -205,6 +205,25 @@ def test_the_listing_delay_is_read_and_bounded():
     for bad in ("-1", "nan", "x", "601"):
         with pytest.raises(ConfigError, match="MAILER_SEND_LISTING_DELAY_S"):
             Settings.from_env({"MAILER_SEND_LISTING_DELAY_S": bad})
+
+
+def test_the_lease_must_outlast_a_slow_live_claim():
+    # A claim lives up to its call window, one Mailjet timeout, its recording's retries and a margin; the
+    # defaults fit (300 > 50 + 30 + 5 + 30).
+    assert Settings.from_env({}).send_claim_bound_s == 115
+    assert Settings.from_env({"MAILER_SEND_LEASE_S": "116"}).send_lease_s == 116
+    with pytest.raises(ConfigError, match=r"MAILER_SEND_LEASE_S .*MAILER_SEND_CALL_WINDOW_S .*MAILER_MAILJET_TIMEOUT"):
+        Settings.from_env({"MAILER_SEND_LEASE_S": "115"})
+    with pytest.raises(ConfigError, match="MAILER_DB_TIMEOUT_S"):
+        Settings.from_env({"MAILER_SEND_LEASE_S": "116", "MAILER_DB_TIMEOUT_S": "6"})
+    with pytest.raises(ConfigError, match="MAILER_SEND_LEASE_S"):
+        Settings.from_env({"MAILER_SEND_CALL_WINDOW_S": "250", "MAILER_MAILJET_TIMEOUT_S": "30"})
+
+
+def test_the_reconnect_grace_must_span_four_heartbeats():
+    assert Settings.from_env({"MAILER_SEND_RECONNECT_GRACE_S": "4"}).send_reconnect_grace_s == 4
+    with pytest.raises(ConfigError, match=r"MAILER_SEND_RECONNECT_GRACE_S .*four heartbeats"):
+        Settings.from_env({"MAILER_SEND_RECONNECT_GRACE_S": "3.5"})
 
 
 def test_a_missing_database_url_is_a_clear_error():
