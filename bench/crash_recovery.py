@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 
 import psycopg
+import requests
 
 from bench import loadgen, measure
 from bench.system import System, wait_until
@@ -65,6 +67,12 @@ def run(sut: System, emails: int, max_calls_per_s: float | None = None) -> Recov
     with psycopg.connect(sut.database_url, autocommit=True) as conn:
         ids = [row[0] for row in conn.execute(
             "SELECT id FROM jobs WHERE status = 'sending' AND claimed_by = %s", [first])]
+    # In flight: every claim's call started (Mailjet has the request). A job claimed but not yet called is not,
+    # and its lookup finding nothing waits MAILER_SEND_LISTING_DELAY_S before it is sent.
+    claims = -(-held // 50)
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: requests.get(f"{sut.sim_url}/_sim/sends", timeout=10).json()["calls"] >= claims,
+                   LATENCY_S, "every claim's call started", 0.02)
     sut.processes["worker1"].send_signal(signal.SIGCONT)
     process = sut.processes.pop("worker0")
     process.send_signal(signal.SIGKILL)

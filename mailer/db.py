@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,8 @@ from mailer.domain import errors
 # at once and then given up; the pool connects again whenever a checkout finds no connection, so it is back
 # at the first checkout after Postgres is (a checkout meanwhile waits MAILER_DB_TIMEOUT_S at most).
 RECONNECT_TIMEOUT_S = 0.0
+# A wait for a pooled connection asks the pool to connect again this often (_checkout).
+CHECKOUT_SLICE_S = 0.5
 # libpq counts connect_timeout in whole seconds and treats anything under 2 as 2.
 DEFAULT_CONNECT_TIMEOUT_S = Settings.db_connect_timeout_s
 
@@ -137,10 +140,34 @@ def connection(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) 
     `timeout` (seconds) overrides the pool's wait for a free connection (MAILER_DB_TIMEOUT_S).
     """
     try:
-        with pool.connection(timeout=timeout) as conn:
-            yield conn
+        conn = _checkout(pool, pool.timeout if timeout is None else timeout)
+        try:
+            with conn:  # commits or rolls back; a pooled connection stays open
+                yield conn
+        finally:
+            pool.putconn(conn)
     except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
         raise errors.DatabaseUnavailable("the database is unavailable; try again shortly") from exc
+
+
+def _checkout(pool: psycopg_pool.ConnectionPool, timeout: float) -> psycopg.Connection:
+    """A connection within `timeout`, asking the pool to connect again every CHECKOUT_SLICE_S while it has room.
+
+    psycopg_pool makes one connect attempt per wait (reconnect_timeout 0): a request that started waiting
+    while Postgres was down would wait out its whole timeout, and get a 503, after Postgres came back. A full
+    pool (every connection busy) is waited for in one go, so that waiters keep their turn.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return pool.getconn(timeout=max(min(CHECKOUT_SLICE_S, remaining), 0.001))
+        except psycopg_pool.PoolTimeout:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise
+            if pool.get_stats().get("pool_size", 0) >= pool.max_size:
+                return pool.getconn(timeout=remaining)
 
 
 def retire(pool: psycopg_pool.ConnectionPool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import pathlib
 import shutil
 import tempfile
@@ -91,3 +92,26 @@ def test_the_worker_sees_the_database_back_within_a_probe_interval(own_cluster: 
         return time.monotonic() - back
 
     assert asyncio.run(wait_across_an_outage()) < worker.PROBE_INTERVAL_S + 1
+
+
+def test_a_request_already_waiting_when_postgres_comes_back_is_served(own_cluster: pgcluster.Cluster) -> None:
+    # psycopg_pool tries one connect per wait: without asking again, this request would wait its whole
+    # MAILER_DB_TIMEOUT_S (here 4 s) and get a 503 although Postgres is back after 1 s.
+    settings = Settings(database_url=own_cluster.url(), db_timeout_s=4, db_connect_timeout_s=2)
+    pool = db.create_pool(settings, name="test-waiting")
+    try:
+        pool.wait()
+        own_cluster.stop()
+        with pytest.raises(errors.DatabaseUnavailable):
+            db.ping(pool)  # the pool's connection is dead now, and replacing it fails
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            waiting = executor.submit(db.ping, pool)
+            time.sleep(1)
+            own_cluster.start()
+            back = time.monotonic()
+            waiting.result(timeout=10)  # no DatabaseUnavailable
+        assert time.monotonic() - back < 2, f"served {time.monotonic() - back:.1f} s after Postgres was back"
+        assert time.monotonic() - started < 4
+    finally:
+        pool.close()
