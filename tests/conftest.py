@@ -22,6 +22,19 @@ EVENTS_AUTH = "mailjet:events-secret"
 _counter = itertools.count()
 
 
+@pytest.fixture
+def own_cluster() -> Iterator[pgcluster.Cluster]:
+    """A cluster of the test's own, for a test that stops and starts it (an outage)."""
+    base = tempfile.mkdtemp(prefix="mailer-own-pg-")
+    cluster = pgcluster.Cluster(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(), fast_unsafe=True)
+    cluster.ensure_running()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[pgcluster.Cluster]:
     """A throwaway PostgreSQL server for the whole test session (started as an unprivileged user)."""

@@ -4,11 +4,9 @@ connections again web answers 202 and workers send, by themselves; nothing lost,
 from __future__ import annotations
 
 import pathlib
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -26,19 +24,6 @@ DOWN_S = 8.0  # long enough for psycopg_pool's reconnection backoff to reach its
 # half-open while Postgres was stopping (with Postgres's default it waits 60 s).
 STOP_BOUND_S = 4.0
 SHORT_OUTAGES = 4
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[pgcluster.Cluster]:
-    """A cluster of this test's own, since the test stops it."""
-    base = pathlib.Path(tempfile.mkdtemp(prefix="mailer-outage-pg-"))
-    cluster = pgcluster.Cluster(base_dir=base, port=pgcluster.free_port(), fast_unsafe=True)
-    cluster.ensure_running()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def message(i: int) -> dict:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import pathlib
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -18,19 +14,6 @@ from mailer.config import Settings
 from mailer.domain import errors
 
 OUTAGE_S = 7  # psycopg_pool's backoff would be at its 4 s step: a retry due ~8 s after the outage began
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[pgcluster.Cluster]:
-    """A cluster of this test's own, since the test stops it."""
-    base = pathlib.Path(tempfile.mkdtemp(prefix="mailer-pool-outage-pg-"))
-    cluster = pgcluster.Cluster(base_dir=base, port=pgcluster.free_port(), fast_unsafe=True)
-    cluster.ensure_running()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def outage_settings(cluster: pgcluster.Cluster) -> Settings:
