@@ -196,7 +196,8 @@ def _crash(sut: system.System, sizes: Sizes) -> list[report.Row]:
         rows.append(report.Row(
             f"{label}. kill -9 of a worker with {got.in_flight:,} jobs in flight (2 workers, "
             f"MAILER_WORKER_CONCURRENCY={crash_recovery.CONCURRENCY}; simulator {crash_recovery.LATENCY_S} s per "
-            f"call; the second worker alive; {cap_text})",
+            f"call; the second worker alive; {cap_text}; MAILER_RATE_LIMIT_PER_S=0 and no event callbacks, "
+            "as in every row)",
             f"last of them sent {got.last_sent_s:.1f} s after the kill (all claimable again after "
             f"{got.claimable_s:.1f} s); {got.duplicates} duplicates",
             target="< 15 s, claimable < 10 s, 0 duplicates" if cap else "claimable < 10 s, 0 duplicates",
@@ -213,7 +214,8 @@ def _outage(sut: system.System, args: argparse.Namespace) -> list[report.Row]:
          f"sent, {run.duplicates} duplicates")
     ok = run.first_202_s < 5 and run.first_sent_s < 5 and run.sent == run.queued and run.duplicates == 0
     return [report.Row(f"10. Outage: PostgreSQL stopped (pg_ctl stop -m fast) for {outage.DOWN_S:g} s under the web "
-                       f"and {args.worker_processes} workers, then started; from its accepting connections again",
+                       f"and {args.worker_processes} workers, then started; from its accepting connections again "
+                       "(MAILER_RATE_LIMIT_PER_S=0 and no event callbacks, as in every row)",
                        f"first 202 after {run.first_202_s:.2f} s, its job sent after {run.first_sent_s:.2f} s "
                        f"({run.refused} requests 503 meanwhile; pg_ctl stop {run.stop_s:.2f} s; {run.sent} of "
                        f"{run.queued} sent, {run.duplicates} duplicates)",
