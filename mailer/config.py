@@ -135,6 +135,10 @@ class Settings:
     retention_body_days: int = 30
     retention_days: int = 365
     retention_batch: int = 1000
+    # History tables are partitioned by month (migration 0027): housekeeping keeps this many months ahead.
+    partitions_ahead_months: int = 3
+    # How long dropping an expired partition may wait for its lock on the parent before trying next hour.
+    partition_lock_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -247,6 +251,12 @@ class Settings:
             retention_days=reader.integer("MAILER_RETENTION_DAYS", defaults.retention_days, minimum=1),
             retention_batch=reader.integer(
                 "MAILER_RETENTION_BATCH", defaults.retention_batch, minimum=1, maximum=100_000
+            ),
+            partitions_ahead_months=reader.integer(
+                "MAILER_PARTITIONS_AHEAD_MONTHS", defaults.partitions_ahead_months, minimum=1, maximum=24
+            ),
+            partition_lock_timeout_ms=reader.integer(
+                "MAILER_PARTITION_LOCK_TIMEOUT_MS", defaults.partition_lock_timeout_ms, minimum=10, maximum=60_000
             ),
         )
 

@@ -449,3 +449,14 @@ def test_the_web_tier_limits():
 def test_a_bad_web_tier_limit_is_a_config_error_naming_the_variable(name, raw):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: raw})
+
+
+def test_the_partition_settings_are_read_and_bounded():
+    defaults = Settings.from_env({})
+    assert (defaults.partitions_ahead_months, defaults.partition_lock_timeout_ms) == (3, 1000)
+    read = Settings.from_env({"MAILER_PARTITIONS_AHEAD_MONTHS": "12", "MAILER_PARTITION_LOCK_TIMEOUT_MS": "250"})
+    assert (read.partitions_ahead_months, read.partition_lock_timeout_ms) == (12, 250)
+    for name, raw in (("MAILER_PARTITIONS_AHEAD_MONTHS", "0"), ("MAILER_PARTITIONS_AHEAD_MONTHS", "25"),
+                      ("MAILER_PARTITION_LOCK_TIMEOUT_MS", "5"), ("MAILER_PARTITION_LOCK_TIMEOUT_MS", "soon")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: raw})
