@@ -160,13 +160,14 @@ ALTER TABLE recipient_addresses ADD CONSTRAINT recipient_addresses_pkey PRIMARY 
 
 -- An id is in jobs_live or in jobs_done, never both: each partition's primary key keeps it unique there, and
 -- a job moves between them only by an UPDATE (one row, moved). Ids are UUIDv7 made once per job by
--- services/queueing.py; this refuses the one way left to have an id twice, an INSERT of an id the other
--- partition holds. (A statement-level trigger: row movement fires none, and one probe per new id by index.)
+-- services/queueing.py; this refuses the one way left to have an id twice, an INSERT of a waiting job whose id
+-- jobs_done holds. A statement-level trigger (row movement fires none); the join probes, per new job, the
+-- primary key of the one month partition its id falls in (run-time pruning of the nested loop).
 CREATE FUNCTION jobs_ids_unique() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_hashjoin TO off SET enable_mergejoin TO off AS $$
 BEGIN
-    IF EXISTS (SELECT FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM inserted_jobs)) GROUP BY id HAVING count(*) > 1)
-    THEN
+    IF EXISTS (SELECT FROM inserted_jobs AS n JOIN jobs_done AS d ON d.id = n.id
+               WHERE n.status IN ('scheduled', 'queued', 'sending')) THEN
         RAISE EXCEPTION 'a job with this id exists already' USING ERRCODE = 'unique_violation';
     END IF;
     RETURN NULL;

@@ -23,7 +23,7 @@ WITH target AS (
     UPDATE jobs
     SET status = 'queued', run_at = now(), attempts = 0, updated_at = now()
     FROM target
-    WHERE jobs.id = target.id
+    WHERE jobs.id = target.id AND jobs.status = 'failed'
     RETURNING jobs.id, jobs.priority, target.attempts AS previous_attempts, target.last_error
 ), reset_recipients AS (
     UPDATE recipients

@@ -111,7 +111,8 @@ WITH due AS MATERIALIZED (
                    AS more
         FROM (SELECT *, revoked AND NOT verify_before_send AS cancel FROM due) AS d
     ) AS picked
-    WHERE jobs.id = picked.id AND (picked.cancel OR picked.running <= %(max_bytes)s OR picked.running = picked.bytes)
+    WHERE jobs.id = picked.id AND jobs.status IN ('queued', 'scheduled')
+      AND (picked.cancel OR picked.running <= %(max_bytes)s OR picked.running = picked.bytes)
     RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.cancel THEN NULL ELSE jobs.message END AS message,
               jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
               extract(epoch FROM now() - jobs.lost_attempt_at)::float8 AS lost_attempt_age_s,
@@ -136,7 +137,7 @@ WITH sent AS (
     UPDATE jobs
     SET status = 'sent', last_error = NULL, verify_before_send = false, claimed_at = NULL, lost_attempt_at = NULL,
         updated_at = now()
-    WHERE id = ANY(%(ids)s) AND status || '' = 'sending'
+    WHERE id = ANY(%(ids)s) AND status IN ('scheduled', 'queued', 'sending') AND status || '' = 'sending'
     RETURNING id
 )
 INSERT INTO job_events (job_id, type)
@@ -202,7 +203,7 @@ WITH released AS (
     UPDATE jobs
     SET status = 'queued', run_at = now(), attempts = greatest(jobs.attempts - 1, 0), claimed_at = NULL,
         updated_at = now()
-    WHERE id = ANY(%(ids)s) AND status || '' = 'sending'
+    WHERE id = ANY(%(ids)s) AND status IN ('scheduled', 'queued', 'sending') AND status || '' = 'sending'
     RETURNING id, run_at
 )
 INSERT INTO job_events (job_id, type, detail)
@@ -218,7 +219,7 @@ WITH rechecked AS (
     UPDATE jobs
     SET status = 'queued', attempts = greatest(jobs.attempts - 1, 0), claimed_at = NULL,
         run_at = greatest(now(), jobs.lost_attempt_at + make_interval(secs => %(delay_s)s)), updated_at = now()
-    WHERE id = ANY(%(ids)s) AND status || '' = 'sending'
+    WHERE id = ANY(%(ids)s) AND status IN ('scheduled', 'queued', 'sending') AND status || '' = 'sending'
     RETURNING id, run_at
 )
 INSERT INTO job_events (job_id, type, detail)
@@ -233,7 +234,7 @@ RETURNING job_id, (detail->>'run_at')::timestamptz AS run_at;
 WITH cancelled AS (
     UPDATE jobs
     SET status = 'cancelled', claimed_at = NULL, lost_attempt_at = NULL, updated_at = now()
-    WHERE id = ANY(%(ids)s) AND status || '' = 'sending'
+    WHERE id = ANY(%(ids)s) AND status IN ('scheduled', 'queued', 'sending') AND status || '' = 'sending'
     RETURNING id
 )
 INSERT INTO job_events (job_id, type, detail)

@@ -24,7 +24,7 @@ WITH due AS (
                      ELSE '{}'::jsonb END,
         body_purged_at = now()
     FROM due
-    WHERE j.id = due.id
+    WHERE j.id = due.id AND j.status IN ('sent', 'failed', 'suppressed', 'cancelled')
     RETURNING j.id
 )
 SELECT count(*) AS purged FROM purged;

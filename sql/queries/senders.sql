@@ -148,7 +148,7 @@ RETURNING s.id;
 SELECT j.id
 FROM jobs AS j
 WHERE j.id = ANY(%(ids)s::uuid[])
-  AND j.status || '' = 'sending' AND j.claimed_by = %(sender_id)s
+  AND j.status IN ('scheduled', 'queued', 'sending') AND j.status || '' = 'sending' AND j.claimed_by = %(sender_id)s
   AND j.attempts = (%(attempts)s::int[])[array_position(%(ids)s::uuid[], j.id)]
 ORDER BY j.id
 FOR UPDATE OF j;

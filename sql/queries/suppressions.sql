@@ -57,7 +57,7 @@ WITH suppressed AS (
     UPDATE jobs
     SET status = 'suppressed', last_error = NULL, verify_before_send = false, claimed_at = NULL, lost_attempt_at = NULL,
         updated_at = now()
-    WHERE id = ANY(%(ids)s) AND status || '' = 'sending'  -- by key (see mark_jobs_sent)
+    WHERE id = ANY(%(ids)s) AND status IN ('scheduled', 'queued', 'sending') AND status || '' = 'sending'  -- by key (see mark_jobs_sent)
     RETURNING id
 ), suppressed_recipients AS (
     UPDATE recipients
