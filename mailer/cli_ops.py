@@ -4,6 +4,7 @@ they talk to the database directly and see every app; mailer.cli turns their err
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -169,11 +170,12 @@ def _suppressions_remove(args: argparse.Namespace) -> int:
 def _retention_run(args: argparse.Namespace) -> int:
     from mailer.services import retention
 
-    policy = retention.Policy.from_settings(Settings.from_env())
+    settings = Settings.from_env()
     with _connect(autocommit=True) as conn:
-        removed = retention.run(conn, policy, budget_s=args.budget)
+        removed = retention.run(conn, retention.Policy.from_settings(settings), budget_s=args.budget)
+        dropped = retention.drop_expired_partitions(conn, settings, datetime.datetime.now(datetime.UTC))
     print(f"bodies purged: {removed.bodies_purged}")
-    print(f"jobs deleted: {removed.jobs_deleted} (with {removed.job_events_deleted} audit events)")
+    print(f"month partitions dropped: {dropped}")
     print(f"webhook messages deleted: {removed.webhook_messages_deleted}")
     print(f"unmatched Mailjet events deleted: {removed.unmatched_events_deleted}")
     print(f"idempotency keys deleted: {removed.idempotency_keys_deleted}")

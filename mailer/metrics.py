@@ -102,6 +102,10 @@ SENDER_CLAIM_OVERDUE = Counter(
     "mailer_sender_claim_overdue", "Times a sender stopped renewing its lease because a claim of it ran past the "
     "longest a live claim takes (hung; taken over once MAILER_SEND_LEASE_S passes)",
 )
+RETENTION_MONTHS_WAITING = Counter(
+    "mailer_retention_months_waiting", "Times retention left a month of jobs past MAILER_RETENTION_DAYS in place "
+    "because a job made that month is still scheduled, queued or sending (it is dropped once none is)",
+)
 WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
     "to arrive), 413, 414, 431, 400 (bad framing), 503 (request bytes over budget)", ["status"],
@@ -191,6 +195,11 @@ def claims_taken_over(rules: Iterable[str]) -> None:
     """Count sending jobs requeued by the takeover, by rule."""
     for rule, count in collections.Counter(rules).items():
         SEND_TAKEN_OVER.labels(rule).inc(count)
+
+
+def retention_month_waiting() -> None:
+    """Count one expired month of jobs kept because a job of it is still live."""
+    RETENTION_MONTHS_WAITING.inc()
 
 
 def sender_claim_overdue() -> None:

@@ -1,6 +1,8 @@
-"""Retention: purge message bodies, then delete jobs (and what hangs off them) past the horizon.
+"""Retention: purge message bodies; drop the months of jobs (and what hangs off them) past the horizon.
 
-Every step works a bounded batch at a time, each batch in its own short transaction that locks only its
+Jobs, their recipients, audit trails and addresses are kept in month partitions of the job id (0028) and go
+a whole month at a time (drop_expired_partitions, from the hourly housekeeping). Every other step works a
+bounded batch at a time, each batch in its own short transaction that locks only its
 rows (FOR UPDATE SKIP LOCKED: a row someone else holds waits for a later batch), and the run stops when
 nothing is left or its time budget is spent. Two runs at once (the periodic task and `mailer retention
 run`) share the work. Counters in job_counts are history and are never touched.
@@ -16,7 +18,9 @@ from collections.abc import Callable
 
 import psycopg
 
+from mailer import metrics
 from mailer.config import Settings
+from mailer.store import partitions as partitions_store
 from mailer.store import retention as store
 
 log = logging.getLogger(__name__)
@@ -28,9 +32,64 @@ UNMATCHED_EVENT_DAYS = 30
 QUEUE_JOB_HOURS = 7 * 24
 
 
+# The month partitions of a job's story (0028), in the order a month is dropped: its jobs first, so that a drop
+# giving up halfway (lock timeout) leaves rows no job leads to, never a job without its recipients.
+JOB_MONTH_TABLES = ("jobs_done", "recipients", "job_events", "recipient_addresses")
+
+
+class _MonthWaits(Exception):
+    """A job of the month is still live: its drop is undone."""
+
+
 def drop_expired_partitions(conn: psycopg.Connection, settings: Settings, now: datetime.datetime) -> int:
     """Drop the month partitions of history past their horizon, where it is safe; how many were dropped."""
-    return 0
+    return drop_expired_job_months(conn, settings, now)
+
+
+def drop_expired_job_months(conn: psycopg.Connection, settings: Settings, now: datetime.datetime) -> int:
+    """Drop the job months wholly older than MAILER_RETENTION_DAYS that no live job holds; partitions dropped.
+
+    A month whose job is still scheduled, queued or sending waits (logged, counted in
+    mailer_retention_months_waiting): its recipients and audit trail are in that month's partitions.
+    """
+    horizon = now - datetime.timedelta(days=settings.retention_days)
+    months = sorted({month for table in JOB_MONTH_TABLES for _, month in partitions_store.month_partitions(conn, table)})
+    dropped = 0
+    for month in months:
+        if _month_end(month) > horizon:
+            break
+        try:
+            dropped += _drop_job_month(conn, month, settings.partition_lock_timeout_ms)
+        except _MonthWaits:
+            log.warning("retention: job month %s waits: a job made then is still scheduled, queued or sending",
+                        f"{month:%Y-%m}")
+            metrics.retention_month_waiting()
+        except psycopg.errors.LockNotAvailable:
+            log.warning("retention: job month %s not dropped: a table stayed busy; next hour", f"{month:%Y-%m}")
+            break
+    return dropped
+
+
+def _drop_job_month(conn: psycopg.Connection, month: datetime.date, lock_timeout_ms: int) -> int:
+    if store.month_has_live_jobs(conn, month=month):
+        raise _MonthWaits
+    dropped = 0
+    with conn.transaction():
+        # Checked again under the drop's lock: a retry that moved a job of the month back to jobs_live
+        # before the drop shows now, and undoes it; none can after it (the partition is gone).
+        dropped += partitions_store.drop_month_partition(conn, JOB_MONTH_TABLES[0], month, lock_timeout_ms)
+        if store.month_has_live_jobs(conn, month=month):
+            raise _MonthWaits
+    for table in JOB_MONTH_TABLES[1:]:
+        dropped += partitions_store.drop_month_partition(conn, table, month, lock_timeout_ms)
+    with conn.transaction():
+        store.delete_schedule_occurrences_of_month(conn, month=month)
+    return dropped
+
+
+def _month_end(month: datetime.date) -> datetime.datetime:
+    following = (month.replace(day=28) + datetime.timedelta(days=4)).replace(day=1)
+    return datetime.datetime(following.year, following.month, 1, tzinfo=datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +111,6 @@ class Removed:
     """What one run removed; `complete` is False when the time budget ran out first."""
 
     bodies_purged: int = 0
-    jobs_deleted: int = 0
-    job_events_deleted: int = 0
     webhook_messages_deleted: int = 0
     unmatched_events_deleted: int = 0
     idempotency_keys_deleted: int = 0
@@ -78,10 +135,8 @@ def run(
     """
     deadline = None if budget_s is None else clock() + budget_s
     removed = Removed()
-    # Bodies first: the deletion takes only purged jobs (body_days <= days), so each has one index to read.
     steps: list[tuple[str, Callable[[], int]]] = [
         ("bodies_purged", lambda: store.purge_job_bodies(conn, body_days=policy.body_days, limit=policy.batch)),
-        ("jobs_deleted", lambda: _delete_old_jobs(conn, policy, removed)),
         ("unmatched_events_deleted", lambda: store.delete_unmatched_mailjet_events(
             conn, days=min(UNMATCHED_EVENT_DAYS, policy.days), limit=policy.batch)),
         ("webhook_messages_deleted", lambda: store.delete_old_webhook_messages(
@@ -104,18 +159,6 @@ def run(
                 break
     _log(removed)
     return removed
-
-
-def _delete_old_jobs(conn: psycopg.Connection, policy: Policy, removed: Removed) -> int:
-    """One batch of old jobs, with their audit trails, webhook messages and schedule occurrences."""
-    job_ids = store.lock_old_jobs(conn, days=policy.days, limit=policy.batch)
-    if not job_ids:
-        return 0
-    store.allow_retention_deletes(conn)
-    removed.webhook_messages_deleted += store.delete_webhook_messages_of_jobs(conn, job_ids=job_ids)
-    removed.job_events_deleted += store.delete_job_events_of_jobs(conn, job_ids=job_ids)
-    store.delete_schedule_occurrences_of_jobs(conn, job_ids=job_ids)
-    return store.delete_jobs(conn, job_ids=job_ids)  # all of them: this transaction holds their locks
 
 
 def _log(removed: Removed) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+import datetime
 
 import psycopg
 
@@ -15,39 +14,20 @@ def _count(conn: psycopg.Connection, query_name: str, column: str, **params: obj
     return int(row[column]) if row else 0
 
 
-def allow_retention_deletes(conn: psycopg.Connection) -> None:
-    """Let the open transaction delete audit events (job_events refuses it otherwise); needs a transaction."""
-    _run.all_rows(conn, "allow_retention_deletes")
-
-
 def purge_job_bodies(conn: psycopg.Connection, *, body_days: int, limit: int) -> int:
     """Drop the body of up to `limit` jobs that ended more than `body_days` ago; how many."""
     return _count(conn, "purge_job_bodies", "purged", body_days=body_days, limit=limit)
 
 
-def lock_old_jobs(conn: psycopg.Connection, *, days: int, limit: int) -> list[uuid.UUID]:
-    """Lock up to `limit` purged jobs that ended more than `days` ago (skipping locked ones); their ids."""
-    return [row["id"] for row in _run.all_rows(conn, "lock_old_jobs", days=days, limit=limit)]
+def month_has_live_jobs(conn: psycopg.Connection, *, month: datetime.date) -> bool:
+    """Whether a job made in `month` is still scheduled, queued or sending."""
+    row = _run.one_row(conn, "month_has_live_jobs", month=month)
+    return bool(row and row["waiting"])
 
 
-def delete_webhook_messages_of_jobs(conn: psycopg.Connection, *, job_ids: Sequence[uuid.UUID]) -> int:
-    """Delete the webhook messages (with deliveries and attempts) about these jobs; how many messages."""
-    return _count(conn, "delete_webhook_messages_of_jobs", "deleted", job_ids=list(job_ids))
-
-
-def delete_job_events_of_jobs(conn: psycopg.Connection, *, job_ids: Sequence[uuid.UUID]) -> int:
-    """Delete these jobs' audit trails (after allow_retention_deletes); how many events."""
-    return _count(conn, "delete_job_events_of_jobs", "deleted", job_ids=list(job_ids))
-
-
-def delete_schedule_occurrences_of_jobs(conn: psycopg.Connection, *, job_ids: Sequence[uuid.UUID]) -> int:
-    """Delete the schedule occurrences that produced these jobs; how many."""
-    return _count(conn, "delete_schedule_occurrences_of_jobs", "deleted", job_ids=list(job_ids))
-
-
-def delete_jobs(conn: psycopg.Connection, *, job_ids: Sequence[uuid.UUID]) -> int:
-    """Delete jobs with their recipients and addresses (the recipients' Mailjet events go by cascade); how many."""
-    return _count(conn, "delete_jobs", "deleted", job_ids=list(job_ids))
+def delete_schedule_occurrences_of_month(conn: psycopg.Connection, *, month: datetime.date) -> int:
+    """Delete the schedule occurrences that produced the jobs made in `month`; how many."""
+    return _count(conn, "delete_schedule_occurrences_of_month", "deleted", month=month)
 
 
 def delete_unmatched_mailjet_events(conn: psycopg.Connection, *, days: int, limit: int) -> int:

@@ -1,7 +1,3 @@
--- allow_retention_deletes --
--- Let this transaction (only) delete audit events: the one exception the job_events trigger makes.
-SELECT set_config('mailer.retention', 'on', true) AS retention;
-
 -- purge_job_bodies --
 -- Drop the body (text, html, template variables, attachment contents) of up to `limit` jobs that ended
 -- more than `body_days` ago; subject, addresses, headers, attachment names and metadata stay, and so do
@@ -29,70 +25,23 @@ WITH due AS (
 )
 SELECT count(*) AS purged FROM purged;
 
--- lock_old_jobs --
--- Up to `limit` jobs that ended more than `days` ago (their bodies purged already), locked for deletion;
--- jobs another transaction holds are left for a later batch. Served by jobs_body_purged_idx.
-SELECT id
-FROM jobs
-WHERE body_purged_at IS NOT NULL
-  AND updated_at < now() - make_interval(days => %(days)s::integer)
-  AND status IN ('sent', 'failed', 'suppressed', 'cancelled')
-ORDER BY updated_at
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
+-- month_has_live_jobs --
+-- Whether jobs_live still holds a job made in `month` (whose recipients and audit trail are in that month's
+-- partitions): a range read of jobs_live_pkey.
+SELECT EXISTS (
+    SELECT FROM jobs_live
+    WHERE id >= mailer_month_bound('uuid7', %(month)s::date)::uuid
+      AND id < mailer_month_bound('uuid7', (%(month)s::date + interval '1 month')::date)::uuid
+) AS waiting;
 
--- delete_webhook_messages_of_jobs --
--- The outbound webhook messages about these jobs' recipients, with their deliveries (and, by cascade,
--- the attempts). A delivery whose post is in flight simply records nothing when it ends.
-WITH doomed AS (
-    SELECT m.id
-    FROM recipients AS r
-    JOIN webhook_messages AS m ON m.recipient_id = r.id
-    WHERE r.job_id = ANY(%(job_ids)s::uuid[])
-), deliveries AS (
-    DELETE FROM webhook_deliveries AS d
-    USING doomed
-    WHERE d.message_id = doomed.id
-), deleted AS (
-    DELETE FROM webhook_messages AS m
-    USING doomed
-    WHERE m.id = doomed.id
-    RETURNING 1
-)
-SELECT count(*) AS deleted FROM deleted;
-
--- delete_job_events_of_jobs --
--- These jobs' audit trails (refused by the job_events trigger unless allow_retention_deletes ran first).
-WITH deleted AS (
-    DELETE FROM job_events
-    WHERE job_id = ANY(%(job_ids)s::uuid[])
-    RETURNING 1
-)
-SELECT count(*) AS deleted FROM deleted;
-
--- delete_schedule_occurrences_of_jobs --
--- The occurrences that produced these jobs. The scheduler never goes back to a past occurrence, so
--- nothing is produced again; skipped occurrences (no job) stay.
+-- delete_schedule_occurrences_of_month --
+-- The occurrences that produced the jobs of a month whose partitions were dropped. The scheduler never goes
+-- back to a past occurrence, so nothing is produced again; skipped occurrences (no job) stay. Served by
+-- schedule_occurrences_job_idx; a month has as many as its jobs made by schedules.
 WITH deleted AS (
     DELETE FROM schedule_occurrences
-    WHERE job_id = ANY(%(job_ids)s::uuid[])
-    RETURNING 1
-)
-SELECT count(*) AS deleted FROM deleted;
-
--- delete_jobs --
--- The jobs themselves with their recipients and recipient_addresses (no foreign key to jobs from either:
--- 0011, 0014); the recipients' Mailjet events go by ON DELETE CASCADE. job_counts is not touched: the
--- counters are history.
-WITH addresses AS (
-    DELETE FROM recipient_addresses
-    WHERE job_id = ANY(%(job_ids)s::uuid[])
-), gone_recipients AS (
-    DELETE FROM recipients
-    WHERE job_id = ANY(%(job_ids)s::uuid[])
-), deleted AS (
-    DELETE FROM jobs
-    WHERE id = ANY(%(job_ids)s::uuid[])
+    WHERE job_id >= mailer_month_bound('uuid7', %(month)s::date)::uuid
+      AND job_id < mailer_month_bound('uuid7', (%(month)s::date + interval '1 month')::date)::uuid
     RETURNING 1
 )
 SELECT count(*) AS deleted FROM deleted;

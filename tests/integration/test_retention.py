@@ -1,9 +1,11 @@
-"""Retention: bodies purged, old jobs deleted with everything hanging off them, in batches, with a budget."""
+"""Retention: bodies purged in batches with a budget; months of old jobs dropped whole with what hangs off them."""
 
 from __future__ import annotations
 
 import copy
+import datetime
 import itertools
+import random
 import types
 import uuid
 from typing import Any
@@ -11,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from mailer import db
+from mailer import db, metrics
 from mailer.config import Settings
 from mailer.services import queueing, retention
-from mailer.store import retention as retention_store
+from mailer.store import partitions as partitions_store
 from tests.integration.webhooks_support import expand
 
 MESSAGE: dict[str, Any] = {
@@ -81,7 +83,6 @@ def test_bodies_are_purged_only_for_final_jobs_past_the_body_horizon(client, aut
     removed = retention.run(conn, POLICY)
 
     assert removed.bodies_purged == 3
-    assert removed.jobs_deleted == 1  # the cancelled one is past the job horizon too
     for job in (old_sent, old_failed):
         message, purged_at = message_of(conn, job)
         assert purged_at is not None
@@ -119,7 +120,31 @@ def test_a_body_without_attachments_or_html_is_purged_too(conn, api_key) -> None
     assert purged_at is not None
 
 
-# --- deleting old jobs ---------------------------------------------------------------------------------
+# --- dropping old months of jobs ------------------------------------------------------------------------
+
+SETTINGS = Settings.from_env({"MAILER_RETENTION_BODY_DAYS": "30", "MAILER_RETENTION_DAYS": "365"})
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+def made_at(at: datetime.datetime) -> uuid.UUID:
+    """A UUIDv7 job id made at `at` (domain/ids.py's layout)."""
+    milliseconds = int(at.timestamp() * 1000)
+    return uuid.UUID(int=(milliseconds << 80) | (0x7 << 76) | (random.getrandbits(12) << 64) | (0x2 << 62)
+                     | random.getrandbits(62))
+
+
+def month_of(at: datetime.datetime) -> datetime.date:
+    return at.date().replace(day=1)
+
+
+def make_jobs_made_at(conn: psycopg.Connection, app: int, at: datetime.datetime, count: int = 1) -> list[uuid.UUID]:
+    """Jobs whose ids were made at `at`, in that month's partitions (made here, as they were back then)."""
+    for table in retention.JOB_MONTH_TABLES:
+        partitions_store.ensure_month_partitions(conn, table, "uuid7", month_of(at), month_of(at))
+    jobs = [queueing.NewJob(message=copy.deepcopy(MESSAGE), id=made_at(at)) for _ in range(count)]
+    with conn.transaction():
+        queueing.insert(conn, app, jobs, 50)
+    return [job.id for job in jobs]
 
 
 def attach_everything(conn: psycopg.Connection, job: uuid.UUID, endpoint: uuid.UUID) -> None:
@@ -151,15 +176,6 @@ ROWS_OF_A_JOB = {
     "recipients": "SELECT count(*) FROM recipients WHERE job_id = %s",
     "recipient_addresses": "SELECT count(*) FROM recipient_addresses WHERE job_id = %s",
     "job_events": "SELECT count(*) FROM job_events WHERE job_id = %s",
-    "mailjet_events": "SELECT count(*) FROM recipients r JOIN mailjet_events e ON e.recipient_id = r.id "
-                      "WHERE r.job_id = %s",
-    "webhook_messages": "SELECT count(*) FROM recipients r JOIN webhook_messages m ON m.recipient_id = r.id "
-                        "WHERE r.job_id = %s",
-    "webhook_deliveries": "SELECT count(*) FROM recipients r JOIN webhook_messages m ON m.recipient_id = r.id "
-                          "JOIN webhook_deliveries d ON d.message_id = m.id WHERE r.job_id = %s",
-    "webhook_attempts": "SELECT count(*) FROM recipients r JOIN webhook_messages m ON m.recipient_id = r.id "
-                        "JOIN webhook_deliveries d ON d.message_id = m.id "
-                        "JOIN webhook_attempts a ON a.delivery_id = d.id WHERE r.job_id = %s",
     "schedule_occurrences": "SELECT count(*) FROM schedule_occurrences WHERE job_id = %s",
 }
 
@@ -173,36 +189,78 @@ def job_counts(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(sql).fetchall()
 
 
-def test_old_jobs_go_with_everything_hanging_off_them_and_nothing_newer(conn, api_key) -> None:
+def months_kept(conn: psycopg.Connection) -> dict[str, set[datetime.date]]:
+    return {table: {month for _, month in partitions_store.month_partitions(conn, table)}
+            for table in retention.JOB_MONTH_TABLES}
+
+
+def test_a_month_past_the_horizon_is_dropped_whole_with_its_jobs_story_and_nothing_newer(conn, api_key) -> None:
     app = app_id(conn)
     endpoint = conn.execute(
         "INSERT INTO webhook_endpoints (app_id, url, events, secret) VALUES (%s, 'http://127.0.0.1:9/h', '{*}', "
         "'whsec_x') RETURNING id",
         (app,),
     ).fetchone()[0]  # type: ignore[index]
-    old, kept, waiting = (make_jobs(conn, app)[0] for _ in range(3))
+    old_at, kept_at = NOW - datetime.timedelta(days=420), NOW - datetime.timedelta(days=330)
+    old, kept = make_jobs_made_at(conn, app, old_at)[0], make_jobs_made_at(conn, app, kept_at)[0]
     for job in (old, kept):
         attach_everything(conn, job, endpoint)
-    age(conn, [old], status="sent", days=366)
-    age(conn, [kept], status="sent", days=364)
-    age(conn, [waiting], status="scheduled", days=400)  # not final: never deleted, however old
-    everything = {"jobs": 1, "recipients": 2, "recipient_addresses": 2, "job_events": 1, "mailjet_events": 2,
-                  "webhook_messages": 2, "webhook_deliveries": 2, "webhook_attempts": 2, "schedule_occurrences": 1}
+        age(conn, [job], status="sent", days=300)
+    everything = {"jobs": 1, "recipients": 2, "recipient_addresses": 2, "job_events": 1, "schedule_occurrences": 1}
     assert rows_of(conn, old) == everything == rows_of(conn, kept)
+    assert all(month_of(old_at) in months for months in months_kept(conn).values())
     counters = job_counts(conn)
+    others = {table: count(conn, f"SELECT count(*) FROM {table}")  # noqa: S608  # fixed names
+              for table in ("mailjet_events", "webhook_messages", "webhook_deliveries", "webhook_attempts")}
 
-    removed = retention.run(conn, POLICY)
+    dropped = retention.drop_expired_partitions(conn, SETTINGS, NOW)
 
+    assert dropped == len(retention.JOB_MONTH_TABLES)
     assert rows_of(conn, old) == dict.fromkeys(everything, 0)
     assert rows_of(conn, kept) == everything
-    # nothing was left behind unlinked either (a deleted recipient would only unlink its webhook messages)
-    for table in ("mailjet_events", "webhook_messages", "webhook_deliveries", "webhook_attempts",
-                  "schedule_occurrences"):
-        assert count(conn, f"SELECT count(*) FROM {table}") == everything[table], table  # noqa: S608  # fixed names
-    assert rows_of(conn, waiting)["jobs"] == 1
-    assert (removed.jobs_deleted, removed.job_events_deleted, removed.webhook_messages_deleted) == (1, 1, 2)
+    assert all(month_of(old_at) not in months and month_of(kept_at) in months
+               for months in months_kept(conn).values())
     assert job_counts(conn) == counters  # the counters are history
-    assert count(conn, "SELECT count(*) FROM webhook_endpoints") == 1
+    # Mailjet events and webhook messages expire by their own age (no foreign key to recipients any more)
+    assert {table: count(conn, f"SELECT count(*) FROM {table}") for table in others} == others  # noqa: S608
+    assert retention.drop_expired_partitions(conn, SETTINGS, NOW) == 0
+
+
+def test_a_month_waits_while_a_job_made_then_is_still_live(conn, api_key) -> None:
+    app = app_id(conn)
+    old_at = NOW - datetime.timedelta(days=420)
+    ended, waiting = make_jobs_made_at(conn, app, old_at, count=2)
+    age(conn, [ended], status="sent", days=400)
+    age(conn, [waiting], status="scheduled", days=400)  # a job sent far in the future: never dropped while it waits
+    waits = metrics.RETENTION_MONTHS_WAITING._value.get()
+
+    assert retention.drop_expired_partitions(conn, SETTINGS, NOW) == 0
+
+    assert metrics.RETENTION_MONTHS_WAITING._value.get() == waits + 1
+    assert rows_of(conn, waiting)["recipients"] == 2 and rows_of(conn, ended)["jobs"] == 1
+    age(conn, [waiting], status="cancelled", days=1)  # it ends: now the month goes
+    assert retention.drop_expired_partitions(conn, SETTINGS, NOW) == len(retention.JOB_MONTH_TABLES)
+    assert rows_of(conn, waiting)["jobs"] == rows_of(conn, ended)["jobs"] == 0
+
+
+def test_a_month_not_wholly_past_the_horizon_stays(conn, api_key) -> None:
+    app = app_id(conn)
+    # The month that holds the horizon: part of it is younger than MAILER_RETENTION_DAYS.
+    job = make_jobs_made_at(conn, app, NOW - datetime.timedelta(days=365))[0]
+    age(conn, [job], status="sent", days=365)
+    assert retention.drop_expired_partitions(conn, SETTINGS, NOW) == 0
+    assert rows_of(conn, job)["jobs"] == 1
+
+
+def test_the_hourly_housekeeping_drops_expired_months(conn, api_key) -> None:
+    from mailer.services import partitions
+
+    app = app_id(conn)
+    job = make_jobs_made_at(conn, app, NOW - datetime.timedelta(days=800))[0]
+    age(conn, [job], status="failed", days=700)
+    done = partitions.maintain(conn, SETTINGS, now=NOW)
+    assert done.dropped == len(retention.JOB_MONTH_TABLES)
+    assert rows_of(conn, job)["jobs"] == 0
 
 
 def test_unmatched_events_webhook_messages_and_idempotency_keys_past_their_horizon(conn, api_key) -> None:
@@ -251,14 +309,14 @@ def test_unmatched_events_webhook_messages_and_idempotency_keys_past_their_horiz
 # --- batches, budget, idempotence ----------------------------------------------------------------------
 
 
-def test_small_batches_still_remove_everything(conn, api_key) -> None:
+def test_small_batches_still_purge_everything_and_delete_no_job(conn, api_key) -> None:
     app = app_id(conn)
     old = make_jobs(conn, app, 5)
     age(conn, old, status="sent", days=400)
     removed = retention.run(conn, retention.Policy(body_days=30, days=365, batch=2))
-    assert (removed.bodies_purged, removed.jobs_deleted, removed.job_events_deleted) == (5, 5, 5)
+    assert removed.bodies_purged == 5
     assert removed.complete
-    assert count(conn, "SELECT count(*) FROM jobs") == 0
+    assert count(conn, "SELECT count(*) FROM jobs WHERE body_purged_at IS NOT NULL") == 5  # jobs go by month only
 
 
 def test_each_batch_commits_and_the_budget_stops_a_run(conn, api_key) -> None:
@@ -283,7 +341,7 @@ def test_running_twice_changes_nothing_more(conn, api_key) -> None:
     age(conn, make_jobs(conn, app, 3), status="sent", days=400)
     age(conn, make_jobs(conn, app, 2), status="failed", days=40)
     first = retention.run(conn, POLICY)
-    assert (first.bodies_purged, first.jobs_deleted) == (5, 3)
+    assert first.bodies_purged == 5
     snapshot = conn.execute("SELECT id, message, body_purged_at, updated_at FROM jobs ORDER BY id").fetchall()
     second = retention.run(conn, POLICY)
     assert second.total() == 0
@@ -311,9 +369,9 @@ def test_job_events_delete_is_refused_outside_retention_and_allowed_inside(conn,
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"), conn.transaction():
         conn.execute("SELECT set_config('mailer.retention', 'off', true)")
         conn.execute("DELETE FROM job_events WHERE job_id = %s", (job,))
-    with conn.transaction():
-        retention_store.allow_retention_deletes(conn)
-        assert retention_store.delete_job_events_of_jobs(conn, job_ids=[job]) == 1
+    with conn.transaction():  # the trigger's exception, which nothing of ours uses any more (months are dropped)
+        conn.execute("SELECT set_config('mailer.retention', 'on', true)")
+        assert conn.execute("DELETE FROM job_events WHERE job_id = %s", (job,)).rowcount == 1
     assert count(conn, "SELECT count(*) FROM job_events WHERE job_id = %s", job) == 0
     # the setting ended with its transaction
     conn.execute("INSERT INTO job_events (job_id, type) VALUES (%s, 'queued')", (job,))
@@ -324,7 +382,7 @@ def test_job_events_delete_is_refused_outside_retention_and_allowed_inside(conn,
 def test_job_events_update_is_refused_even_inside_retention(conn, api_key) -> None:
     job = make_jobs(conn, app_id(conn))[0]
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"), conn.transaction():
-        retention_store.allow_retention_deletes(conn)
+        conn.execute("SELECT set_config('mailer.retention', 'on', true)")
         conn.execute("UPDATE job_events SET type = 'sent' WHERE job_id = %s", (job,))
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
         conn.execute("UPDATE job_events SET type = 'sent' WHERE job_id = %s", (job,))
