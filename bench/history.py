@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import psycopg
+
+
+def uuid7_at(at: str) -> str:
+    """SQL for a UUIDv7 made at the time `at` (an SQL expression), laid out as domain/ids.py makes job ids: so a
+    loaded job lands in the month partition of its time (0028), as in a real history."""
+    return (f"(lpad(to_hex((extract(epoch FROM {at}) * 1000)::bigint), 12, '0') || '7'"
+            " || substr(md5(random()::text), 1, 3) || '8' || substr(md5(random()::text), 1, 15))::uuid")
+
+
+# The month partitions of every registered history table from `first_month` to now: rows loaded for a month
+# that has none would fill the DEFAULT partition (and stop that month's partition from being made later).
+ENSURE_MONTHS = """
+SELECT mailer_ensure_month_partitions(parent, kind, %(first_month)s::date, now()::date)
+FROM month_partitioned_tables
+"""
 
 # Sent jobs spread over the last 30 days, each with its recipient (delivered, with a MessageID), its
 # audit trail (queued, sending, sent), its Mailjet event, and one finished wake-up per 50 jobs.
 _JOBS = """
 INSERT INTO jobs (id, app_id, status, priority, message, metadata, run_at, attempts, created_at, updated_at)
-SELECT gen_random_uuid(), %(app_id)s, 'sent', 'transactional',
+SELECT {uuid7_t}, %(app_id)s, 'sent', 'transactional',
        jsonb_build_object('from', jsonb_build_object('email', 'billing@example.com', 'name', 'Billing'),
                           'to', jsonb_build_array(jsonb_build_object('email', 'old' || i || '@example.org')),
                           'cc', '[]'::jsonb, 'bcc', '[]'::jsonb, 'subject', 'Your invoice #' || i,
@@ -18,7 +34,7 @@ SELECT gen_random_uuid(), %(app_id)s, 'sent', 'transactional',
        jsonb_build_object('order_id', i), t, 1, t, t + interval '1 second'
 FROM generate_series(1, %(jobs)s) AS i,
      LATERAL (SELECT now() - interval '30 days' + i * (interval '30 days' / %(jobs)s) AS t) AS at
-"""
+""".replace("{uuid7_t}", uuid7_at("t"))
 _RECIPIENTS = """
 INSERT INTO recipients (job_id, kind, position, email, status, message_id, message_uuid, updated_at)
 SELECT id, 'to', 0, message->'to'->0->>'email', 'delivered', %(first_message_id)s + n, 'uuid-' || n, updated_at
@@ -76,11 +92,12 @@ def load(url: str, app_id: int, jobs: int) -> float:
             for name, _ in indexes:
                 conn.execute(f"DROP INDEX {name}")  # type: ignore[arg-type]  # names from the catalog
             params = {"app_id": app_id, "jobs": jobs, "before": before, "first_message_id": 2**57,
-                      "wakeups": max(1, jobs // 50)}
+                      "wakeups": max(1, jobs // 50), "first_month": before - datetime.timedelta(days=31)}
+            conn.execute(ENSURE_MONTHS, params)
             for sql in (_JOBS, _RECIPIENTS, RECIPIENT_ADDRESSES, _JOB_EVENTS, _MAILJET_EVENTS, _WAKEUPS):
                 conn.execute(sql, params)  # type: ignore[arg-type]  # constants above
             for _, definition in indexes:
-                conn.execute(definition)
+                conn.execute(definition.replace(" ON ONLY ", " ON "))  # a partitioned parent's: for every partition
             conn.execute("ALTER TABLE jobs ENABLE TRIGGER job_counts_on_insert")
         conn.execute("VACUUM ANALYZE")
     return time.perf_counter() - started

@@ -96,7 +96,9 @@ def test_every_query_of_logs_and_stats_uses_an_index_and_is_fast(big: Big, conn:
         if query_name == "get_today_counts":
             assert any(kind in INDEX_SCANS for kind, _ in found), found
     else:
-        assert not [scan for scan in found if scan[0] == "Seq Scan"], found
+        # (An empty partition, such as a month ahead or jobs_live with nothing waiting, is read whole: nothing.)
+        empty = {row[0] for row in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND relpages = 0")}
+        assert not [scan for scan in found if scan[0] == "Seq Scan" and scan[1] not in empty], found
         assert any(kind in INDEX_SCANS for kind, _ in found), found
     assert plan["Execution Time"] < MAX_EXECUTION_MS, (case, plan["Execution Time"], found)
 
