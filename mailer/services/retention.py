@@ -53,7 +53,8 @@ def drop_expired_job_months(conn: psycopg.Connection, settings: Settings, now: d
     mailer_retention_months_waiting): its recipients and audit trail are in that month's partitions.
     """
     horizon = now - datetime.timedelta(days=settings.retention_days)
-    months = sorted({month for table in JOB_MONTH_TABLES for _, month in partitions_store.month_partitions(conn, table)})
+    months = sorted({month for table in JOB_MONTH_TABLES
+                     for _, month in partitions_store.month_partitions(conn, table)})
     dropped = 0
     for month in months:
         if _month_end(month) > horizon:

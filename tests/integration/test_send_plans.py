@@ -121,7 +121,8 @@ def test_accepting_a_batch_looks_up_no_job_or_app_per_row(conn: psycopg.Connecti
     with conn.transaction():  # the counts of this transaction (see above)
         queueing.insert(conn, app, batch, 50)
         lookups = conn.execute(
-            "SELECT relname, idx_scan FROM pg_stat_xact_user_tables WHERE relname IN ('jobs_live', 'apps') ORDER BY relname"
+            "SELECT relname, idx_scan FROM pg_stat_xact_user_tables"
+            " WHERE relname IN ('jobs_live', 'apps') ORDER BY relname"
         ).fetchall()
     # (jobs_ids_unique, 0028, probes jobs_done's month by primary key for each new id, in the same statement.)
     assert lookups == [("apps", 1), ("jobs_live", 0)]  # apps: once, for the batch's counter row (job_counts → apps)
