@@ -9,12 +9,16 @@ import psycopg
 
 from mailer import store
 from mailer.domain import errors, statuses
-from mailer.services import wakeups
+from mailer.services import moves, wakeups
 from mailer.store import actions
 
 
 def cancel(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> dict[str, str]:
     """Cancel a scheduled or queued job (Conflict once it is sending or later)."""
+    return moves.again_if_moved(lambda: _cancel(conn, app_id, job_id))
+
+
+def _cancel(conn: psycopg.Connection, app_id: int, job_id: uuid.UUID) -> dict[str, str]:
     with conn.transaction():
         if actions.cancel_job(conn, app_id=app_id, job_id=job_id):
             return {"id": str(job_id), "status": statuses.CANCELLED}
@@ -27,6 +31,10 @@ def cancel(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> dict[
 
 def retry(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID, batch_size: int) -> dict[str, str]:
     """Queue a failed job again, keeping its id and history (Conflict unless it is failed)."""
+    return moves.again_if_moved(lambda: _retry(conn, app_id, job_id, batch_size))
+
+
+def _retry(conn: psycopg.Connection, app_id: int, job_id: uuid.UUID, batch_size: int) -> dict[str, str]:
     with conn.transaction():
         retried = actions.retry_job(conn, app_id=app_id, job_id=job_id)
         if retried is not None:
@@ -47,6 +55,12 @@ def reschedule(
     conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID, send_at: dt.datetime, batch_size: int
 ) -> dict[str, str]:
     """Move a job that still waits for its send_at (Conflict otherwise)."""
+    return moves.again_if_moved(lambda: _reschedule(conn, app_id, job_id, send_at, batch_size))
+
+
+def _reschedule(
+    conn: psycopg.Connection, app_id: int, job_id: uuid.UUID, send_at: dt.datetime, batch_size: int
+) -> dict[str, str]:
     with conn.transaction():
         moved = actions.reschedule_job(conn, app_id=app_id, job_id=job_id, send_at=send_at)
         if moved is not None:

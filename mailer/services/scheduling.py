@@ -13,7 +13,7 @@ import psycopg
 from mailer.domain import errors, recurrence
 from mailer.domain.recurrence import Recurrence
 from mailer.domain.timefmt import rfc3339
-from mailer.services import queueing
+from mailer.services import moves, queueing
 from mailer.store import schedules as store
 
 log = logging.getLogger(__name__)
@@ -102,15 +102,23 @@ def update(
 
 def stop(conn: psycopg.Connection, *, app_id: int, schedule_id: uuid.UUID) -> dict[str, Any]:
     """No further sends: the schedule is done and its waiting jobs are cancelled (idempotent)."""
+    moves.again_if_moved(lambda: _stop(conn, app_id, schedule_id))
+    return get(conn, app_id=app_id, schedule_id=schedule_id)
+
+
+def _stop(conn: psycopg.Connection, app_id: int, schedule_id: uuid.UUID) -> None:
     with conn.transaction():
         get(conn, app_id=app_id, schedule_id=schedule_id)
         store.finish_schedule(conn, app_id=app_id, schedule_id=schedule_id)
         store.cancel_scheduled_jobs_of_schedule(conn, app_id=app_id, schedule_id=schedule_id)
-    return get(conn, app_id=app_id, schedule_id=schedule_id)
 
 
 def delete(conn: psycopg.Connection, *, app_id: int, schedule_id: uuid.UUID) -> None:
     """Delete a schedule and cancel its waiting jobs; the jobs it produced stay queryable."""
+    moves.again_if_moved(lambda: _delete(conn, app_id, schedule_id))
+
+
+def _delete(conn: psycopg.Connection, app_id: int, schedule_id: uuid.UUID) -> None:
     with conn.transaction():
         store.cancel_scheduled_jobs_of_schedule(conn, app_id=app_id, schedule_id=schedule_id)
         if not store.delete_schedule(conn, app_id=app_id, schedule_id=schedule_id):

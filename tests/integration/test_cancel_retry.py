@@ -84,3 +84,41 @@ def test_retry_of_a_job_that_is_not_failed_is_409(client, auth) -> None:
     response = client.post(f"/queue/{job_id}/retry", headers=auth)
     assert response.status_code == 409
     assert response.json["error"]["details"] == {"status": "queued"}
+
+
+def test_a_cancel_waiting_on_a_job_another_cancel_ends_is_409_not_a_database_error(client, auth, database_url) -> None:
+    # Ending a job moves its row from jobs_live to jobs_done (0028). A statement waiting for that row's lock then
+    # fails with a serialization error instead of reading the new row; the action is tried again and sees it.
+    import threading
+
+    job_id = queue(client, auth)
+    with psycopg.connect(database_url) as holder:
+        holder.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (job_id,))  # ended, not committed
+        answer: dict = {}
+        waiting = threading.Thread(target=lambda: answer.update(r=client.delete(f"/queue/{job_id}", headers=auth)))
+        waiting.start()
+        waiting.join(timeout=1)
+        assert waiting.is_alive()  # it waits for the row's lock
+        holder.commit()
+    waiting.join(timeout=10)
+    assert answer["r"].status_code == 409, answer["r"].json
+    assert answer["r"].json["error"]["details"] == {"status": "cancelled"}
+
+
+def test_a_retry_waiting_on_a_job_another_retry_moves_is_409(client, auth, database_url, conn) -> None:
+    import threading
+
+    job_id = queue(client, auth)
+    conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", (job_id,))
+    with psycopg.connect(database_url) as holder:
+        holder.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job_id,))  # back to jobs_live
+        answer: dict = {}
+        waiting = threading.Thread(
+            target=lambda: answer.update(r=client.post(f"/queue/{job_id}/retry", headers=auth)))
+        waiting.start()
+        waiting.join(timeout=1)
+        assert waiting.is_alive()
+        holder.commit()
+    waiting.join(timeout=10)
+    assert answer["r"].status_code == 409, answer["r"].json
+    assert answer["r"].json["error"]["details"] == {"status": "queued"}
