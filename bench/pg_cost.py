@@ -120,7 +120,8 @@ def _measure(url: str, emails: int) -> tuple[float, float, float]:
             with conn.transaction():
                 store.mark_jobs_sent(conn, ids=[job.id for job in claimed])
                 store.set_recipient_message_ids(conn, recipients=rows)
-                store.apply_pending_events(conn, message_ids=[row["message_id"] for row in rows])
+                store.apply_pending_events(conn, message_ids=[row["message_id"] for row in rows],
+                                           job_ids=[row["job_id"] for row in rows])
             record += _cpu_s(backend) - claimed_at
         sent = conn.execute("SELECT count(*) FROM jobs WHERE status = 'sent'").fetchone()[0]  # type: ignore[index]
         if sent != emails:

@@ -56,7 +56,8 @@ def sweep(conn: psycopg.Connection, settings: Settings) -> Recovered:
     due += [(priority, None) for priority, count in unattended.items() for _ in range(count)]
     wakeups.wake_senders(conn, due, settings.send_batch_size)
     late = recovery_store.match_late_events(conn, window_s=LATE_EVENT_WINDOW_S)
-    store.advance_recipient_statuses(conn, recipient_ids=sorted({row["recipient_id"] for row in late}))
+    store.advance_recipient_statuses(conn, recipient_ids=sorted({row["recipient_id"] for row in late}),
+                                     job_ids=sorted({row["recipient_job_id"] for row in late}))
     store.suppress_from_events(conn, event_ids=[row["id"] for row in late])
     if stalled or unattended:
         log.warning(

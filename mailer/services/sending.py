@@ -329,8 +329,9 @@ def _record(
         for recipient in result.recipients
     ]
     store.set_recipient_message_ids(conn, recipients=message_rows)
-    matched = store.apply_pending_events(conn, message_ids=[row["message_id"] for row in message_rows])
-    store.advance_recipient_statuses(conn, recipient_ids=matched.recipient_ids)
+    matched = store.apply_pending_events(conn, message_ids=[row["message_id"] for row in message_rows],
+                                         job_ids=sorted({row["job_id"] for row in message_rows}))
+    store.advance_recipient_statuses(conn, recipient_ids=matched.recipient_ids, job_ids=matched.job_ids)
     store.suppress_from_events(conn, event_ids=matched.event_ids)
 
     failures = [{"id": job.id, "error": error} for job, error in results.rejected]

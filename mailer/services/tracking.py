@@ -46,7 +46,8 @@ def record_events(conn: psycopg.Connection, events: Sequence[MailjetEvent]) -> R
         rows = [_storable(row) for row in rows]
     inserted = store.insert_mailjet_events(conn, events=rows) if rows else []
     matched = sorted({row["recipient_id"] for row in inserted if row["recipient_id"] is not None})
-    store.advance_recipient_statuses(conn, recipient_ids=matched)
+    jobs = sorted({row["recipient_job_id"] for row in inserted if row["recipient_id"] is not None})
+    store.advance_recipient_statuses(conn, recipient_ids=matched, job_ids=jobs)
     # Hard bounces, blocks, spam complaints and unsubscribes put the address on the app's list.
     store.suppress_from_events(conn, event_ids=[row["id"] for row in inserted if row["recipient_id"] is not None])
     return Recorded(received=len(events), new=len(inserted), matched=sum(

@@ -19,27 +19,33 @@ def insert_mailjet_events(conn: psycopg.Connection, *, events: Sequence[dict[str
 
 @dataclasses.dataclass(frozen=True)
 class AppliedEvents:
-    """Events matched late: their ids, and the recipients they belong to."""
+    """Events matched late: their ids, and the recipients they belong to with their jobs."""
 
     event_ids: list[int]
     recipient_ids: list[int]
+    job_ids: list[uuid.UUID]
 
 
-def apply_pending_events(conn: psycopg.Connection, *, message_ids: Sequence[int]) -> AppliedEvents:
-    """Match waiting events to the recipients that now have these MessageIDs."""
+def apply_pending_events(
+    conn: psycopg.Connection, *, message_ids: Sequence[int], job_ids: Sequence[uuid.UUID]
+) -> AppliedEvents:
+    """Match waiting events to the recipients of these jobs that now have these MessageIDs."""
     if not message_ids:
-        return AppliedEvents(event_ids=[], recipient_ids=[])
-    rows = _run.all_rows(conn, "apply_pending_events", message_ids=list(message_ids))
+        return AppliedEvents(event_ids=[], recipient_ids=[], job_ids=[])
+    rows = _run.all_rows(conn, "apply_pending_events", message_ids=list(message_ids), job_ids=list(job_ids))
     return AppliedEvents(
-        event_ids=sorted(row["id"] for row in rows), recipient_ids=sorted({row["recipient_id"] for row in rows})
+        event_ids=sorted(row["id"] for row in rows), recipient_ids=sorted({row["recipient_id"] for row in rows}),
+        job_ids=sorted({row["recipient_job_id"] for row in rows}),
     )
 
 
-def advance_recipient_statuses(conn: psycopg.Connection, *, recipient_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Move recipients to the best status among their events; the rows that changed."""
+def advance_recipient_statuses(
+    conn: psycopg.Connection, *, recipient_ids: Sequence[int], job_ids: Sequence[uuid.UUID]
+) -> list[dict[str, Any]]:
+    """Move recipients (of these jobs) to the best status among their events; the rows that changed."""
     if not recipient_ids:
         return []
-    return _run.all_rows(conn, "advance_recipient_statuses", recipient_ids=list(recipient_ids))
+    return _run.all_rows(conn, "advance_recipient_statuses", recipient_ids=list(recipient_ids), job_ids=list(job_ids))
 
 
 def list_recipient_events(conn: psycopg.Connection, *, job_id: uuid.UUID) -> list[dict[str, Any]]:

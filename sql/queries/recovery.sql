@@ -42,4 +42,4 @@ WHERE e.applied_at IS NULL
   AND e.message_id IS NOT NULL
   AND e.received_at > now() - make_interval(secs => %(window_s)s)
   AND r.message_id = e.message_id
-RETURNING e.id, e.recipient_id;
+RETURNING e.id, e.recipient_id, r.job_id AS recipient_job_id;

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import pathlib
 import time
+import uuid
 from collections.abc import Iterator
 
 import flask
@@ -85,8 +86,8 @@ def mark_sent(conn: psycopg.Connection, job_id: str, message_id: int, kind: str 
         conn, recipients=[{"job_id": job_id, "kind": kind, "position": position, "message_id": message_id,
                            "message_uuid": f"uuid-{message_id}"}]
     )
-    matched = store.apply_pending_events(conn, message_ids=[message_id])
-    store.advance_recipient_statuses(conn, recipient_ids=matched.recipient_ids)
+    matched = store.apply_pending_events(conn, message_ids=[message_id], job_ids=[uuid.UUID(job_id)])
+    store.advance_recipient_statuses(conn, recipient_ids=matched.recipient_ids, job_ids=matched.job_ids)
     store.suppress_from_events(conn, event_ids=matched.event_ids)
 
 
