@@ -147,3 +147,26 @@ def test_the_final_status_counters_keep_a_linear_join_after_a_one_row_update(con
     counter_plans = [plan for plan in plans if "INSERT INTO job_counts" in plan]
     assert len(counter_plans) == 2 and "Nested Loop" not in counter_plans[1], counter_plans
     assert conn.execute("SELECT sum(count) FROM job_counts WHERE kind = 'cancelled'").fetchone() == (2000,)
+
+
+def test_a_claim_reads_the_hot_set_only_and_a_status_one_month_of_history(conn: psycopg.Connection):
+    # 0028: jobs_live holds what a claim can take; an ended job is found in its id's month of jobs_done.
+    app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
+    jobs = [queueing.NewJob(message={"from_": {"email": "a@example.com"}, "to": [{"email": f"{n}@example.com"}]})
+            for n in range(1000)]
+    queueing.insert(conn, app, jobs, 50)
+    conn.execute("UPDATE jobs SET status = 'sent' WHERE id = ANY(%s)", ([job.id for job in jobs[:900]],))
+    conn.execute("ANALYZE jobs")
+
+    claim = conn.execute(
+        "EXPLAIN (FORMAT JSON) " + query("claim_due_jobs"),  # type: ignore[operator]  # a named query
+        {"limit": 50, "max_bytes": 10_000_000, "sender_id": 1},
+    ).fetchone()[0][0]["Plan"]
+    assert ("Index Scan", "jobs_live") in _scans(claim) or ("Seq Scan", "jobs_live") in _scans(claim)
+    assert not _history_read(claim), _scans(claim)
+
+    status = conn.execute(
+        "EXPLAIN (FORMAT JSON) " + query("get_job"), {"id": jobs[0].id, "app_id": app}  # type: ignore[operator]
+    ).fetchone()[0][0]["Plan"]
+    month = conn.execute("SELECT tableoid::regclass::text FROM jobs WHERE id = %s", (jobs[0].id,)).fetchone()[0]
+    assert _history_read(status) == {month}, _scans(status)
