@@ -132,7 +132,8 @@ FROM changed;
 -- Mailjet accepted these jobs. The status is compared as `status || ''`, which no index has: the statistics
 -- of a busy queue are older than its jobs in flight (ANALYZE saw none `sending`), so an index on status
 -- looks like one row to the planner, which would read it, and every job in flight, instead of 50 keys
--- (tests/integration/test_send_plans.py). The same in mark_jobs_suppressed.
+-- (tests/integration/test_send_plans.py). The same in mark_jobs_suppressed. `status IN` the live statuses keeps
+-- every statement about claimed jobs to jobs_live (partition pruning, 0028); the job moves to jobs_done.
 WITH sent AS (
     UPDATE jobs
     SET status = 'sent', last_error = NULL, verify_before_send = false, claimed_at = NULL, lost_attempt_at = NULL,

@@ -21,7 +21,7 @@ LIMIT %(limit)s;
 
 -- list_logs_for_recipient --
 -- As list_logs, for the jobs with this address (case-insensitive) among their recipients: the app's jobs
--- to that address newest first off recipient_addresses_pkey, each job then by jobs_pkey (OFFSET 0 keeps
+-- to that address newest first off recipient_addresses_pkey, each job then by primary key (OFFSET 0 keeps
 -- it a per-row lookup) until the page is full.
 SELECT j.id, j.status, j.priority, j.created_at, j.updated_at, j.send_at, j.attempts, j.last_error, j.metadata
 FROM recipient_addresses AS a
