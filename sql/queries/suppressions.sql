@@ -44,10 +44,11 @@ ON CONFLICT ON CONSTRAINT suppressions_pkey DO NOTHING
 RETURNING app_id, email;
 
 -- list_suppressed_recipients --
--- The recipients of these jobs whose address is on their app's list (one lookup per send batch).
+-- The recipients of these jobs whose address is on their app's list (one lookup per send batch). The jobs
+-- are claimed ones: in jobs_live (0028).
 SELECT r.job_id, r.kind, r.position, r.email
 FROM recipients r
-JOIN jobs j ON j.id = r.job_id
+JOIN jobs j ON j.id = r.job_id AND j.status IN ('scheduled', 'queued', 'sending')
 JOIN suppressions s ON s.app_id = j.app_id AND s.email = lower(r.email)
 WHERE r.job_id = ANY(%(job_ids)s);
 
