@@ -53,8 +53,11 @@ def drop_expired_job_months(conn: psycopg.Connection, settings: Settings, now: d
     mailer_retention_months_waiting): its recipients and audit trail are in that month's partitions.
     """
     horizon = now - datetime.timedelta(days=settings.retention_days)
-    months = sorted({month for table in JOB_MONTH_TABLES
-                     for _, month in partitions_store.month_partitions(conn, table)})
+    # Each step in a transaction of its own (the pool's connections open one at the first statement): a drop's
+    # lock on its parent is held for that drop only.
+    with conn.transaction():
+        months = sorted({month for table in JOB_MONTH_TABLES
+                         for _, month in partitions_store.month_partitions(conn, table)})
     dropped = 0
     for month in months:
         if _month_end(month) > horizon:
@@ -72,7 +75,9 @@ def drop_expired_job_months(conn: psycopg.Connection, settings: Settings, now: d
 
 
 def _drop_job_month(conn: psycopg.Connection, month: datetime.date, lock_timeout_ms: int) -> int:
-    if store.month_has_live_jobs(conn, month=month):
+    with conn.transaction():
+        waiting = store.month_has_live_jobs(conn, month=month)
+    if waiting:
         raise _MonthWaits
     dropped = 0
     with conn.transaction():

@@ -252,15 +252,21 @@ def test_a_month_not_wholly_past_the_horizon_stays(conn, api_key) -> None:
     assert rows_of(conn, job)["jobs"] == 1
 
 
-def test_the_hourly_housekeeping_drops_expired_months(conn, api_key) -> None:
-    from mailer.services import partitions
+def test_the_hourly_housekeeping_task_drops_expired_months(settings: Settings, conn, api_key) -> None:
+    from mailer import tasks
 
     app = app_id(conn)
     job = make_jobs_made_at(conn, app, NOW - datetime.timedelta(days=800))[0]
     age(conn, [job], status="failed", days=700)
-    done = partitions.maintain(conn, SETTINGS, now=NOW)
-    assert done.dropped == len(retention.JOB_MONTH_TABLES)
+    pool = db.create_pool(settings, name="test")  # its connections open transactions, as the worker's do
+    try:
+        pool.wait()
+        runtime = types.SimpleNamespace(pool=pool, settings=settings)
+        tasks.maintain_partitions(types.SimpleNamespace(additional_context={"runtime": runtime}), timestamp=0)
+    finally:
+        pool.close()
     assert rows_of(conn, job)["jobs"] == 0
+    assert all(month_of(NOW - datetime.timedelta(days=800)) not in months for months in months_kept(conn).values())
 
 
 def test_unmatched_events_webhook_messages_and_idempotency_keys_past_their_horizon(conn, api_key) -> None:
