@@ -53,7 +53,7 @@ def add_commands(commands: Any) -> None:
     remove.add_argument("email")
     remove.set_defaults(handler=_suppressions_remove)
 
-    retention = commands.add_parser("retention", help="purge old bodies, delete old jobs").add_subparsers(
+    retention = commands.add_parser("retention", help="purge old bodies, drop old months of jobs").add_subparsers(
         required=True, metavar="ACTION"
     )
     run = retention.add_parser("run", help="run retention once now and print what it removed")
