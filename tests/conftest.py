@@ -48,9 +48,10 @@ def pg_cluster() -> Iterator[pgcluster.Cluster]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pg_standby(pg_cluster: pgcluster.Cluster) -> Iterator[pgcluster.Cluster]:
-    """A streaming replica of the session's cluster (pg_basebackup -R, hot standby), started on first use."""
+    """A streaming replica of the session's cluster (pg_basebackup -R, hot standby), for one module's tests:
+    while it runs it replays every test's database copy, so it stops with the module that wanted it."""
     from tests import replica_support
 
     base = tempfile.mkdtemp(prefix="mailer-test-standby-")
