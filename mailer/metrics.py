@@ -122,7 +122,7 @@ REPLICA_FALLBACKS = Counter(
     "mailer_replica_fallbacks", "Listings served by the primary although a read replica is configured, by reason: "
     "unavailable (no connection within MAILER_REPLICA_TIMEOUT_S, or it failed), error (a query failed on it), "
     "lagging (more than MAILER_REPLICA_MAX_LAG_S behind), not_standby (the server is not in recovery), unknown "
-    "(not measured yet)", ["reason"],
+    "(not measured yet, or too long ago)", ["reason"],
 )
 # The most recent reading of the live web processes (each measures on its own).
 REPLICA_LAG = Gauge(

@@ -164,11 +164,17 @@ class ReadRouter:
 
     def _reason(self) -> str | None:
         """Why the replica may not serve now (None: it may), starting a check in the background when due."""
-        health = self._health
-        due = health is None or time.monotonic() - health.at >= self._check_every(health)
+        health, now = self._health, time.monotonic()
+        due = health is None or now - health.at >= self._check_every(health)
         if due and self._checking.acquire(blocking=False):
             threading.Thread(target=self._check_in_background, name="replica-check", daemon=True).start()
-        return UNKNOWN if health is None else health.reason
+        if health is None:
+            return UNKNOWN
+        # A lag grows by at most the time since it was measured: after a quiet spell with no listing (no
+        # check), the last judgement may no longer hold, and the check just started answers the next one.
+        if health.reason is None and (health.lag_s or 0.0) + (now - health.at) > self._settings.replica_max_lag_s:
+            return UNKNOWN
+        return health.reason
 
     def _check_every(self, health: Health) -> float:
         if health.reason == UNAVAILABLE:

@@ -164,6 +164,20 @@ def test_a_replica_too_far_behind_leaves_listings_to_the_primary_until_it_catche
     assert sum("read from the replica" in line for line in said) == 1, said
 
 
+def test_a_judgement_older_than_the_lag_allowed_is_not_trusted(make_app, replica_url, auth, pg_standby):
+    app = make_app(database_replica_url=replica_url, replica_max_lag_s=2.0, replica_check_interval_s=0.2)
+    router, client = router_of(app), app.test_client()
+    wait_fit(router)
+    replica_support.set_replay_paused(pg_standby, True)
+    job = queue(client, auth, "after a quiet spell")
+    time.sleep(2.5)  # no listing, so no check: the last judgement (fit) is now older than the lag allowed
+    unknown_before = fallbacks(read_replica.UNKNOWN)
+    page = client.get("/logs", headers=auth)
+    assert page.headers[reads.HEADER] == "primary"
+    assert logged_ids(page) == [job]
+    assert fallbacks(read_replica.UNKNOWN) == unknown_before + 1
+
+
 def test_a_stopped_replica_leaves_listings_to_the_primary_within_its_timeout_and_is_used_again(
     replica_app, auth, pg_cluster, pg_standby
 ):
