@@ -13,9 +13,13 @@ CATCH_UP_S = 30.0  # a loaded 2-core box replays a test's writes in well under a
 
 
 def primary_position(primary: pgcluster.Cluster) -> str:
-    """The primary's WAL write position now."""
+    """The primary's WAL insert position now: all it has committed so far.
+
+    (Not pg_current_wal_lsn(), the write position: the test cluster runs with synchronous_commit off, so a commit
+    record can wait in the WAL buffers past it for a moment, and "caught up" would come before that commit.)
+    """
     with psycopg.connect(primary.url(), autocommit=True) as conn:
-        return str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])  # type: ignore[index]
+        return str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]
 
 
 def wait_caught_up(primary: pgcluster.Cluster, standby: pgcluster.Cluster, timeout: float = CATCH_UP_S) -> None:
