@@ -13,9 +13,14 @@ CATCH_UP_S = 30.0  # a loaded 2-core box replays a test's writes in well under a
 
 
 def primary_position(primary: pgcluster.Cluster) -> str:
-    """The primary's WAL write position now."""
+    """The end of what the primary has put in its WAL so far, committed or not.
+
+    The insert position, not the write position: the test cluster commits asynchronously
+    (synchronous_commit off), so a commit that answered may not be written yet, and a standby that replayed up
+    to the write position may still miss it.
+    """
     with psycopg.connect(primary.url(), autocommit=True) as conn:
-        return str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])  # type: ignore[index]
+        return str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]
 
 
 def wait_caught_up(primary: pgcluster.Cluster, standby: pgcluster.Cluster, timeout: float = CATCH_UP_S) -> None:
