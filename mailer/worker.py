@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+from collections.abc import AsyncIterator
 
 import procrastinate
 import psycopg
@@ -140,7 +141,7 @@ async def _run_once(runtime: Runtime) -> None:
     pool = db.create_async_pool(settings, name="procrastinate", min_size=2, max_size=4)
     try:
         await pool.open(wait=True, timeout=settings.db_connect_timeout_s + settings.db_timeout_s)
-        with jobqueue.app.replace_connector(procrastinate.PsycopgConnector()) as app:
+        with jobqueue.app.replace_connector(Connector(settings)) as app:
             async with app.open_async(pool=pool):
                 await app.run_worker_async(
                     concurrency=settings.worker_concurrency,
@@ -154,3 +155,21 @@ async def _run_once(runtime: Runtime) -> None:
                 )
     finally:
         await pool.close()
+
+
+class Connector(procrastinate.PsycopgConnector):
+    """Procrastinate's connector with its LISTEN connection on MAILER_DIRECT_DATABASE_URL (else DATABASE_URL).
+
+    Behind PgBouncer in transaction mode a LISTEN registers on whichever server connection ran it, which then
+    serves other clients: the notifications never reach us. Procrastinate (pinned, 3.10.0) opens that one
+    connection in _get_standalone_connection, from its pool's URL; its queries keep to the pool.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._settings = settings
+
+    @contextlib.asynccontextmanager
+    async def _get_standalone_connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with await db.connect_direct_async(self._settings, autocommit=True) as connection:
+            yield connection

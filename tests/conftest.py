@@ -3,6 +3,7 @@ template) for each test that asks for one."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
@@ -10,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 
 import psycopg
+import psycopg.conninfo
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
@@ -46,6 +48,27 @@ def pg_cluster() -> Iterator[pgcluster.Cluster]:
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_cluster: pgcluster.Cluster) -> Iterator[pgcluster.Bouncer]:
+    """Debian's PgBouncer in transaction mode in front of the session's cluster (every database by its name)."""
+    base = tempfile.mkdtemp(prefix="mailer-test-pgbouncer-")
+    bouncer = pgcluster.Bouncer(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(),
+                                server_port=pg_cluster.port)
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pooled_settings(settings: Settings, database_url: str, pgbouncer: pgcluster.Bouncer) -> Settings:
+    """The test's settings with DATABASE_URL through PgBouncer and the direct URL beside it."""
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    return dataclasses.replace(settings, database_url=pgbouncer.url(str(dbname)), direct_database_url=database_url)
 
 
 def _janitor(cluster: pgcluster.Cluster, dbname: str, **kwargs: object) -> DatabaseJanitor:
