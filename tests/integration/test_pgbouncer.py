@@ -27,9 +27,19 @@ def test_pgbouncer_gives_one_clients_transactions_different_backends_so_prepared
     with psycopg.connect(url, autocommit=True, prepare_threshold=0) as a, psycopg.connect(url, autocommit=True) as b:
         first = a.execute("SELECT pg_backend_pid()").fetchone()[0]  # prepared on the server connection it ran on
         with b.transaction():
-            b.execute("SELECT 1")  # b holds that server connection (PgBouncer reuses the last one freed)
+            # b holds that server connection (PgBouncer reuses the last one freed)
+            assert b.execute("SELECT pg_backend_pid()").fetchone()[0] == first
             with pytest.raises(psycopg.errors.InvalidSqlStatementName):
                 a.execute("SELECT pg_backend_pid()")  # another server connection: it knows no such statement
+
+
+def test_pgbouncer_does_not_keep_a_session_set_for_the_clients_next_transaction(pooled_settings: Settings) -> None:
+    url = pooled_settings.require_database_url()
+    with psycopg.connect(url, autocommit=True) as a, psycopg.connect(url, autocommit=True) as b:
+        a.execute("SET statement_timeout = 1234")  # on the server connection it ran on, which b takes next
+        with b.transaction():
+            assert b.execute("SHOW statement_timeout").fetchone()[0] == "1234ms"  # b got a's setting
+            assert a.execute("SHOW statement_timeout").fetchone()[0] == "0"  # and a lost it
 
 
 def test_mailers_connections_on_the_pooled_url_never_prepare(pooled_settings: Settings) -> None:
