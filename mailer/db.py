@@ -88,12 +88,6 @@ async def connect_async(conninfo: str, settings: Settings | None = None, **kwarg
     return await AsyncConnection.connect(conninfo, **connect_kwargs(settings), **kwargs)
 
 
-def connect_direct(settings: Settings, **kwargs: Any) -> psycopg.Connection[Any]:
-    """A connection to MAILER_DIRECT_DATABASE_URL (else DATABASE_URL), for session state: advisory locks."""
-    return Connection.connect(settings.require_direct_database_url(), **connect_kwargs(settings, direct=True),
-                              **kwargs)
-
-
 async def connect_direct_async(settings: Settings, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
     """An async connection to MAILER_DIRECT_DATABASE_URL (else DATABASE_URL), for session state: LISTEN."""
     return await AsyncConnection.connect(settings.require_direct_database_url(),

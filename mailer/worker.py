@@ -112,23 +112,27 @@ async def _run_when_reachable(runtime: Runtime) -> None:
 
 
 async def _await_database(settings: Settings) -> None:
-    """Return once a connect to Postgres succeeds: tried every PROBE_INTERVAL_S, each bounded by its timeout.
+    """Return once a connect to Postgres succeeds (to both URLs, behind PgBouncer: the run LISTENs on the direct
+    one): tried every PROBE_INTERVAL_S, each bounded by its timeout.
 
     Without it a run started during an outage waits in its pool's reconnection backoff, which grows to
     many seconds and outlasts the outage.
     """
-    url, since = settings.require_database_url(), None
+    since = None
     loop = asyncio.get_running_loop()
     while True:
         try:
-            conn = await db.connect_async(url, settings, autocommit=True)
+            conn = await db.connect_async(settings.require_database_url(), settings, autocommit=True)
+            await conn.close()
+            if settings.database_pooled:
+                conn = await db.connect_direct_async(settings, autocommit=True)
+                await conn.close()
         except psycopg.OperationalError as exc:
             if since is None:
                 since = loop.time()
                 log.warning("database unreachable (%s); trying again every %s s", str(exc).strip(), PROBE_INTERVAL_S)
             await asyncio.sleep(PROBE_INTERVAL_S)
             continue
-        await conn.close()
         if since is not None:
             log.info("database reachable again after %.1f s", loop.time() - since)
         return

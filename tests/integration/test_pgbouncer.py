@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 
 import procrastinate
 import psycopg
 import pytest
 
-from mailer import cli, db, worker
+from mailer import cli, db, pgcluster, worker
 from mailer.config import Settings
 from mailer.services import liveness
 from mailer.store import migrations
@@ -68,9 +69,7 @@ def test_pools_on_a_pooled_url_never_prepare_and_direct_connections_do(
     finally:
         pooled.close()
         plain.close()
-    with db.connect_direct(pooled_settings) as conn:
-        assert conn.prepare_threshold == 5
-        assert str(conn.info.port) == psycopg.conninfo.conninfo_to_dict(pooled_settings.direct_database_url)["port"]
+    assert "prepare_threshold" not in db.connect_kwargs(pooled_settings, direct=True)
 
 
 async def _notified(connector: procrastinate.PsycopgConnector, settings: Settings, wait_s: float) -> bool:
@@ -109,6 +108,14 @@ def test_the_workers_listen_goes_to_the_direct_url_and_hears_notifications(poole
     assert asyncio.run(_notified(worker.Connector(pooled_settings), pooled_settings, wait_s=5))
     # Procrastinate's own connector LISTENs on its pool's URL: through PgBouncer the notification is lost.
     assert not asyncio.run(_notified(procrastinate.PsycopgConnector(), pooled_settings, wait_s=1.5))
+
+
+def test_a_worker_waits_until_the_direct_url_answers_too(pooled_settings: Settings) -> None:
+    unreachable = f"postgresql://postgres@127.0.0.1:{pgcluster.free_port()}/mailer"
+    direct_down = dataclasses.replace(pooled_settings, direct_database_url=unreachable)
+    with pytest.raises(TimeoutError):  # PgBouncer answers, but the run's LISTEN could not connect
+        asyncio.run(asyncio.wait_for(worker._await_database(direct_down), 1.5))
+    asyncio.run(asyncio.wait_for(worker._await_database(pooled_settings), 5))
 
 
 def test_the_liveness_lock_is_taken_on_the_direct_url(pooled_settings: Settings, conn: psycopg.Connection) -> None:
