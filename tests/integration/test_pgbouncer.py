@@ -70,6 +70,8 @@ def test_pools_on_a_pooled_url_never_prepare_and_direct_connections_do(
         pooled.close()
         plain.close()
     assert "prepare_threshold" not in db.connect_kwargs(pooled_settings, direct=True)
+    # PgBouncer refuses a connection that sends `options` ("unsupported startup parameter: options").
+    assert "options" not in db.connect_kwargs(pooled_settings)
 
 
 async def _notified(connector: procrastinate.PsycopgConnector, settings: Settings, wait_s: float) -> bool:
