@@ -131,6 +131,12 @@ class Bouncer:
     server_port: int  # the cluster's
     pool_size: int = 20  # server connections per database (default_pool_size)
     max_client_conn: int = 1000
+    # How long a client's query may wait for a server connection (PgBouncer's default, 120 s, would hold a
+    # request that long while PostgreSQL is down): MAILER_DB_TIMEOUT_S's default.
+    query_wait_timeout_s: int = 5
+    # How long PgBouncer waits after a failed server login before it tries again (its default, 15 s, would keep
+    # everything away for that long after PostgreSQL is back).
+    server_login_retry_s: int = 1
 
     def url(self, dbname: str = "postgres") -> str:
         """libpq URL of a database through this PgBouncer."""
@@ -156,7 +162,8 @@ class Bouncer:
             "listen_addr = 127.0.0.1", f"listen_port = {self.port}", "unix_socket_dir =",
             "auth_type = trust", f"auth_file = {self.base_dir / 'users.txt'}",
             "pool_mode = transaction", f"default_pool_size = {self.pool_size}",
-            f"max_client_conn = {self.max_client_conn}",
+            f"max_client_conn = {self.max_client_conn}", f"query_wait_timeout = {self.query_wait_timeout_s}",
+            f"server_login_retry = {self.server_login_retry_s}",
             f"logfile = {self.log_file}", f"pidfile = {self.pid_file}", "",
         ]))
         owner = _run_as_user()  # PgBouncer refuses to run as root

@@ -3,6 +3,7 @@ template) for each test that asks for one."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -50,18 +51,25 @@ def pg_cluster() -> Iterator[pgcluster.Cluster]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pgbouncer(pg_cluster: pgcluster.Cluster) -> Iterator[pgcluster.Bouncer]:
-    """Debian's PgBouncer in transaction mode in front of the session's cluster (every database by its name)."""
-    base = tempfile.mkdtemp(prefix="mailer-test-pgbouncer-")
+@contextlib.contextmanager
+def running_bouncer(cluster: pgcluster.Cluster, **options: int) -> Iterator[pgcluster.Bouncer]:
+    """Debian's PgBouncer in transaction mode in front of `cluster` (every database by its name)."""
+    base = tempfile.mkdtemp(prefix="mailer-test-pgbouncer-")  # not under pytest's tmp_path: PgBouncer's user reads it
     bouncer = pgcluster.Bouncer(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(),
-                                server_port=pg_cluster.port)
+                                server_port=cluster.port, **options)
     bouncer.start()
     try:
         yield bouncer
     finally:
         bouncer.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_cluster: pgcluster.Cluster) -> Iterator[pgcluster.Bouncer]:
+    """PgBouncer in transaction mode in front of the session's cluster."""
+    with running_bouncer(pg_cluster) as bouncer:
+        yield bouncer
 
 
 @pytest.fixture
