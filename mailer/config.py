@@ -38,6 +38,8 @@ class Settings:
     # A direct (not pooled) connection for what is session-scoped: the sender liveness lock, LISTEN, migrations.
     # Set and different from database_url, DATABASE_URL is taken to be PgBouncer in transaction mode.
     direct_database_url: str | None = None
+    # A streaming replica for the read-only listings (services/read_replica.py); None: they read the primary.
+    database_replica_url: str | None = None
     mailjet_api_url: str = "https://api.mailjet.com"
     mailjet_api_key: str | None = None
     mailjet_api_secret: str | None = None
@@ -110,6 +112,13 @@ class Settings:
     db_pool_size: int = 10
     db_timeout_s: float = 5.0
     db_connect_timeout_s: int = 5  # every connect to Postgres; whole seconds, at least 2 (libpq's rule)
+    # The read replica: the longest a listing waits for a replica connection before it reads the primary; the
+    # most the replica may lag behind the primary and still serve; how often its lag is measured (per web
+    # process); and, once it could not be reached, how long before it is tried again.
+    replica_timeout_s: float = 1.0
+    replica_max_lag_s: float = 30.0
+    replica_check_interval_s: float = 1.0
+    replica_retry_s: float = 5.0
     # Token buckets in Postgres (see services/rate_limits.py); a rate of 0 turns the limit off.
     rate_limit_per_s: float = 500.0
     rate_limit_burst: int = 1000
@@ -138,6 +147,10 @@ class Settings:
     retention_body_days: int = 30
     retention_days: int = 365
     retention_batch: int = 1000
+    # History tables are partitioned by month (migration 0027): housekeeping keeps this many months ahead.
+    partitions_ahead_months: int = 3
+    # How long dropping an expired partition may wait for its lock on the parent before trying next hour.
+    partition_lock_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +161,7 @@ class Settings:
         return cls(
             database_url=reader.text("DATABASE_URL"),
             direct_database_url=reader.text("MAILER_DIRECT_DATABASE_URL"),
+            database_replica_url=reader.text("DATABASE_REPLICA_URL"),
             mailjet_api_url=(reader.text("MAILJET_API_URL") or defaults.mailjet_api_url).rstrip("/"),
             mailjet_api_key=reader.text("MAILJET_API_KEY"),
             mailjet_api_secret=reader.text("MAILJET_API_SECRET"),
@@ -225,6 +239,12 @@ class Settings:
             db_connect_timeout_s=reader.integer(
                 "MAILER_DB_CONNECT_TIMEOUT_S", defaults.db_connect_timeout_s, minimum=2, maximum=300
             ),
+            replica_timeout_s=reader.number("MAILER_REPLICA_TIMEOUT_S", defaults.replica_timeout_s, positive=True),
+            replica_max_lag_s=reader.number("MAILER_REPLICA_MAX_LAG_S", defaults.replica_max_lag_s, positive=True),
+            replica_check_interval_s=reader.number(
+                "MAILER_REPLICA_CHECK_INTERVAL_S", defaults.replica_check_interval_s, positive=True
+            ),
+            replica_retry_s=reader.number("MAILER_REPLICA_RETRY_S", defaults.replica_retry_s, positive=True),
             rate_limit_per_s=reader.number("MAILER_RATE_LIMIT_PER_S", defaults.rate_limit_per_s),
             rate_limit_burst=reader.integer("MAILER_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
             mailjet_max_calls_per_s=reader.number("MAILER_MAILJET_MAX_CALLS_PER_S", defaults.mailjet_max_calls_per_s),
@@ -251,6 +271,12 @@ class Settings:
             retention_days=reader.integer("MAILER_RETENTION_DAYS", defaults.retention_days, minimum=1),
             retention_batch=reader.integer(
                 "MAILER_RETENTION_BATCH", defaults.retention_batch, minimum=1, maximum=100_000
+            ),
+            partitions_ahead_months=reader.integer(
+                "MAILER_PARTITIONS_AHEAD_MONTHS", defaults.partitions_ahead_months, minimum=1, maximum=24
+            ),
+            partition_lock_timeout_ms=reader.integer(
+                "MAILER_PARTITION_LOCK_TIMEOUT_MS", defaults.partition_lock_timeout_ms, minimum=10, maximum=60_000
             ),
         )
 
@@ -293,6 +319,11 @@ class Settings:
                     f"MAILER_WEBHOOK_SECRET_KEYS: key {number} is not a Fernet key (url-safe base64 of 32 bytes; "
                     "make one with `mailer webhooks new-key`)"
                 )
+        if self.replica_check_interval_s >= self.replica_max_lag_s:  # a lag is only seen one interval late
+            raise ConfigError(
+                f"MAILER_REPLICA_CHECK_INTERVAL_S ({self.replica_check_interval_s}) must be less than "
+                f"MAILER_REPLICA_MAX_LAG_S ({self.replica_max_lag_s})"
+            )
         if self.operator_token is not None and len(self.operator_token) < MIN_OPERATOR_TOKEN:
             raise ConfigError(f"MAILER_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN} characters")
 

@@ -94,16 +94,23 @@ async def connect_direct_async(settings: Settings, **kwargs: Any) -> psycopg.Asy
                                          **connect_kwargs(settings, direct=True), **kwargs)
 
 
-def create_pool(settings: Settings, *, name: str, max_size: int | None = None) -> psycopg_pool.ConnectionPool[Any]:
-    """Open a pool in the background, so a process starts even while Postgres is down."""
+def create_pool(
+    settings: Settings, *, name: str, max_size: int | None = None, conninfo: str | None = None,
+    timeout: float | None = None,
+) -> psycopg_pool.ConnectionPool[Any]:
+    """Open a pool in the background, so a process starts even while Postgres is down.
+
+    `conninfo` (default DATABASE_URL) and `timeout` (the wait for a connection, default MAILER_DB_TIMEOUT_S)
+    are for a pool on another server: the read replica's.
+    """
     pool = psycopg_pool.ConnectionPool(
-        settings.require_database_url(),
+        conninfo or settings.require_database_url(),
         connection_class=Connection,
         kwargs=connect_kwargs(settings),
         name=name,
         min_size=1,
         max_size=max_size or settings.db_pool_size,
-        timeout=settings.db_timeout_s,
+        timeout=settings.db_timeout_s if timeout is None else timeout,
         # Connections that died with a Postgres restart are replaced on checkout, so every
         # process recovers by itself.
         check=check_idle_connection,
@@ -223,7 +230,9 @@ def snapshot(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) ->
                 yield conn
         finally:
             if not conn.closed:
-                conn.isolation_level, conn.read_only = None, False  # the pool's connections' defaults
+                # psycopg's defaults: with read_only False every transaction would begin READ WRITE, which a
+                # hot standby (the read replica) refuses
+                conn.isolation_level, conn.read_only = None, None
 
 
 def ping(pool: psycopg_pool.ConnectionPool) -> None:

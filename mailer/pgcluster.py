@@ -73,15 +73,29 @@ class Cluster:
 
     def init(self) -> None:
         """Create the cluster's folder and run initdb, as an unprivileged user when we are root."""
+        self._make_data_dir()
+        self._run(find_binary("initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                  "--auth=trust", "-E", "UTF8", "--no-sync")
+
+    def init_standby(self, primary: Cluster, slot: str) -> None:
+        """Make this cluster a streaming replica of `primary` (not started yet): pg_basebackup -R copies it and
+        writes the standby's settings, with a replication slot `slot` (created on the primary) that keeps the
+        WAL the replica has not received yet while it is stopped."""
+        # initdb's pg_hba.conf lets `postgres` replicate over loopback (trust), and the defaults suit a
+        # primary (wal_level replica, 10 WAL senders) and a standby (hot_standby on).
+        self._make_data_dir()
+        self._run(find_binary("pg_basebackup"), "-D", str(self.data_dir), "-h", "127.0.0.1", "-p", str(primary.port),
+                  "-U", "postgres", "-R", "-X", "stream", "-c", "fast", "-C", "-S", slot, "--no-sync")
+
+    def _make_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # postgres refuses a data folder others can read
         owner = _run_as_user()
         if owner:
             for folder in (self.base_dir, self.data_dir):
                 os.chown(folder, owner.pw_uid, owner.pw_gid)
             if not self._reachable_by(owner):
                 raise ClusterError(f"{owner.pw_name} cannot reach {self.base_dir}: choose a folder outside /root")
-        self._run(find_binary("initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                  "--auth=trust", "-E", "UTF8", "--no-sync")
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""

@@ -79,6 +79,40 @@ def pooled_settings(settings: Settings, database_url: str, pgbouncer: pgcluster.
     return dataclasses.replace(settings, database_url=pgbouncer.url(str(dbname)), direct_database_url=database_url)
 
 
+@pytest.fixture(scope="module")
+def pg_standby(pg_cluster: pgcluster.Cluster) -> Iterator[pgcluster.Cluster]:
+    """A streaming replica of the session's cluster (pg_basebackup -R, hot standby), for one module's tests:
+    while it runs it replays every test's database copy, so it stops with the module that wanted it."""
+    from tests import replica_support
+
+    base = tempfile.mkdtemp(prefix="mailer-test-standby-")
+    standby = pgcluster.Cluster(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(), fast_unsafe=True)
+    standby.init_standby(pg_cluster, slot=replica_support.SLOT)
+    try:
+        standby.start()
+        yield standby
+    finally:
+        standby.stop()
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:  # or the primary keeps WAL for it
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (replica_support.SLOT,))
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def replica_url(database_url: str, pg_cluster: pgcluster.Cluster, pg_standby: pgcluster.Cluster) -> Iterator[str]:
+    """The test's database on the standby, running, replaying, and caught up with the primary."""
+    from tests import replica_support
+
+    if not replica_support.is_running(pg_standby):  # a test that stopped it failed before it started it again
+        pg_standby.start()
+    replica_support.set_replay_paused(pg_standby, False)
+    replica_support.wait_caught_up(pg_cluster, pg_standby)
+    yield pg_standby.url(database_url.rsplit("/", 1)[1])
+    if not replica_support.is_running(pg_standby):
+        pg_standby.start()
+    replica_support.set_replay_paused(pg_standby, False)  # else the drop of the test's database waits for it
+
+
 def _janitor(cluster: pgcluster.Cluster, dbname: str, **kwargs: object) -> DatabaseJanitor:
     return DatabaseJanitor(user="postgres", host="127.0.0.1", port=cluster.port, dbname=dbname, **kwargs)  # type: ignore[arg-type]
 

@@ -465,3 +465,36 @@ def test_the_web_tier_limits():
 def test_a_bad_web_tier_limit_is_a_config_error_naming_the_variable(name, raw):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: raw})
+
+
+def test_the_partition_settings_are_read_and_bounded():
+    defaults = Settings.from_env({})
+    assert (defaults.partitions_ahead_months, defaults.partition_lock_timeout_ms) == (3, 1000)
+    read = Settings.from_env({"MAILER_PARTITIONS_AHEAD_MONTHS": "12", "MAILER_PARTITION_LOCK_TIMEOUT_MS": "250"})
+    assert (read.partitions_ahead_months, read.partition_lock_timeout_ms) == (12, 250)
+    for name, raw in (("MAILER_PARTITIONS_AHEAD_MONTHS", "0"), ("MAILER_PARTITIONS_AHEAD_MONTHS", "25"),
+                      ("MAILER_PARTITION_LOCK_TIMEOUT_MS", "5"), ("MAILER_PARTITION_LOCK_TIMEOUT_MS", "soon")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: raw})
+
+
+def test_the_read_replica_settings():
+    defaults = Settings.from_env({})
+    assert defaults.database_replica_url is None  # listings read the primary
+    assert (defaults.replica_timeout_s, defaults.replica_max_lag_s) == (1.0, 30.0)
+    assert (defaults.replica_check_interval_s, defaults.replica_retry_s) == (1.0, 5.0)
+    read = Settings.from_env({
+        "DATABASE_REPLICA_URL": "postgresql://mailer@replica/mailer", "MAILER_REPLICA_TIMEOUT_S": "0.5",
+        "MAILER_REPLICA_MAX_LAG_S": "10", "MAILER_REPLICA_CHECK_INTERVAL_S": "2", "MAILER_REPLICA_RETRY_S": "30",
+    })
+    assert read.database_replica_url == "postgresql://mailer@replica/mailer"
+    assert (read.replica_timeout_s, read.replica_max_lag_s) == (0.5, 10.0)
+    assert (read.replica_check_interval_s, read.replica_retry_s) == (2.0, 30.0)
+    for name in ("MAILER_REPLICA_TIMEOUT_S", "MAILER_REPLICA_MAX_LAG_S", "MAILER_REPLICA_CHECK_INTERVAL_S",
+                 "MAILER_REPLICA_RETRY_S"):
+        for raw in ("0", "-1", "soon", "inf"):
+            with pytest.raises(ConfigError, match=name):
+                Settings.from_env({name: raw})
+    # A lag is seen up to one check late: the checks must come more often than the lag allowed.
+    with pytest.raises(ConfigError, match="MAILER_REPLICA_CHECK_INTERVAL_S"):
+        Settings.from_env({"MAILER_REPLICA_MAX_LAG_S": "5", "MAILER_REPLICA_CHECK_INTERVAL_S": "5"})
