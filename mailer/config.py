@@ -35,6 +35,9 @@ class Settings:
     """Everything mailer's processes read from the environment."""
 
     database_url: str | None = None
+    # A direct (not pooled) connection for what is session-scoped: the sender liveness lock, LISTEN, migrations.
+    # Set and different from database_url, DATABASE_URL is taken to be PgBouncer in transaction mode.
+    direct_database_url: str | None = None
     # A streaming replica for the read-only listings (services/read_replica.py); None: they read the primary.
     database_replica_url: str | None = None
     mailjet_api_url: str = "https://api.mailjet.com"
@@ -157,6 +160,7 @@ class Settings:
         defaults = cls()
         return cls(
             database_url=reader.text("DATABASE_URL"),
+            direct_database_url=reader.text("MAILER_DIRECT_DATABASE_URL"),
             database_replica_url=reader.text("DATABASE_REPLICA_URL"),
             mailjet_api_url=(reader.text("MAILJET_API_URL") or defaults.mailjet_api_url).rstrip("/"),
             mailjet_api_key=reader.text("MAILJET_API_KEY"),
@@ -342,6 +346,15 @@ class Settings:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set")
         return self.database_url
+
+    def require_direct_database_url(self) -> str:
+        """The direct (not pooled) URL: MAILER_DIRECT_DATABASE_URL, else DATABASE_URL."""
+        return self.direct_database_url or self.require_database_url()
+
+    @property
+    def database_pooled(self) -> bool:
+        """Whether DATABASE_URL goes through a transaction pooler: no session state may be kept on it."""
+        return self.direct_database_url is not None and self.direct_database_url != self.database_url
 
 
 def _is_fernet_key(key: str) -> bool:

@@ -64,10 +64,18 @@ def _close_abandoned_socket(exc: BaseException) -> None:
     traceback.clear_frames(exc.__traceback__)
 
 
-def connect_kwargs(settings: Settings | None = None) -> dict[str, Any]:
-    """The keyword arguments of every connect: a bounded wait (MAILER_DB_CONNECT_TIMEOUT_S)."""
+def connect_kwargs(settings: Settings | None = None, *, direct: bool = False) -> dict[str, Any]:
+    """The keyword arguments of every connect: a bounded wait (MAILER_DB_CONNECT_TIMEOUT_S), and on a pooled
+    DATABASE_URL (not `direct`) no server-side prepared statements."""
     timeout_s = settings.db_connect_timeout_s if settings else DEFAULT_CONNECT_TIMEOUT_S
-    return {"connect_timeout": timeout_s}
+    kwargs: dict[str, Any] = {"connect_timeout": timeout_s}
+    if settings is not None and settings.database_pooled and not direct:
+        # PgBouncer in transaction mode gives each transaction whichever server connection is free: a statement
+        # psycopg prepared (it does after a query's 5th run on a connection) is unknown on the next one
+        # ("prepared statement "_pg3_0" does not exist"). None: psycopg never prepares.
+        # (https://www.psycopg.org/psycopg3/docs/advanced/prepare.html; PgBouncer before 1.21 keeps none.)
+        kwargs["prepare_threshold"] = None
+    return kwargs
 
 
 def connect(conninfo: str, settings: Settings | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -78,6 +86,12 @@ def connect(conninfo: str, settings: Settings | None = None, **kwargs: Any) -> p
 async def connect_async(conninfo: str, settings: Settings | None = None, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
     """One async connection of its own (not pooled), given up after MAILER_DB_CONNECT_TIMEOUT_S."""
     return await AsyncConnection.connect(conninfo, **connect_kwargs(settings), **kwargs)
+
+
+async def connect_direct_async(settings: Settings, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+    """An async connection to MAILER_DIRECT_DATABASE_URL (else DATABASE_URL), for session state: LISTEN."""
+    return await AsyncConnection.connect(settings.require_direct_database_url(),
+                                         **connect_kwargs(settings, direct=True), **kwargs)
 
 
 def create_pool(

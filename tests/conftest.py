@@ -3,6 +3,8 @@ template) for each test that asks for one."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import os
 import shutil
@@ -10,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 
 import psycopg
+import psycopg.conninfo
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
@@ -46,6 +49,34 @@ def pg_cluster() -> Iterator[pgcluster.Cluster]:
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_bouncer(cluster: pgcluster.Cluster, **options: int) -> Iterator[pgcluster.Bouncer]:
+    """Debian's PgBouncer in transaction mode in front of `cluster` (every database by its name)."""
+    base = tempfile.mkdtemp(prefix="mailer-test-pgbouncer-")  # not under pytest's tmp_path: PgBouncer's user reads it
+    bouncer = pgcluster.Bouncer(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(),
+                                server_port=cluster.port, **options)
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_cluster: pgcluster.Cluster) -> Iterator[pgcluster.Bouncer]:
+    """PgBouncer in transaction mode in front of the session's cluster."""
+    with running_bouncer(pg_cluster) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pooled_settings(settings: Settings, database_url: str, pgbouncer: pgcluster.Bouncer) -> Settings:
+    """The test's settings with DATABASE_URL through PgBouncer and the direct URL beside it."""
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    return dataclasses.replace(settings, database_url=pgbouncer.url(str(dbname)), direct_database_url=database_url)
 
 
 @pytest.fixture(scope="module")

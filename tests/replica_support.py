@@ -13,10 +13,11 @@ CATCH_UP_S = 30.0  # a loaded 2-core box replays a test's writes in well under a
 
 
 def primary_position(primary: pgcluster.Cluster) -> str:
-    """The primary's WAL insert position now: all it has committed so far.
+    """The end of what the primary has put in its WAL so far, committed or not.
 
-    (Not pg_current_wal_lsn(), the write position: the test cluster runs with synchronous_commit off, so a commit
-    record can wait in the WAL buffers past it for a moment, and "caught up" would come before that commit.)
+    The insert position, not the write position: the test cluster commits asynchronously
+    (synchronous_commit off), so a commit that answered may not be written yet, and a standby that replayed up
+    to the write position may still miss it.
     """
     with psycopg.connect(primary.url(), autocommit=True) as conn:
         return str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]

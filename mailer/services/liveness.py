@@ -154,8 +154,10 @@ class Liveness:
 
     def _connect(self) -> None:
         options = f"{SERVER_KEEPALIVES} -c statement_timeout={int(self._settings.db_timeout_s * 1000)}"
+        # The direct URL: a session advisory lock through PgBouncer in transaction mode would stay on a server
+        # connection that the pooler then lends to others, and this session's next statements land elsewhere.
         conninfo = psycopg.conninfo.make_conninfo(
-            self._settings.require_database_url(), connect_timeout=CONNECT_TIMEOUT_S,
+            self._settings.require_direct_database_url(), connect_timeout=CONNECT_TIMEOUT_S,
             application_name="mailer-liveness", options=options, **KEEPALIVES,
         )
         t0 = time.monotonic()  # seen_at is the server's now() at the statement's start, no earlier than this

@@ -35,6 +35,7 @@ def test_blank_values_mean_unset():
 
 ENV = {
     "DATABASE_URL": "postgresql://u:p@db:5432/mailer",
+    "MAILER_DIRECT_DATABASE_URL": "postgresql://u:p@db-direct:5432/mailer",
     "MAILJET_API_URL": "http://127.0.0.1:9999/",
     "MAILJET_API_KEY": "pub",
     "MAILJET_API_SECRET": "priv",
@@ -66,6 +67,7 @@ def test_every_variable_is_read():
     read = dataclasses.asdict(Settings.from_env(ENV))
     expected = {
         "database_url": "postgresql://u:p@db:5432/mailer",
+        "direct_database_url": "postgresql://u:p@db-direct:5432/mailer",
         "mailjet_api_url": "http://127.0.0.1:9999",  # the trailing slash is dropped
         "mailjet_api_key": "pub",
         "mailjet_api_secret": "priv",
@@ -224,6 +226,20 @@ def test_the_reconnect_grace_must_span_four_heartbeats():
     assert Settings.from_env({"MAILER_SEND_RECONNECT_GRACE_S": "4"}).send_reconnect_grace_s == 4
     with pytest.raises(ConfigError, match=r"MAILER_SEND_RECONNECT_GRACE_S .*four heartbeats"):
         Settings.from_env({"MAILER_SEND_RECONNECT_GRACE_S": "3.5"})
+
+
+def test_the_direct_url_defaults_to_database_url_and_makes_it_pooled_only_when_it_differs():
+    plain = Settings.from_env({"DATABASE_URL": "postgresql://pgbouncer/mailer"})
+    assert plain.require_direct_database_url() == "postgresql://pgbouncer/mailer"
+    assert not plain.database_pooled
+    same = Settings.from_env({"DATABASE_URL": "postgresql:///x", "MAILER_DIRECT_DATABASE_URL": "postgresql:///x"})
+    assert not same.database_pooled
+    pooled = Settings.from_env({"DATABASE_URL": "postgresql://pgbouncer:6432/mailer",
+                                "MAILER_DIRECT_DATABASE_URL": "postgresql://db:5432/mailer"})
+    assert pooled.database_pooled
+    assert pooled.require_direct_database_url() == "postgresql://db:5432/mailer"
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        Settings.from_env({}).require_direct_database_url()
 
 
 def test_a_missing_database_url_is_a_clear_error():
