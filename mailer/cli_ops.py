@@ -176,7 +176,6 @@ def _retention_run(args: argparse.Namespace) -> int:
     print(f"jobs deleted: {removed.jobs_deleted} (with {removed.job_events_deleted} audit events)")
     print(f"webhook messages deleted: {removed.webhook_messages_deleted}")
     print(f"unmatched Mailjet events deleted: {removed.unmatched_events_deleted}")
-    print(f"idempotency keys deleted: {removed.idempotency_keys_deleted}")
     print(f"finished queue jobs deleted: {removed.queue_jobs_deleted}")
     if not removed.complete:
         print("stopped at the time budget; run it again to continue")

@@ -55,10 +55,19 @@ WHERE id = %(id)s AND app_id = %(app_id)s
 RETURNING id, app_id, url, events, disabled_at, disabled_reason, previous_secret_expires_at, created_at, updated_at;
 
 -- delete_webhook_endpoint --
--- Remove an endpoint with its deliveries and their attempts (the messages stay in the outbox).
-DELETE FROM webhook_endpoints
-WHERE id = %(id)s AND app_id = %(app_id)s
-RETURNING id;
+-- Remove an endpoint with its deliveries (ON DELETE CASCADE) and their attempts (no foreign key since 0029: the
+-- tables are partitioned); the messages stay in the outbox.
+WITH endpoint AS (
+    SELECT id FROM webhook_endpoints WHERE id = %(id)s AND app_id = %(app_id)s
+), attempts AS (
+    DELETE FROM webhook_attempts AS a
+    USING webhook_deliveries AS d, endpoint
+    WHERE d.endpoint_id = endpoint.id AND a.delivery_id = d.id AND a.message_created_at = d.message_created_at
+)
+DELETE FROM webhook_endpoints AS e
+USING endpoint
+WHERE e.id = endpoint.id
+RETURNING e.id;
 
 -- rotate_webhook_secret --
 -- A new signing secret; the current one keeps signing beside it until `overlap_s` from now.
@@ -95,8 +104,8 @@ RETURNING id;
 -- Log one attempt and move its delivery on: succeeded, failed, disabled, or pending again in
 -- `retry_in_s` (by the database's clock). A delivery disabled while it was in flight stays disabled.
 WITH attempt AS (
-    INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms, error)
-    SELECT id, %(attempted_at)s, %(status_code)s, %(latency_ms)s, %(error)s
+    INSERT INTO webhook_attempts (delivery_id, message_created_at, attempted_at, status_code, latency_ms, error)
+    SELECT id, message_created_at, %(attempted_at)s, %(status_code)s, %(latency_ms)s, %(error)s
     FROM webhook_deliveries
     WHERE id = %(delivery_id)s
 )
@@ -152,7 +161,7 @@ RETURNING id;
 SELECT d.id, d.message_id, m.type, d.status, d.attempts, d.next_attempt_at,
        coalesce(d.in_flight_until > now(), false) AS in_flight, d.last_attempt_at, d.created_at
 FROM webhook_deliveries d
-JOIN webhook_messages m ON m.id = d.message_id
+JOIN webhook_messages m ON m.id = d.message_id AND m.created_at = d.message_created_at
 WHERE d.endpoint_id = %(endpoint_id)s
   AND (%(before_id)s::bigint IS NULL OR d.id < %(before_id)s::bigint)
   AND (%(status)s::text IS NULL OR d.status = %(status)s::text)
