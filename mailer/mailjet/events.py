@@ -55,6 +55,7 @@ class MailjetEvent:
     suppresses: bool
     fingerprint: str
     raw: dict
+    dated: bool = True  # `at` is the event's own time; False: its arrival stands in (no usable `time`)
 
 
 def fingerprint(raw: dict) -> str:
@@ -65,7 +66,8 @@ def fingerprint(raw: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _timestamp(value: Any, now: datetime) -> datetime:
+def _timestamp(value: Any, now: datetime) -> datetime | None:
+    """The event's own time when it is usable and plausible at `now`, else None."""
     if isinstance(value, str):
         try:
             value = float(value)
@@ -75,10 +77,10 @@ def _timestamp(value: Any, now: datetime) -> datetime:
         try:
             at = datetime.fromtimestamp(value, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            return now
+            return None
         if now - PLAUSIBLE_PAST <= at <= now + PLAUSIBLE_FUTURE:
             return at
-    return now
+    return None
 
 
 def _message_id(value: Any) -> int | None:
@@ -118,10 +120,12 @@ def to_event(raw: dict, now: datetime | None = None) -> MailjetEvent:
         # A soft bounce (greylisting, full mailbox): Mailjet retries delivery itself.
         # https://dev.mailjet.com/email/guides/webhooks/
         status = SOFT_BOUNCE_STATUS
+    arrived = now or datetime.now(UTC)
+    at = _timestamp(raw.get("time"), arrived)
     return MailjetEvent(
         status=status,
         name=name,
-        at=_timestamp(raw.get("time"), now or datetime.now(UTC)),
+        at=at or arrived,
         message_id=_message_id(raw.get("MessageID")),
         custom_id=_custom_id(raw.get("CustomID")),
         email=(_text(raw.get("email")) or "").strip() or None,
@@ -129,6 +133,7 @@ def to_event(raw: dict, now: datetime | None = None) -> MailjetEvent:
         suppresses=hard_bounce or key in SUPPRESSING_EVENTS,
         fingerprint=fingerprint(raw),
         raw=raw,
+        dated=at is not None,
     )
 
 
