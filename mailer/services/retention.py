@@ -56,7 +56,8 @@ def _drop_expired_time_history(conn: psycopg.Connection, settings: Settings, now
                 log.info("retention: webhook month %s kept: a delivery is pending or a fan-out waits", month)
             dropped += WEBHOOK_TABLES if outcome == "dropped" else 0
     except psycopg.errors.LockNotAvailable:
-        log.warning("retention: a history table stayed busy for %d ms; its old months wait for the next run", timeout_ms)
+        log.warning("retention: a history table stayed locked for %d ms; its old months wait for the next run",
+                    timeout_ms)
     return dropped
 
 

@@ -219,3 +219,28 @@ def test_events_of_last_month_stay_even_with_a_short_horizon(conn, settings) -> 
     retention.drop_expired_partitions(conn, short, now)
     assert exists(conn, partition("mailjet_events", months_back(1)))
     assert not exists(conn, partition("idempotency_keys", months_back(1)))
+
+
+def test_a_pending_delivery_of_an_old_month_is_still_claimed(conn, endpoint) -> None:
+    """The claim reads only from the oldest month holding a pending delivery on: a replayed one counts too."""
+    old = months_back(5)
+    make_months(conn, old, WEBHOOK_PARENTS)
+    message_id = old_message(conn, app_of(conn), endpoint, old, "pending")
+    conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 second'")
+    claimed = conn.execute("SELECT message_id FROM webhook_claim_deliveries(10, 4, 16, 60)").fetchall()
+    assert claimed == [(message_id,)]
+    assert conn.execute("SELECT count(*) FROM webhook_claim_deliveries(10, 4, 16, 60)").fetchone() == (0,)  # leased
+
+
+def test_a_busy_parent_makes_retention_wait_for_its_next_run(conn, settings, database_url, endpoint) -> None:
+    expired = months_back(14)
+    make_months(conn, expired)
+    quick = dataclasses.replace(settings, partition_lock_timeout_ms=50)
+    with psycopg.connect(database_url) as reader, reader.transaction():
+        reader.execute("SELECT count(*) FROM webhook_messages")  # a long reader holds its lock on the parent
+        reader.execute("SELECT count(*) FROM idempotency_keys")
+        dropped = retention.drop_expired_partitions(conn, quick, dt.datetime.now(UTC))
+        assert exists(conn, partition("webhook_messages", expired))
+        assert exists(conn, partition("idempotency_keys", expired))
+    assert dropped == 1  # mailjet_events' month, taken before the busy parents
+    assert retention.drop_expired_partitions(conn, quick, dt.datetime.now(UTC)) == len(PARENTS) - 1
