@@ -319,12 +319,15 @@ $$;
 -- once per endpoint (28 months, 200 endpoints: 4x slower than one table). So it first finds the oldest month
 -- holding a pending delivery (one probe per partition, oldest first, stopping at the first hit:
 -- webhook_deliveries_pending_month_idx) and bounds every read by it; the months before are pruned. PL/pgSQL for
--- the bound as a parameter and for its cached plans; the message is found by its full key.
-CREATE OR REPLACE FUNCTION webhook_claim_deliveries(
+-- the bound as a parameter and for its cached plans; the message is found by its full key. It also returns the
+-- delivery's message_created_at, so that recording the attempt reaches the delivery in its one month.
+DROP FUNCTION webhook_claim_deliveries(integer, integer, integer, double precision);
+CREATE FUNCTION webhook_claim_deliveries(
     claim_limit integer, per_endpoint integer, per_app integer, lease_s double precision
 )
 RETURNS TABLE (id bigint, attempts integer, message_id text, type text, body text, endpoint_id uuid, app_id bigint,
-               url text, secret text, previous_secret text, job_id text, request_id text)
+               url text, secret text, previous_secret text, job_id text, request_id text,
+               message_created_at timestamptz)
 LANGUAGE plpgsql SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
@@ -381,7 +384,8 @@ BEGIN
               CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END,
               m.body #>> '{data,job_id}',
               (SELECT j.request_id FROM recipients r JOIN jobs j ON j.id = r.job_id
-               WHERE r.id = m.recipient_id);
+               WHERE r.id = m.recipient_id),
+              d.message_created_at;
 END;
 $$;
 

@@ -86,7 +86,8 @@ RETURNING id, app_id, url, events, disabled_at, disabled_reason, previous_secret
 -- lets expire. Returns what a post needs: the body exactly as stored, the live secrets (encrypted); and,
 -- for the log line, the job and the request id of the API call that queued it. The query is the function
 -- webhook_claim_deliveries (migration 0024), which runs with JIT off.
-SELECT id, attempts, message_id, type, body, endpoint_id, app_id, url, secret, previous_secret, job_id, request_id
+SELECT id, attempts, message_id, type, body, endpoint_id, app_id, url, secret, previous_secret, job_id, request_id,
+       message_created_at
 FROM webhook_claim_deliveries(%(limit)s, %(per_endpoint)s, %(per_app)s, %(lease_s)s);
 
 -- expand_webhook_fan_outs --
@@ -95,9 +96,10 @@ SELECT webhook_expand_fan_outs(%(max_rows)s) AS written;
 
 -- postpone_webhook_delivery --
 -- A claimed delivery whose host is over its rate: due again in `delay_s`, not attempted, no attempt logged.
+-- By its whole key, as in record_webhook_attempt: one month's index is read, not every month's.
 UPDATE webhook_deliveries
 SET next_attempt_at = now() + make_interval(secs => %(delay_s)s), in_flight_until = NULL, updated_at = now()
-WHERE id = %(delivery_id)s AND status = 'pending'
+WHERE id = %(delivery_id)s AND message_created_at = %(message_created_at)s AND status = 'pending'
 RETURNING id;
 
 -- record_webhook_attempt --
@@ -107,7 +109,7 @@ WITH attempt AS (
     INSERT INTO webhook_attempts (delivery_id, message_created_at, attempted_at, status_code, latency_ms, error)
     SELECT id, message_created_at, %(attempted_at)s, %(status_code)s, %(latency_ms)s, %(error)s
     FROM webhook_deliveries
-    WHERE id = %(delivery_id)s
+    WHERE id = %(delivery_id)s AND message_created_at = %(message_created_at)s
 )
 UPDATE webhook_deliveries
 SET status = CASE WHEN status = 'disabled' AND %(status)s = 'pending' THEN 'disabled' ELSE %(status)s END,
@@ -116,7 +118,7 @@ SET status = CASE WHEN status = 'disabled' AND %(status)s = 'pending' THEN 'disa
     in_flight_until = NULL,
     last_attempt_at = %(attempted_at)s,
     updated_at = now()
-WHERE id = %(delivery_id)s
+WHERE id = %(delivery_id)s AND message_created_at = %(message_created_at)s
 RETURNING id, status;
 
 -- update_webhook_endpoint_health --
