@@ -244,3 +244,13 @@ def test_a_busy_parent_makes_retention_wait_for_its_next_run(conn, settings, dat
         assert exists(conn, partition("idempotency_keys", expired))
     assert dropped == 1  # mailjet_events' month, taken before the busy parents
     assert retention.drop_expired_partitions(conn, quick, dt.datetime.now(UTC)) == len(PARENTS) - 1
+
+
+def test_an_event_without_a_usable_time_is_kept_once_across_months(conn) -> None:
+    """Stamped with its arrival, its copies differ in occurred_at: the lookup by fingerprint finds the first."""
+    start = dt.datetime.combine(first_of(dt.datetime.now(UTC)), dt.time(), UTC)
+    raw = {"event": "open", "time": "soon", "MessageID": 79}
+    first = tracking.record_events(conn, [mailjet_events.to_event(raw, start - dt.timedelta(hours=1))])
+    again = tracking.record_events(conn, [mailjet_events.to_event(raw, start + dt.timedelta(hours=5))])
+    assert (first.new, again.new) == (1, 0)
+    assert conn.execute("SELECT occurred_at FROM mailjet_events").fetchall() == [(start - dt.timedelta(hours=1),)]
