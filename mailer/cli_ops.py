@@ -176,9 +176,7 @@ def _retention_run(args: argparse.Namespace) -> int:
         dropped = retention.drop_expired_partitions(conn, settings, datetime.datetime.now(datetime.UTC))
     print(f"bodies purged: {removed.bodies_purged}")
     print(f"month partitions dropped: {dropped}")
-    print(f"webhook messages deleted: {removed.webhook_messages_deleted}")
     print(f"unmatched Mailjet events deleted: {removed.unmatched_events_deleted}")
-    print(f"idempotency keys deleted: {removed.idempotency_keys_deleted}")
     print(f"finished queue jobs deleted: {removed.queue_jobs_deleted}")
     if not removed.complete:
         print("stopped at the time budget; run it again to continue")

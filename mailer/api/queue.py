@@ -60,6 +60,7 @@ def queue_mail() -> tuple[flask.Response, int]:
                 batch=batch,
                 batch_size=settings.send_batch_size,
                 idempotency_key=key,
+                idempotency_days=settings.retention_days,
                 request_hash=queueing.request_fingerprint(payload) if key else "",
             )
     except errors.Unauthorized:

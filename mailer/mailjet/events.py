@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mailer.domain import json_depth
@@ -28,6 +28,11 @@ SUPPRESSING_EVENTS = frozenset({"blocked", "spam", "unsub"})
 # Our CustomID is a job id (36 characters). A longer one is not ours and could not even be indexed
 # (a btree entry holds at most about 2.7 kB): it stays in the payload only.
 MAX_CUSTOM_ID = 255
+# An event's `time` is kept when it lies this far before or after its arrival, else the arrival stands in:
+# mailjet_events is partitioned by that time (migration 0029), and the month before this one always has a
+# partition. Mailjet posts within seconds and retries for at most a day, so real events are always inside.
+PLAUSIBLE_PAST = timedelta(days=28)
+PLAUSIBLE_FUTURE = timedelta(days=1)
 # What parse_events allows unless told otherwise (the web passes MAILER_MAX_JSON_DEPTH).
 DEFAULT_MAX_DEPTH = 32
 
@@ -50,6 +55,7 @@ class MailjetEvent:
     suppresses: bool
     fingerprint: str
     raw: dict
+    dated: bool = True  # `at` is the event's own time; False: its arrival stands in (no usable `time`)
 
 
 def fingerprint(raw: dict) -> str:
@@ -60,7 +66,8 @@ def fingerprint(raw: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _timestamp(value: Any) -> datetime:
+def _timestamp(value: Any, now: datetime) -> datetime | None:
+    """The event's own time when it is usable and plausible at `now`, else None."""
     if isinstance(value, str):
         try:
             value = float(value)
@@ -68,10 +75,12 @@ def _timestamp(value: Any) -> datetime:
             value = None
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         try:
-            return datetime.fromtimestamp(value, tz=UTC)
+            at = datetime.fromtimestamp(value, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            pass
-    return datetime.now(UTC)
+            return None
+        if now - PLAUSIBLE_PAST <= at <= now + PLAUSIBLE_FUTURE:
+            return at
+    return None
 
 
 def _message_id(value: Any) -> int | None:
@@ -100,8 +109,8 @@ def _is_true(value: Any) -> bool:
     return value is True or (isinstance(value, int) and value == 1)
 
 
-def to_event(raw: dict) -> MailjetEvent:
-    """Normalize one raw event object; every field is optional."""
+def to_event(raw: dict, now: datetime | None = None) -> MailjetEvent:
+    """Normalize one raw event object (arrived at `now`, by default the present); every field is optional."""
     name = raw.get("event")
     name = name if isinstance(name, str) else ""
     key = name.strip().lower()
@@ -111,10 +120,12 @@ def to_event(raw: dict) -> MailjetEvent:
         # A soft bounce (greylisting, full mailbox): Mailjet retries delivery itself.
         # https://dev.mailjet.com/email/guides/webhooks/
         status = SOFT_BOUNCE_STATUS
+    arrived = now or datetime.now(UTC)
+    at = _timestamp(raw.get("time"), arrived)
     return MailjetEvent(
         status=status,
         name=name,
-        at=_timestamp(raw.get("time")),
+        at=at or arrived,
         message_id=_message_id(raw.get("MessageID")),
         custom_id=_custom_id(raw.get("CustomID")),
         email=(_text(raw.get("email")) or "").strip() or None,
@@ -122,12 +133,14 @@ def to_event(raw: dict) -> MailjetEvent:
         suppresses=hard_bounce or key in SUPPRESSING_EVENTS,
         fingerprint=fingerprint(raw),
         raw=raw,
+        dated=at is not None,
     )
 
 
-def parse_events(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[MailjetEvent]:
+def parse_events(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH, now: datetime | None = None) -> list[MailjetEvent]:
     """Parse a webhook body: one bare object (version 1) or an array of objects (version 2)."""
-    return [to_event(item) for item in parse_raw(body, max_depth)]
+    arrived = now or datetime.now(UTC)
+    return [to_event(item, arrived) for item in parse_raw(body, max_depth)]
 
 
 def _huge_int(text: str) -> int | float:

@@ -58,6 +58,7 @@ def accept(
     batch: bool,
     batch_size: int,
     idempotency_key: str | None = None,
+    idempotency_days: int = 365,
     request_hash: str = "",
     key_id_to_confirm: str | None = None,
 ) -> Accepted:
@@ -69,7 +70,7 @@ def accept(
     single_statement = idempotency_key is None and conn.autocommit
     with contextlib.nullcontext() if single_statement else conn.transaction():
         if idempotency_key is not None:
-            replay = _replay(conn, app_id, idempotency_key, request_hash)
+            replay = _replay(conn, app_id, idempotency_key, request_hash, idempotency_days)
             if replay is not None:
                 return replay
         try:
@@ -93,10 +94,12 @@ def accept(
     return accepted
 
 
-def _replay(conn: psycopg.Connection, app_id: int, key: str, request_hash: str) -> Accepted | None:
+def _replay(conn: psycopg.Connection, app_id: int, key: str, request_hash: str, days: int) -> Accepted | None:
+    # The lock makes the key unique in its window: idempotency_keys is partitioned by month (migration 0029),
+    # so no unique index spans the months a key may be looked up in.
     if not store.lock_idempotency_key(conn, app_id=app_id, key=key):
         raise errors.Conflict("a request with this Idempotency-Key is still being handled; retry shortly")
-    earlier = store.get_idempotency_key(conn, app_id=app_id, key=key)
+    earlier = store.get_idempotency_key(conn, app_id=app_id, key=key, days=days)
     if earlier is None:
         return None
     if earlier["request_hash"] != request_hash:

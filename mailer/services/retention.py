@@ -20,6 +20,7 @@ import psycopg
 
 from mailer import metrics
 from mailer.config import Settings
+from mailer.mailjet import events as mailjet_events
 from mailer.store import partitions as partitions_store
 from mailer.store import retention as store
 
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 UNMATCHED_EVENT_DAYS = 30
 # Procrastinate's finished jobs (the worker deletes successful ones at once; failed ones stay for a look).
 QUEUE_JOB_HOURS = 7 * 24
+# The parents one month of webhook history spans: messages, fan-outs, deliveries, attempts.
+WEBHOOK_TABLES = 4
 
 
 # The month partitions of a job's story (0028), in the order a month is dropped: its jobs first, so that a drop
@@ -43,7 +46,7 @@ class _MonthWaits(Exception):
 
 def drop_expired_partitions(conn: psycopg.Connection, settings: Settings, now: datetime.datetime) -> int:
     """Drop the month partitions of history past their horizon, where it is safe; how many were dropped."""
-    return drop_expired_job_months(conn, settings, now)
+    return drop_expired_job_months(conn, settings, now) + _drop_expired_time_history(conn, settings, now)
 
 
 def drop_expired_job_months(conn: psycopg.Connection, settings: Settings, now: datetime.datetime) -> int:
@@ -98,6 +101,35 @@ def _month_end(month: datetime.date) -> datetime.datetime:
     return datetime.datetime(following.year, following.month, 1, tzinfo=datetime.UTC)
 
 
+def _drop_expired_time_history(conn: psycopg.Connection, settings: Settings, now: datetime.datetime) -> int:
+    """The months of the time-keyed history (migration 0029) wholly older than MAILER_RETENTION_DAYS; how many
+    partitions went. A parent too busy to lock waits for the next run."""
+    days = datetime.timedelta(days=settings.retention_days)
+    timeout_ms = settings.partition_lock_timeout_ms
+    dropped = 0
+    try:
+        # A new event may still land in a month its plausible time reaches (mailer/mailjet/events.py).
+        for month in _expired_months(conn, "mailjet_events", now - max(days, mailjet_events.PLAUSIBLE_PAST)):
+            dropped += partitions_store.drop_month_partition(conn, "mailjet_events", month, timeout_ms)
+        # Keys are looked up only within the same horizon (queueing._replay), so an older month is never read.
+        for month in _expired_months(conn, "idempotency_keys", now - days):
+            dropped += partitions_store.drop_month_partition(conn, "idempotency_keys", month, timeout_ms)
+        for month in _expired_months(conn, "webhook_messages", now - days):
+            outcome = store.drop_webhook_month(conn, month=month, lock_timeout_ms=timeout_ms)
+            if outcome == "busy":
+                log.info("retention: webhook month %s kept: a delivery is pending or a fan-out waits", month)
+            dropped += WEBHOOK_TABLES if outcome == "dropped" else 0
+    except psycopg.errors.LockNotAvailable:
+        log.warning("retention: a history table stayed locked for %d ms; its old months wait for the next run",
+                    timeout_ms)
+    return dropped
+
+
+def _expired_months(conn: psycopg.Connection, parent: str, cutoff: datetime.datetime) -> list[datetime.date]:
+    """`parent`'s months that ended at or before `cutoff`."""
+    return [month for _, month in partitions_store.month_partitions(conn, parent) if _month_end(month) <= cutoff]
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """How long things are kept, and how many rows one statement may touch."""
@@ -117,9 +149,7 @@ class Removed:
     """What one run removed; `complete` is False when the time budget ran out first."""
 
     bodies_purged: int = 0
-    webhook_messages_deleted: int = 0
     unmatched_events_deleted: int = 0
-    idempotency_keys_deleted: int = 0
     queue_jobs_deleted: int = 0
     complete: bool = True
 
@@ -145,10 +175,6 @@ def run(
         ("bodies_purged", lambda: store.purge_job_bodies(conn, body_days=policy.body_days, limit=policy.batch)),
         ("unmatched_events_deleted", lambda: store.delete_unmatched_mailjet_events(
             conn, days=min(UNMATCHED_EVENT_DAYS, policy.days), limit=policy.batch)),
-        ("webhook_messages_deleted", lambda: store.delete_old_webhook_messages(
-            conn, days=policy.days, limit=policy.batch)),
-        ("idempotency_keys_deleted", lambda: store.delete_old_idempotency_keys(
-            conn, days=policy.days, limit=policy.batch)),
         ("queue_jobs_deleted", lambda: store.delete_finished_queue_jobs(
             conn, hours=QUEUE_JOB_HOURS, limit=policy.batch)),
     ]

@@ -37,7 +37,7 @@ def record_events(conn: psycopg.Connection, events: Sequence[MailjetEvent]) -> R
         {"fingerprint": event.fingerprint, "name": event.name, "status": event.status,
          "occurred_at": event.at, "message_id": _bigint(event.message_id),
          "custom_id": event.custom_id, "job_id": _job_id(event.custom_id),
-         "email": event.email, "suppresses": event.suppresses, "payload": event.raw}
+         "email": event.email, "suppresses": event.suppresses, "payload": event.raw, "dated": event.dated}
         for event in unique.values()
     ]
     # Walking every value costs more than the rest of the parsing: only when the JSON text of the batch

@@ -129,7 +129,8 @@ def record(
         if disabled and status == "pending":
             status = "disabled"
         recorded = store.record_webhook_attempt(
-            conn, delivery_id=delivery.id, attempted_at=attempt.attempted_at, status_code=attempt.status_code,
+            conn, delivery_id=delivery.id, message_created_at=delivery.message_created_at,
+            attempted_at=attempt.attempted_at, status_code=attempt.status_code,
             latency_ms=attempt.latency_ms, error=attempt.error, status=status, retry_in_s=retry_in_s,
         )
     if disabled:

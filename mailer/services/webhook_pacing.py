@@ -45,7 +45,8 @@ def postponed(pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, sett
             return None
         # jitter, so that the deliveries waiting for one host do not all come back at once
         wait = decision.retry_after_s * (1 + JITTER * random.random()) + 0.01  # noqa: S311  # not for security
-        store.postpone_webhook_delivery(conn, delivery_id=delivery.id, delay_s=wait)
+        store.postpone_webhook_delivery(
+            conn, delivery_id=delivery.id, message_created_at=delivery.message_created_at, delay_s=wait)
     metrics.webhook_postponed()
     return wait
 
@@ -54,6 +55,7 @@ def put_back(pool: psycopg_pool.ConnectionPool, delivery: ClaimedDelivery, reaso
     """No resolver thread was free for the delivery's host name: due again shortly, no attempt counted."""
     wait = RESOLVER_BUSY_RETRY_S * (1 + JITTER * random.random())  # noqa: S311  # not for security
     with db.autocommit(pool) as conn:
-        store.postpone_webhook_delivery(conn, delivery_id=delivery.id, delay_s=wait)
+        store.postpone_webhook_delivery(
+            conn, delivery_id=delivery.id, message_created_at=delivery.message_created_at, delay_s=wait)
     metrics.webhook_resolver_busy()
     log.info("webhook delivery %s put back: %s", delivery.id, reason)

@@ -154,9 +154,9 @@ def lock_idempotency_key(conn: psycopg.Connection, *, app_id: int, key: str) -> 
     return bool(row and row["locked"])
 
 
-def get_idempotency_key(conn: psycopg.Connection, *, app_id: int, key: str) -> dict[str, Any] | None:
-    """The stored outcome of an earlier request with this key."""
-    return _run.one_row(conn, "get_idempotency_key", app_id=app_id, key=key)
+def get_idempotency_key(conn: psycopg.Connection, *, app_id: int, key: str, days: int) -> dict[str, Any] | None:
+    """The stored outcome of an earlier request with this key in the last `days`."""
+    return _run.one_row(conn, "get_idempotency_key", app_id=app_id, key=key, days=days)
 
 
 def insert_idempotency_key(

@@ -35,14 +35,15 @@ def delete_unmatched_mailjet_events(conn: psycopg.Connection, *, days: int, limi
     return _count(conn, "delete_unmatched_mailjet_events", "deleted", days=days, limit=limit)
 
 
-def delete_old_webhook_messages(conn: psycopg.Connection, *, days: int, limit: int) -> int:
-    """Delete up to `limit` webhook messages older than `days` with nothing pending; how many."""
-    return _count(conn, "delete_old_webhook_messages", "deleted", days=days, limit=limit)
+def drop_webhook_month(conn: psycopg.Connection, *, month: datetime.date, lock_timeout_ms: int) -> str:
+    """Drop `month` of the webhook history unless work is pending in it: 'dropped', 'busy' or 'absent'.
 
-
-def delete_old_idempotency_keys(conn: psycopg.Connection, *, days: int, limit: int) -> int:
-    """Delete up to `limit` idempotency keys older than `days`; how many."""
-    return _count(conn, "delete_old_idempotency_keys", "deleted", days=days, limit=limit)
+    Raises psycopg.errors.LockNotAvailable when a parent stays locked longer than lock_timeout_ms.
+    """
+    with conn.transaction():
+        _run.all_rows(conn, "set_partition_lock_timeout", lock_timeout=f"{lock_timeout_ms}ms")
+        row = _run.one_row(conn, "drop_webhook_month", month=month)
+    return str(row["outcome"]) if row else "absent"
 
 
 def delete_finished_queue_jobs(conn: psycopg.Connection, *, hours: int, limit: int) -> int:

@@ -29,6 +29,7 @@ class ClaimedDelivery:
     job_id: str | None = None  # for the log line: the job this delivery tells about
     request_id: str | None = None  # and the request id of the API call that queued that job
     app_id: int | None = None  # the app whose endpoint it is (its per-host rate limit is the app's own)
+    message_created_at: dt.datetime | None = None  # the partition key (migration 0029): updates reach one month
 
 
 def lock_app_webhook_endpoints(
@@ -107,9 +108,12 @@ def expand_webhook_fan_outs(conn: psycopg.Connection, *, max_rows: int) -> int:
     return int(row["written"]) if row else 0
 
 
-def postpone_webhook_delivery(conn: psycopg.Connection, *, delivery_id: int, delay_s: float) -> bool:
+def postpone_webhook_delivery(
+    conn: psycopg.Connection, *, delivery_id: int, message_created_at: dt.datetime | None, delay_s: float
+) -> bool:
     """Put a claimed delivery back, due in `delay_s`, without an attempt; whether it was still pending."""
-    return _run.one_row(conn, "postpone_webhook_delivery", delivery_id=delivery_id, delay_s=delay_s) is not None
+    return _run.one_row(conn, "postpone_webhook_delivery", delivery_id=delivery_id,
+                        message_created_at=message_created_at, delay_s=delay_s) is not None
 
 
 def list_webhook_secrets(conn: psycopg.Connection, *, after_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
@@ -136,6 +140,7 @@ def record_webhook_attempt(
     conn: psycopg.Connection,
     *,
     delivery_id: int,
+    message_created_at: dt.datetime | None,
     attempted_at: dt.datetime,
     status_code: int | None,
     latency_ms: int,
@@ -145,7 +150,8 @@ def record_webhook_attempt(
 ) -> str | None:
     """Log an attempt and set the delivery's new status; that status (None if it was deleted)."""
     row = _run.one_row(
-        conn, "record_webhook_attempt", delivery_id=delivery_id, attempted_at=attempted_at,
+        conn, "record_webhook_attempt", delivery_id=delivery_id, message_created_at=message_created_at,
+        attempted_at=attempted_at,
         status_code=status_code, latency_ms=latency_ms, error=error, status=status, retry_in_s=retry_in_s,
     )
     return None if row is None else str(row["status"])

@@ -9,11 +9,15 @@
 -- With a CustomID (our job id, which Mailjet sends back with every event of the message) the MessageID is
 -- looked up in that job's month of recipients only (run-time partition pruning, 0028); without one, in every
 -- month's recipients_message_id_idx.
+-- A duplicate is found by the unique key (fingerprint, occurred_at): occurred_at is the event's own time, hashed
+-- into the fingerprint, so every copy of a dated event has the same key in the same month partition (0029). An
+-- undated event is stamped with its arrival, which differs between copies: it is looked up by fingerprint
+-- among the events of the last 28 days (mailer/mailjet/events.py, PLAUSIBLE_PAST; two partitions at most).
 -- MATERIALIZED: the match is computed once per event (inlined, it ran again for applied_at). `r.id + 0`:
 -- ordered by the bare key, the planner may walk the primary key checking every row's MessageID.
 WITH matched AS MATERIALIZED (
     SELECT e.fingerprint, e.name, e.status, e.occurred_at, e.message_id, e.custom_id, e.job_id, e.email,
-           e.suppresses, e.payload,
+           e.suppresses, e.payload, coalesce(e.dated, true) AS dated,
            coalesce(
                (SELECT r.id FROM recipients r
                 WHERE e.message_id IS NOT NULL AND e.job_id IS NOT NULL AND r.job_id = e.job_id
@@ -28,7 +32,7 @@ WITH matched AS MATERIALIZED (
            ) AS recipient_id
     FROM jsonb_to_recordset(%(events)s)
         AS e(fingerprint text, name text, status text, occurred_at timestamptz, message_id bigint,
-             custom_id text, job_id uuid, email text, suppresses boolean, payload jsonb)
+             custom_id text, job_id uuid, email text, suppresses boolean, payload jsonb, dated boolean)
 ), incoming AS MATERIALIZED (
     -- The matched recipient's job: the event's own job id when it has one (both matches above require it).
     SELECT m.*,
@@ -48,7 +52,11 @@ WITH matched AS MATERIALIZED (
                                 suppresses, payload, recipient_id, applied_at)
     SELECT fingerprint, name, status, occurred_at, message_id, custom_id, email, suppresses, payload,
            recipient_id, CASE WHEN recipient_id IS NOT NULL THEN now() END
-    FROM incoming
+    FROM incoming AS i
+    WHERE i.dated OR NOT EXISTS (
+        SELECT 1 FROM mailjet_events AS x
+        WHERE x.fingerprint = i.fingerprint AND x.occurred_at >= now() - interval '28 days'
+    )
     ON CONFLICT ON CONSTRAINT mailjet_events_fingerprint_key DO NOTHING
     RETURNING id, fingerprint, recipient_id, status
 )

@@ -247,10 +247,14 @@ RETURNING job_id;
 SELECT pg_try_advisory_xact_lock(hashtextextended(%(app_id)s::text || ':' || %(key)s, 0)) AS locked;
 
 -- get_idempotency_key --
--- The stored outcome of an earlier request with this key.
+-- The stored outcome of an earlier request with this key within the last `days` (the months before are not
+-- read). Run under lock_idempotency_key: with it, one row per key in the window (the table is partitioned by
+-- created_at, migration 0029, so no unique index can say it across months).
 SELECT request_hash, response_status, response_body
 FROM idempotency_keys
-WHERE app_id = %(app_id)s AND key = %(key)s;
+WHERE app_id = %(app_id)s AND key = %(key)s AND created_at > now() - make_interval(days => %(days)s::integer)
+ORDER BY created_at DESC
+LIMIT 1;
 
 -- insert_idempotency_key --
 -- Remember a request's outcome under its key, in the transaction that created its jobs.

@@ -50,7 +50,7 @@ SELECT count(*) AS deleted FROM deleted;
 -- Up to `limit` events older than `days` that never matched a message of ours (a message they can
 -- still match has its send result stored within minutes). Served by mailjet_events_unmatched_received_idx.
 WITH doomed AS (
-    SELECT id
+    SELECT id, occurred_at
     FROM mailjet_events
     WHERE applied_at IS NULL AND received_at < now() - make_interval(days => %(days)s::integer)
     ORDER BY received_at
@@ -59,52 +59,15 @@ WITH doomed AS (
 ), deleted AS (
     DELETE FROM mailjet_events AS e
     USING doomed
-    WHERE e.id = doomed.id
+    WHERE e.id = doomed.id AND e.occurred_at = doomed.occurred_at
     RETURNING 1
 )
 SELECT count(*) AS deleted FROM deleted;
 
--- delete_old_webhook_messages --
--- Up to `limit` webhook messages created more than `days` ago, with their deliveries and attempts: those
--- whose job is still kept, and those left without any delivery (their endpoint was deleted). A message
--- with a delivery still pending stays until it is done. Served by webhook_messages_created_idx.
-WITH doomed AS (
-    SELECT m.id
-    FROM webhook_messages AS m
-    WHERE m.created_at < now() - make_interval(days => %(days)s::integer)
-      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS d WHERE d.message_id = m.id AND d.status = 'pending')
-    ORDER BY m.created_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), deliveries AS (
-    DELETE FROM webhook_deliveries AS d
-    USING doomed
-    WHERE d.message_id = doomed.id
-), deleted AS (
-    DELETE FROM webhook_messages AS m
-    USING doomed
-    WHERE m.id = doomed.id
-    RETURNING 1
-)
-SELECT count(*) AS deleted FROM deleted;
-
--- delete_old_idempotency_keys --
--- Up to `limit` Idempotency-Keys stored more than `days` ago: a repeat after that is a new request.
--- Served by idempotency_keys_created_idx.
-WITH doomed AS (
-    SELECT app_id, key
-    FROM idempotency_keys
-    WHERE created_at < now() - make_interval(days => %(days)s::integer)
-    ORDER BY created_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), deleted AS (
-    DELETE FROM idempotency_keys AS k
-    USING doomed
-    WHERE k.app_id = doomed.app_id AND k.key = doomed.key
-    RETURNING 1
-)
-SELECT count(*) AS deleted FROM deleted;
+-- drop_webhook_month --
+-- One month of the outbound webhook history (messages, fan-outs, deliveries, attempts) dropped whole, unless a
+-- delivery of it is pending or a fan-out waits (migration 0029, mailer_drop_webhook_month).
+SELECT mailer_drop_webhook_month(%(month)s::date) AS outcome;
 
 -- delete_finished_queue_jobs --
 -- Up to `limit` Procrastinate jobs in a final state whose last event is older than `hours` (its events

@@ -55,10 +55,19 @@ WHERE id = %(id)s AND app_id = %(app_id)s
 RETURNING id, app_id, url, events, disabled_at, disabled_reason, previous_secret_expires_at, created_at, updated_at;
 
 -- delete_webhook_endpoint --
--- Remove an endpoint with its deliveries and their attempts (the messages stay in the outbox).
-DELETE FROM webhook_endpoints
-WHERE id = %(id)s AND app_id = %(app_id)s
-RETURNING id;
+-- Remove an endpoint with its deliveries (ON DELETE CASCADE) and their attempts (no foreign key since 0029: the
+-- tables are partitioned); the messages stay in the outbox.
+WITH endpoint AS (
+    SELECT id FROM webhook_endpoints WHERE id = %(id)s AND app_id = %(app_id)s
+), attempts AS (
+    DELETE FROM webhook_attempts AS a
+    USING webhook_deliveries AS d, endpoint
+    WHERE d.endpoint_id = endpoint.id AND a.delivery_id = d.id AND a.message_created_at = d.message_created_at
+)
+DELETE FROM webhook_endpoints AS e
+USING endpoint
+WHERE e.id = endpoint.id
+RETURNING e.id;
 
 -- rotate_webhook_secret --
 -- A new signing secret; the current one keeps signing beside it until `overlap_s` from now.
@@ -77,7 +86,8 @@ RETURNING id, app_id, url, events, disabled_at, disabled_reason, previous_secret
 -- lets expire. Returns what a post needs: the body exactly as stored, the live secrets (encrypted); and,
 -- for the log line, the job and the request id of the API call that queued it. The query is the function
 -- webhook_claim_deliveries (migration 0024), which runs with JIT off.
-SELECT id, attempts, message_id, type, body, endpoint_id, app_id, url, secret, previous_secret, job_id, request_id
+SELECT id, attempts, message_id, type, body, endpoint_id, app_id, url, secret, previous_secret, job_id, request_id,
+       message_created_at
 FROM webhook_claim_deliveries(%(limit)s, %(per_endpoint)s, %(per_app)s, %(lease_s)s);
 
 -- expand_webhook_fan_outs --
@@ -86,19 +96,20 @@ SELECT webhook_expand_fan_outs(%(max_rows)s) AS written;
 
 -- postpone_webhook_delivery --
 -- A claimed delivery whose host is over its rate: due again in `delay_s`, not attempted, no attempt logged.
+-- By its whole key, as in record_webhook_attempt: one month's index is read, not every month's.
 UPDATE webhook_deliveries
 SET next_attempt_at = now() + make_interval(secs => %(delay_s)s), in_flight_until = NULL, updated_at = now()
-WHERE id = %(delivery_id)s AND status = 'pending'
+WHERE id = %(delivery_id)s AND message_created_at = %(message_created_at)s AND status = 'pending'
 RETURNING id;
 
 -- record_webhook_attempt --
 -- Log one attempt and move its delivery on: succeeded, failed, disabled, or pending again in
 -- `retry_in_s` (by the database's clock). A delivery disabled while it was in flight stays disabled.
 WITH attempt AS (
-    INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms, error)
-    SELECT id, %(attempted_at)s, %(status_code)s, %(latency_ms)s, %(error)s
+    INSERT INTO webhook_attempts (delivery_id, message_created_at, attempted_at, status_code, latency_ms, error)
+    SELECT id, message_created_at, %(attempted_at)s, %(status_code)s, %(latency_ms)s, %(error)s
     FROM webhook_deliveries
-    WHERE id = %(delivery_id)s
+    WHERE id = %(delivery_id)s AND message_created_at = %(message_created_at)s
 )
 UPDATE webhook_deliveries
 SET status = CASE WHEN status = 'disabled' AND %(status)s = 'pending' THEN 'disabled' ELSE %(status)s END,
@@ -107,7 +118,7 @@ SET status = CASE WHEN status = 'disabled' AND %(status)s = 'pending' THEN 'disa
     in_flight_until = NULL,
     last_attempt_at = %(attempted_at)s,
     updated_at = now()
-WHERE id = %(delivery_id)s
+WHERE id = %(delivery_id)s AND message_created_at = %(message_created_at)s
 RETURNING id, status;
 
 -- update_webhook_endpoint_health --
@@ -152,7 +163,7 @@ RETURNING id;
 SELECT d.id, d.message_id, m.type, d.status, d.attempts, d.next_attempt_at,
        coalesce(d.in_flight_until > now(), false) AS in_flight, d.last_attempt_at, d.created_at
 FROM webhook_deliveries d
-JOIN webhook_messages m ON m.id = d.message_id
+JOIN webhook_messages m ON m.id = d.message_id AND m.created_at = d.message_created_at
 WHERE d.endpoint_id = %(endpoint_id)s
   AND (%(before_id)s::bigint IS NULL OR d.id < %(before_id)s::bigint)
   AND (%(status)s::text IS NULL OR d.status = %(status)s::text)

@@ -214,6 +214,7 @@ def test_a_delivery_waiting_for_a_resolver_thread_is_put_back_without_an_attempt
 def mark_sent_for(conn: psycopg.Connection, app_id: int) -> None:
     """A delivery due for the app's endpoints, written as the outbox would."""
     conn.execute("INSERT INTO webhook_messages (app_id, type, body) VALUES (%s, 'email.sent', '{}')", (app_id,))
-    conn.execute("INSERT INTO webhook_deliveries (message_id, endpoint_id, next_attempt_at) "
-                 "SELECT m.id, e.id, now() FROM webhook_messages m, webhook_endpoints e WHERE e.app_id = %s",
+    conn.execute("INSERT INTO webhook_deliveries (message_id, message_created_at, endpoint_id, next_attempt_at) "
+                 "SELECT m.id, m.created_at, e.id, now() FROM webhook_messages m, webhook_endpoints e "
+                 "WHERE e.app_id = %s",
                  (app_id,))

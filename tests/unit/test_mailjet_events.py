@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,8 +17,12 @@ def _body(obj: object) -> bytes:
     return json.dumps(obj).encode()
 
 
+# When the fixtures' events arrived (their `time` is plausible then).
+ARRIVED = datetime.fromtimestamp(1755500200, tz=UTC)
+
+
 def test_grouped_fixture_parses_every_event_type() -> None:
-    parsed = events.parse_events((FIXTURES / "webhook_v2.json").read_bytes())
+    parsed = events.parse_events((FIXTURES / "webhook_v2.json").read_bytes(), now=ARRIVED)
     assert [e.name for e in parsed] == [
         "sent", "open", "click", "bounce", "spam", "blocked", "unsub"]
     assert [e.status for e in parsed] == [
@@ -72,7 +76,7 @@ def test_field_coercions() -> None:
         {"event": "sent", "MessageID": "288230379609003794", "time": "1755500001"},
         {"event": "sent", "MessageID": 1.5, "time": "soon"},
         {"event": "sent", "CustomID": "", "email": ""},
-    ]))
+    ]), now=ARRIVED)
     assert numeric.message_id == 288230379609003794
     assert numeric.at == datetime.fromtimestamp(1755500001, tz=UTC)
     assert floaty.message_id is None
@@ -103,3 +107,20 @@ def test_fingerprint_is_stable_and_distinct() -> None:
     # The same event, grouped or not, dedups to the same key.
     (single,) = events.parse_events(_body(raw))
     assert single.fingerprint == first.fingerprint
+
+
+@pytest.mark.parametrize("time", [ARRIVED - events.PLAUSIBLE_PAST - timedelta(seconds=1),
+                                  ARRIVED + events.PLAUSIBLE_FUTURE + timedelta(seconds=1)])
+def test_an_implausible_time_gives_way_to_the_arrival(time: datetime) -> None:
+    """mailjet_events is partitioned by the time: one far away would have no month to land in."""
+    (event,) = events.parse_events(_body({"event": "open", "time": time.timestamp()}), now=ARRIVED)
+    assert event.at == ARRIVED
+
+
+def test_a_plausible_time_is_kept_and_the_same_for_every_retry() -> None:
+    """The dedupe key (fingerprint, occurred_at) is a function of the raw event alone."""
+    raw = {"event": "open", "time": int(ARRIVED.timestamp()) - 3600, "MessageID": 5}
+    first = events.to_event(raw, ARRIVED)
+    retried = events.to_event(raw, ARRIVED + timedelta(hours=24))  # Mailjet retries for at most a day
+    assert (first.fingerprint, first.at) == (retried.fingerprint, retried.at)
+    assert first.at == datetime.fromtimestamp(raw["time"], tz=UTC)
