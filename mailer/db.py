@@ -70,6 +70,31 @@ def connect_kwargs(settings: Settings | None = None) -> dict[str, Any]:
     return {"connect_timeout": timeout_s}
 
 
+def session_options(
+    settings: Settings, *, conninfo: str | None = None, statement_timeout_s: float | None = None, extra: str = ""
+) -> str:
+    """libpq's `options` of our own sessions (the pools, Procrastinate's LISTEN, the liveness connection): a
+    statement_timeout (MAILER_DB_STATEMENT_TIMEOUT_S, or `statement_timeout_s`) and an
+    idle_in_transaction_session_timeout (MAILER_DB_IDLE_IN_TRANSACTION_TIMEOUT_S), so that none of them runs
+    or holds a transaction, and the snapshot that pins dead rows for vacuum, for long by mistake.
+
+    Startup options, not a SET: one per connection at no cost, and nothing for a transaction to forget. What
+    the URL's own `options` say (`conninfo`, DATABASE_URL by default) comes after them, so it wins. A pooler in
+    transaction mode (PgBouncer) does not pass startup options on: behind one, these must be left out of its
+    URL and set on the role instead (README, "Long transactions and snapshots").
+    """
+    statement_ms = round((statement_timeout_s or settings.db_statement_timeout_s) * 1000)
+    ours = (f"-c statement_timeout={statement_ms} "
+            f"-c idle_in_transaction_session_timeout={settings.db_idle_in_transaction_timeout_s * 1000}")
+    theirs = psycopg.conninfo.conninfo_to_dict(conninfo or settings.require_database_url()).get("options") or ""
+    return " ".join(part for part in (extra, ours, str(theirs)) if part)
+
+
+def session_kwargs(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of the connects of our own sessions' pools: connect_kwargs and session_options."""
+    return {**connect_kwargs(settings), "options": session_options(settings)}
+
+
 def connect(conninfo: str, settings: Settings | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
     """One connection of its own (not pooled), given up after MAILER_DB_CONNECT_TIMEOUT_S."""
     return Connection.connect(conninfo, **connect_kwargs(settings), **kwargs)
@@ -85,7 +110,7 @@ def create_pool(settings: Settings, *, name: str, max_size: int | None = None) -
     pool = psycopg_pool.ConnectionPool(
         settings.require_database_url(),
         connection_class=Connection,
-        kwargs=connect_kwargs(settings),
+        kwargs=session_kwargs(settings),
         name=name,
         min_size=1,
         max_size=max_size or settings.db_pool_size,
@@ -107,7 +132,7 @@ def create_async_pool(
     return psycopg_pool.AsyncConnectionPool(
         settings.require_database_url(),
         connection_class=AsyncConnection,
-        kwargs=connect_kwargs(settings),
+        kwargs=session_kwargs(settings),
         name=name,
         min_size=min_size,
         max_size=max_size,

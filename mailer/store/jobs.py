@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -73,6 +75,13 @@ class Claim:
     jobs: list[ClaimedJob]
     cancelled: list[ClaimedJob]
     more: bool
+    _floors: ClaimFloors | None = None
+    _reached: dict[str, Any] | None = None
+
+    def commit_floors(self) -> None:
+        """Once the claim committed: the process's next claims start where this one got to."""
+        if self._floors is not None and self._reached is not None:
+            self._floors.reached(self._reached)
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -81,20 +90,88 @@ class Claim:
         return iter(self.jobs)
 
 
+class ClaimFloors:
+    """Where a process's next claim starts reading each lane of the queue, so that its cost stays flat while a
+    long snapshot pins the index entries of the jobs claimed since it began (sql/queries/jobs.sql).
+
+    A lane's floor is the run_at the process's claims got to, less `margin_s`: a job is due by run_at, and
+    every statement that makes one due sets its run_at to its transaction's now() or later, so a job below
+    the floor is one whose transaction committed more than `margin_s` after it began. A job a claim locked
+    but left (too big for that call) is below what it got to: the next claim starts from it once. Every
+    `full_scan_s` a claim reads both lanes from the start, for what slipped below (a late commit, a job a
+    rolled-back claim of another process had locked), so that no job waits longer than that for it.
+    """
+
+    def __init__(self, *, margin_s: float = 2.0, full_scan_s: float = 10.0) -> None:
+        self.margin = dt.timedelta(seconds=margin_s)
+        self.full_scan_s = full_scan_s
+        self._lock = threading.Lock()
+        self._next: dict[str, dt.datetime | None] = {"transactional": None, "bulk": None}
+        self._left: dict[str, dt.datetime | None] = {"transactional": None, "bulk": None}
+        self._full_scan_due = time.monotonic()
+
+    def start(self) -> dict[str, dt.datetime | None]:
+        """Each lane's floor for a claim about to run (None: from the start); the jobs left are its to find."""
+        with self._lock:
+            if time.monotonic() >= self._full_scan_due:
+                self._full_scan_due = time.monotonic() + self.full_scan_s
+                self._left = {lane: None for lane in self._left}
+                return {lane: None for lane in self._next}
+            floors = {lane: _earliest(self._next[lane], self._left[lane]) for lane in self._next}
+            self._left = {lane: None for lane in self._left}
+            return {lane: None if at is None else at - self.margin for lane, at in floors.items()}
+
+    def reached(self, row: dict[str, Any]) -> None:
+        """Move the floors past what a committed claim took (a claim's `*_next` and `*_left` columns)."""
+        with self._lock:
+            for lane in self._next:
+                taken, left = row[f"{lane}_next"], row[f"{lane}_left"]
+                if taken is not None and (self._next[lane] is None or taken > self._next[lane]):
+                    self._next[lane] = taken
+                self._left[lane] = _earliest(self._left[lane], left)
+
+
+def _earliest(*values: dt.datetime | None) -> dt.datetime | None:
+    found = [value for value in values if value is not None]
+    return min(found) if found else None
+
+
+def claim_params(
+    *, limit: int, max_bytes: int, sender_id: int | None, floors: dict[str, dt.datetime | None] | None
+) -> dict[str, Any]:
+    """The parameters of claim_due_jobs (bench/snapshot_claims.py explains it with them)."""
+    floors = floors or {}
+    return {"limit": limit, "max_bytes": max_bytes, "sender_id": sender_id,
+            "transactional_from": floors.get("transactional"), "bulk_from": floors.get("bulk")}
+
+
 def claim_due_jobs(
-    conn: psycopg.Connection, *, limit: int, max_bytes: int = 2**31 - 1, sender_id: int | None = None
+    conn: psycopg.Connection, *, limit: int, max_bytes: int = 2**31 - 1, sender_id: int | None = None,
+    floors: ClaimFloors | None = None,
 ) -> Claim:
     """Mark due jobs as sending by `sender_id`, up to `limit` jobs and `max_bytes` of message (at least one);
     cancel the due jobs of revoked apps it comes across. Without a sender (tests), the claim is recovered by age
-    like one of the release before sender liveness."""
-    rows = _run.all_rows(conn, "claim_due_jobs", limit=limit, max_bytes=max_bytes, sender_id=sender_id)
+    like one of the release before sender liveness. With `floors`, each lane is read from the process's floor,
+    moved once the caller's transaction commits (`Claim.commit_floors`); without, from the start."""
+    params = claim_params(limit=limit, max_bytes=max_bytes, sender_id=sender_id,
+                          floors=floors.start() if floors else None)
+    rows = _run.all_rows(conn, "claim_due_jobs", **params)
+    reached = {key: rows[0][key] for key in _FLOOR_COLUMNS} if rows else None
+    for row in rows:
+        for key in _FLOOR_COLUMNS:
+            del row[key]
     more = [row.pop("more") for row in rows]  # the same on every row
     cancelled = [row.pop("cancelled") for row in rows]
     return Claim(
         jobs=[ClaimedJob(**row) for row, gone in zip(rows, cancelled, strict=True) if not gone],
         cancelled=[ClaimedJob(**row) for row, gone in zip(rows, cancelled, strict=True) if gone],
         more=any(more),
+        _floors=floors,
+        _reached=reached,
     )
+
+
+_FLOOR_COLUMNS = ("transactional_next", "transactional_left", "bulk_next", "bulk_left")
 
 
 def release_jobs(conn: psycopg.Connection, *, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:

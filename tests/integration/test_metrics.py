@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import flask
+import psycopg
 import psycopg_pool
 import pytest
 from prometheus_client import REGISTRY
@@ -293,3 +294,22 @@ def test_a_metrics_file_another_process_has_only_just_created_does_not_fail_the_
     finally:
         app.extensions["mailer.pool"].close()
     assert value(samples, "mailer_metrics_database_up") == 1
+
+
+def test_the_oldest_transaction_and_its_snapshot_show_while_a_reader_holds_one(client, auth, database_url) -> None:
+    assert value(scrape(client), "mailer_db_oldest_transaction_age_seconds") < 1.0  # the scrape's own is left out
+
+    with psycopg.connect(database_url) as reader:
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT count(*) FROM jobs")  # its snapshot is taken here
+        for n in range(3):  # transactions the snapshot is older than
+            assert client.post("/queue", json=message(f"n{n}@example.org"), headers=auth).status_code == 202
+        time.sleep(1.2)
+        held = scrape(client)
+        reader.rollback()
+
+    assert value(held, "mailer_db_oldest_transaction_age_seconds") >= 1.2
+    assert value(held, "mailer_db_oldest_snapshot_age_transactions") >= 3
+    after = scrape(client)
+    assert value(after, "mailer_db_oldest_transaction_age_seconds") < 1.0
+    assert value(after, "mailer_db_oldest_snapshot_age_transactions") == 0
