@@ -54,6 +54,11 @@ SEND_LATENCY = Histogram(
     "mailer_send_latency_seconds", "From claiming a batch of due jobs to Mailjet's answer to its send call",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+CLAIM_SECONDS = Histogram(
+    "mailer_send_claim_seconds", "How long one claim of due jobs took in the database (its statement): flat "
+    "while a long snapshot pins the queue's dead rows (store/jobs.py, ClaimFloors)",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)
 MAILJET_RESPONSES = Counter(
     "mailer_mailjet_responses", "Mailjet API answers by call (send, lookup) and HTTP status code; "
     "code 'transport' when no answer came (timeout, connection error)", ["call", "code"],
@@ -146,6 +151,11 @@ def jobs_reached(transitions: Iterable[tuple[str, str]]) -> None:
 def from_refused(count: int) -> None:
     """Count messages refused for their from domain."""
     FROM_REFUSED.inc(count)
+
+
+def claim_took(seconds: float) -> None:
+    """Observe the time of one claim statement."""
+    CLAIM_SECONDS.observe(seconds)
 
 
 def mailjet_answered(call: str, status_code: int | None, claimed_at: float | None = None) -> None:

@@ -115,10 +115,12 @@ def _send_as(
             if not senders_store.hold_sender(conn, sender_id=sender_id):
                 raise liveness.SenderUnavailable(f"sender {sender_id} was taken over; it registers anew")
             claim_sent = True
+            claim_started = time.monotonic()
             claim = store.claim_due_jobs(
                 conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes, sender_id=sender_id,
                 floors=claim_floors(pool, settings),
             )
+            metrics.claim_took(time.monotonic() - claim_started)
             screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
             if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
                 db.retire(pool)

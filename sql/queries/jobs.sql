@@ -86,21 +86,22 @@ ORDER BY id;
 -- are in it). `running = bytes`: nothing to send before it, so the first job goes even when it alone is too
 -- big. The claim commits before Mailjet is called, so a crash leaves a trace; `claimed_by` names the sender
 -- (mailer/services/liveness.py) whose liveness the claim now depends on.
--- Each lane is read from its floor (`transactional_from`, `bulk_from`; null: from the start), not from the
--- oldest entry of jobs_due_idx: the entries of claimed jobs stay in it until vacuum removes them, and while a
--- long snapshot (an analyst's REPEATABLE READ, a backup) pins them, nothing can, nor can a scan mark them dead,
--- so a claim from the start would visit every job claimed since that snapshot began (store/jobs.py,
--- ClaimFloors). The bulk lane is read only for what the transactional lane left of `limit` (LIMIT 0 reads
--- nothing). On every row, per lane: `*_next` the run_at the claim got to, `*_left` the oldest run_at of a job
--- it locked but left (too big for this call), for the next claim to start from.
+-- Each lane is read from its floor (`*_at`, `*_id`; null: from the start), not from the oldest entry of
+-- jobs_due_idx: the entries of claimed jobs stay in it until vacuum removes them, and while a long snapshot
+-- (an analyst's REPEATABLE READ, a backup) pins them, nothing can, nor can a scan mark them dead, so a claim
+-- from the start would visit every job claimed since that snapshot began (store/jobs.py, ClaimFloors). The
+-- bulk lane is read only for what the transactional lane left of `limit` (LIMIT 0 reads nothing). Every row
+-- has its run_at (`due_at`), and per lane the first job the claim locked but left (too big for this call,
+-- `*_left_at`, `*_left_id`), for the next claim to start from.
 WITH transactional AS MATERIALIZED (
     SELECT id, false AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
            EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked,
            verify_before_send
     FROM jobs
     WHERE status IN ('queued', 'scheduled') AND (priority = 'bulk') IS FALSE
-      AND run_at >= coalesce(%(transactional_from)s::timestamptz, '-infinity') AND run_at <= now()
-    ORDER BY run_at
+      AND (run_at, id) >= (coalesce(%(transactional_at)s::timestamptz, '-infinity'), %(transactional_id)s::uuid)
+      AND run_at <= now()
+    ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), bulk AS MATERIALIZED (
@@ -109,8 +110,9 @@ WITH transactional AS MATERIALIZED (
            verify_before_send
     FROM jobs
     WHERE status IN ('queued', 'scheduled') AND (priority = 'bulk')
-      AND run_at >= coalesce(%(bulk_from)s::timestamptz, '-infinity') AND run_at <= now()
-    ORDER BY run_at
+      AND (run_at, id) >= (coalesce(%(bulk_at)s::timestamptz, '-infinity'), %(bulk_id)s::uuid)
+      AND run_at <= now()
+    ORDER BY run_at, id
     LIMIT greatest(%(limit)s - (SELECT count(*) FROM transactional), 0)
     FOR UPDATE SKIP LOCKED
 ), picked AS MATERIALIZED (
@@ -127,11 +129,11 @@ WITH transactional AS MATERIALIZED (
               FROM (SELECT * FROM transactional UNION ALL SELECT * FROM bulk) AS due) AS d
     ) AS p
 ), floors AS (
-    SELECT max(run_at) FILTER (WHERE NOT bulk AND taken) AS transactional_next,
-           min(run_at) FILTER (WHERE NOT bulk AND NOT taken) AS transactional_left,
-           max(run_at) FILTER (WHERE bulk AND taken) AS bulk_next,
-           min(run_at) FILTER (WHERE bulk AND NOT taken) AS bulk_left
-    FROM picked
+    SELECT (SELECT run_at FROM picked WHERE NOT bulk AND NOT taken ORDER BY run_at, id LIMIT 1)
+               AS transactional_left_at,
+           (SELECT id FROM picked WHERE NOT bulk AND NOT taken ORDER BY run_at, id LIMIT 1) AS transactional_left_id,
+           (SELECT run_at FROM picked WHERE bulk AND NOT taken ORDER BY run_at, id LIMIT 1) AS bulk_left_at,
+           (SELECT id FROM picked WHERE bulk AND NOT taken ORDER BY run_at, id LIMIT 1) AS bulk_left_id
 ), changed AS (
     UPDATE jobs
     SET status = CASE WHEN picked.cancel THEN 'cancelled' ELSE 'sending' END,
@@ -144,7 +146,7 @@ WITH transactional AS MATERIALIZED (
     RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.cancel THEN NULL ELSE jobs.message END AS message,
               jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
               extract(epoch FROM now() - jobs.lost_attempt_at)::float8 AS lost_attempt_age_s,
-              picked.cancel AS cancelled, picked.more
+              picked.cancel AS cancelled, picked.more, picked.run_at AS due_at
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
     SELECT id, CASE WHEN cancelled THEN 'app_revoked' ELSE 'sending' END,
@@ -153,7 +155,8 @@ WITH transactional AS MATERIALIZED (
     FROM changed
 )
 SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes, revoked,
-       lost_attempt_age_s, cancelled, more, transactional_next, transactional_left, bulk_next, bulk_left
+       lost_attempt_age_s, cancelled, more, due_at, transactional_left_at, transactional_left_id, bulk_left_at,
+       bulk_left_id
 FROM changed CROSS JOIN floors;
 
 -- mark_jobs_sent --

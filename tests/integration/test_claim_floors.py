@@ -55,50 +55,60 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def test_a_claim_reads_past_the_jobs_a_long_snapshot_pins_only_below_its_floor(conn, app_id, database_url) -> None:
-    queue(conn, app_id, SPREAD)
-    conn.execute("UPDATE jobs SET run_at = now() - make_interval(secs => %s - n) "
-                 "FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM jobs) AS o WHERE jobs.id = o.id",
-                 [SPREAD + 10])
+    queue(conn, app_id, SPREAD + 50)
+    conn.execute("UPDATE jobs SET run_at = now() - interval '1 minute'")  # one send_at for all: a newsletter
     conn.execute("ANALYZE jobs")
-    floors = jobs_store.ClaimFloors(margin_s=2, full_scan_s=3600)
+    floors = jobs_store.ClaimFloors(margin_s=0.01, full_scan_s=3600)
     with psycopg.connect(database_url) as reader:
         reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         reader.execute("SELECT count(*) FROM jobs")  # from now on, no claimed job's entry can go
-        while claim(conn, floors).jobs:
-            pass
-        queue(conn, app_id, 50)
+        for _ in range(SPREAD // 50):
+            assert len(claim(conn, floors)) == 50
+        time.sleep(0.05)  # past the margin: the floor is the last job claimed
 
         from_the_start = lane_blocks(conn, None)
         from_the_floor = lane_blocks(conn, floors.start())
         reader.rollback()
 
     # From the start, the scan visits the heap page of every job claimed since the snapshot (a dozen or so
-    # jobs a page); from the floor, the few claimed in the margin before it and the 50 due.
+    # jobs a page); from the floor, those of the 50 left.
     assert from_the_start > 80
     assert from_the_floor < from_the_start / 4
     assert len(claim(conn, floors)) == 50
 
 
 def test_a_job_that_became_due_below_the_floor_is_claimed_at_the_next_full_scan(conn, app_id) -> None:
-    floors = jobs_store.ClaimFloors(margin_s=1, full_scan_s=1.5)
+    floors = jobs_store.ClaimFloors(margin_s=0.01, full_scan_s=1.5)
     queue(conn, app_id, 3)
-    assert len(claim(conn, floors)) == 3  # the first claim reads from the start, and sets the floor
+    assert len(claim(conn, floors)) == 3  # the first claim reads from the start
     [late] = queue(conn, app_id, 1)
     conn.execute("UPDATE jobs SET run_at = now() - interval '1 minute' WHERE id = %s", [late])  # committed late
+    time.sleep(0.05)  # past the margin: the floor is the last job claimed
 
     assert not claim(conn, floors).jobs
     time.sleep(1.6)
     assert [str(job.id) for job in claim(conn, floors)] == [late]
 
 
+def test_a_job_committed_within_the_margin_is_not_left_below_the_floor(conn, app_id) -> None:
+    floors = jobs_store.ClaimFloors(margin_s=3600, full_scan_s=3600)
+    claim(conn, floors)  # the full scan of a process's first claim
+    queue(conn, app_id, 3)
+    assert len(claim(conn, floors)) == 3
+    [late] = queue(conn, app_id, 1)
+    conn.execute("UPDATE jobs SET run_at = now() - interval '1 minute' WHERE id = %s", [late])
+
+    assert [str(job.id) for job in claim(conn, floors)] == [late]  # the floor is where claims were an hour ago
+
+
 def test_a_job_a_claim_locked_but_left_is_the_next_claims_though_another_claim_got_further(
     conn, app_id, database_url
 ) -> None:
-    floors = jobs_store.ClaimFloors(margin_s=0.001, full_scan_s=3600)
+    floors = jobs_store.ClaimFloors(margin_s=0.01, full_scan_s=3600)
     ids = queue(conn, app_id, 4)
     conn.execute("UPDATE jobs SET run_at = now() - make_interval(secs => 100 - o.n), message_bytes = 100 "
                  "FROM unnest(%s::uuid[]) WITH ORDINALITY AS o(id, n) WHERE jobs.id = o.id", [ids])
-    assert [str(job.id) for job in claim(conn, floors, limit=1)] == ids[:1]  # floor: the first job's run_at
+    assert [str(job.id) for job in claim(conn, floors, limit=1)] == ids[:1]
 
     with psycopg.connect(database_url) as other:
         with conn.transaction():  # locks jobs 2 and 3, takes job 2 only (job 3 does not fit), still running
@@ -107,10 +117,12 @@ def test_a_job_a_claim_locked_but_left_is_the_next_claims_though_another_claim_g
             with other.transaction():  # skips the locked ones: takes job 4, and commits first
                 second = store.claim_due_jobs(other, limit=2, floors=floors)
             assert [str(job.id) for job in second] == ids[3:4]
-            second.commit_floors()  # the floor is past job 3 now
+            second.commit_floors()  # the floor is past job 3 once the margin has passed
         first.commit_floors()
+    time.sleep(0.05)
 
     assert [str(job.id) for job in claim(conn, floors)] == ids[2:3]
+    assert not claim(conn, floors).jobs
 
 
 def test_lanes_keep_their_order_with_floors(conn, app_id) -> None:
