@@ -6,7 +6,7 @@ Starts a private PostgreSQL, migrates a fresh database, opens a connection that 
 LEVEL REPEATABLE READ; SELECT 1` for the whole run (unless --no-snapshot), then in rounds: queues
 `--per-round` jobs and claims them all, 50 a claim, the way a worker does (its claim floors, each claim's
 jobs then marked sent). Prints, per round, the dead rows the snapshot pins so far and the claims' mean and
-p95 time, and the buffers the round's last claim touched (EXPLAIN (ANALYZE, BUFFERS) of the claim query, in
+p95 time, and the buffers a claim touched as the round began (EXPLAIN (ANALYZE, BUFFERS) of the claim query, in
 a transaction rolled back). A claim cost that grows with the pinned rows is the stall issue 19 is about.
 """
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 def measure(url: str, rounds: int, per_round: int, *, snapshot: bool,
             floors: jobs_store.ClaimFloors | None) -> list[str]:
     """One line per round: pinned dead rows, claim ms (mean, p95), buffers of the last claim."""
-    lines = ["round | pinned dead rows | claim ms mean | p95 | buffers (last claim)"]
+    lines = ["round | pinned dead rows | claim ms mean | p95 | buffers (a claim as the round begins)"]
     with psycopg.connect(url, autocommit=True) as reader, psycopg.connect(url) as conn:
         if snapshot:
             reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")

@@ -93,6 +93,7 @@ def test_queueing_and_sending_a_job_move_the_counters_gauges_and_histogram(clien
         assert value(sent, "mailer_queue_depth", priority=priority) == 0
         assert value(sent, "mailer_queue_oldest_age_seconds", priority=priority) == 0
     assert value(sent, "mailer_send_latency_seconds_count") == value(before, "mailer_send_latency_seconds_count") + 1
+    assert value(sent, "mailer_send_claim_seconds_count") > value(before, "mailer_send_claim_seconds_count")
     assert value(sent, "mailer_send_latency_seconds_sum") > value(before, "mailer_send_latency_seconds_sum")
     assert value(sent, "mailer_mailjet_responses_total", call="send", code="200") == value(
         before, "mailer_mailjet_responses_total", call="send", code="200") + 1
