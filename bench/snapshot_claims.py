@@ -1,6 +1,7 @@
 """Claim cost against the dead rows a long REPEATABLE READ snapshot pins: one connection, no HTTP.
 
-    .venv/bin/python bench/snapshot_claims.py [--rounds 10] [--per-round 2000] [--no-snapshot]
+    .venv/bin/python bench/snapshot_claims.py [--rounds 10] [--per-round 2000] [--no-snapshot] [--no-floors]
+    .venv/bin/python bench/snapshot_claims.py --wakeups [--rounds 6] [--per-round 2000] [--no-snapshot]
 
 Starts a private PostgreSQL, migrates a fresh database, opens a connection that holds `BEGIN ISOLATION
 LEVEL REPEATABLE READ; SELECT 1` for the whole run (unless --no-snapshot), then in rounds: queues
@@ -8,6 +9,8 @@ LEVEL REPEATABLE READ; SELECT 1` for the whole run (unless --no-snapshot), then 
 jobs then marked sent). Prints, per round, the dead rows the snapshot pins so far and the claims' mean and
 p95 time, and the buffers a claim touched as the round began (EXPLAIN (ANALYZE, BUFFERS) of the claim query, in
 a transaction rolled back). A claim cost that grows with the pinned rows is the stall issue 19 is about.
+--wakeups measures Procrastinate's fetch the same way: rounds of wake-ups inserted, each fetched
+(procrastinate_fetch_job_v2) and finished with its row deleted, as the worker does.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-round", type=int, default=2000)
     parser.add_argument("--no-snapshot", action="store_true", help="the same without the snapshot held")
     parser.add_argument("--no-floors", action="store_true", help="every claim walks its lanes from the start")
+    parser.add_argument("--wakeups", action="store_true", help="Procrastinate's fetch of wake-ups instead")
     args = parser.parse_args(argv)
     base = pathlib.Path(tempfile.mkdtemp(prefix="mailer-snapshot-claims-"))
     base.chmod(0o755)
@@ -54,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute("CREATE DATABASE snap")
         url = cluster.url("snap")
         migrations.migrate(url)
-        for line in measure(url, args.rounds, args.per_round, snapshot=not args.no_snapshot,
-                            floors=None if args.no_floors else jobs_store.ClaimFloors()):
+        lines = (wakeups(url, args.rounds, args.per_round, snapshot=not args.no_snapshot) if args.wakeups else
+                 measure(url, args.rounds, args.per_round, snapshot=not args.no_snapshot,
+                         floors=None if args.no_floors else jobs_store.ClaimFloors()))
+        for line in lines:
             print(line, flush=True)
     finally:
         cluster.stop()
@@ -94,6 +100,29 @@ def measure(url: str, rounds: int, per_round: int, *, snapshot: bool,
             times.sort()
             lines.append(f"{round_no:5d} | {pinned:16d} | {statistics.mean(times):13.2f} | "
                          f"{times[int(len(times) * 0.95)]:6.2f} | {buffers}")
+    return lines
+
+
+def wakeups(url: str, rounds: int, per_round: int, *, snapshot: bool) -> list[str]:
+    """One line per round: wake-ups fetched so far, fetch ms (mean, p95)."""
+    lines = ["round | wake-ups done | fetch ms mean | p95"]
+    with psycopg.connect(url, autocommit=True) as reader, psycopg.connect(url, autocommit=True) as conn:
+        worker = conn.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id").fetchone()[0]  # type: ignore[index]
+        if snapshot:
+            reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            reader.execute("SELECT 1")
+        for round_no in range(rounds):
+            times: list[float] = []
+            for _ in range(per_round):
+                conn.execute("INSERT INTO procrastinate_jobs (queue_name, task_name) VALUES ('send', 'wake')")
+                t0 = time.perf_counter()
+                job = conn.execute("SELECT id FROM procrastinate_fetch_job_v2(ARRAY['send']::varchar[], %s)",
+                                   [worker]).fetchone()[0]  # type: ignore[index]
+                times.append((time.perf_counter() - t0) * 1000)
+                conn.execute("SELECT procrastinate_finish_job_v1(%s, 'succeeded', true)", [job])
+            times.sort()
+            lines.append(f"{round_no:5d} | {(round_no + 1) * per_round:13d} | {statistics.mean(times):13.2f} | "
+                         f"{times[int(len(times) * 0.95)]:6.2f}")
     return lines
 
 
