@@ -5,9 +5,11 @@
 Starts a private PostgreSQL (fsync on), migrates a fresh database per round, then through mailer's own
 store and service functions: queues `--emails` in batches of 500 (as POST /queue does), and sends them all,
 50 per batch (claim and screening in one transaction; sent, MessageIDs and early events in another, as
-the worker records a Mailjet answer). Prints the CPU time of the server process per email for each phase,
-read from /proc, so neither Python nor the network counts. The end-to-end benchmark (bench/run.py) is
-what the issue measures; this isolates PostgreSQL's share, which varies far less between runs.
+the worker records a Mailjet answer), then applies three Mailjet events per email (sent, open, click) in
+grouped POSTs of 100, as POST /events does. Prints the CPU time of the server process per email for each
+phase, read from /proc, so neither Python nor the network counts, and the WAL written per email
+(pg_current_wal_lsn). The end-to-end benchmark (bench/run.py) is what the issue measures; this isolates
+PostgreSQL's share, which varies far less between runs (docs/scaling.md builds on it).
 `--statements` adds pg_stat_statements' top statements (the queries that triggers run included), with
 how often each was planned: a statement planned on every call is worth a look.
 
@@ -35,11 +37,13 @@ import psycopg  # noqa: E402  # after the path fix above
 
 from bench import loadgen  # noqa: E402
 from mailer import pgcluster, store  # noqa: E402
-from mailer.services import apps, queueing, suppressions  # noqa: E402
+from mailer.mailjet import events as mailjet_events  # noqa: E402
+from mailer.services import apps, queueing, suppressions, tracking  # noqa: E402
 from mailer.store import migrations  # noqa: E402
 
 INGEST_BATCH = 500
 SEND_BATCH = 50
+EVENT_POST = 100  # events per grouped POST /events
 FIRST_MESSAGE_ID = 2**58
 
 
@@ -58,16 +62,24 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
         cluster.stop()
         cluster.start()
-        print(f"checkout: {ROOT}\nµs of PostgreSQL CPU per email: queue | claim | record | all")
-        totals = []
+        print(f"checkout: {ROOT}\nµs of PostgreSQL CPU per email: queue | claim | record | all | 3 events"
+              " | WAL bytes per email (queue to sent) | WAL bytes per email (3 events)")
+        totals, event_costs, wal_sends, wal_events = [], [], [], []
         for round_no in range(args.rounds):
             url = _fresh_database(cluster, f"round{round_no}")
-            phases = _measure(url, args.emails)
+            phases, wal_send = _measure(url, args.emails)
+            events_cpu, wal_event = _measure_events(url, args.emails)
             totals.append(sum(phases))
-            print(" | ".join(f"{value:6.1f}" for value in (*phases, totals[-1])), flush=True)
+            event_costs.append(events_cpu)
+            wal_sends.append(wal_send)
+            wal_events.append(wal_event)
+            print(" | ".join(f"{value:6.1f}" for value in (*phases, totals[-1], events_cpu))
+                  + f" | {wal_send:,.0f} | {wal_event:,.0f}", flush=True)
             if args.statements and round_no == args.rounds - 1:
                 _print_statements(url)
-        print(f"median of all: {statistics.median(totals):.1f} µs per email")
+        print(f"median of all: {statistics.median(totals):.1f} µs per email; 3 events "
+              f"{statistics.median(event_costs):.1f} µs; WAL {statistics.median(wal_sends):,.0f} + "
+              f"{statistics.median(wal_events):,.0f} bytes per email")
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -86,8 +98,8 @@ def _fresh_database(cluster: pgcluster.Cluster, name: str) -> str:
     return url
 
 
-def _measure(url: str, emails: int) -> tuple[float, float, float]:
-    """CPU µs per email of the server process: queueing, claiming, recording."""
+def _measure(url: str, emails: int) -> tuple[tuple[float, float, float], float]:
+    """CPU µs per email of the server process (queueing, claiming, recording), and WAL bytes per email."""
     with psycopg.connect(url) as conn:
         conn.execute("SET pg_stat_statements.track = 'all'")
         conn.execute("SET pg_stat_statements.track_planning = on")  # a statement planned on every call shows
@@ -95,6 +107,7 @@ def _measure(url: str, emails: int) -> tuple[float, float, float]:
         conn.commit()
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         conn.commit()
+        wal_start = _wal_lsn(conn)
         start = _cpu_s(backend)
         for first in range(0, emails, INGEST_BATCH):
             jobs = [_job(n) for n in range(first, min(first + INGEST_BATCH, emails))]
@@ -125,7 +138,36 @@ def _measure(url: str, emails: int) -> tuple[float, float, float]:
         sent = conn.execute("SELECT count(*) FROM jobs WHERE status = 'sent'").fetchone()[0]  # type: ignore[index]
         if sent != emails:
             raise RuntimeError(f"{sent} of {emails} sent")
-    return ((queued - start) / emails * 1e6, claim / emails * 1e6, record / emails * 1e6)
+        wal = _wal_bytes_since(conn, wal_start) / emails
+    return ((queued - start) / emails * 1e6, claim / emails * 1e6, record / emails * 1e6), wal
+
+
+def _measure_events(url: str, emails: int) -> tuple[float, float]:
+    """CPU µs and WAL bytes per email of applying its three events (sent, open, click), 100 a POST."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        recipients = conn.execute("SELECT message_id, job_id::text, email FROM recipients").fetchall()
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        events = [  # Mailjet's "sent" is the delivery; a typical transactional email is then opened, clicked
+            mailjet_events.to_event({"event": name, "time": 1_765_000_000 + n * 3 + after, "MessageID": message_id,
+                                     "CustomID": job_id, "email": email})
+            for n, (message_id, job_id, email) in enumerate(recipients)
+            for after, name in enumerate(("sent", "open", "click"))
+        ]
+        wal_start = _wal_lsn(conn)
+        start = _cpu_s(backend)
+        for first in range(0, len(events), EVENT_POST):
+            with conn.transaction():
+                tracking.record_events(conn, events[first:first + EVENT_POST])
+        return (_cpu_s(backend) - start) / emails * 1e6, _wal_bytes_since(conn, wal_start) / emails
+
+
+def _wal_lsn(conn: psycopg.Connection) -> str:
+    return str(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
+
+
+def _wal_bytes_since(conn: psycopg.Connection, start: str) -> float:
+    row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (start,)).fetchone()
+    return float(row[0])  # type: ignore[index]
 
 
 def _job(n: int) -> queueing.NewJob:

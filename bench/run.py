@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--web-threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--pg-set", action="append", metavar="NAME=VALUE",
                         help=f"a PostgreSQL setting (ALTER SYSTEM); repeatable; default {' '.join(PG_SETTINGS)}")
+    parser.add_argument("--pgbouncer", action="store_true",
+                        help="web and workers through PgBouncer in transaction mode (its CPU is not counted)")
     parser.add_argument("--pg-stats", action="store_true",
                         help="load pg_stat_statements and print the costliest statements of each measurement")
     args = parser.parse_args(argv)
@@ -85,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     pg = ", ".join(args.pg_set) or "defaults"
     config = (f"{report.interpreter()}; gunicorn {args.web_workers} workers x {args.web_threads} threads; "
               f"{args.worker_processes} worker processes x concurrency {args.concurrency} (mailer and naive alike); "
-              f"PostgreSQL 15 ({pg}; fsync on); simulator 100 ms per call, no event callbacks; "
+              f"PostgreSQL 15 ({pg}; fsync on{'; through PgBouncer, transaction mode' if args.pgbouncer else ''}); "
+              "simulator 100 ms per call, no event callbacks; "
               "MAILER_RATE_LIMIT_PER_S=0, other settings default")
     print(config, flush=True)
     rows: list[report.Row] = []
     runs: dict[str, measure.Throughput] = {}
     pg_settings = dict(item.split("=", 1) for item in args.pg_set)
     with system.running(args.worker_processes, args.web_workers, args.web_threads, args.pg_stats,
-                        pg_settings) as sut:
+                        pg_settings, args.pgbouncer) as sut:
         global _PG_STATS  # a flag for the whole run
         _PG_STATS = sut.database_url if args.pg_stats else ""
         with psycopg.connect(sut.database_url) as conn:
@@ -120,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu = report.cpu_table(runs) if runs else ""
     print(table, cpu, sep="\n\n")
     if args.write:
-        command = ".venv/bin/python bench/run.py --write" + (" --quick" if args.quick else "") + "".join(
+        command = ".venv/bin/python bench/run.py --write" + (" --quick" if args.quick else "") + (
+            " --pgbouncer" if args.pgbouncer else "") + "".join(
             f" --pg-set {item}" for item in args.pg_set if args.pg_set != PG_SETTINGS)
         notes = f"Sizes: {dataclasses.asdict(sizes)}."
         report.write(ROOT / "BENCHMARKS.md", report.document(command, config, rows, runs, notes))

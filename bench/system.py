@@ -114,11 +114,13 @@ class System:
 
 @contextlib.contextmanager
 def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats: bool = False,
-            pg_settings: dict[str, str] | None = None) -> Iterator[System]:
+            pg_settings: dict[str, str] | None = None, pgbouncer: bool = False) -> Iterator[System]:
     """Start PostgreSQL (fsync on), migrate, create an app, start the simulator and gunicorn.
 
     With `pg_stats`, PostgreSQL also loads pg_stat_statements (for statement_profile); `pg_settings` are
-    set with ALTER SYSTEM before the server restarts."""
+    set with ALTER SYSTEM before the server restarts. With `pgbouncer`, web and workers reach PostgreSQL through
+    PgBouncer in transaction mode (DATABASE_URL), with the direct URL beside it (MAILER_DIRECT_DATABASE_URL);
+    the benchmark's own connections (resets, counts) stay direct."""
     base = pathlib.Path(tempfile.mkdtemp(prefix="mailer-bench-"))
     cluster = pgcluster.Cluster(base_dir=base / "pg", port=pgcluster.free_port(), fast_unsafe=False)
     log_dir = base / "logs"
@@ -126,6 +128,7 @@ def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats:
     base.chmod(0o755)  # the postgres user must reach pg/ below it
     cluster.ensure_running()
     system: System | None = None
+    bouncer = pgcluster.Bouncer(base_dir=base / "pgbouncer", port=pgcluster.free_port(), server_port=cluster.port)
     try:
         url = cluster.url()
         if pg_settings:
@@ -142,9 +145,12 @@ def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats:
         with psycopg.connect(url) as conn:
             _, api_key = apps.create_app(conn, "bench")
         web_port, sim_port = pgcluster.free_port(), pgcluster.free_port()
+        if pgbouncer:
+            bouncer.start()
         env = {
             **os.environ,
             "DATABASE_URL": url,
+            **({"DATABASE_URL": bouncer.url(), "MAILER_DIRECT_DATABASE_URL": url} if pgbouncer else {}),
             "PORT": str(web_port),
             "MAILJET_API_URL": f"http://127.0.0.1:{sim_port}",
             "MAILJET_API_KEY": SIM_KEY,
@@ -171,6 +177,7 @@ def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats:
     finally:
         if system is not None:
             system.stop_all()
+        bouncer.stop()
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
 

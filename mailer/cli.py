@@ -88,7 +88,9 @@ def _migrate(_: argparse.Namespace) -> int:
     from mailer.store import migrations
 
     settings = Settings.from_env()
-    applied = migrations.migrate(settings.require_database_url(), connect_timeout_s=settings.db_connect_timeout_s)
+    # Direct: migrators serialize on a session advisory lock (sql/queries/migrations.sql).
+    applied = migrations.migrate(settings.require_direct_database_url(),
+                                 connect_timeout_s=settings.db_connect_timeout_s)
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     # After the SQL: secrets stored in the clear (before 0020) get encrypted. Re-keying is left to
     # `mailer webhooks reencrypt`, so that a secret no key reads never fails a deploy.

@@ -40,6 +40,11 @@ class Settings:
     """Everything mailer's processes read from the environment."""
 
     database_url: str | None = None
+    # A direct (not pooled) connection for what is session-scoped: the sender liveness lock, LISTEN, migrations.
+    # Set and different from database_url, DATABASE_URL is taken to be PgBouncer in transaction mode.
+    direct_database_url: str | None = None
+    # A streaming replica for the read-only listings (services/read_replica.py); None: they read the primary.
+    database_replica_url: str | None = None
     mailjet_api_url: str = "https://api.mailjet.com"
     mailjet_api_key: str | None = None
     mailjet_api_secret: str | None = None
@@ -120,6 +125,13 @@ class Settings:
     # to; from the very start every so often (store/jobs.py, ClaimFloors).
     send_claim_floor_margin_s: float = 2.0
     send_claim_full_scan_s: float = 10.0
+    # The read replica: the longest a listing waits for a replica connection before it reads the primary; the
+    # most the replica may lag behind the primary and still serve; how often its lag is measured (per web
+    # process); and, once it could not be reached, how long before it is tried again.
+    replica_timeout_s: float = 1.0
+    replica_max_lag_s: float = 30.0
+    replica_check_interval_s: float = 1.0
+    replica_retry_s: float = 5.0
     # Token buckets in Postgres (see services/rate_limits.py); a rate of 0 turns the limit off.
     rate_limit_per_s: float = 500.0
     rate_limit_burst: int = 1000
@@ -148,6 +160,10 @@ class Settings:
     retention_body_days: int = 30
     retention_days: int = 365
     retention_batch: int = 1000
+    # History tables are partitioned by month (migration 0027): housekeeping keeps this many months ahead.
+    partitions_ahead_months: int = 3
+    # How long dropping an expired partition may wait for its lock on the parent before trying next hour.
+    partition_lock_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +173,8 @@ class Settings:
         defaults = cls()
         return cls(
             database_url=reader.text("DATABASE_URL"),
+            direct_database_url=reader.text("MAILER_DIRECT_DATABASE_URL"),
+            database_replica_url=reader.text("DATABASE_REPLICA_URL"),
             mailjet_api_url=(reader.text("MAILJET_API_URL") or defaults.mailjet_api_url).rstrip("/"),
             mailjet_api_key=reader.text("MAILJET_API_KEY"),
             mailjet_api_secret=reader.text("MAILJET_API_SECRET"),
@@ -248,6 +266,12 @@ class Settings:
             send_claim_full_scan_s=reader.number(
                 "MAILER_SEND_CLAIM_FULL_SCAN_S", defaults.send_claim_full_scan_s, positive=True
             ),
+            replica_timeout_s=reader.number("MAILER_REPLICA_TIMEOUT_S", defaults.replica_timeout_s, positive=True),
+            replica_max_lag_s=reader.number("MAILER_REPLICA_MAX_LAG_S", defaults.replica_max_lag_s, positive=True),
+            replica_check_interval_s=reader.number(
+                "MAILER_REPLICA_CHECK_INTERVAL_S", defaults.replica_check_interval_s, positive=True
+            ),
+            replica_retry_s=reader.number("MAILER_REPLICA_RETRY_S", defaults.replica_retry_s, positive=True),
             rate_limit_per_s=reader.number("MAILER_RATE_LIMIT_PER_S", defaults.rate_limit_per_s),
             rate_limit_burst=reader.integer("MAILER_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
             mailjet_max_calls_per_s=reader.number("MAILER_MAILJET_MAX_CALLS_PER_S", defaults.mailjet_max_calls_per_s),
@@ -274,6 +298,12 @@ class Settings:
             retention_days=reader.integer("MAILER_RETENTION_DAYS", defaults.retention_days, minimum=1),
             retention_batch=reader.integer(
                 "MAILER_RETENTION_BATCH", defaults.retention_batch, minimum=1, maximum=100_000
+            ),
+            partitions_ahead_months=reader.integer(
+                "MAILER_PARTITIONS_AHEAD_MONTHS", defaults.partitions_ahead_months, minimum=1, maximum=24
+            ),
+            partition_lock_timeout_ms=reader.integer(
+                "MAILER_PARTITION_LOCK_TIMEOUT_MS", defaults.partition_lock_timeout_ms, minimum=10, maximum=60_000
             ),
         )
 
@@ -326,6 +356,11 @@ class Settings:
                     f"MAILER_WEBHOOK_SECRET_KEYS: key {number} is not a Fernet key (url-safe base64 of 32 bytes; "
                     "make one with `mailer webhooks new-key`)"
                 )
+        if self.replica_check_interval_s >= self.replica_max_lag_s:  # a lag is only seen one interval late
+            raise ConfigError(
+                f"MAILER_REPLICA_CHECK_INTERVAL_S ({self.replica_check_interval_s}) must be less than "
+                f"MAILER_REPLICA_MAX_LAG_S ({self.replica_max_lag_s})"
+            )
         if self.operator_token is not None and len(self.operator_token) < MIN_OPERATOR_TOKEN:
             raise ConfigError(f"MAILER_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN} characters")
 
@@ -348,6 +383,15 @@ class Settings:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set")
         return self.database_url
+
+    def require_direct_database_url(self) -> str:
+        """The direct (not pooled) URL: MAILER_DIRECT_DATABASE_URL, else DATABASE_URL."""
+        return self.direct_database_url or self.require_database_url()
+
+    @property
+    def database_pooled(self) -> bool:
+        """Whether DATABASE_URL goes through a transaction pooler: no session state may be kept on it."""
+        return self.direct_database_url is not None and self.direct_database_url != self.database_url
 
 
 def _is_fernet_key(key: str) -> bool:

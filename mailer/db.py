@@ -64,10 +64,18 @@ def _close_abandoned_socket(exc: BaseException) -> None:
     traceback.clear_frames(exc.__traceback__)
 
 
-def connect_kwargs(settings: Settings | None = None) -> dict[str, Any]:
-    """The keyword arguments of every connect: a bounded wait (MAILER_DB_CONNECT_TIMEOUT_S)."""
+def connect_kwargs(settings: Settings | None = None, *, direct: bool = False) -> dict[str, Any]:
+    """The keyword arguments of every connect: a bounded wait (MAILER_DB_CONNECT_TIMEOUT_S), and on a pooled
+    DATABASE_URL (not `direct`) no server-side prepared statements."""
     timeout_s = settings.db_connect_timeout_s if settings else DEFAULT_CONNECT_TIMEOUT_S
-    return {"connect_timeout": timeout_s}
+    kwargs: dict[str, Any] = {"connect_timeout": timeout_s}
+    if settings is not None and settings.database_pooled and not direct:
+        # PgBouncer in transaction mode gives each transaction whichever server connection is free: a statement
+        # psycopg prepared (it does after a query's 5th run on a connection) is unknown on the next one
+        # ("prepared statement "_pg3_0" does not exist"). None: psycopg never prepares.
+        # (https://www.psycopg.org/psycopg3/docs/advanced/prepare.html; PgBouncer before 1.21 keeps none.)
+        kwargs["prepare_threshold"] = None
+    return kwargs
 
 
 def session_options(
@@ -80,8 +88,8 @@ def session_options(
 
     Startup options, not a SET: one per connection at no cost, and nothing for a transaction to forget. What
     the URL's own `options` say (`conninfo`, DATABASE_URL by default) comes after them, so it wins. A pooler in
-    transaction mode (PgBouncer) does not pass startup options on: behind one, these must be left out of its
-    URL and set on the role instead (README, "Long transactions and snapshots").
+    transaction mode (PgBouncer) does not pass startup options on: behind one, session_kwargs leaves them out
+    and the role carries them instead (README, "Long transactions and snapshots").
     """
     statement_ms = round((statement_timeout_s or settings.db_statement_timeout_s) * 1000)
     ours = (f"-c statement_timeout={statement_ms} "
@@ -90,9 +98,15 @@ def session_options(
     return " ".join(part for part in (extra, ours, str(theirs)) if part)
 
 
-def session_kwargs(settings: Settings) -> dict[str, Any]:
-    """The keyword arguments of the connects of our own sessions' pools: connect_kwargs and session_options."""
-    return {**connect_kwargs(settings), "options": session_options(settings)}
+def session_kwargs(settings: Settings, *, conninfo: str | None = None, direct: bool = False) -> dict[str, Any]:
+    """The keyword arguments of our own sessions' connects (to `conninfo`, DATABASE_URL by default):
+    connect_kwargs and session_options, except on a pooled DATABASE_URL, where PgBouncer would refuse the
+    startup options (README, "Long transactions and snapshots")."""
+    kwargs = connect_kwargs(settings, direct=direct)
+    url = conninfo or settings.require_database_url()
+    if direct or url != settings.database_url or not settings.database_pooled:
+        kwargs["options"] = session_options(settings, conninfo=url)
+    return kwargs
 
 
 def connect(conninfo: str, settings: Settings | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -105,16 +119,29 @@ async def connect_async(conninfo: str, settings: Settings | None = None, **kwarg
     return await AsyncConnection.connect(conninfo, **connect_kwargs(settings), **kwargs)
 
 
-def create_pool(settings: Settings, *, name: str, max_size: int | None = None) -> psycopg_pool.ConnectionPool[Any]:
-    """Open a pool in the background, so a process starts even while Postgres is down."""
+async def connect_direct_async(settings: Settings, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+    """An async connection to MAILER_DIRECT_DATABASE_URL (else DATABASE_URL), for session state: LISTEN."""
+    url = settings.require_direct_database_url()
+    return await AsyncConnection.connect(url, **session_kwargs(settings, conninfo=url, direct=True), **kwargs)
+
+
+def create_pool(
+    settings: Settings, *, name: str, max_size: int | None = None, conninfo: str | None = None,
+    timeout: float | None = None,
+) -> psycopg_pool.ConnectionPool[Any]:
+    """Open a pool in the background, so a process starts even while Postgres is down.
+
+    `conninfo` (default DATABASE_URL) and `timeout` (the wait for a connection, default MAILER_DB_TIMEOUT_S)
+    are for a pool on another server: the read replica's.
+    """
     pool = psycopg_pool.ConnectionPool(
-        settings.require_database_url(),
+        conninfo or settings.require_database_url(),
         connection_class=Connection,
-        kwargs=session_kwargs(settings),
+        kwargs=session_kwargs(settings, conninfo=conninfo),
         name=name,
         min_size=1,
         max_size=max_size or settings.db_pool_size,
-        timeout=settings.db_timeout_s,
+        timeout=settings.db_timeout_s if timeout is None else timeout,
         # Connections that died with a Postgres restart are replaced on checkout, so every
         # process recovers by itself.
         check=check_idle_connection,
@@ -234,7 +261,9 @@ def snapshot(pool: psycopg_pool.ConnectionPool, timeout: float | None = None) ->
                 yield conn
         finally:
             if not conn.closed:
-                conn.isolation_level, conn.read_only = None, False  # the pool's connections' defaults
+                # psycopg's defaults: with read_only False every transaction would begin READ WRITE, which a
+                # hot standby (the read replica) refuses
+                conn.isolation_level, conn.read_only = None, None
 
 
 def ping(pool: psycopg_pool.ConnectionPool) -> None:

@@ -31,7 +31,8 @@ def run(base_dir: str) -> int:
     settings = Settings.from_env()
     with contextlib.ExitStack() as stack:
         database_url = settings.database_url or stack.enter_context(_private_postgres(pathlib.Path(base_dir)))
-        migrations.migrate(database_url, connect_timeout_s=settings.db_connect_timeout_s)
+        direct_url = settings.direct_database_url or database_url  # migrations take a session advisory lock
+        migrations.migrate(direct_url, connect_timeout_s=settings.db_connect_timeout_s)
         with db.connect(database_url, settings) as conn:
             _, api_key = _dev_key(conn)
         web_url = f"http://127.0.0.1:{settings.port}"

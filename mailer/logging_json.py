@@ -105,11 +105,12 @@ def secrets_of(settings: Settings) -> list[str | None]:
     values = [settings.mailjet_api_secret, settings.events_auth, settings.operator_token, settings.secret_key]
     if settings.events_auth:
         values.append(settings.events_auth.partition(":")[2])
-    if settings.database_url:
-        try:
-            values.append(psycopg.conninfo.conninfo_to_dict(settings.database_url).get("password"))  # type: ignore[arg-type]
-        except psycopg.ProgrammingError:
-            values.append(settings.database_url)
+    for url in (settings.database_url, settings.direct_database_url, settings.database_replica_url):
+        if url:
+            try:
+                values.append(psycopg.conninfo.conninfo_to_dict(url).get("password"))  # type: ignore[arg-type]
+            except psycopg.ProgrammingError:
+                values.append(url)
     return values
 
 

@@ -25,7 +25,15 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -111,6 +119,27 @@ WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
     "to arrive), 413, 414, 431, 400 (bad framing), 503 (request bytes over budget)", ["status"],
 )
+REPLICA_READS = Counter(
+    "mailer_replica_reads", "Listings (/logs, /stats, dashboard lists) served by the read replica "
+    "(DATABASE_REPLICA_URL)",
+)
+REPLICA_FALLBACKS = Counter(
+    "mailer_replica_fallbacks", "Listings served by the primary although a read replica is configured, by reason: "
+    "unavailable (no connection within MAILER_REPLICA_TIMEOUT_S, or it failed), error (a query failed on it), "
+    "lagging (more than MAILER_REPLICA_MAX_LAG_S behind), not_standby (the server is not in recovery), unknown "
+    "(not measured yet, or too long ago)", ["reason"],
+)
+# The most recent reading of the live web processes (each measures on its own).
+REPLICA_LAG = Gauge(
+    "mailer_replica_lag_seconds", "How far the read replica was behind the primary at its last measurement "
+    "(0 when it had replayed all the primary had written; 0 too without a replica)",
+    multiprocess_mode="livemostrecent",
+)
+REPLICA_USABLE = Gauge(
+    "mailer_replica_usable", "1 while listings read from the replica, 0 while they fall back to the primary",
+    multiprocess_mode="livemostrecent",
+)
+REPLICA_FALLBACK_REASONS = ("unavailable", "error", "lagging", "not_standby", "unknown")
 _COUNTED_JOB_STATUSES = (statuses.QUEUED, statuses.SCHEDULED, statuses.SENT, statuses.FAILED, statuses.SUPPRESSED)
 _WEBHOOK_OUTCOMES = {"succeeded": "succeeded", "pending": "retry", "failed": "failed", "disabled": "disabled"}
 _OTHER_EVENT = "other"
@@ -129,6 +158,8 @@ def _zeros() -> None:
         WEBHOOK_DELIVERIES.labels(outcome)
     for name in (*mailjet_events.EVENT_STATUS, _OTHER_EVENT):
         EVENTS_RECEIVED.labels(name)
+    for reason in REPLICA_FALLBACK_REASONS:
+        REPLICA_FALLBACKS.labels(reason)
 
 
 _zeros()
@@ -206,6 +237,23 @@ def claims_taken_over(rules: Iterable[str]) -> None:
 def sender_claim_overdue() -> None:
     """Count one sender that stopped renewing its lease under a hung claim."""
     SENDER_CLAIM_OVERDUE.inc()
+
+
+def replica_read() -> None:
+    """Count one listing served by the read replica."""
+    REPLICA_READS.inc()
+
+
+def replica_fallback(reason: str) -> None:
+    """Count one listing that the primary served in the replica's stead, and why."""
+    REPLICA_FALLBACKS.labels(reason).inc()
+
+
+def replica_measured(lag_s: float | None, usable: bool) -> None:
+    """Record the replica's last measurement: its lag (None: unknown, the gauge keeps the last) and usability."""
+    if lag_s is not None:
+        REPLICA_LAG.set(lag_s)
+    REPLICA_USABLE.set(1 if usable else 0)
 
 
 def webhook_postponed() -> None:

@@ -7,7 +7,7 @@ import datetime
 import procrastinate
 
 from mailer import db, jobqueue
-from mailer.services import recovery, retention, scheduling, sending
+from mailer.services import partitions, recovery, retention, scheduling, sending
 
 # One wake-up sends at most this many full batches, so no single job holds a worker for long.
 MAX_BATCHES_PER_JOB = 20
@@ -51,6 +51,18 @@ def apply_retention(context: procrastinate.JobContext, timestamp: int) -> None:
     runtime = context.additional_context["runtime"]
     with db.connection(runtime.pool) as conn:
         retention.run(conn, retention.Policy.from_settings(runtime.settings), budget_s=RETENTION_BUDGET_S)
+
+
+@jobqueue.app.periodic(cron="7 * * * *", periodic_id="partitions")
+@jobqueue.app.task(
+    name="mailer.maintain_partitions", queue="housekeeping", queueing_lock="mailer.maintain_partitions",
+    pass_context=True,
+)
+def maintain_partitions(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every hour: create the months ahead of history tables, drop whole months past retention."""
+    runtime = context.additional_context["runtime"]
+    with db.connection(runtime.pool) as conn:
+        partitions.maintain(conn, runtime.settings, now=datetime.datetime.now(datetime.UTC))
 
 
 @jobqueue.app.periodic(cron="* * * * * *", periodic_id="webhooks")

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+from collections.abc import AsyncIterator
 
 import procrastinate
 import psycopg
@@ -111,23 +112,27 @@ async def _run_when_reachable(runtime: Runtime) -> None:
 
 
 async def _await_database(settings: Settings) -> None:
-    """Return once a connect to Postgres succeeds: tried every PROBE_INTERVAL_S, each bounded by its timeout.
+    """Return once a connect to Postgres succeeds (to both URLs, behind PgBouncer: the run LISTENs on the direct
+    one): tried every PROBE_INTERVAL_S, each bounded by its timeout.
 
     Without it a run started during an outage waits in its pool's reconnection backoff, which grows to
     many seconds and outlasts the outage.
     """
-    url, since = settings.require_database_url(), None
+    since = None
     loop = asyncio.get_running_loop()
     while True:
         try:
-            conn = await db.connect_async(url, settings, autocommit=True)
+            conn = await db.connect_async(settings.require_database_url(), settings, autocommit=True)
+            await conn.close()
+            if settings.database_pooled:
+                conn = await db.connect_direct_async(settings, autocommit=True)
+                await conn.close()
         except psycopg.OperationalError as exc:
             if since is None:
                 since = loop.time()
                 log.warning("database unreachable (%s); trying again every %s s", str(exc).strip(), PROBE_INTERVAL_S)
             await asyncio.sleep(PROBE_INTERVAL_S)
             continue
-        await conn.close()
         if since is not None:
             log.info("database reachable again after %.1f s", loop.time() - since)
         return
@@ -140,7 +145,7 @@ async def _run_once(runtime: Runtime) -> None:
     pool = db.create_async_pool(settings, name="procrastinate", min_size=2, max_size=4)
     try:
         await pool.open(wait=True, timeout=settings.db_connect_timeout_s + settings.db_timeout_s)
-        with jobqueue.app.replace_connector(procrastinate.PsycopgConnector()) as app:
+        with jobqueue.app.replace_connector(Connector(settings)) as app:
             async with app.open_async(pool=pool):
                 await app.run_worker_async(
                     concurrency=settings.worker_concurrency,
@@ -154,3 +159,21 @@ async def _run_once(runtime: Runtime) -> None:
                 )
     finally:
         await pool.close()
+
+
+class Connector(procrastinate.PsycopgConnector):
+    """Procrastinate's connector with its LISTEN connection on MAILER_DIRECT_DATABASE_URL (else DATABASE_URL).
+
+    Behind PgBouncer in transaction mode a LISTEN registers on whichever server connection ran it, which then
+    serves other clients: the notifications never reach us. Procrastinate (pinned, 3.10.0) opens that one
+    connection in _get_standalone_connection, from its pool's URL; its queries keep to the pool.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._settings = settings
+
+    @contextlib.asynccontextmanager
+    async def _get_standalone_connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with await db.connect_direct_async(self._settings, autocommit=True) as connection:
+            yield connection

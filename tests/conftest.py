@@ -3,6 +3,8 @@ template) for each test that asks for one."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import os
 import shutil
@@ -10,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 
 import psycopg
+import psycopg.conninfo
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
@@ -46,6 +49,68 @@ def pg_cluster() -> Iterator[pgcluster.Cluster]:
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_bouncer(cluster: pgcluster.Cluster, **options: int) -> Iterator[pgcluster.Bouncer]:
+    """Debian's PgBouncer in transaction mode in front of `cluster` (every database by its name)."""
+    base = tempfile.mkdtemp(prefix="mailer-test-pgbouncer-")  # not under pytest's tmp_path: PgBouncer's user reads it
+    bouncer = pgcluster.Bouncer(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(),
+                                server_port=cluster.port, **options)
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_cluster: pgcluster.Cluster) -> Iterator[pgcluster.Bouncer]:
+    """PgBouncer in transaction mode in front of the session's cluster."""
+    with running_bouncer(pg_cluster) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pooled_settings(settings: Settings, database_url: str, pgbouncer: pgcluster.Bouncer) -> Settings:
+    """The test's settings with DATABASE_URL through PgBouncer and the direct URL beside it."""
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    return dataclasses.replace(settings, database_url=pgbouncer.url(str(dbname)), direct_database_url=database_url)
+
+
+@pytest.fixture(scope="module")
+def pg_standby(pg_cluster: pgcluster.Cluster) -> Iterator[pgcluster.Cluster]:
+    """A streaming replica of the session's cluster (pg_basebackup -R, hot standby), for one module's tests:
+    while it runs it replays every test's database copy, so it stops with the module that wanted it."""
+    from tests import replica_support
+
+    base = tempfile.mkdtemp(prefix="mailer-test-standby-")
+    standby = pgcluster.Cluster(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(), fast_unsafe=True)
+    standby.init_standby(pg_cluster, slot=replica_support.SLOT)
+    try:
+        standby.start()
+        yield standby
+    finally:
+        standby.stop()
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:  # or the primary keeps WAL for it
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (replica_support.SLOT,))
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def replica_url(database_url: str, pg_cluster: pgcluster.Cluster, pg_standby: pgcluster.Cluster) -> Iterator[str]:
+    """The test's database on the standby, running, replaying, and caught up with the primary."""
+    from tests import replica_support
+
+    if not replica_support.is_running(pg_standby):  # a test that stopped it failed before it started it again
+        pg_standby.start()
+    replica_support.set_replay_paused(pg_standby, False)
+    replica_support.wait_caught_up(pg_cluster, pg_standby)
+    yield pg_standby.url(database_url.rsplit("/", 1)[1])
+    if not replica_support.is_running(pg_standby):
+        pg_standby.start()
+    replica_support.set_replay_paused(pg_standby, False)  # else the drop of the test's database waits for it
 
 
 def _janitor(cluster: pgcluster.Cluster, dbname: str, **kwargs: object) -> DatabaseJanitor:

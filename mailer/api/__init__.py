@@ -12,6 +12,7 @@ from mailer.api import (
     openapi,
     prometheus,
     queue,
+    reads,
     schedules,
     status,
     suppressions,
@@ -22,6 +23,7 @@ from mailer.api import (
 def init_app(app: flask.Flask) -> None:
     """Register every blueprint and the error handlers."""
     errors.init_app(app)
+    reads.init_app(app)
     for blueprint in (
         health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, webhooks.bp, logs.bp,
         openapi.bp, prometheus.bp,

@@ -7,8 +7,7 @@ from typing import Any
 import flask
 from marshmallow import Schema, ValidationError
 
-from mailer import db
-from mailer.api import apidoc, auth, responses, schemas
+from mailer.api import apidoc, auth, reads, responses, schemas
 from mailer.api.errors import details_from_marshmallow
 from mailer.domain import errors
 from mailer.services import logs
@@ -42,11 +41,12 @@ def _query(schema: Schema) -> dict[str, Any]:
 def list_logs() -> flask.Response:
     """One page of the app's jobs, newest first, with next_cursor and today's counters."""
     query = _query(schemas.LogsArgs())
+    app_id = auth.current_app_id()  # on the primary: a key made a moment ago may not be on the replica yet
     # One snapshot: the page, its recipients and today's counters come from different queries.
-    with db.snapshot(flask.current_app.extensions["mailer.pool"]) as conn:
-        page = logs.log_page(
+    page = reads.listing(
+        lambda conn: logs.log_page(
             conn,
-            app_id=auth.current_app_id(),
+            app_id=app_id,
             limit=query["limit"],
             before=query["cursor"],
             status=query["status"],
@@ -54,7 +54,9 @@ def list_logs() -> flask.Response:
             since=query["since"],
             until=query["until"],
             metadata=query["metadata"],
-        )
+        ),
+        snapshot=True,
+    )
     return flask.jsonify(page)
 
 
@@ -63,6 +65,7 @@ def list_logs() -> flask.Response:
 def stats() -> flask.Response:
     """The app's counters per UTC day: created, sent, failed, suppressed, cancelled."""
     query = _query(schemas.StatsArgs())
-    with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
-        answer = logs.daily_stats(conn, app_id=auth.current_app_id(), since=query["since"], until=query["until"])
+    app_id = auth.current_app_id()
+    answer = reads.listing(lambda conn: logs.daily_stats(conn, app_id=app_id, since=query["since"],
+                                                         until=query["until"]))
     return flask.jsonify(answer)

@@ -8,11 +8,12 @@ import uuid
 from typing import Any
 
 import flask
+import psycopg
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema, ValidationError
 
 from mailer import db
-from mailer.api import schemas
+from mailer.api import reads, schemas
 from mailer.api.errors import details_from_marshmallow
 from mailer.dashboard import access, chart
 from mailer.domain import errors, statuses
@@ -139,8 +140,8 @@ def index() -> ResponseReturnValue:
     principal = _principal()
     if not principal.operator:
         return flask.redirect(flask.url_for(".app_home", app_id=principal.app_id))
-    with db.connection(_pool()) as conn:
-        overview = dashboard.apps_overview(conn, today=_today())
+    today = _today()
+    overview = reads.listing(lambda conn: dashboard.apps_overview(conn, today=today))
     return _render("apps.html", apps=overview)
 
 
@@ -150,8 +151,7 @@ def app_home(app_id: int) -> str:
     _app(app_id)
     until = _today()
     since = until - dt.timedelta(days=logs.STATS_DEFAULT_DAYS - 1)
-    with db.connection(_pool()) as conn:
-        days = logs.daily_stats(conn, app_id=app_id, since=since, until=until)["days"]
+    days = reads.listing(lambda conn: logs.daily_stats(conn, app_id=app_id, since=since, until=until))["days"]
     return _render("app.html", app_id, today=days[-1], days=days, chart=chart.daily_bars(days))
 
 
@@ -163,11 +163,13 @@ def jobs(app_id: int) -> str:
     query, problems = _load(schemas.LogsArgs(), given)
     if problems:
         query, _ = _load(schemas.LogsArgs(), {})
-    with db.snapshot(_pool()) as conn:
-        page = logs.log_page(
+    page = reads.listing(
+        lambda conn: logs.log_page(
             conn, app_id=app_id, limit=query["limit"], before=query["cursor"], status=query["status"],
             recipient=query["recipient"], since=query["since"], until=query["until"], metadata=query["metadata"],
-        )
+        ),
+        snapshot=True,
+    )
     refresh = flask.request.args.get("refresh") == "1"
     older = None
     if page["next_cursor"]:
@@ -200,14 +202,16 @@ def suppression_list(app_id: int) -> str:
     query, problems = _load(schemas.SuppressionListArgs(), given)
     if problems:
         query, _ = _load(schemas.SuppressionListArgs(), {})
-    with db.connection(_pool()) as conn:
+
+    def listed(conn: psycopg.Connection) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
-            page = suppressions.list_page(
+            return suppressions.list_page(
                 conn, app_id=app_id, limit=query["limit"], cursor=query["cursor"], email=query["email"]
-            )
+            ), problems
         except errors.ValidationFailed as exc:
-            problems = exc.details
-            page = suppressions.list_page(conn, app_id=app_id, limit=query["limit"])
+            return suppressions.list_page(conn, app_id=app_id, limit=query["limit"]), exc.details
+
+    page, problems = reads.listing(listed)
     more = None
     if page["next_cursor"]:
         more = _link(".suppression_list", app_id, {**given, "cursor": page["next_cursor"]})

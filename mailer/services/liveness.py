@@ -153,10 +153,12 @@ class Liveness:
             return self._id is None and not self._in_flight.get(self._held or 0)
 
     def _connect(self) -> None:
-        options = db.session_options(self._settings, statement_timeout_s=self._settings.db_timeout_s,
-                                     extra=SERVER_KEEPALIVES)
+        # The direct URL: a session advisory lock through PgBouncer in transaction mode would stay on a server
+        # connection that the pooler then lends to others, and this session's next statements land elsewhere.
+        options = db.session_options(self._settings, conninfo=self._settings.require_direct_database_url(),
+                                     statement_timeout_s=self._settings.db_timeout_s, extra=SERVER_KEEPALIVES)
         conninfo = psycopg.conninfo.make_conninfo(
-            self._settings.require_database_url(), connect_timeout=CONNECT_TIMEOUT_S,
+            self._settings.require_direct_database_url(), connect_timeout=CONNECT_TIMEOUT_S,
             application_name="mailer-liveness", options=options, **KEEPALIVES,
         )
         t0 = time.monotonic()  # seen_at is the server's now() at the statement's start, no earlier than this

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import pathlib
 import re
 
@@ -9,10 +10,12 @@ import procrastinate
 import psycopg
 from procrastinate import schema as procrastinate_schema
 
-from mailer.store import _run
+from mailer.store import _run, partitions
 from mailer.store.queries import SQL_DIR
 
 PROCRASTINATE_PREFIX = "procrastinate:"
+# Months of partitions made ahead by every migrate (MAILER_PARTITIONS_AHEAD_MONTHS's default).
+DEFAULT_PARTITIONS_AHEAD_MONTHS = 3
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
@@ -41,6 +44,11 @@ def _apply_pending(conn: psycopg.Connection) -> list[str]:
             done.append(path.stem)
     done.extend(_apply_procrastinate(conn, applied))
     _run.all_rows(conn, "plan_procrastinate_fetch_by_index")  # every time (sql/queries/migrations.sql)
+    # Every time too: a fresh install (or one whose housekeeping was down) has this month's partitions and
+    # the next ones before anything is written (the hourly housekeeping keeps them ahead after that).
+    with conn.transaction():
+        partitions.ensure_registered_partitions(
+            conn, datetime.datetime.now(datetime.UTC).date(), ahead=DEFAULT_PARTITIONS_AHEAD_MONTHS)
     return done
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import psycopg
+import psycopg.conninfo
 import pytest
 import requests
 
@@ -21,6 +22,10 @@ from mailer.services import apps
 from tests.conftest import EVENTS_AUTH
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+# The e2e tests that run twice, on a direct DATABASE_URL and through PgBouncer in transaction mode (the direct URL
+# beside it): `@BOTH_ROUTES` on a test that takes the `system` fixture (README "PgBouncer" says which and why).
+ROUTES = ("direct", "pgbouncer")
+BOTH_ROUTES = pytest.mark.parametrize("system", ROUTES, indirect=True)
 
 
 @dataclasses.dataclass
@@ -73,16 +78,26 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, message: str =
     raise AssertionError(f"{message} not reached within {timeout} s")
 
 
+def pooled_env(database_url: str, bouncer: pgcluster.Bouncer | None) -> dict[str, str]:
+    """DATABASE_URL (and the direct URL) of the processes: the database itself, or the same one through `bouncer`."""
+    if bouncer is None:
+        return {"DATABASE_URL": database_url}
+    dbname = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
+    return {"DATABASE_URL": bouncer.url(dbname), "MAILER_DIRECT_DATABASE_URL": database_url}
+
+
 @contextlib.contextmanager
-def running_system(database_url: str, log_dir: pathlib.Path, **extra_env: str) -> Iterator[System]:
-    """gunicorn + one worker + the simulator (posting events back to /events), all real processes."""
+def running_system(database_url: str, log_dir: pathlib.Path, bouncer: pgcluster.Bouncer | None = None,
+                   **extra_env: str) -> Iterator[System]:
+    """gunicorn + one worker + the simulator (posting events back to /events), all real processes; through
+    `bouncer` (PgBouncer in transaction mode) when given."""
     with psycopg.connect(database_url) as conn:
         _, api_key = apps.create_app(conn, "e2e")
     web_port, sim_port = pgcluster.free_port(), pgcluster.free_port()
     web_url, sim_url = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sim_port}"
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
+        **pooled_env(database_url, bouncer),
         "MAILJET_API_URL": sim_url,
         "MAILJET_API_KEY": "e2e-key",
         "MAILJET_API_SECRET": "e2e-secret",
@@ -117,9 +132,11 @@ def running_system(database_url: str, log_dir: pathlib.Path, **extra_env: str) -
 
 
 @pytest.fixture
-def system(database_url: str, tmp_path: pathlib.Path) -> Iterator[System]:
-    """The whole system on the test's database."""
-    with running_system(database_url, tmp_path) as running:
+def system(database_url: str, tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> Iterator[System]:
+    """The whole system on the test's database: directly, or through PgBouncer with `@BOTH_ROUTES`."""
+    route = getattr(request, "param", "direct")
+    bouncer = request.getfixturevalue("pgbouncer") if route == "pgbouncer" else None
+    with running_system(database_url, tmp_path, bouncer) as running:
         yield running
 
 

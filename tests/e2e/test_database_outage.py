@@ -3,6 +3,7 @@ connections again web answers 202 and workers send, by themselves; nothing lost,
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import threading
 import time
@@ -14,7 +15,8 @@ import requests
 
 from mailer import pgcluster
 from mailer.store import migrations
-from tests.e2e.conftest import System, running_system, wait_until
+from tests.conftest import running_bouncer
+from tests.e2e.conftest import ROUTES, System, running_system, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -64,8 +66,9 @@ def listening_backends(cluster: pgcluster.Cluster, dbname: str) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.parametrize("route", ROUTES)
 def test_web_and_worker_are_back_within_5_s_of_a_postgres_restart(
-    own_cluster: pgcluster.Cluster, tmp_path: pathlib.Path
+    own_cluster: pgcluster.Cluster, tmp_path: pathlib.Path, route: str
 ) -> None:
     with psycopg.connect(own_cluster.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE outage")
@@ -74,7 +77,11 @@ def test_web_and_worker_are_back_within_5_s_of_a_postgres_restart(
     # A batch claimed just before Postgres stops cannot record its result: it stays `sending` until the
     # stalled-claim recovery (bounded by MAILER_SEND_STALLED_AFTER_S), set short here so the test sees it.
     env = {"MAILER_DB_TIMEOUT_S": "1", "MAILER_SEND_STALLED_AFTER_S": "5"}
-    with running_system(url, tmp_path, **env) as system:
+    # Through PgBouncer (README "PgBouncer"): a query waits for a server connection as long as a checkout may.
+    with contextlib.ExitStack() as stack:
+        bouncer = (stack.enter_context(running_bouncer(own_cluster, query_wait_timeout_s=1))
+                   if route == "pgbouncer" else None)
+        system = stack.enter_context(running_system(url, tmp_path, bouncer, **env))
         load = Load(system)
         load.thread.start()
         wait_until(lambda: len(load.accepted) >= 10, 20, message="some jobs accepted")

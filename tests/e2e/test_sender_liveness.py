@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from tests.e2e.conftest import System, wait_until
+from tests.e2e.conftest import BOTH_ROUTES, System, wait_until
 from tests.e2e.test_crash_safety import queue_many, simulator, statuses
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +49,7 @@ def all_sent_once(system: System, ids: list[str], timeout: float) -> None:
     assert {job_id: by_custom_id.get(job_id) for job_id in ids} == {job_id: 1 for job_id in ids}
 
 
+@BOTH_ROUTES
 def test_a_killed_workers_jobs_are_claimable_again_within_10_s(system: System) -> None:
     system.start_worker("worker2")
     first, second = sender_of(system, "worker"), sender_of(system, "worker2")

@@ -7,15 +7,19 @@ import pathlib
 import pytest
 import requests
 
-from tests.e2e.conftest import running_system, wait_until
+from tests.e2e.conftest import ROUTES, running_system, wait_until
 from tests.webhook_receiver import running_receiver
 
 pytestmark = pytest.mark.e2e
 
 
-def test_the_worker_delivers_signed_sent_delivered_opened(database_url: str, tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("route", ROUTES)
+def test_the_worker_delivers_signed_sent_delivered_opened(
+    database_url: str, tmp_path: pathlib.Path, route: str, request: pytest.FixtureRequest
+) -> None:
+    bouncer = request.getfixturevalue("pgbouncer") if route == "pgbouncer" else None
     with running_receiver() as receiver, running_system(
-        database_url, tmp_path, MAILER_WEBHOOK_ALLOW_PRIVATE="1"
+        database_url, tmp_path, bouncer, MAILER_WEBHOOK_ALLOW_PRIVATE="1"
     ) as system:
         created = requests.post(
             f"{system.web_url}/webhooks", json={"url": receiver.url("/mailer"), "events": ["*"]},

@@ -89,3 +89,14 @@ def test_a_connection_of_the_cli_has_no_such_limit(settings: Settings) -> None:
     # `mailer db migrate` and the operator's commands may run long statements (an index on a big table).
     with db.connect(settings.require_database_url(), settings) as conn:
         assert _timeouts(conn) == ("0", "0")
+
+
+def test_a_pooled_database_url_gets_no_startup_options_but_the_direct_connections_do(settings: Settings) -> None:
+    # PgBouncer refuses the `options` startup parameter (README, "Long transactions and snapshots").
+    pooled = dataclasses.replace(settings, database_url="postgresql://mailer@127.0.0.1:6432/mailer",
+                                 direct_database_url=settings.require_database_url())
+    assert "options" not in db.session_kwargs(pooled)
+    assert "statement_timeout=60000" in db.session_kwargs(pooled, direct=True)["options"]
+    replica = "postgresql://mailer@replica/mailer"
+    assert "statement_timeout=60000" in db.session_kwargs(pooled, conninfo=replica)["options"]
+    assert "statement_timeout=60000" in db.session_kwargs(settings)["options"]  # not pooled

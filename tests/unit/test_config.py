@@ -35,6 +35,7 @@ def test_blank_values_mean_unset():
 
 ENV = {
     "DATABASE_URL": "postgresql://u:p@db:5432/mailer",
+    "MAILER_DIRECT_DATABASE_URL": "postgresql://u:p@db-direct:5432/mailer",
     "MAILJET_API_URL": "http://127.0.0.1:9999/",
     "MAILJET_API_KEY": "pub",
     "MAILJET_API_SECRET": "priv",
@@ -66,6 +67,7 @@ def test_every_variable_is_read():
     read = dataclasses.asdict(Settings.from_env(ENV))
     expected = {
         "database_url": "postgresql://u:p@db:5432/mailer",
+        "direct_database_url": "postgresql://u:p@db-direct:5432/mailer",
         "mailjet_api_url": "http://127.0.0.1:9999",  # the trailing slash is dropped
         "mailjet_api_key": "pub",
         "mailjet_api_secret": "priv",
@@ -224,6 +226,20 @@ def test_the_reconnect_grace_must_span_four_heartbeats():
     assert Settings.from_env({"MAILER_SEND_RECONNECT_GRACE_S": "4"}).send_reconnect_grace_s == 4
     with pytest.raises(ConfigError, match=r"MAILER_SEND_RECONNECT_GRACE_S .*four heartbeats"):
         Settings.from_env({"MAILER_SEND_RECONNECT_GRACE_S": "3.5"})
+
+
+def test_the_direct_url_defaults_to_database_url_and_makes_it_pooled_only_when_it_differs():
+    plain = Settings.from_env({"DATABASE_URL": "postgresql://pgbouncer/mailer"})
+    assert plain.require_direct_database_url() == "postgresql://pgbouncer/mailer"
+    assert not plain.database_pooled
+    same = Settings.from_env({"DATABASE_URL": "postgresql:///x", "MAILER_DIRECT_DATABASE_URL": "postgresql:///x"})
+    assert not same.database_pooled
+    pooled = Settings.from_env({"DATABASE_URL": "postgresql://pgbouncer:6432/mailer",
+                                "MAILER_DIRECT_DATABASE_URL": "postgresql://db:5432/mailer"})
+    assert pooled.database_pooled
+    assert pooled.require_direct_database_url() == "postgresql://db:5432/mailer"
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        Settings.from_env({}).require_direct_database_url()
 
 
 def test_a_missing_database_url_is_a_clear_error():
@@ -472,3 +488,36 @@ def test_the_claim_floor_settings_are_read_and_bounded():
                       ("MAILER_SEND_CLAIM_FULL_SCAN_S", "nan")):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: bad})
+
+
+def test_the_partition_settings_are_read_and_bounded():
+    defaults = Settings.from_env({})
+    assert (defaults.partitions_ahead_months, defaults.partition_lock_timeout_ms) == (3, 1000)
+    read = Settings.from_env({"MAILER_PARTITIONS_AHEAD_MONTHS": "12", "MAILER_PARTITION_LOCK_TIMEOUT_MS": "250"})
+    assert (read.partitions_ahead_months, read.partition_lock_timeout_ms) == (12, 250)
+    for name, raw in (("MAILER_PARTITIONS_AHEAD_MONTHS", "0"), ("MAILER_PARTITIONS_AHEAD_MONTHS", "25"),
+                      ("MAILER_PARTITION_LOCK_TIMEOUT_MS", "5"), ("MAILER_PARTITION_LOCK_TIMEOUT_MS", "soon")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: raw})
+
+
+def test_the_read_replica_settings():
+    defaults = Settings.from_env({})
+    assert defaults.database_replica_url is None  # listings read the primary
+    assert (defaults.replica_timeout_s, defaults.replica_max_lag_s) == (1.0, 30.0)
+    assert (defaults.replica_check_interval_s, defaults.replica_retry_s) == (1.0, 5.0)
+    read = Settings.from_env({
+        "DATABASE_REPLICA_URL": "postgresql://mailer@replica/mailer", "MAILER_REPLICA_TIMEOUT_S": "0.5",
+        "MAILER_REPLICA_MAX_LAG_S": "10", "MAILER_REPLICA_CHECK_INTERVAL_S": "2", "MAILER_REPLICA_RETRY_S": "30",
+    })
+    assert read.database_replica_url == "postgresql://mailer@replica/mailer"
+    assert (read.replica_timeout_s, read.replica_max_lag_s) == (0.5, 10.0)
+    assert (read.replica_check_interval_s, read.replica_retry_s) == (2.0, 30.0)
+    for name in ("MAILER_REPLICA_TIMEOUT_S", "MAILER_REPLICA_MAX_LAG_S", "MAILER_REPLICA_CHECK_INTERVAL_S",
+                 "MAILER_REPLICA_RETRY_S"):
+        for raw in ("0", "-1", "soon", "inf"):
+            with pytest.raises(ConfigError, match=name):
+                Settings.from_env({name: raw})
+    # A lag is seen up to one check late: the checks must come more often than the lag allowed.
+    with pytest.raises(ConfigError, match="MAILER_REPLICA_CHECK_INTERVAL_S"):
+        Settings.from_env({"MAILER_REPLICA_MAX_LAG_S": "5", "MAILER_REPLICA_CHECK_INTERVAL_S": "5"})

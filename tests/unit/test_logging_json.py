@@ -71,11 +71,12 @@ def test_configured_secrets_are_masked_wherever_they_appear():
     settings = Settings(
         database_url="postgresql://mailer:db-pass-0123@localhost/mailer", events_auth="mailjet:evt-pass-0123",
         mailjet_api_secret="mj-secret-0123", operator_token="op-token-0123456789", secret_key="cookie-key-0123",
+        direct_database_url="host=db user=mailer password=direct-pass-0123",
     )
     logging_json.redact(logging_json.secrets_of(settings))
-    entry = formatted(record("%s", "db-pass-0123 evt-pass-0123 mj-secret-0123 op-token-0123456789 cookie-key-0123",
-                             detail='say "mj-secret-0123"'))
-    assert entry["message"] == " ".join([logging_json.REDACTED] * 5)
+    entry = formatted(record("%s", "db-pass-0123 evt-pass-0123 mj-secret-0123 op-token-0123456789 cookie-key-0123 "
+                             "direct-pass-0123", detail='say "mj-secret-0123"'))
+    assert entry["message"] == " ".join([logging_json.REDACTED] * 6)
     assert entry["detail"] == f'say "{logging_json.REDACTED}"'
 
 
