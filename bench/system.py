@@ -79,11 +79,11 @@ class System:
     def worker_names(self, prefix: str = "worker") -> list[str]:
         return [name for name in self.processes if name.startswith(prefix)]
 
-    def start_workers(self, concurrency: int) -> None:
+    def start_workers(self, concurrency: int, **extra_env: str) -> None:
         """mailer's worker processes (`python -m mailer.cli worker`), idle once they listen."""
         for i in range(self.worker_processes):
             self.start(f"worker{i}", [sys.executable, "-m", "mailer.cli", "worker"],
-                       MAILER_WORKER_CONCURRENCY=str(concurrency))
+                       MAILER_WORKER_CONCURRENCY=str(concurrency), **extra_env)
         time.sleep(3.0)  # imports and LISTEN; nothing is queued yet, so nothing is lost by waiting
 
     def stop_workers(self, prefix: str = "worker") -> None:

@@ -26,7 +26,7 @@ def test_the_quick_benchmark_runs_every_measurement() -> None:
     table = result.stdout
     for row in ("1. Ingest, single", "2. Ingest, batches", "3. End to end", "4. Pickup latency", "5. Events",
                 "6. Scale", "7. Events, one grouped POST", "Worker memory", "8. Webhook fan-out",
-                "8b. Webhook fan-out", "9. Outage"):
+                "8b. Webhook fan-out", "9. Outage", "11. Long snapshot"):
         assert row in table, table
     assert "CPU per request: web" in table and "CPU per email: web" in table, table  # rows 1 and 2
     assert re.search(r"the stack's floor, .*: [\d,]+ req/s \(CPU per request", table), table  # row 1's baseline

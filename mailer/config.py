@@ -21,6 +21,11 @@ SENDER_HEARTBEAT_S = 1.0
 CLAIM_MARGIN_S = 30.0
 MAX_PROXY_HOPS = 5  # more proxies than any deployment chains in front of one service
 MAX_LISTING_DELAY_S = 600.0  # MAILER_SEND_LISTING_DELAY_S: Mailjet lists within seconds; minutes would stall resends
+MAX_SESSION_TIMEOUT_S = 86_400  # MAILER_DB_STATEMENT_TIMEOUT_S, MAILER_DB_IDLE_IN_TRANSACTION_TIMEOUT_S
+# MAILER_SEND_CLAIM_FLOOR_MARGIN_S: every claim re-reads what was claimed this long before; the full scan
+# (MAILER_SEND_CLAIM_FULL_SCAN_S) is what a job below the floor waits for at most.
+MAX_CLAIM_FLOOR_MARGIN_S = 300.0
+MIN_CLAIM_FULL_SCAN_S, MAX_CLAIM_FULL_SCAN_S = 1.0, 3600.0
 # Fields whose value is a credential, and URLs that may carry a password: never in repr or str.
 _SECRET_WORDS = ("secret", "token", "auth", "password", "key")
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -112,6 +117,14 @@ class Settings:
     db_pool_size: int = 10
     db_timeout_s: float = 5.0
     db_connect_timeout_s: int = 5  # every connect to Postgres; whole seconds, at least 2 (libpq's rule)
+    # Issue 19: the statement_timeout and idle_in_transaction_session_timeout of our own sessions (the pools of
+    # the web, the worker and Procrastinate: db.session_options), so that none holds a snapshot open for long.
+    db_statement_timeout_s: int = 60
+    db_idle_in_transaction_timeout_s: int = 60
+    # Where a claim starts reading each lane of the queue: this far below the run_at its process's claims got
+    # to; from the very start every so often (store/jobs.py, ClaimFloors).
+    send_claim_floor_margin_s: float = 2.0
+    send_claim_full_scan_s: float = 10.0
     # The read replica: the longest a listing waits for a replica connection before it reads the primary; the
     # most the replica may lag behind the primary and still serve; how often its lag is measured (per web
     # process); and, once it could not be reached, how long before it is tried again.
@@ -239,6 +252,20 @@ class Settings:
             db_connect_timeout_s=reader.integer(
                 "MAILER_DB_CONNECT_TIMEOUT_S", defaults.db_connect_timeout_s, minimum=2, maximum=300
             ),
+            db_statement_timeout_s=reader.integer(
+                "MAILER_DB_STATEMENT_TIMEOUT_S", defaults.db_statement_timeout_s, minimum=1,
+                maximum=MAX_SESSION_TIMEOUT_S,
+            ),
+            db_idle_in_transaction_timeout_s=reader.integer(
+                "MAILER_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", defaults.db_idle_in_transaction_timeout_s, minimum=1,
+                maximum=MAX_SESSION_TIMEOUT_S,
+            ),
+            send_claim_floor_margin_s=reader.number(
+                "MAILER_SEND_CLAIM_FLOOR_MARGIN_S", defaults.send_claim_floor_margin_s, positive=True
+            ),
+            send_claim_full_scan_s=reader.number(
+                "MAILER_SEND_CLAIM_FULL_SCAN_S", defaults.send_claim_full_scan_s, positive=True
+            ),
             replica_timeout_s=reader.number("MAILER_REPLICA_TIMEOUT_S", defaults.replica_timeout_s, positive=True),
             replica_max_lag_s=reader.number("MAILER_REPLICA_MAX_LAG_S", defaults.replica_max_lag_s, positive=True),
             replica_check_interval_s=reader.number(
@@ -307,6 +334,16 @@ class Settings:
                 f"MAILER_SEND_RECONNECT_GRACE_S ({self.send_reconnect_grace_s}) must be at least "
                 f"{4 * SENDER_HEARTBEAT_S} (four heartbeats): shorter, the send gate closes between two heartbeats "
                 "and claims release their jobs untried"
+            )
+        if self.send_claim_floor_margin_s > MAX_CLAIM_FLOOR_MARGIN_S:
+            raise ConfigError(
+                f"MAILER_SEND_CLAIM_FLOOR_MARGIN_S ({self.send_claim_floor_margin_s}) must not exceed "
+                f"{MAX_CLAIM_FLOOR_MARGIN_S:g}"
+            )
+        if not MIN_CLAIM_FULL_SCAN_S <= self.send_claim_full_scan_s <= MAX_CLAIM_FULL_SCAN_S:
+            raise ConfigError(
+                f"MAILER_SEND_CLAIM_FULL_SCAN_S ({self.send_claim_full_scan_s}) must be between "
+                f"{MIN_CLAIM_FULL_SCAN_S:g} and {MAX_CLAIM_FULL_SCAN_S:g}"
             )
         if self.retention_body_days > self.retention_days:
             raise ConfigError(

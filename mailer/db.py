@@ -78,6 +78,37 @@ def connect_kwargs(settings: Settings | None = None, *, direct: bool = False) ->
     return kwargs
 
 
+def session_options(
+    settings: Settings, *, conninfo: str | None = None, statement_timeout_s: float | None = None, extra: str = ""
+) -> str:
+    """libpq's `options` of our own sessions (the pools, Procrastinate's LISTEN, the liveness connection): a
+    statement_timeout (MAILER_DB_STATEMENT_TIMEOUT_S, or `statement_timeout_s`) and an
+    idle_in_transaction_session_timeout (MAILER_DB_IDLE_IN_TRANSACTION_TIMEOUT_S), so that none of them runs
+    or holds a transaction, and the snapshot that pins dead rows for vacuum, for long by mistake.
+
+    Startup options, not a SET: one per connection at no cost, and nothing for a transaction to forget. What
+    the URL's own `options` say (`conninfo`, DATABASE_URL by default) comes after them, so it wins. A pooler in
+    transaction mode (PgBouncer) does not pass startup options on: behind one, session_kwargs leaves them out
+    and the role carries them instead (README, "Long transactions and snapshots").
+    """
+    statement_ms = round((statement_timeout_s or settings.db_statement_timeout_s) * 1000)
+    ours = (f"-c statement_timeout={statement_ms} "
+            f"-c idle_in_transaction_session_timeout={settings.db_idle_in_transaction_timeout_s * 1000}")
+    theirs = psycopg.conninfo.conninfo_to_dict(conninfo or settings.require_database_url()).get("options") or ""
+    return " ".join(part for part in (extra, ours, str(theirs)) if part)
+
+
+def session_kwargs(settings: Settings, *, conninfo: str | None = None, direct: bool = False) -> dict[str, Any]:
+    """The keyword arguments of our own sessions' connects (to `conninfo`, DATABASE_URL by default):
+    connect_kwargs and session_options, except on a pooled DATABASE_URL, where PgBouncer would refuse the
+    startup options (README, "Long transactions and snapshots")."""
+    kwargs = connect_kwargs(settings, direct=direct)
+    url = conninfo or settings.require_database_url()
+    if direct or url != settings.database_url or not settings.database_pooled:
+        kwargs["options"] = session_options(settings, conninfo=url)
+    return kwargs
+
+
 def connect(conninfo: str, settings: Settings | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
     """One connection of its own (not pooled), given up after MAILER_DB_CONNECT_TIMEOUT_S."""
     return Connection.connect(conninfo, **connect_kwargs(settings), **kwargs)
@@ -90,8 +121,8 @@ async def connect_async(conninfo: str, settings: Settings | None = None, **kwarg
 
 async def connect_direct_async(settings: Settings, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
     """An async connection to MAILER_DIRECT_DATABASE_URL (else DATABASE_URL), for session state: LISTEN."""
-    return await AsyncConnection.connect(settings.require_direct_database_url(),
-                                         **connect_kwargs(settings, direct=True), **kwargs)
+    url = settings.require_direct_database_url()
+    return await AsyncConnection.connect(url, **session_kwargs(settings, conninfo=url, direct=True), **kwargs)
 
 
 def create_pool(
@@ -106,7 +137,7 @@ def create_pool(
     pool = psycopg_pool.ConnectionPool(
         conninfo or settings.require_database_url(),
         connection_class=Connection,
-        kwargs=connect_kwargs(settings),
+        kwargs=session_kwargs(settings, conninfo=conninfo),
         name=name,
         min_size=1,
         max_size=max_size or settings.db_pool_size,
@@ -128,7 +159,7 @@ def create_async_pool(
     return psycopg_pool.AsyncConnectionPool(
         settings.require_database_url(),
         connection_class=AsyncConnection,
-        kwargs=connect_kwargs(settings),
+        kwargs=session_kwargs(settings),
         name=name,
         min_size=min_size,
         max_size=max_size,

@@ -4,10 +4,10 @@ Counters and the histogram live in the process that moves them (the web for acce
 worker for sends and webhook deliveries). With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py sets it for
 the web, and the worker uses it when its environment has it), every process writes them to files there and
 a scrape sums the files, so any gunicorn process answers with the same totals. Without it, the process's
-own registry is shown. The gauges (queue depth, oldest due job, webhook backlog) are read from Postgres,
-at most once per MAILER_METRICS_DB_INTERVAL_S in each web process: scrapes in between show that reading
-(with its age), so any number of scrapers costs the database one round of queries per interval and
-process. When the database does not answer within a second, the scrape still answers without them.
+own registry is shown. The gauges (queue depth, oldest due job, webhook backlog, oldest transaction) are
+read from Postgres, at most once per MAILER_METRICS_DB_INTERVAL_S in each web process: scrapes in between
+show that reading (with its age), so any number of scrapers costs the database one round of queries per
+interval and process. When the database does not answer within a second, the scrape still answers without them.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ JOBS = Counter(
 SEND_LATENCY = Histogram(
     "mailer_send_latency_seconds", "From claiming a batch of due jobs to Mailjet's answer to its send call",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CLAIM_SECONDS = Histogram(
+    "mailer_send_claim_seconds", "How long one claim of due jobs took in the database (its statement): flat "
+    "while a long snapshot pins the queue's dead rows (store/jobs.py, ClaimFloors)",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
 MAILJET_RESPONSES = Counter(
     "mailer_mailjet_responses", "Mailjet API answers by call (send, lookup) and HTTP status code; "
@@ -183,6 +188,11 @@ def from_refused(count: int) -> None:
     FROM_REFUSED.inc(count)
 
 
+def claim_took(seconds: float) -> None:
+    """Observe the time of one claim statement."""
+    CLAIM_SECONDS.observe(seconds)
+
+
 def mailjet_answered(call: str, status_code: int | None, claimed_at: float | None = None) -> None:
     """Count one Mailjet answer; for a send, observe the time since its batch was claimed (time.monotonic())."""
     MAILJET_RESPONSES.labels(call, str(status_code) if status_code is not None else "transport").inc()
@@ -271,6 +281,7 @@ class _Reading:
     at: float
     waiting: list[dict[str, Any]] | None = None
     backlog: int = 0
+    oldest: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class DatabaseGauges:
@@ -297,10 +308,11 @@ class DatabaseGauges:
                 store.limit_metrics_statement_time(conn, timeout_ms=SCRAPE_STATEMENT_MS)
                 waiting = store.count_waiting_jobs(conn)
                 backlog = store.count_pending_webhook_deliveries(conn)
+                oldest = store.oldest_transaction(conn)
         except (errors.DatabaseUnavailable, psycopg.Error) as exc:
             log.warning("metrics: database gauges unavailable (%s)", type(exc).__name__)
             return _Reading(at=time.monotonic())  # kept for the interval too: a database that is down
-        return _Reading(at=time.monotonic(), waiting=waiting, backlog=backlog)
+        return _Reading(at=time.monotonic(), waiting=waiting, backlog=backlog, oldest=oldest)
 
     def collect(self) -> Iterator[Metric]:
         reading = self._reading()
@@ -320,6 +332,21 @@ class DatabaseGauges:
         webhooks = GaugeMetricFamily("mailer_webhook_backlog", "Outbound webhook deliveries still to be made")
         webhooks.add_metric([], reading.backlog)
         yield webhooks
+        yield from _transaction_gauges(reading.oldest)
+
+
+def _transaction_gauges(oldest: dict[str, Any]) -> Iterator[Metric]:
+    age = GaugeMetricFamily(
+        "mailer_db_oldest_transaction_age_seconds", "How long the oldest transaction open on the database (other "
+        "than the scrape's) has been open: a long one pins the dead rows vacuum would remove",
+    )
+    age.add_metric([], float(oldest.get("oldest_transaction_s", 0.0)))
+    xids = GaugeMetricFamily(
+        "mailer_db_oldest_snapshot_age_transactions", "How many transactions old the oldest snapshot held on the "
+        "database (other than the scrape's) is: the rows changed since stay for every reader",
+    )
+    xids.add_metric([], float(oldest.get("oldest_snapshot_xids", 0)))
+    yield from (age, xids)
 
 
 def _job_gauges(rows: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -153,9 +153,10 @@ class Liveness:
             return self._id is None and not self._in_flight.get(self._held or 0)
 
     def _connect(self) -> None:
-        options = f"{SERVER_KEEPALIVES} -c statement_timeout={int(self._settings.db_timeout_s * 1000)}"
         # The direct URL: a session advisory lock through PgBouncer in transaction mode would stay on a server
         # connection that the pooler then lends to others, and this session's next statements land elsewhere.
+        options = db.session_options(self._settings, conninfo=self._settings.require_direct_database_url(),
+                                     statement_timeout_s=self._settings.db_timeout_s, extra=SERVER_KEEPALIVES)
         conninfo = psycopg.conninfo.make_conninfo(
             self._settings.require_direct_database_url(), connect_timeout=CONNECT_TIMEOUT_S,
             application_name="mailer-liveness", options=options, **KEEPALIVES,

@@ -7,8 +7,10 @@ import dataclasses
 import functools
 import logging
 import random
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 
 import psycopg
@@ -20,7 +22,7 @@ from mailer.domain import backoff, errors
 from mailer.mailjet import send as mailjet
 from mailer.services import liveness, lookups, rate_limits, suppressions, wakeups
 from mailer.store import senders as senders_store
-from mailer.store.jobs import ClaimedJob
+from mailer.store.jobs import ClaimedJob, ClaimFloors
 
 log = logging.getLogger(__name__)
 # A failed wake-up's successor waits this long (send_for_wakeup).
@@ -67,6 +69,22 @@ class _Results:
     transitions: list[tuple[int, ClaimedJob, str, dict[str, object]]] = dataclasses.field(default_factory=list)
 
 
+# Each pool's (a process's, for one database) claim floors: where its next claim starts reading the queue.
+_FLOORS: weakref.WeakKeyDictionary[psycopg_pool.ConnectionPool, ClaimFloors] = weakref.WeakKeyDictionary()
+_FLOORS_LOCK = threading.Lock()
+
+
+def claim_floors(pool: psycopg_pool.ConnectionPool, settings: Settings) -> ClaimFloors:
+    """The claim floors of the claims made through `pool` (made at its first claim)."""
+    with _FLOORS_LOCK:
+        floors = _FLOORS.get(pool)
+        if floors is None:
+            floors = _FLOORS[pool] = ClaimFloors(
+                margin_s=settings.send_claim_floor_margin_s, full_scan_s=settings.send_claim_full_scan_s
+            )
+        return floors
+
+
 def send_due_batch(
     pool: psycopg_pool.ConnectionPool,
     client: mailjet.MailjetClient,
@@ -97,12 +115,16 @@ def _send_as(
             if not senders_store.hold_sender(conn, sender_id=sender_id):
                 raise liveness.SenderUnavailable(f"sender {sender_id} was taken over; it registers anew")
             claim_sent = True
+            claim_started = time.monotonic()
             claim = store.claim_due_jobs(
-                conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes, sender_id=sender_id
+                conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes, sender_id=sender_id,
+                floors=claim_floors(pool, settings),
             )
+            metrics.claim_took(time.monotonic() - claim_started)
             screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
             if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
                 db.retire(pool)
+        claim.commit_floors()
     except BaseException:
         # Once sent, the claim may have committed though this end never heard (the connection lost at COMMIT):
         # jobs `sending` in the name of a live sender, which is never taken over. Give the sender up.

@@ -23,3 +23,8 @@ def count_pending_webhook_deliveries(conn: psycopg.Connection) -> int:
 def limit_metrics_statement_time(conn: psycopg.Connection, *, timeout_ms: int) -> None:
     """Cap every statement of the open transaction at `timeout_ms`."""
     _run.all_rows(conn, "limit_metrics_statement_time", timeout_ms=timeout_ms)
+
+
+def oldest_transaction(conn: psycopg.Connection) -> dict[str, Any]:
+    """The oldest open transaction of the database, other than this one: oldest_transaction_s, oldest_snapshot_xids."""
+    return _run.one_row(conn, "oldest_transaction") or {"oldest_transaction_s": 0.0, "oldest_snapshot_xids": 0}

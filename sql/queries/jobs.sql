@@ -86,15 +86,54 @@ ORDER BY id;
 -- are in it). `running = bytes`: nothing to send before it, so the first job goes even when it alone is too
 -- big. The claim commits before Mailjet is called, so a crash leaves a trace; `claimed_by` names the sender
 -- (mailer/services/liveness.py) whose liveness the claim now depends on.
-WITH due AS MATERIALIZED (
-    SELECT id, (priority = 'bulk') AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
+-- Each lane is read from its floor (`*_at`, `*_id`; null: from the start), not from the oldest entry of
+-- jobs_due_idx: the entries of claimed jobs stay in it until vacuum removes them, and while a long snapshot
+-- (an analyst's REPEATABLE READ, a backup) pins them, nothing can, nor can a scan mark them dead, so a claim
+-- from the start would visit every job claimed since that snapshot began (store/jobs.py, ClaimFloors). The
+-- bulk lane is read only for what the transactional lane left of `limit` (LIMIT 0 reads nothing). Every row
+-- has its run_at (`due_at`), and per lane the first job the claim locked but left (too big for this call,
+-- `*_left_at`, `*_left_id`), for the next claim to start from.
+WITH transactional AS MATERIALIZED (
+    SELECT id, false AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
            EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked,
            verify_before_send
     FROM jobs
-    WHERE status IN ('queued', 'scheduled') AND run_at <= now()
-    ORDER BY (priority = 'bulk'), run_at
+    WHERE status IN ('queued', 'scheduled') AND (priority = 'bulk') IS FALSE
+      AND (run_at, id) >= (coalesce(%(transactional_at)s::timestamptz, '-infinity'), %(transactional_id)s::uuid)
+      AND run_at <= now()
+    ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), bulk AS MATERIALIZED (
+    SELECT id, true AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
+           EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked,
+           verify_before_send
+    FROM jobs
+    WHERE status IN ('queued', 'scheduled') AND (priority = 'bulk')
+      AND (run_at, id) >= (coalesce(%(bulk_at)s::timestamptz, '-infinity'), %(bulk_id)s::uuid)
+      AND run_at <= now()
+    ORDER BY run_at, id
+    LIMIT greatest(%(limit)s - (SELECT count(*) FROM transactional), 0)
+    FOR UPDATE SKIP LOCKED
+), picked AS MATERIALIZED (
+    SELECT id, bulk, run_at, revoked, cancel, bytes, more,
+           cancel OR running <= %(max_bytes)s OR running = bytes AS taken
+    FROM (
+        SELECT id, bulk, run_at, revoked, cancel, bytes,
+               sum(bytes) FILTER (WHERE NOT cancel) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
+                   AS running,
+               count(*) OVER () >= %(limit)s OR (count(*) FILTER (WHERE NOT cancel) OVER () > 1
+                                                 AND sum(bytes) FILTER (WHERE NOT cancel) OVER () > %(max_bytes)s)
+                   AS more
+        FROM (SELECT *, revoked AND NOT verify_before_send AS cancel
+              FROM (SELECT * FROM transactional UNION ALL SELECT * FROM bulk) AS due) AS d
+    ) AS p
+), floors AS (
+    SELECT (SELECT run_at FROM picked WHERE NOT bulk AND NOT taken ORDER BY run_at, id LIMIT 1)
+               AS transactional_left_at,
+           (SELECT id FROM picked WHERE NOT bulk AND NOT taken ORDER BY run_at, id LIMIT 1) AS transactional_left_id,
+           (SELECT run_at FROM picked WHERE bulk AND NOT taken ORDER BY run_at, id LIMIT 1) AS bulk_left_at,
+           (SELECT id FROM picked WHERE bulk AND NOT taken ORDER BY run_at, id LIMIT 1) AS bulk_left_id
 ), changed AS (
     UPDATE jobs
     SET status = CASE WHEN picked.cancel THEN 'cancelled' ELSE 'sending' END,
@@ -102,21 +141,12 @@ WITH due AS MATERIALIZED (
         claimed_at = CASE WHEN picked.cancel THEN NULL ELSE now() END,
         claimed_by = CASE WHEN picked.cancel THEN jobs.claimed_by ELSE %(sender_id)s::int END,
         updated_at = now()
-    FROM (
-        SELECT id, revoked, cancel, bytes,
-               sum(bytes) FILTER (WHERE NOT cancel) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
-                   AS running,
-               count(*) OVER () >= %(limit)s OR (count(*) FILTER (WHERE NOT cancel) OVER () > 1
-                                                 AND sum(bytes) FILTER (WHERE NOT cancel) OVER () > %(max_bytes)s)
-                   AS more
-        FROM (SELECT *, revoked AND NOT verify_before_send AS cancel FROM due) AS d
-    ) AS picked
-    WHERE jobs.id = picked.id AND jobs.status IN ('queued', 'scheduled')
-      AND (picked.cancel OR picked.running <= %(max_bytes)s OR picked.running = picked.bytes)
+    FROM picked
+    WHERE jobs.id = picked.id AND jobs.status IN ('queued', 'scheduled') AND picked.taken
     RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.cancel THEN NULL ELSE jobs.message END AS message,
               jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
               extract(epoch FROM now() - jobs.lost_attempt_at)::float8 AS lost_attempt_age_s,
-              picked.cancel AS cancelled, picked.more
+              picked.cancel AS cancelled, picked.more, picked.run_at AS due_at
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
     SELECT id, CASE WHEN cancelled THEN 'app_revoked' ELSE 'sending' END,
@@ -125,8 +155,9 @@ WITH due AS MATERIALIZED (
     FROM changed
 )
 SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes, revoked,
-       lost_attempt_age_s, cancelled, more
-FROM changed;
+       lost_attempt_age_s, cancelled, more, due_at, transactional_left_at, transactional_left_id, bulk_left_at,
+       bulk_left_id
+FROM changed CROSS JOIN floors;
 
 -- mark_jobs_sent --
 -- Mailjet accepted these jobs. The status is compared as `status || ''`, which no index has: the statistics

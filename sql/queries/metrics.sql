@@ -23,3 +23,14 @@ WHERE status = 'pending';
 -- limit_metrics_statement_time --
 -- A scrape must answer fast even when the database is slow: its queries give up after this long.
 SELECT set_config('statement_timeout', %(timeout_ms)s::text, true) AS statement_timeout;
+
+-- oldest_transaction --
+-- For GET /metrics: how long the oldest transaction open on this database has been (an analyst's REPEATABLE
+-- READ, a backup, a session idle in transaction), and how many transactions old the oldest snapshot is: what
+-- it holds back, vacuum cannot remove (store/jobs.py, ClaimFloors). Not the scrape's own. pg_stat_activity is
+-- read from shared memory, one row per session, whatever the tables hold. Other roles' sessions show only to a
+-- role with pg_read_all_stats (README, "Long transactions and snapshots").
+SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8 AS oldest_transaction_s,
+       coalesce(max(age(backend_xmin)), 0)::bigint AS oldest_snapshot_xids
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL;

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import flask
+import psycopg
 import psycopg_pool
 import pytest
 from prometheus_client import REGISTRY
@@ -92,6 +93,7 @@ def test_queueing_and_sending_a_job_move_the_counters_gauges_and_histogram(clien
         assert value(sent, "mailer_queue_depth", priority=priority) == 0
         assert value(sent, "mailer_queue_oldest_age_seconds", priority=priority) == 0
     assert value(sent, "mailer_send_latency_seconds_count") == value(before, "mailer_send_latency_seconds_count") + 1
+    assert value(sent, "mailer_send_claim_seconds_count") > value(before, "mailer_send_claim_seconds_count")
     assert value(sent, "mailer_send_latency_seconds_sum") > value(before, "mailer_send_latency_seconds_sum")
     assert value(sent, "mailer_mailjet_responses_total", call="send", code="200") == value(
         before, "mailer_mailjet_responses_total", call="send", code="200") + 1
@@ -293,3 +295,22 @@ def test_a_metrics_file_another_process_has_only_just_created_does_not_fail_the_
     finally:
         app.extensions["mailer.pool"].close()
     assert value(samples, "mailer_metrics_database_up") == 1
+
+
+def test_the_oldest_transaction_and_its_snapshot_show_while_a_reader_holds_one(client, auth, database_url) -> None:
+    assert value(scrape(client), "mailer_db_oldest_transaction_age_seconds") < 1.0  # the scrape's own is left out
+
+    with psycopg.connect(database_url) as reader:
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT count(*) FROM jobs")  # its snapshot is taken here
+        for n in range(3):  # transactions the snapshot is older than
+            assert client.post("/queue", json=message(f"n{n}@example.org"), headers=auth).status_code == 202
+        time.sleep(1.2)
+        held = scrape(client)
+        reader.rollback()
+
+    assert value(held, "mailer_db_oldest_transaction_age_seconds") >= 1.2
+    assert value(held, "mailer_db_oldest_snapshot_age_transactions") >= 3
+    after = scrape(client)
+    assert value(after, "mailer_db_oldest_transaction_age_seconds") < 1.0
+    assert value(after, "mailer_db_oldest_snapshot_age_transactions") == 0

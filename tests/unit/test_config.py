@@ -467,6 +467,29 @@ def test_a_bad_web_tier_limit_is_a_config_error_naming_the_variable(name, raw):
         Settings.from_env({name: raw})
 
 
+def test_the_session_timeouts_of_issue_19_are_read_and_bounded():
+    defaults = Settings.from_env({})
+    assert (defaults.db_statement_timeout_s, defaults.db_idle_in_transaction_timeout_s) == (60, 60)
+    read = Settings.from_env({"MAILER_DB_STATEMENT_TIMEOUT_S": "30", "MAILER_DB_IDLE_IN_TRANSACTION_TIMEOUT_S": "9"})
+    assert (read.db_statement_timeout_s, read.db_idle_in_transaction_timeout_s) == (30, 9)
+    for name in ("MAILER_DB_STATEMENT_TIMEOUT_S", "MAILER_DB_IDLE_IN_TRANSACTION_TIMEOUT_S"):
+        for bad in ("0", "-1", "1.5", "86401", "x"):  # 0 would turn Postgres's timeout off
+            with pytest.raises(ConfigError, match=name):
+                Settings.from_env({name: bad})
+
+
+def test_the_claim_floor_settings_are_read_and_bounded():
+    defaults = Settings.from_env({})
+    assert (defaults.send_claim_floor_margin_s, defaults.send_claim_full_scan_s) == (2.0, 10.0)
+    read = Settings.from_env({"MAILER_SEND_CLAIM_FLOOR_MARGIN_S": "0.5", "MAILER_SEND_CLAIM_FULL_SCAN_S": "60"})
+    assert (read.send_claim_floor_margin_s, read.send_claim_full_scan_s) == (0.5, 60.0)
+    for name, bad in (("MAILER_SEND_CLAIM_FLOOR_MARGIN_S", "0"), ("MAILER_SEND_CLAIM_FLOOR_MARGIN_S", "301"),
+                      ("MAILER_SEND_CLAIM_FULL_SCAN_S", "0.5"), ("MAILER_SEND_CLAIM_FULL_SCAN_S", "3601"),
+                      ("MAILER_SEND_CLAIM_FULL_SCAN_S", "nan")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: bad})
+
+
 def test_the_partition_settings_are_read_and_bounded():
     defaults = Settings.from_env({})
     assert (defaults.partitions_ahead_months, defaults.partition_lock_timeout_ms) == (3, 1000)
