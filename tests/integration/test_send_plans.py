@@ -160,7 +160,9 @@ def test_a_claim_reads_the_hot_set_only_and_a_status_one_month_of_history(conn: 
 
     claim = conn.execute(
         "EXPLAIN (FORMAT JSON) " + query("claim_due_jobs"),  # type: ignore[operator]  # a named query
-        {"limit": 50, "max_bytes": 10_000_000, "sender_id": 1},
+        {"limit": 50, "max_bytes": 10_000_000, "sender_id": 1, "transactional_at": None,
+         "transactional_id": "00000000-0000-0000-0000-000000000000", "bulk_at": None,
+         "bulk_id": "00000000-0000-0000-0000-000000000000"},
     ).fetchone()[0][0]["Plan"]
     assert ("Index Scan", "jobs_live") in _scans(claim) or ("Seq Scan", "jobs_live") in _scans(claim)
     assert not _history_read(claim), _scans(claim)
