@@ -35,16 +35,22 @@ def use_shared_buffers(sut: System, value: str, say: Callable[[str], None]) -> N
 
 
 def throughput(sut: System, jobs: int, app_id: int, concurrency: int, both_runs: BothRuns,
-               say: Callable[[str], None]) -> list[report.Row]:
+               say: Callable[[str], None], measured: dict[str, Throughput] | None = None) -> list[report.Row]:
     """6: runs 3 and 3b on empty tables, then with `jobs` historic jobs, at each of SHARED_BUFFERS.
 
-    Each setting's empty figure comes from the same run; the history stays loaded afterwards (for 11) and
+    Each setting's empty figure comes from the same run (`measured`: 3 and 3b on empty tables at the setting
+    in force, when measurement 3 made them already); the history stays loaded afterwards (for 11) and
     shared_buffers is as it was before."""
     configured = shared_buffers(sut)
     # The setting in force first, so that the four groups of runs need two restarts.
     order = sorted(SHARED_BUFFERS, key=lambda value: value != configured)
     empty: dict[str, dict[str, Throughput]] = {}
+    if measured and order[0] == configured:
+        empty[configured] = measured
+        say(f"empty tables at shared_buffers {configured}: the figures of 3 and 3b")
     for value in order:
+        if value in empty:
+            continue
         use_shared_buffers(sut, value, say)
         sut.start_workers(concurrency)
         empty[value] = both_runs(f", empty tables, shared_buffers {value}", False)
