@@ -94,8 +94,10 @@ def retention(sut: System) -> list[report.Row]:
     before, after = got.before, got.after
     result = (f"{got.seconds:.2f} s ({got.dropped} partitions of {len(got.parents)} parents); {got.jobs_left} of its "
               f"jobs left; dead rows {before.dead_rows:,} before, {after.dead_rows:,} after")
+    if got.error:
+        result = f"drop failed after {got.dropped} partitions: {got.error}; {result}"
     sizes = (f"history tables {retention_drop.gib(before.table_bytes)} + indexes "
              f"{retention_drop.gib(before.index_bytes)} before, {retention_drop.gib(after.table_bytes)} + "
              f"{retention_drop.gib(after.index_bytes)} after")
-    ok = got.seconds < 1 and got.jobs_left == 0 and after.dead_rows <= before.dead_rows
+    ok = not got.error and got.seconds < 1 and got.jobs_left == 0 and after.dead_rows <= before.dead_rows
     return [report.Row(name, result, sizes, target="< 1 s, no dead rows", ok=ok)]

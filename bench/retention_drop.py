@@ -63,6 +63,7 @@ class Dropped:
     jobs_left: int
     before: Sizes
     after: Sizes
+    error: str = ""  # why a drop failed (the others were not tried)
 
 
 def measure(url: str, month: dt.date, next_month: dt.date) -> Dropped:
@@ -76,12 +77,17 @@ def measure(url: str, month: dt.date, next_month: dt.date) -> Dropped:
         before = _sizes(conn)
         references = {str(parent): set(refs) for parent, refs in conn.execute(_PARENTS).fetchall()}
         order = list(reversed(list(graphlib.TopologicalSorter(references).static_order())))
+        dropped, error = 0, ""
         started = time.perf_counter()
-        dropped = sum(partitions.drop_month_partition(conn, parent, month, LOCK_TIMEOUT_MS) for parent in order)
+        try:
+            for parent in order:
+                dropped += partitions.drop_month_partition(conn, parent, month, LOCK_TIMEOUT_MS)
+        except psycopg.Error as exc:  # a finding for the table, not the end of the benchmark
+            error = f"{parent}: {str(exc).splitlines()[0]}"
         seconds = time.perf_counter() - started
         time.sleep(1.0)
         return Dropped(month=month, jobs=jobs, parents=order, dropped=dropped, seconds=seconds,
-                       jobs_left=_count(conn, _MONTH_JOBS, bounds), before=before, after=_sizes(conn))
+                       jobs_left=_count(conn, _MONTH_JOBS, bounds), before=before, after=_sizes(conn), error=error)
 
 
 def _count(conn: psycopg.Connection, sql: str, params: Mapping[str, object]) -> int:
