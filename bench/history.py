@@ -84,10 +84,11 @@ WHERE tgrelid = 'jobs'::regclass AND NOT tgisinternal AND tgenabled = 'O' AND tg
 def months(today: dt.date, count: int = MONTHS) -> list[dt.date]:
     """The first days of the `count` calendar months before `today`'s, oldest first."""
     first = today.replace(day=1)
-    return [_add_months(first, -n) for n in range(count, 0, -1)]
+    return [add_months(first, -n) for n in range(count, 0, -1)]
 
 
-def _add_months(day: dt.date, n: int) -> dt.date:
+def add_months(day: dt.date, n: int) -> dt.date:
+    """The first day of the month `n` months after `day`'s (before, for a negative `n`)."""
     index = day.year * 12 + day.month - 1 + n
     return dt.date(index // 12, index % 12 + 1, 1)
 
@@ -118,7 +119,7 @@ def load(url: str, app_id: int, jobs: int, say: Callable[[str], None] = lambda _
         try:
             for n, month in enumerate(spans):
                 start = dt.datetime.combine(month, dt.time(), dt.UTC)
-                length = dt.datetime.combine(_add_months(month, 1), dt.time(), dt.UTC) - start
+                length = dt.datetime.combine(add_months(month, 1), dt.time(), dt.UTC) - start
                 # The last job a minute before the month's end: its events (a second later) stay in the month.
                 step = (length - dt.timedelta(minutes=1)) / per_month
                 began = time.perf_counter()
