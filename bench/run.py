@@ -1,10 +1,10 @@
-"""mailer's benchmark: ingest, end to end against the naive design, pickup latency, events, and scale.
+"""mailer's benchmark: ingest, end to end against the naive design, pickup latency, events, history, and more.
 
     .venv/bin/python bench/run.py [--quick] [--write]
 
 Starts a private PostgreSQL (fsync on), gunicorn, mailer's workers and the Mailjet simulator (100 ms per
 call) as processes, runs every measurement, prints the table; --write also records it in BENCHMARKS.md.
---quick shrinks every size (a smoke test of the whole benchmark in about a minute).
+--quick shrinks every size (a smoke test of the whole benchmark in about three minutes).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import psycopg  # noqa: E402  # after the path fix above
 from bench import (  # noqa: E402
     crash_recovery,
     history,
+    history_runs,
     loadgen,
     long_snapshot,
     measure,
@@ -34,7 +35,9 @@ from bench import (  # noqa: E402
     webhook_fan_out,
 )
 
-MEASUREMENTS = ("ingest", "e2e", "naive", "scale", "big-events", "webhooks", "crash", "snapshot", "outage")
+MEASUREMENTS = ("ingest", "e2e", "naive", "history", "retention", "big-events", "webhooks", "crash", "snapshot",
+                "outage")
+ALIASES = {"scale": "history"}  # the name measurement 6 had while it loaded a million jobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +53,13 @@ class Sizes:
 
 
 FULL = Sizes(
-    ingest_s=15, emails=20_000, naive_emails=20_000, pickups=50, history=1_000_000, big_events=50_000, fan_outs=40,
-    crash_emails=2_400,
+    ingest_s=15, emails=20_000, naive_emails=20_000, pickups=50, history=10_000_000, big_events=50_000,
+    fan_outs=40, crash_emails=2_400,
 )
 QUICK = Sizes(ingest_s=3, emails=2_000, naive_emails=2_000, pickups=10, history=100_000, big_events=5_000, fan_outs=5,
               crash_emails=400)
-# A quarter of a 24 GB machine would be 6 GB; 2 GB leaves room for everything else the benchmark runs. With
-# PostgreSQL's 128 MB default the indexes of a million jobs no longer fit, which measurement 6 shows.
+# A quarter of a 24 GB machine would be 6 GB; 2 GB leaves room for everything else the benchmark runs.
+# Measurement 6 runs at PostgreSQL's 128 MB default as well (history_runs.SHARED_BUFFERS).
 PG_SETTINGS = ["shared_buffers=2GB"]
 CLIENTS = 8  # concurrent clients of the ingest measurements and of the raw INSERT baseline
 BATCH_CLIENTS = 4
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the benchmark")
     parser.add_argument("--write", action="store_true", help="record the results in BENCHMARKS.md")
-    parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, default=list(MEASUREMENTS))
+    parser.add_argument("--only", nargs="+", choices=MEASUREMENTS + tuple(ALIASES), default=list(MEASUREMENTS))
     parser.add_argument("--worker-processes", type=int, default=2, help="mailer (and naive) worker processes")
     parser.add_argument("--concurrency", type=int, default=8, help="jobs each worker process runs at once")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (WEB_CONCURRENCY)")
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="load pg_stat_statements and print the costliest statements of each measurement")
     args = parser.parse_args(argv)
     args.pg_set = PG_SETTINGS if args.pg_set is None else args.pg_set
+    args.only = [ALIASES.get(name, name) for name in args.only]
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C: every process started here is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = QUICK if args.quick else FULL
@@ -102,12 +106,28 @@ def main(argv: list[str] | None = None) -> int:
             app_id = conn.execute("SELECT id FROM apps WHERE name = 'bench'").fetchone()[0]  # type: ignore[index]
         if "ingest" in args.only:
             rows += _ingest(sut, sizes)
-        if {"e2e", "naive", "scale"} & set(args.only):
+        if {"e2e", "naive"} & set(args.only):
             rows += _end_to_end(sut, sizes, args, app_id, runs)
+        if "history" in args.only:
+            measured = {key: runs[key] for key in (TOGETHER, DRAIN) if key in runs}
+            rows += history_runs.throughput(sut, sizes.history, app_id, args.concurrency,
+                                            lambda suffix, keep: _both_runs(sut, sizes, app_id, runs, suffix, keep),
+                                            _say, measured if len(measured) == 2 else None)
+        if "retention" in args.only:  # on the history just loaded, or on its own
+            if "history" not in args.only:
+                seconds = history.load(sut.database_url, app_id, sizes.history, _say)
+                _say(f"loaded {sizes.history:,} historic jobs in {seconds:.0f} s")
+            rows += history_runs.retention(sut)
+        if {"e2e", "naive", "history"} & set(args.only):
             # A sender that gave up may have left email for the recovery sweep (sql/migrations/0015): expect none.
             gave_up = sum(log.read_text(errors="replace").count("gave up waiting")
                           for log in sut.log_dir.glob("worker*.log"))
             _say(f"senders that gave up waiting for the requests that woke them: {gave_up}")
+        mailer_runs = [run for name, run in runs.items() if name != NAIVE]
+        if mailer_runs:
+            rss = max(run.worker_peak_rss_mb for run in mailer_runs)
+            rows.append(report.Row("Worker memory (peak RSS of a worker process)", f"{rss:.0f} MB",
+                                   target="< 200 MB", ok=rss < 200))
         if "big-events" in args.only:
             rows += _big_events(sut, sizes)
         if "webhooks" in args.only:
@@ -223,7 +243,7 @@ def _crash(sut: system.System, sizes: Sizes) -> list[report.Row]:
 
 
 def _snapshot(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_id: int) -> list[report.Row]:
-    """11: 3b twice, the second time with a REPEATABLE READ snapshot held open all along."""
+    """12: 3b twice, the second time with a REPEATABLE READ snapshot held open all along."""
     plain, held = long_snapshot.measure_both(sut, sizes.emails, app_id, args.concurrency)
     for name, run in (("without a snapshot", plain), ("with a snapshot held", held)):
         _say(f"3b {name}: {run.throughput.per_s:,.0f} emails/s ({run.throughput.window_s:.2f} s); {run.claims} claims, "
@@ -232,7 +252,7 @@ def _snapshot(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_id
     ratio = held.throughput.per_s / plain.throughput.per_s
     duplicates = plain.throughput.duplicates + held.throughput.duplicates
     return [report.Row(
-        f"11. Long snapshot: 3b ({sizes.emails:,} emails, sending alone) with a session holding a REPEATABLE READ "
+        f"12. Long snapshot: 3b ({sizes.emails:,} emails, sending alone) with a session holding a REPEATABLE READ "
         f"snapshot ({long_snapshot.READER}) open from before the queueing to the last sent, against the same run "
         "without (MAILER_RATE_LIMIT_PER_S=0 and no event callbacks, as in every row)",
         f"{held.throughput.per_s:,.0f} emails/s; claim p50 {held.claim_p50_ms:.1f} ms, p95 {held.claim_p95_ms:.1f} ms "
@@ -277,7 +297,7 @@ def _end_to_end(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_
         pickups = measure.pickup(sut, sizes.pickups)
         p50, p99 = measure.stats(pickups)
         _say(f"pickup: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-        _both_runs(sut, sizes, args, app_id, runs, "")
+        _both_runs(sut, sizes, app_id, runs, "", keep_tables=False)
         rate, applied, seconds = measure.events(sut, EVENT_CLIENTS)
         _say(f"events: {rate:,.0f}/s ({applied:,} in {seconds:.2f} s)")
         _statements("the events")
@@ -303,28 +323,6 @@ def _end_to_end(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_
                 f"naive: {slow.per_s:,.0f} emails/s ({slow.emails:,} in {slow.window_s:.1f} s)" if slow else "",
                 f"{ratio:.1f}x" if ratio else "", "≥ 3,000 emails/s and ≥ 10x naive",
                 run.per_s >= 3000 and (ratio or 0) >= 10 and run.duplicates == 0))
-    if "scale" in wants:
-        sut.reset()
-        seconds = history.load(sut.database_url, app_id, sizes.history)
-        _say(f"loaded {sizes.history:,} historic jobs in {seconds:.0f} s")
-        sut.start_workers(args.concurrency)
-        scale = f", {sizes.history:,} historic jobs"
-        _both_runs(sut, sizes, args, app_id, runs, scale)
-        sut.stop_workers()
-        for key, label in ((TOGETHER, "3"), (DRAIN, "3b")):
-            if key in runs and key + scale in runs:
-                big, empty = runs[key + scale], runs[key]
-                ratio = big.per_s / empty.per_s
-                rows.append(report.Row(
-                    f"6. Scale: {label} with {sizes.history:,} historic jobs",
-                    f"{big.per_s:,.0f} emails/s ({big.window_s:.2f} s; {big.duplicates} duplicates)",
-                    f"empty tables: {empty.per_s:,.0f} emails/s", f"{ratio:.0%}", "≥ 80 % of empty",
-                    ratio >= 0.8 and big.duplicates == 0))
-    mailer_runs = [run for name, run in runs.items() if name != NAIVE]
-    if mailer_runs:
-        rss = max(run.worker_peak_rss_mb for run in mailer_runs)
-        rows.append(report.Row("Worker memory (peak RSS of a worker process)", f"{rss:.0f} MB",
-                               target="< 200 MB", ok=rss < 200))
     return rows
 
 
@@ -333,18 +331,20 @@ DRAIN = "mailer, sending alone"
 NAIVE = "naive"
 
 
-def _both_runs(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_id: int,
-               runs: dict[str, measure.Throughput], suffix: str) -> None:
+def _both_runs(sut: system.System, sizes: Sizes, app_id: int, runs: dict[str, measure.Throughput], suffix: str,
+               keep_tables: bool) -> dict[str, measure.Throughput]:
     """3 (the emails due at once, sent while they are being queued), then 3b (all queued first, with one
-    send_at just after the queueing: sending alone)."""
+    send_at just after the queueing: sending alone); each also in `runs`, its key with `suffix`."""
+    done = {}
     for key, drain in ((TOGETHER, False), (DRAIN, True)):
-        sut.reset(tables=not suffix)  # at scale the historic jobs stay
+        sut.reset(tables=not keep_tables)  # with history the historic jobs stay
         if _PG_STATS:
             system.reset_statement_profile(_PG_STATS)
-        runs[key + suffix] = run = measure.end_to_end(sut, sizes.emails, app_id, drain=drain)
+        runs[key + suffix] = done[key + suffix] = run = measure.end_to_end(sut, sizes.emails, app_id, drain=drain)
         _statements(key + suffix)
         _say(f"{key}{suffix}: {run.per_s:,.0f} emails/s ({run.emails:,} in {run.window_s:.2f} s), "
              f"{run.cpu_ms_per_email:.2f} ms CPU per email")
+    return done
 
 
 def _window_of(key: str) -> str:

@@ -105,6 +105,21 @@ class System:
             conn.execute("CHECKPOINT")  # each measurement starts with the same WAL state
         requests.post(f"{self.sim_url}/_sim/reset", timeout=10).raise_for_status()
 
+    def restart_postgres(self, settings: dict[str, str]) -> None:
+        """Restart PostgreSQL with `settings` (ALTER SYSTEM), and the web server with it; workers must be stopped."""
+        if self.worker_names():
+            raise RuntimeError("stop the workers before restarting PostgreSQL")
+        self.stop("web")
+        _alter_system(self.database_url, settings)
+        self.cluster.stop()
+        self.cluster.start()
+        self.start_web()
+
+    def start_web(self) -> None:
+        """gunicorn, ready once /readyz answers."""
+        self.start("web", [sys.executable, "-m", "gunicorn", "wsgi:app"])
+        wait_until(lambda: ready(f"{self.web_url}/readyz"), 60, "web ready")
+
     def pids(self, names: list[str]) -> list[int]:
         return [self.processes[name].pid for name in names if name in self.processes]
 
@@ -132,11 +147,7 @@ def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats:
     try:
         url = cluster.url()
         if pg_settings:
-            with psycopg.connect(url, autocommit=True) as conn:
-                for name, value in pg_settings.items():
-                    if "." in name:  # a module's setting (auto_explain.*): known only once the module is loaded
-                        conn.execute(f"LOAD '{name.split('.')[0]}'")  # type: ignore[arg-type]  # our own options
-                    conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # type: ignore[arg-type]  # our own options
+            _alter_system(url, pg_settings)
             cluster.stop()
             cluster.start()
         if pg_stats:
@@ -180,6 +191,15 @@ def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats:
         bouncer.stop()
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _alter_system(url: str, settings: dict[str, str]) -> None:
+    """ALTER SYSTEM SET each setting (in effect after a reload or restart)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, value in settings.items():
+            if "." in name:  # a module's setting (auto_explain.*): known only once the module is loaded
+                conn.execute(f"LOAD '{name.split('.')[0]}'")  # type: ignore[arg-type]  # our own options
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # type: ignore[arg-type]  # our own options
 
 
 def _load_pg_stat_statements(cluster: pgcluster.Cluster) -> None:

@@ -25,12 +25,18 @@ def test_the_quick_benchmark_runs_every_measurement() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = result.stdout
     for row in ("1. Ingest, single", "2. Ingest, batches", "3. End to end", "4. Pickup latency", "5. Events",
-                "6. Scale", "7. Events, one grouped POST", "Worker memory", "8. Webhook fan-out",
-                "8b. Webhook fan-out", "9. Outage", "11. Long snapshot"):
+                "6. History load: 100,000 sent jobs over 10 months", "7. Events, one grouped POST", "Worker memory",
+                "8. Webhook fan-out", "8b. Webhook fan-out", "9. kill -9", "9b. kill -9", "10. Outage",
+                "11. Retention: dropping the month", "12. Long snapshot"):
         assert row in table, table
+    for label in ("3 with", "3b with"):  # with the history, at both shared_buffers
+        for setting in ("128MB (PostgreSQL's default)", "2GB |"):
+            assert f"6. History: {label} 100,000 historic jobs, shared_buffers {setting}" in table, table
     assert "CPU per request: web" in table and "CPU per email: web" in table, table  # rows 1 and 2
     assert re.search(r"the stack's floor, .*: [\d,]+ req/s \(CPU per request", table), table  # row 1's baseline
-    # 3 and 3b, empty and at scale: no email sent twice in any of the four end-to-end runs
-    assert re.findall(r"(\d+) duplicates", table) == ["0"] * 4, table
+    # No email sent twice: 3 and 3b (2 rows), with history (4), 9 and 9b (2, and twice in their targets), 10 (1),
+    # 12 (1)
+    rows = "\n".join(line for line in table.splitlines() if line.startswith("| "))
+    assert re.findall(r"(\d+) duplicates", rows) == ["0"] * 12, rows
     # No sender gave up waiting for the requests that counted on its wake-up (sql/migrations/0015)
     assert "gave up waiting for the requests that woke them: 0" in table, table
