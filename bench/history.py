@@ -81,6 +81,20 @@ WHERE tgrelid = 'jobs'::regclass AND NOT tgisinternal AND tgenabled = 'O' AND tg
 """
 
 
+
+def uuid7_at(at: str) -> str:
+    """SQL for a UUIDv7 made at the time `at` (an SQL expression), as mailer/domain/ids.py makes job ids: a job
+    loaded with it lands in the month partition of its time (0028), as in a real history."""
+    return _UUID7.replace("extract(epoch FROM t)", f"extract(epoch FROM {at})")
+
+
+# The month partitions of every registered history table from `first_month` to now: rows loaded for a month
+# that has none would fill the DEFAULT partition (and stop that month's partition from being made later).
+ENSURE_MONTHS = """
+SELECT mailer_ensure_month_partitions(parent, kind, %(first_month)s::date, now()::date)
+FROM month_partitioned_tables
+"""
+
 def months(today: dt.date, count: int = MONTHS) -> list[dt.date]:
     """The first days of the `count` calendar months before `today`'s, oldest first."""
     first = today.replace(day=1)
