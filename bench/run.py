@@ -36,7 +36,7 @@ from bench import (  # noqa: E402
 )
 
 MEASUREMENTS = ("ingest", "e2e", "naive", "history", "retention", "big-events", "webhooks", "crash", "snapshot",
-                "outage")
+                "outage", "pgbouncer")
 ALIASES = {"scale": "history"}  # the name measurement 6 had while it loaded a million jobs
 
 
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.pg_set = PG_SETTINGS if args.pg_set is None else args.pg_set
     args.only = [ALIASES.get(name, name) for name in args.only]
+    if args.pgbouncer and "pgbouncer" in args.only:  # the whole run is behind it: there is no direct to compare
+        args.only.remove("pgbouncer")
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C: every process started here is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = QUICK if args.quick else FULL
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += _ingest(sut, sizes)
         if {"e2e", "naive"} & set(args.only):
             rows += _end_to_end(sut, sizes, args, app_id, runs)
+        if "pgbouncer" in args.only:  # before history: its resets would empty the loaded tables
+            rows += _pgbouncer(sut, sizes, args, app_id, runs)
         if "history" in args.only:
             measured = {key: runs[key] for key in (TOGETHER, DRAIN) if key in runs}
             rows += history_runs.throughput(sut, sizes.history, app_id, args.concurrency,
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = history.load(sut.database_url, app_id, sizes.history, _say)
                 _say(f"loaded {sizes.history:,} historic jobs in {seconds:.0f} s")
             rows += history_runs.retention(sut)
-        if {"e2e", "naive", "history"} & set(args.only):
+        if {"e2e", "naive", "history", "pgbouncer"} & set(args.only):
             # A sender that gave up may have left email for the recovery sweep (sql/migrations/0015): expect none.
             gave_up = sum(log.read_text(errors="replace").count("gave up waiting")
                           for log in sut.log_dir.glob("worker*.log"))
@@ -279,6 +283,36 @@ def _outage(sut: system.System, args: argparse.Namespace) -> list[report.Row]:
                        target="both < 5 s; every job sent once", ok=ok)]
 
 
+def _pgbouncer(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_id: int,
+               runs: dict[str, measure.Throughput]) -> list[report.Row]:
+    """13: 3 and 3b again with web and workers through PgBouncer, against 3 and 3b direct in this same run."""
+    if TOGETHER not in runs or DRAIN not in runs:  # 3 and 3b not in --only: measured direct right before
+        sut.start_workers(args.concurrency)
+        _both_runs(sut, sizes, app_id, runs, "", keep_tables=False)
+        sut.stop_workers()
+    with sut.through_bouncer() as pid:
+        before = system.cpu_seconds(pid)
+        sut.start_workers(args.concurrency)
+        via = _both_runs(sut, sizes, app_id, runs, BOUNCED, keep_tables=False)
+        bouncer_cpu = system.cpu_seconds(pid) - before
+    direct = {key: runs[key].per_s for key in (TOGETHER, DRAIN)}
+    ratios = {key: via[key + BOUNCED].per_s / direct[key] for key in direct}
+    duplicates = sum(run.duplicates for run in via.values())
+    emails = sum(run.emails for run in via.values())
+    _say(f"through PgBouncer: 3 {ratios[TOGETHER]:.0%}, 3b {ratios[DRAIN]:.0%} of direct; PgBouncer's CPU "
+         f"{bouncer_cpu:.1f} s ({bouncer_cpu / emails * 1e6:.0f} µs per email)")
+    return [report.Row(
+        f"13. PgBouncer: 3 and 3b ({sizes.emails:,} emails each) with web and workers through PgBouncer in "
+        "transaction mode (pool 20; MAILER_DIRECT_DATABASE_URL direct), against 3 and 3b direct in this run",
+        f"3: {via[TOGETHER + BOUNCED].per_s:,.0f} emails/s, 3b: {via[DRAIN + BOUNCED].per_s:,.0f} emails/s "
+        f"({duplicates} duplicates); PgBouncer's CPU {bouncer_cpu:.1f} s ({bouncer_cpu / emails * 1e6:.0f} µs "
+        "per email)",
+        f"direct: 3 {direct[TOGETHER]:,.0f} emails/s, 3b {direct[DRAIN]:,.0f} emails/s",
+        f"3: {ratios[TOGETHER]:.0%}, 3b: {ratios[DRAIN]:.0%}", "both ≥ 80 % of direct, 0 duplicates",
+        min(ratios.values()) >= 0.8 and duplicates == 0,
+    )]
+
+
 def _cpu_per(run: measure.Ingest, unit: str, per_request: int = 1) -> str:
     """'CPU per request: web 1.80 ms, PostgreSQL 1.00 ms' (per email for batches, in µs)."""
     if per_request == 1:
@@ -329,6 +363,7 @@ def _end_to_end(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_
 TOGETHER = "mailer, queued while sending"
 DRAIN = "mailer, sending alone"
 NAIVE = "naive"
+BOUNCED = " through PgBouncer"
 
 
 def _both_runs(sut: system.System, sizes: Sizes, app_id: int, runs: dict[str, measure.Throughput], suffix: str,

@@ -45,6 +45,7 @@ class System:
     env: dict[str, str]
     log_dir: pathlib.Path
     worker_processes: int
+    bouncer: pgcluster.Bouncer | None = None  # started by `running(pgbouncer=True)` or by through_bouncer
     processes: dict[str, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -115,6 +116,27 @@ class System:
         self.cluster.start()
         self.start_web()
 
+    @contextlib.contextmanager
+    def through_bouncer(self) -> Iterator[int]:
+        """Web, and workers started inside, through PgBouncer in transaction mode; yields PgBouncer's pid.
+
+        The web server restarts on entry and on exit (with the environment it had); workers must be stopped."""
+        if self.worker_names() or self.bouncer is None:
+            raise RuntimeError("stop the workers (and have a bouncer) before rerouting the web")
+        if not self.bouncer.pid_file.exists():
+            self.bouncer.start()
+        saved = dict(self.env)
+        self.stop("web")
+        self.env.update(DATABASE_URL=self.bouncer.url(), MAILER_DIRECT_DATABASE_URL=self.database_url)
+        try:
+            self.start_web()
+            yield int(self.bouncer.pid_file.read_text().split()[0])
+        finally:
+            self.stop_workers()
+            self.stop("web")
+            self.env = saved
+            self.start_web()
+
     def start_web(self) -> None:
         """gunicorn, ready once /readyz answers."""
         self.start("web", [sys.executable, "-m", "gunicorn", "wsgi:app"])
@@ -173,7 +195,7 @@ def running(worker_processes: int, web_workers: int, web_threads: int, pg_stats:
             "PYTHONUNBUFFERED": "1",
         }
         system = System(cluster, url, f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sim_port}", api_key,
-                        env, log_dir, worker_processes)
+                        env, log_dir, worker_processes, bouncer)
         # No --events-url: the send measurements must not share the machine with event callbacks.
         system.start("simulator", [sys.executable, "-m", "mailer.mailjet.simulator", "--port", str(sim_port),
                                    "--api-key", SIM_KEY, "--api-secret", SIM_SECRET, "--latency-ms", "100"])
