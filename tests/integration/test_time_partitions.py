@@ -9,10 +9,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
 
 from mailer.mailjet import events as mailjet_events
+from mailer import db
 from mailer.services import retention, tracking
 from mailer.store import jobs as jobs_store
+from mailer.store import partitions as partitions_store
+from mailer.store import retention as retention_store
 from tests.integration.webhooks_support import expand, queue, set_status
 
 UTC = dt.UTC
@@ -244,6 +248,34 @@ def test_a_busy_parent_makes_retention_wait_for_its_next_run(conn, settings, dat
         assert exists(conn, partition("idempotency_keys", expired))
     assert dropped == 1  # mailjet_events' month, taken before the busy parents
     assert retention.drop_expired_partitions(conn, quick, dt.datetime.now(UTC)) == len(PARENTS) - 1
+
+
+def test_each_month_is_dropped_in_a_transaction_of_its_own(conn, settings, endpoint, monkeypatch) -> None:
+    """Review finding 4: on a pooled connection (it opens a transaction at the first statement), no read of the
+    months may leave one open, or every drop would be a savepoint and all their locks held to the end."""
+    expired = months_back(14)
+    make_months(conn, expired)
+    seen: list[tuple[str, pq.TransactionStatus]] = []
+
+    def spy(real: Any) -> Any:
+        def call(conn_: psycopg.Connection, *args: Any, **kwargs: Any) -> Any:
+            seen.append((real.__name__, conn_.info.transaction_status))
+            return real(conn_, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(partitions_store, "drop_month_partition", spy(partitions_store.drop_month_partition))
+    monkeypatch.setattr(retention_store, "drop_webhook_month", spy(retention_store.drop_webhook_month))
+    pool = db.create_pool(settings, name="test")
+    try:
+        pool.wait()
+        with pool.connection() as pooled:
+            assert retention.drop_expired_partitions(pooled, settings, dt.datetime.now(UTC)) == len(PARENTS)
+            status = pooled.info.transaction_status
+    finally:
+        pool.close()
+    assert {name for name, _ in seen} == {"drop_month_partition", "drop_webhook_month"}
+    assert all(before == pq.TransactionStatus.IDLE for _, before in seen), seen
+    assert status == pq.TransactionStatus.IDLE
 
 
 def test_an_event_without_a_usable_time_is_kept_once_across_months(conn) -> None:
