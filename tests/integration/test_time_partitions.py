@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from mailer.mailjet import events as mailjet_events
 from mailer import db
+from mailer.mailjet import events as mailjet_events
 from mailer.services import retention, tracking
 from mailer.store import jobs as jobs_store
 from mailer.store import partitions as partitions_store
