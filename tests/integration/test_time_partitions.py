@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -286,3 +288,32 @@ def test_an_event_without_a_usable_time_is_kept_once_across_months(conn) -> None
     again = tracking.record_events(conn, [mailjet_events.to_event(raw, start + dt.timedelta(hours=5))])
     assert (first.new, again.new) == (1, 0)
     assert conn.execute("SELECT occurred_at FROM mailjet_events").fetchall() == [(start - dt.timedelta(hours=1),)]
+
+
+def test_two_concurrent_copies_of_an_undated_event_are_kept_once(conn, database_url) -> None:
+    """Review finding 6: the second copy waits for the first's transaction, then finds it."""
+    start = dt.datetime.now(UTC)
+    raw = {"event": "open", "time": "soon", "MessageID": 81}
+    results: list[int] = []
+    with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
+        assert tracking.record_events(first, [mailjet_events.to_event(raw, start)]).new == 1  # not committed yet
+
+        def deliver_again() -> None:
+            results.append(tracking.record_events(second, [mailjet_events.to_event(
+                raw, start + dt.timedelta(seconds=3))]).new)
+            second.commit()
+
+        copy = threading.Thread(target=deliver_again)
+        copy.start()
+        deadline = time.monotonic() + 10
+        while copy.is_alive() and time.monotonic() < deadline:  # until it waits for the first's lock, or is done
+            waiting = conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                                   (second.info.backend_pid,)).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.02)
+        first.commit()
+        copy.join(timeout=10)
+        assert not copy.is_alive()
+    assert results == [0]
+    assert conn.execute("SELECT count(*) FROM mailjet_events WHERE message_id = 81").fetchone() == (1,)
