@@ -117,7 +117,8 @@ SENDER_CLAIM_OVERDUE = Counter(
 )
 RETENTION_MONTHS_WAITING = Counter(
     "mailer_retention_months_waiting", "Times retention left a month of jobs past MAILER_RETENTION_DAYS in place "
-    "because a job made that month is still scheduled, queued or sending (it is dropped once none is)",
+    "because a job made that month is still scheduled, queued or sending, or ended within MAILER_RETENTION_DAYS "
+    "(it is dropped once all ended longer ago)",
 )
 WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "

@@ -41,7 +41,7 @@ JOB_MONTH_TABLES = ("jobs_done", "recipients", "job_events", "recipient_addresse
 
 
 class _MonthWaits(Exception):
-    """A job of the month is still live: its drop is undone."""
+    """A job of the month is still live, or ended within the horizon: its drop is undone."""
 
 
 def drop_expired_partitions(conn: psycopg.Connection, settings: Settings, now: datetime.datetime) -> int:
@@ -50,10 +50,11 @@ def drop_expired_partitions(conn: psycopg.Connection, settings: Settings, now: d
 
 
 def drop_expired_job_months(conn: psycopg.Connection, settings: Settings, now: datetime.datetime) -> int:
-    """Drop the job months wholly older than MAILER_RETENTION_DAYS that no live job holds; partitions dropped.
+    """Drop the job months wholly older than MAILER_RETENTION_DAYS whose jobs all ended more than that long ago;
+    how many partitions went.
 
-    A month whose job is still scheduled, queued or sending waits (logged, counted in
-    mailer_retention_months_waiting): its recipients and audit trail are in that month's partitions.
+    A month whose job is still scheduled, queued or sending, or ended within the horizon, waits (logged, counted
+    in mailer_retention_months_waiting): its recipients and audit trail are in that month's partitions.
     """
     horizon = now - datetime.timedelta(days=settings.retention_days)
     # Each step in a transaction of its own (the pool's connections open one at the first statement): a drop's
@@ -66,10 +67,9 @@ def drop_expired_job_months(conn: psycopg.Connection, settings: Settings, now: d
         if _month_end(month) > horizon:
             break
         try:
-            dropped += _drop_job_month(conn, month, settings.partition_lock_timeout_ms)
-        except _MonthWaits:
-            log.warning("retention: job month %s waits: a job made then is still scheduled, queued or sending",
-                        f"{month:%Y-%m}")
+            dropped += _drop_job_month(conn, month, horizon, settings.partition_lock_timeout_ms)
+        except _MonthWaits as waits:
+            log.warning("retention: job month %s waits: a job made then %s", f"{month:%Y-%m}", waits)
             metrics.retention_month_waiting()
         except psycopg.errors.LockNotAvailable:
             log.warning("retention: job month %s not dropped: a table stayed busy; next hour", f"{month:%Y-%m}")
@@ -77,18 +77,27 @@ def drop_expired_job_months(conn: psycopg.Connection, settings: Settings, now: d
     return dropped
 
 
-def _drop_job_month(conn: psycopg.Connection, month: datetime.date, lock_timeout_ms: int) -> int:
+_LIVE = "is still scheduled, queued or sending"
+_RECENT = "ended less than MAILER_RETENTION_DAYS ago"
+
+
+def _drop_job_month(conn: psycopg.Connection, month: datetime.date, horizon: datetime.datetime,
+                    lock_timeout_ms: int) -> int:
     with conn.transaction():
-        waiting = store.month_has_live_jobs(conn, month=month)
-    if waiting:
-        raise _MonthWaits
+        if store.month_has_live_jobs(conn, month=month):
+            raise _MonthWaits(_LIVE)
+        if store.month_has_recently_ended_jobs(conn, month=month, ended_after=horizon):
+            raise _MonthWaits(_RECENT)
     dropped = 0
     with conn.transaction():
-        # Checked again under the drop's lock: a retry that moved a job of the month back to jobs_live
-        # before the drop shows now, and undoes it; none can after it (the partition is gone).
+        # Checked again under the drop's lock: a job of the month a retry moved back to jobs_live, or that ended
+        # since, shows now and undoes the drop; none can after it (the partition is gone).
+        store.lock_jobs_done(conn, lock_timeout_ms=lock_timeout_ms)
+        if store.month_has_recently_ended_jobs(conn, month=month, ended_after=horizon):
+            raise _MonthWaits(_RECENT)
         dropped += partitions_store.drop_month_partition(conn, JOB_MONTH_TABLES[0], month, lock_timeout_ms)
         if store.month_has_live_jobs(conn, month=month):
-            raise _MonthWaits
+            raise _MonthWaits(_LIVE)
     for table in JOB_MONTH_TABLES[1:]:
         dropped += partitions_store.drop_month_partition(conn, table, month, lock_timeout_ms)
     with conn.transaction():
@@ -127,7 +136,11 @@ def _drop_expired_time_history(conn: psycopg.Connection, settings: Settings, now
 
 def _expired_months(conn: psycopg.Connection, parent: str, cutoff: datetime.datetime) -> list[datetime.date]:
     """`parent`'s months that ended at or before `cutoff`."""
-    return [month for _, month in partitions_store.month_partitions(conn, parent) if _month_end(month) <= cutoff]
+    # A transaction of its own: read in the pool's implicit one, it would hold every later drop's lock (each
+    # drop a savepoint of it) until the run ends.
+    with conn.transaction():
+        partitions = partitions_store.month_partitions(conn, parent)
+    return [month for _, month in partitions if _month_end(month) <= cutoff]
 
 
 @dataclasses.dataclass(frozen=True)

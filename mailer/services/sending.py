@@ -100,6 +100,10 @@ def send_due_batch(
         return _send_as(pool, client, settings, rng, sender, sender_id)
 
 
+class _ClaimRaced(Exception):
+    """The claim statement met a serialization failure: rolled back, nothing claimed."""
+
+
 def _send_as(
     pool: psycopg_pool.ConnectionPool,
     client: mailjet.MailjetClient,
@@ -116,15 +120,24 @@ def _send_as(
                 raise liveness.SenderUnavailable(f"sender {sender_id} was taken over; it registers anew")
             claim_sent = True
             claim_started = time.monotonic()
-            claim = store.claim_due_jobs(
-                conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes, sender_id=sender_id,
-                floors=claim_floors(pool, settings),
-            )
+            try:
+                claim = store.claim_due_jobs(
+                    conn, limit=settings.send_batch_size, max_bytes=settings.send_max_call_bytes,
+                    sender_id=sender_id, floors=claim_floors(pool, settings),
+                )
+            except psycopg.errors.SerializationFailure as exc:
+                raise _ClaimRaced from exc
             metrics.claim_took(time.monotonic() - claim_started)
             screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
             if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
                 db.retire(pool)
         claim.commit_floors()
+    except _ClaimRaced as raced:
+        # The claim statement itself failed (a job it was about to lock was moved to jobs_done by a cancel that
+        # committed meanwhile: 40001), so its transaction was rolled back and nothing of it committed: the sender
+        # keeps its identity, and the caller claims again as after a full batch.
+        log.info("send: claim raced with a job that changed meanwhile; claiming again (%s)", raced.__cause__)
+        return BatchOutcome(more=True)
     except BaseException:
         # Once sent, the claim may have committed though this end never heard (the connection lost at COMMIT):
         # jobs `sending` in the name of a live sender, which is never taken over. Give the sender up.

@@ -14,6 +14,9 @@ from mailer.store import _run
 
 def insert_mailjet_events(conn: psycopg.Connection, *, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Store new events (duplicates dropped), matched to recipients where possible."""
+    undated = sorted({event["fingerprint"] for event in events if event.get("dated") is False})
+    if undated:
+        _run.all_rows(conn, "lock_undated_event_fingerprints", fingerprints=undated)
     return _run.all_rows(conn, "insert_mailjet_events", events=_run.jsonb(list(events)))
 
 

@@ -25,6 +25,19 @@ def month_has_live_jobs(conn: psycopg.Connection, *, month: datetime.date) -> bo
     return bool(row and row["waiting"])
 
 
+def month_has_recently_ended_jobs(conn: psycopg.Connection, *, month: datetime.date,
+                                  ended_after: datetime.datetime) -> bool:
+    """Whether a job made in `month` ended after `ended_after`."""
+    row = _run.one_row(conn, "month_has_recently_ended_jobs", month=month, ended_after=ended_after)
+    return bool(row and row["recent"])
+
+
+def lock_jobs_done(conn: psycopg.Connection, *, lock_timeout_ms: int) -> None:
+    """Lock jobs_done for the rest of the transaction (at most lock_timeout_ms of waiting: LockNotAvailable)."""
+    _run.all_rows(conn, "set_partition_lock_timeout", lock_timeout=f"{lock_timeout_ms}ms")
+    _run.all_rows(conn, "lock_jobs_done")
+
+
 def delete_schedule_occurrences_of_month(conn: psycopg.Connection, *, month: datetime.date) -> int:
     """Delete the schedule occurrences that produced the jobs made in `month`; how many."""
     return _count(conn, "delete_schedule_occurrences_of_month", "deleted", month=month)

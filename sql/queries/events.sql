@@ -102,3 +102,12 @@ FROM mailjet_events e
 JOIN recipients r ON r.id = e.recipient_id
 WHERE r.job_id = %(job_id)s AND e.status IS NOT NULL
 ORDER BY e.occurred_at, e.id;
+
+-- lock_undated_event_fingerprints --
+-- Before insert_mailjet_events, in the same transaction: a transaction-scoped lock per undated event's
+-- fingerprint (sorted, so two batches cannot deadlock), so that two concurrent copies of one are stored once.
+-- A statement of its own: insert_mailjet_events' NOT EXISTS then reads with a snapshot taken after the lock,
+-- in which the other copy's insert, committed when it released the lock, shows. (Transaction-scoped: works
+-- behind PgBouncer's transaction pooling.)
+SELECT count(pg_advisory_xact_lock(hashtextextended(f.fingerprint, 0))) AS locked
+FROM unnest(%(fingerprints)s::text[]) WITH ORDINALITY AS f(fingerprint, n);

@@ -34,6 +34,22 @@ SELECT EXISTS (
       AND id < mailer_month_bound('uuid7', (%(month)s::date + interval '1 month')::date)::uuid
 ) AS waiting;
 
+-- month_has_recently_ended_jobs --
+-- Whether jobs_done holds a job made in `month` that ended after `ended_after` (now - MAILER_RETENTION_DAYS): a
+-- job sent long after it was made keeps its month for the horizon after it ended. A scan of that month's
+-- partition (pruned by the id range), once an hour per month past the horizon.
+SELECT EXISTS (
+    SELECT FROM jobs_done
+    WHERE id >= mailer_month_bound('uuid7', %(month)s::date)::uuid
+      AND id < mailer_month_bound('uuid7', (%(month)s::date + interval '1 month')::date)::uuid
+      AND updated_at > %(ended_after)s::timestamptz
+) AS recent;
+
+-- lock_jobs_done --
+-- The lock a month's drop takes on jobs_done anyway, taken before the checks that must hold at the drop: no job
+-- moves into or out of jobs_done until the transaction ends.
+LOCK TABLE jobs_done IN ACCESS EXCLUSIVE MODE;
+
 -- delete_schedule_occurrences_of_month --
 -- The occurrences that produced the jobs of a month whose partitions were dropped. The scheduler never goes
 -- back to a past occurrence, so nothing is produced again; skipped occurrences (no job) stay. Served by

@@ -406,6 +406,34 @@ def test_a_claim_whose_commit_is_lost_on_the_way_back_gives_up_its_sender(
     assert recovery.take_over(conn, send_settings).jobs == 2
 
 
+def test_a_claim_that_meets_a_job_cancelled_meanwhile_keeps_its_sender(
+    client, auth, send_settings, simulator, conn, monkeypatch
+) -> None:
+    # Review finding 3: the claim's scan sees a queued job, a cancel commits and moves it to jobs_done, then the
+    # claim locks it: PostgreSQL raises 40001. Nothing of the claim committed: no reason to give the sender up.
+    ids = queue(client, auth, 2)
+    sender = liveness.current()
+    first = sender.sender_id
+    assert first is not None
+    real = sending.store.claim_due_jobs
+
+    def cancelled_under_the_scan(claim_conn: psycopg.Connection, **kwargs: object) -> object:
+        monkeypatch.setattr(sending.store, "claim_due_jobs", real)
+        claim_conn.execute("DECLARE scan CURSOR FOR SELECT id FROM jobs WHERE id = %s FOR UPDATE SKIP LOCKED",
+                           [ids[0]])
+        conn.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", [ids[0]])
+        claim_conn.execute("FETCH scan")  # locks the version the scan saw: moved to another partition
+        return real(claim_conn, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sending.store, "claim_due_jobs", cancelled_under_the_scan)
+    outcome = run_sender(send_settings)
+
+    assert outcome.more and outcome.claimed == 0  # the caller claims again at once
+    assert sender.healthy(first) and sender.sender_id == first
+    assert run_sender(send_settings).sent == 1
+    assert sender.sender_id == first
+
+
 def test_a_claim_that_hangs_past_its_bound_stops_the_lease_so_the_hung_rule_applies(
     settings, conn, monkeypatch
 ) -> None:

@@ -203,9 +203,9 @@ def test_a_month_past_the_horizon_is_dropped_whole_with_its_jobs_story_and_nothi
     ).fetchone()[0]  # type: ignore[index]
     old_at, kept_at = NOW - datetime.timedelta(days=420), NOW - datetime.timedelta(days=330)
     old, kept = make_jobs_made_at(conn, app, old_at)[0], make_jobs_made_at(conn, app, kept_at)[0]
-    for job in (old, kept):
+    for job, ended_days_ago in ((old, 400), (kept, 300)):
         attach_everything(conn, job, endpoint)
-        age(conn, [job], status="sent", days=300)
+        age(conn, [job], status="sent", days=ended_days_ago)
     everything = {"jobs": 1, "recipients": 2, "recipient_addresses": 2, "job_events": 1, "schedule_occurrences": 1}
     assert rows_of(conn, old) == everything == rows_of(conn, kept)
     assert all(month_of(old_at) in months for months in months_kept(conn).values())
@@ -238,9 +238,49 @@ def test_a_month_waits_while_a_job_made_then_is_still_live(conn, api_key) -> Non
 
     assert metrics.RETENTION_MONTHS_WAITING._value.get() == waits + 1
     assert rows_of(conn, waiting)["recipients"] == 2 and rows_of(conn, ended)["jobs"] == 1
-    age(conn, [waiting], status="cancelled", days=1)  # it ends: now the month goes
+    age(conn, [waiting], status="cancelled", days=366)  # it ended past the horizon: now the month goes
     assert retention.drop_expired_partitions(conn, SETTINGS, NOW) == len(retention.JOB_MONTH_TABLES)
     assert rows_of(conn, waiting)["jobs"] == rows_of(conn, ended)["jobs"] == 0
+
+
+def test_a_month_waits_while_a_job_made_then_ended_within_the_horizon(conn, api_key) -> None:
+    # Review finding 2: queued long ago with a far send_at, sent minutes ago; its month must not go with it.
+    app = app_id(conn)
+    old_at = NOW - datetime.timedelta(days=420)
+    long_ended, just_sent = make_jobs_made_at(conn, app, old_at, count=2)
+    age(conn, [long_ended], status="sent", days=400)
+    conn.execute("UPDATE jobs SET status = 'sent', updated_at = now() - interval '7 minutes' WHERE id = %s",
+                 (just_sent,))
+    waits = metrics.RETENTION_MONTHS_WAITING._value.get()
+
+    assert retention.drop_expired_partitions(conn, SETTINGS, NOW) == 0
+
+    assert metrics.RETENTION_MONTHS_WAITING._value.get() == waits + 1
+    assert rows_of(conn, just_sent)["recipients"] == 2 and rows_of(conn, long_ended)["jobs"] == 1
+    age(conn, [just_sent], status="sent", days=366)  # its end is past the horizon too: the month goes
+    assert retention.drop_expired_partitions(conn, SETTINGS, NOW) == len(retention.JOB_MONTH_TABLES)
+    assert rows_of(conn, just_sent)["jobs"] == rows_of(conn, long_ended)["jobs"] == 0
+
+
+def test_a_job_that_ends_between_the_check_and_the_drop_undoes_it(conn, database_url, api_key, monkeypatch) -> None:
+    app = app_id(conn)
+    job = make_jobs_made_at(conn, app, NOW - datetime.timedelta(days=420))[0]
+    age(conn, [job], status="sent", days=400)
+    first_check = retention.store.month_has_recently_ended_jobs
+    calls = []
+
+    def then_it_is_sent_again(conn_: psycopg.Connection, **kwargs: Any) -> bool:
+        recent = first_check(conn_, **kwargs)
+        if not calls:  # between the first check and the drop's lock, a retry sends it again
+            with psycopg.connect(database_url, autocommit=True) as other:
+                other.execute("UPDATE jobs SET updated_at = now() WHERE id = %s", (job,))
+        calls.append(recent)
+        return recent
+
+    monkeypatch.setattr(retention.store, "month_has_recently_ended_jobs", then_it_is_sent_again)
+    assert retention.drop_expired_partitions(conn, SETTINGS, NOW) == 0
+    assert calls == [False, True]
+    assert rows_of(conn, job)["recipients"] == 2
 
 
 def test_a_month_not_wholly_past_the_horizon_stays(conn, api_key) -> None:

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
+import time
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
 
+from mailer import db
 from mailer.mailjet import events as mailjet_events
 from mailer.services import retention, tracking
 from mailer.store import jobs as jobs_store
+from mailer.store import partitions as partitions_store
+from mailer.store import retention as retention_store
 from tests.integration.webhooks_support import expand, queue, set_status
 
 UTC = dt.UTC
@@ -246,6 +252,34 @@ def test_a_busy_parent_makes_retention_wait_for_its_next_run(conn, settings, dat
     assert retention.drop_expired_partitions(conn, quick, dt.datetime.now(UTC)) == len(PARENTS) - 1
 
 
+def test_each_month_is_dropped_in_a_transaction_of_its_own(conn, settings, endpoint, monkeypatch) -> None:
+    """Review finding 4: on a pooled connection (it opens a transaction at the first statement), no read of the
+    months may leave one open, or every drop would be a savepoint and all their locks held to the end."""
+    expired = months_back(14)
+    make_months(conn, expired)
+    seen: list[tuple[str, pq.TransactionStatus]] = []
+
+    def spy(real: Any) -> Any:
+        def call(conn_: psycopg.Connection, *args: Any, **kwargs: Any) -> Any:
+            seen.append((real.__name__, conn_.info.transaction_status))
+            return real(conn_, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(partitions_store, "drop_month_partition", spy(partitions_store.drop_month_partition))
+    monkeypatch.setattr(retention_store, "drop_webhook_month", spy(retention_store.drop_webhook_month))
+    pool = db.create_pool(settings, name="test")
+    try:
+        pool.wait()
+        with pool.connection() as pooled:
+            assert retention.drop_expired_partitions(pooled, settings, dt.datetime.now(UTC)) == len(PARENTS)
+            status = pooled.info.transaction_status
+    finally:
+        pool.close()
+    assert {name for name, _ in seen} == {"drop_month_partition", "drop_webhook_month"}
+    assert all(before == pq.TransactionStatus.IDLE for _, before in seen), seen
+    assert status == pq.TransactionStatus.IDLE
+
+
 def test_an_event_without_a_usable_time_is_kept_once_across_months(conn) -> None:
     """Stamped with its arrival, its copies differ in occurred_at: the lookup by fingerprint finds the first."""
     start = dt.datetime.combine(first_of(dt.datetime.now(UTC)), dt.time(), UTC)
@@ -254,3 +288,32 @@ def test_an_event_without_a_usable_time_is_kept_once_across_months(conn) -> None
     again = tracking.record_events(conn, [mailjet_events.to_event(raw, start + dt.timedelta(hours=5))])
     assert (first.new, again.new) == (1, 0)
     assert conn.execute("SELECT occurred_at FROM mailjet_events").fetchall() == [(start - dt.timedelta(hours=1),)]
+
+
+def test_two_concurrent_copies_of_an_undated_event_are_kept_once(conn, database_url) -> None:
+    """Review finding 6: the second copy waits for the first's transaction, then finds it."""
+    start = dt.datetime.now(UTC)
+    raw = {"event": "open", "time": "soon", "MessageID": 81}
+    results: list[int] = []
+    with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
+        assert tracking.record_events(first, [mailjet_events.to_event(raw, start)]).new == 1  # not committed yet
+
+        def deliver_again() -> None:
+            results.append(tracking.record_events(second, [mailjet_events.to_event(
+                raw, start + dt.timedelta(seconds=3))]).new)
+            second.commit()
+
+        copy = threading.Thread(target=deliver_again)
+        copy.start()
+        deadline = time.monotonic() + 10
+        while copy.is_alive() and time.monotonic() < deadline:  # until it waits for the first's lock, or is done
+            waiting = conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                                   (second.info.backend_pid,)).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.02)
+        first.commit()
+        copy.join(timeout=10)
+        assert not copy.is_alive()
+    assert results == [0]
+    assert conn.execute("SELECT count(*) FROM mailjet_events WHERE message_id = 81").fetchone() == (1,)
