@@ -28,7 +28,8 @@ def maintain(conn: psycopg.Connection, settings: Settings, now: datetime.datetim
     """Create the months ahead of every registered parent, then let retention drop the expired ones."""
     with conn.transaction():
         created, failed = store.ensure_registered_partitions(
-            conn, now.date(), ahead=settings.partitions_ahead_months, lock_timeout_ms=settings.partition_lock_timeout_ms)
+            conn, now.date(), ahead=settings.partitions_ahead_months,
+            lock_timeout_ms=settings.partition_lock_timeout_ms)
     if failed:
         log.warning("partitions: months ahead not made for %s (next run tries again; see the database log)",
                     ", ".join(failed))
