@@ -21,13 +21,19 @@ class Maintained:
 
     created: int
     dropped: int
+    failed: tuple[str, ...] = ()
 
 
 def maintain(conn: psycopg.Connection, settings: Settings, now: datetime.datetime) -> Maintained:
     """Create the months ahead of every registered parent, then let retention drop the expired ones."""
     with conn.transaction():
-        created = store.ensure_registered_partitions(conn, now.date(), ahead=settings.partitions_ahead_months)
+        created, failed = store.ensure_registered_partitions(
+            conn, now.date(), ahead=settings.partitions_ahead_months,
+            lock_timeout_ms=settings.partition_lock_timeout_ms)
+    if failed:
+        log.warning("partitions: months ahead not made for %s (next run tries again; see the database log)",
+                    ", ".join(failed))
     dropped = retention.drop_expired_partitions(conn, settings, now)
     if created or dropped:
         log.info("partitions: %d created, %d dropped", created, dropped)
-    return Maintained(created=created, dropped=dropped)
+    return Maintained(created=created, dropped=dropped, failed=tuple(failed))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import pathlib
 import re
 
@@ -16,6 +17,9 @@ from mailer.store.queries import SQL_DIR
 PROCRASTINATE_PREFIX = "procrastinate:"
 # Months of partitions made ahead by every migrate (MAILER_PARTITIONS_AHEAD_MONTHS's default).
 DEFAULT_PARTITIONS_AHEAD_MONTHS = 3
+# How long each parent's partition DDL may wait for a lock here (MAILER_PARTITION_LOCK_TIMEOUT_MS's default).
+DEFAULT_PARTITION_LOCK_TIMEOUT_MS = 1000
+log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
@@ -47,8 +51,12 @@ def _apply_pending(conn: psycopg.Connection) -> list[str]:
     # Every time too: a fresh install (or one whose housekeeping was down) has this month's partitions and
     # the next ones before anything is written (the hourly housekeeping keeps them ahead after that).
     with conn.transaction():
-        partitions.ensure_registered_partitions(
-            conn, datetime.datetime.now(datetime.UTC).date(), ahead=DEFAULT_PARTITIONS_AHEAD_MONTHS)
+        _, failed = partitions.ensure_registered_partitions(
+            conn, datetime.datetime.now(datetime.UTC).date(), ahead=DEFAULT_PARTITIONS_AHEAD_MONTHS,
+            lock_timeout_ms=DEFAULT_PARTITION_LOCK_TIMEOUT_MS)
+    if failed:
+        log.warning("migrate: months ahead not made for %s (housekeeping tries again hourly; see the database log)",
+                    ", ".join(failed))
     return done
 
 

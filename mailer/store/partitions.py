@@ -18,10 +18,16 @@ def ensure_month_partitions(
     return int(row["created"]) if row else 0
 
 
-def ensure_registered_partitions(conn: psycopg.Connection, today: datetime.date, ahead: int) -> int:
-    """Every registered parent's months from the one before `today` to `ahead` after it; how many were made."""
+def ensure_registered_partitions(
+    conn: psycopg.Connection, today: datetime.date, ahead: int, lock_timeout_ms: int
+) -> tuple[int, list[str]]:
+    """Every registered parent's months from the one before `today` to `ahead` after it; (made, parents failed).
+
+    Each parent's DDL waits at most lock_timeout_ms for a lock; a parent that fails does not stop the others.
+    """
+    _run.all_rows(conn, "set_partition_lock_timeout", lock_timeout=f"{lock_timeout_ms}ms")
     row = _run.one_row(conn, "ensure_registered_partitions", today=today, ahead=ahead)
-    return int(row["created"]) if row else 0
+    return (int(row["created"]), list(row["failed"])) if row else (0, [])
 
 
 def month_partitions(conn: psycopg.Connection, parent: str) -> list[tuple[str, datetime.date]]:

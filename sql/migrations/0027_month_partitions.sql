@@ -38,24 +38,58 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Create each missing month partition of `parent` from first_month to last_month; how many it created.
+-- When the parent's DEFAULT partition already holds rows of a month being made (jobs stored with random,
+-- version 4 ids before UUIDv7 fall in any month), PostgreSQL refuses CREATE TABLE ... PARTITION OF; the month
+-- is then made as a table of its own, those rows moved into it out of the default, and the table attached.
+-- Waits for locks as long as the caller's lock_timeout allows.
 CREATE FUNCTION mailer_ensure_month_partitions(parent regclass, kind text, first_month date, last_month date)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     parent_name text;
     parent_schema text;
+    key_column text;
+    default_part regclass;
     month date := date_trunc('month', first_month)::date;
     name text;
+    low text;
+    high text;
+    strays boolean;
+    retention text;
     created integer := 0;
 BEGIN
-    SELECT c.relname, n.nspname INTO parent_name, parent_schema
-    FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    SELECT c.relname, n.nspname, a.attname, nullif(p.partdefid, 0)::regclass
+    INTO parent_name, parent_schema, key_column, default_part
+    FROM pg_class AS c
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    JOIN pg_partitioned_table AS p ON p.partrelid = c.oid
+    JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum = p.partattrs[0]
     WHERE c.oid = parent;
     WHILE month <= last_month LOOP
         name := parent_name || '_p' || to_char(month, 'YYYYMM');
         IF to_regclass(format('%I.%I', parent_schema, name)) IS NULL THEN
-            EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
-                           parent_schema, name, parent,
-                           mailer_month_bound(kind, month), mailer_month_bound(kind, (month + interval '1 month')::date));
+            low := mailer_month_bound(kind, month);
+            high := mailer_month_bound(kind, (month + interval '1 month')::date);
+            strays := false;
+            IF default_part IS NOT NULL THEN
+                EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE %I >= %L AND %I < %L)',
+                               default_part, key_column, low, key_column, high) INTO strays;
+            END IF;
+            IF strays THEN
+                EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)',
+                               parent_schema, name, parent);
+                -- job_events is append-only except for retention's deletes (0008); this move is one of those.
+                retention := current_setting('mailer.retention', true);
+                PERFORM set_config('mailer.retention', 'on', true);
+                EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= %L AND %I < %L RETURNING *) '
+                               'INSERT INTO %I.%I SELECT * FROM moved',
+                               default_part, key_column, low, key_column, high, parent_schema, name);
+                PERFORM set_config('mailer.retention', coalesce(retention, ''), true);
+                EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
+                               parent, parent_schema, name, low, high);
+            ELSE
+                EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                               parent_schema, name, parent, low, high);
+            END IF;
             created := created + 1;
         END IF;
         month := (month + interval '1 month')::date;
@@ -64,19 +98,26 @@ BEGIN
 END;
 $$;
 
--- For every registered parent, the months from the one before `today` to `ahead` months after it.
-CREATE FUNCTION mailer_ensure_registered_partitions(today date, ahead integer) RETURNS integer
+-- For every registered parent, the months from the one before `today` to `ahead` months after it: how many
+-- were made, and the parents that failed. Each parent in a subtransaction of its own, so that one (a lock
+-- not granted in time, say) does not stop the others; each failure is also raised as a WARNING.
+CREATE FUNCTION mailer_ensure_registered_partitions(today date, ahead integer, OUT created integer, OUT failed text[])
 LANGUAGE plpgsql AS $$
 DECLARE
     t record;
-    created integer := 0;
 BEGIN
+    created := 0;
+    failed := '{}';
     FOR t IN SELECT parent, kind FROM month_partitioned_tables ORDER BY parent::text LOOP
-        created := created + mailer_ensure_month_partitions(
-            t.parent, t.kind, (date_trunc('month', today) - interval '1 month')::date,
-            (date_trunc('month', today) + make_interval(months => ahead))::date);
+        BEGIN
+            created := created + mailer_ensure_month_partitions(
+                t.parent, t.kind, (date_trunc('month', today) - interval '1 month')::date,
+                (date_trunc('month', today) + make_interval(months => ahead))::date);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'month partitions of % not made: % (SQLSTATE %)', t.parent, SQLERRM, SQLSTATE;
+            failed := failed || t.parent::text;
+        END;
     END LOOP;
-    RETURN created;
 END;
 $$;
 

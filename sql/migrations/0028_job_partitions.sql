@@ -101,11 +101,13 @@ CREATE TABLE recipient_addresses_default PARTITION OF recipient_addresses DEFAUL
 INSERT INTO month_partitioned_tables (parent, kind)
 VALUES ('jobs_done', 'uuid7'), ('recipients', 'uuid7'), ('job_events', 'uuid7'), ('recipient_addresses', 'uuid7');
 
--- The months of the jobs kept, up to this one, before any row is copied: a row copied into a DEFAULT partition
--- would stop its month's partition from being made later. (`mailer db migrate` then makes the months ahead.)
-SELECT mailer_ensure_month_partitions(t.parent, t.kind, least(first.month, now()::date), now()::date)
+-- The months of the jobs kept, up to 3 months ahead (MAILER_PARTITIONS_AHEAD_MONTHS's default), in UTC whatever
+-- the session's TimeZone, before any row is copied: a row copied into a DEFAULT partition makes its month's
+-- later creation move it out again (0027). Old version 4 (random) ids outside these months stay in the defaults.
+SELECT mailer_ensure_month_partitions(t.parent, t.kind, least(first.month, (now() AT TIME ZONE 'UTC')::date),
+                                      ((now() AT TIME ZONE 'UTC') + interval '3 months')::date)
 FROM month_partitioned_tables AS t,
-     (SELECT coalesce(min(created_at), now())::date AS month FROM jobs_unpartitioned) AS first
+     (SELECT (coalesce(min(created_at), now()) AT TIME ZONE 'UTC')::date AS month FROM jobs_unpartitioned) AS first
 WHERE t.parent IN ('jobs_done'::regclass, 'recipients'::regclass, 'job_events'::regclass,
                    'recipient_addresses'::regclass);
 

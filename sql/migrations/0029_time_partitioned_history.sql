@@ -114,18 +114,21 @@ LANGUAGE sql IMMUTABLE AS $$
                 THEN occurred_at ELSE received_at END;
 $$;
 
--- The months the moved rows fall in (and this one).
-SELECT mailer_ensure_month_partitions('mailjet_events', 'time',
-                                      least(min(mailer_plausible_event_time(occurred_at, received_at)), now())::date,
-                                      greatest(max(mailer_plausible_event_time(occurred_at, received_at)), now())::date)
+-- The months the moved rows fall in, and from this one to 3 ahead (MAILER_PARTITIONS_AHEAD_MONTHS's default),
+-- also for a table with no rows; months in UTC whatever the session's TimeZone.
+SELECT mailer_ensure_month_partitions(
+    'mailjet_events', 'time',
+    (least(min(mailer_plausible_event_time(occurred_at, received_at)), now()) AT TIME ZONE 'UTC')::date,
+    (greatest(max(mailer_plausible_event_time(occurred_at, received_at)), now() + interval '3 months')
+        AT TIME ZONE 'UTC')::date)
 FROM mailjet_events_unpartitioned;
-SELECT mailer_ensure_month_partitions(parent, 'time', least(min(created_at), now())::date,
-                                      greatest(max(created_at), now())::date)
-FROM webhook_messages_unpartitioned,
-     (VALUES ('webhook_messages'::regclass), ('webhook_deliveries'), ('webhook_attempts'), ('webhook_fan_outs')) AS p(parent)
-GROUP BY parent;
-SELECT mailer_ensure_month_partitions('idempotency_keys', 'time', least(min(created_at), now())::date,
-                                      greatest(max(created_at), now())::date)
+SELECT mailer_ensure_month_partitions(p.parent, 'time', (least(w.first, now()) AT TIME ZONE 'UTC')::date,
+                                      (greatest(w.last, now() + interval '3 months') AT TIME ZONE 'UTC')::date)
+FROM (SELECT min(created_at) AS first, max(created_at) AS last FROM webhook_messages_unpartitioned) AS w,
+     (VALUES ('webhook_messages'::regclass), ('webhook_deliveries'), ('webhook_attempts'), ('webhook_fan_outs')) AS p(parent);
+SELECT mailer_ensure_month_partitions(
+    'idempotency_keys', 'time', (least(min(created_at), now()) AT TIME ZONE 'UTC')::date,
+    (greatest(max(created_at), now() + interval '3 months') AT TIME ZONE 'UTC')::date)
 FROM idempotency_keys_unpartitioned;
 
 INSERT INTO mailjet_events (id, fingerprint, name, status, occurred_at, message_id, custom_id, email, suppresses,

@@ -4,8 +4,9 @@ SELECT mailer_ensure_month_partitions(%(parent)s::regclass, %(kind)s, %(first_mo
        AS created;
 
 -- ensure_registered_partitions --
--- For every registered parent, the months from the one before `today` to `ahead` months after it.
-SELECT mailer_ensure_registered_partitions(%(today)s::date, %(ahead)s::integer) AS created;
+-- For every registered parent, the months from the one before `today` to `ahead` months after it; how many
+-- were made and the parents that failed (each in its own subtransaction).
+SELECT created, failed FROM mailer_ensure_registered_partitions(%(today)s::date, %(ahead)s::integer);
 
 -- month_partitions --
 -- A parent's month partitions, oldest first.

@@ -116,3 +116,63 @@ def test_the_hourly_task_maintains_partitions(scratch, settings):
     periodic = {task.periodic_id: task for task in jobqueue.app.periodic_registry.periodic_tasks.values()}
     assert periodic["partitions"].task.name == "mailer.maintain_partitions"
     assert periodic["partitions"].task.queue == "housekeeping"
+
+
+def random_id_made_in(month: datetime.date, n: int) -> uuid.UUID:
+    """A version 4 (random) id whose leading 48 bits happen to read as a time in `month`, as old job ids do."""
+    at = datetime.datetime(month.year, month.month, 15, tzinfo=datetime.UTC)
+    return uuid.UUID(int=(int(at.timestamp() * 1000) << 80) | (0x4 << 76) | (0x2 << 62) | n)
+
+
+def test_a_month_is_made_even_when_the_default_partition_holds_rows_of_it(scratch):
+    scratch.execute("CREATE TABLE scratch_by_id_default PARTITION OF scratch_by_id DEFAULT")
+    stray, other = random_id_made_in(D(2027, 6, 1), 1), random_id_made_in(D(2031, 1, 1), 2)
+    scratch.execute("INSERT INTO scratch_by_id VALUES (%s), (%s)", (stray, other))
+    assert store.ensure_month_partitions(scratch, "scratch_by_id", "uuid7", D(2027, 5, 1), D(2027, 7, 1)) == 3
+    placed = dict(scratch.execute("SELECT id, tableoid::regclass::text FROM scratch_by_id").fetchall())
+    assert placed == {stray: "scratch_by_id_p202706", other: "scratch_by_id_default"}
+    scratch.execute("INSERT INTO scratch_by_id VALUES (%s)", (random_id_made_in(D(2027, 6, 1), 3),))
+    assert scratch.execute("SELECT count(*) FROM scratch_by_id_p202706").fetchone()[0] == 2
+
+
+def test_an_audit_row_of_an_old_random_job_id_moves_and_the_audit_stays_append_only(conn):
+    month = D(2035, 3, 1)  # far beyond the months migrate made: only the old random id is in it
+    job_id = random_id_made_in(month, 7)
+    conn.execute("INSERT INTO job_events (job_id, type, at) VALUES (%s, 'sent', now())", (job_id,))
+    assert conn.execute("SELECT tableoid::regclass::text FROM job_events WHERE job_id = %s",
+                        (job_id,)).fetchone()[0] == "job_events_default"
+    with conn.transaction():
+        assert store.ensure_month_partitions(conn, "job_events", "uuid7", month, month) == 1
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"), conn.transaction():
+            conn.execute("DELETE FROM job_events WHERE job_id = %s", (job_id,))
+    assert conn.execute("SELECT tableoid::regclass::text FROM job_events WHERE job_id = %s",
+                        (job_id,)).fetchone()[0] == "job_events_p203503"
+    # the attached month has the parent's indexes and triggers
+    assert conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'job_events_p203503'").fetchone()[0] >= 2
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        conn.execute("DELETE FROM job_events_p203503")
+
+
+def test_one_parent_that_fails_does_not_stop_the_others(scratch, caplog):
+    # a time-keyed parent registered as keyed by id: its bounds are not timestamps, so its months always fail
+    scratch.execute("CREATE TABLE scratch_aaa_broken (at timestamptz NOT NULL) PARTITION BY RANGE (at)")
+    scratch.execute("INSERT INTO month_partitioned_tables VALUES ('scratch_aaa_broken', 'uuid7')")
+    settings = Settings.from_env({"MAILER_PARTITIONS_AHEAD_MONTHS": "1"})
+    with caplog.at_level("WARNING", logger="mailer.services.partitions"):
+        done = partitions.maintain(scratch, settings, now=datetime.datetime(2032, 5, 10, tzinfo=datetime.UTC))
+    assert done.failed == ("scratch_aaa_broken",)
+    assert "scratch_aaa_broken" in caplog.text
+    assert store.month_partitions(scratch, "scratch_aaa_broken") == []
+    expected = [D(2032, 4, 1), D(2032, 5, 1), D(2032, 6, 1)]
+    for parent in ("scratch_by_id", "scratch_by_time", "webhook_messages", "jobs_done"):
+        assert [m for _, m in store.month_partitions(scratch, parent) if m >= D(2032, 1, 1)] == expected, parent
+
+
+def test_a_parent_locked_by_a_reader_is_skipped_within_the_lock_timeout(scratch, database_url):
+    settings = Settings.from_env({"MAILER_PARTITIONS_AHEAD_MONTHS": "1", "MAILER_PARTITION_LOCK_TIMEOUT_MS": "100"})
+    with psycopg.connect(database_url) as reader:
+        reader.execute("SELECT count(*) FROM scratch_by_time")  # holds ACCESS SHARE until it ends
+        done = partitions.maintain(scratch, settings, now=datetime.datetime(2033, 5, 10, tzinfo=datetime.UTC))
+    assert done.failed == ("scratch_by_time",)
+    assert [m for _, m in store.month_partitions(scratch, "scratch_by_id")] == [D(2033, 4, 1), D(2033, 5, 1),
+                                                                                 D(2033, 6, 1)]

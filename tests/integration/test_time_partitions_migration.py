@@ -92,3 +92,27 @@ def test_existing_history_moves_into_month_partitions(before_0029) -> None:
     assert conn.execute("SELECT count(*) FROM webhook_fan_outs").fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone() == (3,)  # each had its delivery
     assert conn.execute("SELECT count(*) FROM webhook_claim_deliveries(10, 4, 16, 60)").fetchone() == (3,)
+
+
+def last_evening_of_a_past_month() -> dt.datetime:
+    """23:30 UTC on the last day of the month before OLD's: already the next day in Pacific/Kiritimati (UTC+14)."""
+    return OLD.replace(day=1, hour=23, minute=30, second=0, microsecond=0) - dt.timedelta(days=1)
+
+
+def test_months_are_utc_and_made_ahead_whatever_the_session_time_zone_with_no_webhook_history(before_0029) -> None:
+    conn, _ = before_0029
+    conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'a', '\\x00')")
+    at = last_evening_of_a_past_month()
+    conn.execute("INSERT INTO idempotency_keys (app_id, key, request_hash, response_status, response_body, "
+                 "created_at) VALUES (1, 'k', 'h', 202, '{}', %s)", (at,))
+    conn.execute("SET TimeZone = 'Pacific/Kiritimati'")
+
+    conn.execute((SQL_DIR / "migrations" / "0029_time_partitioned_history.sql").read_text())  # type: ignore[arg-type]
+
+    assert months(conn, "idempotency_keys") == [(f"idempotency_keys_p{at:%Y%m}", 1)]
+    first = NOW.date().replace(day=1)
+    ahead = [(first + dt.timedelta(days=31 * n)).replace(day=1) for n in range(4)]
+    for parent in ("mailjet_events", "webhook_messages", "webhook_deliveries", "webhook_attempts",
+                   "webhook_fan_outs", "idempotency_keys"):
+        made = {row[0] for row in conn.execute("SELECT month FROM mailer_month_partitions(%s)", (parent,)).fetchall()}
+        assert set(ahead) <= made, parent
