@@ -32,6 +32,21 @@ class Recorded:
 
 def record_events(conn: psycopg.Connection, events: Sequence[MailjetEvent]) -> Recorded:
     """Store new events and move their recipients' statuses forward."""
+    rows = event_rows(events)
+    inserted = store.insert_mailjet_events(conn, events=rows) if rows else []
+    matched = sorted({row["recipient_id"] for row in inserted if row["recipient_id"] is not None})
+    jobs = sorted({row["recipient_job_id"] for row in inserted if row["recipient_id"] is not None})
+    store.advance_recipient_statuses(conn, recipient_ids=matched, job_ids=jobs)
+    # Hard bounces, blocks, spam complaints and unsubscribes put the address on the app's list.
+    suppressing = [row["id"] for row in inserted if row["recipient_id"] is not None and row["suppresses"]]
+    if suppressing:  # rare: most events (sent, opens, clicks) suppress nothing
+        store.suppress_from_events(conn, event_ids=suppressing)
+    return Recorded(received=len(events), new=len(inserted), matched=sum(
+        1 for row in inserted if row["recipient_id"] is not None))
+
+
+def event_rows(events: Sequence[MailjetEvent]) -> list[dict[str, Any]]:
+    """The rows of insert_mailjet_events for these events, each fingerprint once."""
     unique = {event.fingerprint: event for event in events}
     rows = [
         {"fingerprint": event.fingerprint, "name": event.name, "status": event.status,
@@ -44,14 +59,7 @@ def record_events(conn: psycopg.Connection, events: Sequence[MailjetEvent]) -> R
     # shows something Postgres cannot store (a false alarm, e.g. "NaN" in a string, only costs the walk).
     if _UNSTORABLE_JSON.search(json.dumps(rows, default=str)):
         rows = [_storable(row) for row in rows]
-    inserted = store.insert_mailjet_events(conn, events=rows) if rows else []
-    matched = sorted({row["recipient_id"] for row in inserted if row["recipient_id"] is not None})
-    jobs = sorted({row["recipient_job_id"] for row in inserted if row["recipient_id"] is not None})
-    store.advance_recipient_statuses(conn, recipient_ids=matched, job_ids=jobs)
-    # Hard bounces, blocks, spam complaints and unsubscribes put the address on the app's list.
-    store.suppress_from_events(conn, event_ids=[row["id"] for row in inserted if row["recipient_id"] is not None])
-    return Recorded(received=len(events), new=len(inserted), matched=sum(
-        1 for row in inserted if row["recipient_id"] is not None))
+    return rows
 
 
 def _bigint(message_id: int | None) -> int | None:

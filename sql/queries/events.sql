@@ -42,25 +42,36 @@ WITH matched AS MATERIALIZED (
            END AS recipient_job_id
     FROM matched AS m
 ), named AS (
+    -- The keys as arrays too: the months of these jobs only (run-time pruning; none when no event names one),
+    -- reached by the primary key. Joined to `incoming` alone, a month partition without statistics yet is
+    -- hashed whole for every batch.
     UPDATE recipients AS r
     SET message_id = i.message_id, updated_at = now()
     FROM incoming AS i
     WHERE r.job_id = i.recipient_job_id AND r.id = i.recipient_id AND r.message_id IS NULL
       AND i.message_id IS NOT NULL
+      AND r.job_id = ANY(ARRAY(SELECT recipient_job_id FROM incoming
+                               WHERE recipient_id IS NOT NULL AND message_id IS NOT NULL))
+      AND r.id = ANY(ARRAY(SELECT recipient_id FROM incoming
+                           WHERE recipient_id IS NOT NULL AND message_id IS NOT NULL))
 ), inserted AS (
     INSERT INTO mailjet_events (fingerprint, name, status, occurred_at, message_id, custom_id, email,
                                 suppresses, payload, recipient_id, applied_at)
     SELECT fingerprint, name, status, occurred_at, message_id, custom_id, email, suppresses, payload,
            recipient_id, CASE WHEN recipient_id IS NOT NULL THEN now() END
     FROM incoming AS i
-    WHERE i.dated OR NOT EXISTS (
-        SELECT 1 FROM mailjet_events AS x
-        WHERE x.fingerprint = i.fingerprint AND x.occurred_at >= now() - interval '28 days'
-    )
+    -- LATERAL ... LIMIT 1, not NOT EXISTS: under the OR the planner may hash every event of the 28 days once
+    -- per batch instead of probing the unique key per undated event.
+    LEFT JOIN LATERAL (
+        SELECT true AS seen FROM mailjet_events AS x
+        WHERE NOT i.dated AND x.fingerprint = i.fingerprint AND x.occurred_at >= now() - interval '28 days'
+        LIMIT 1
+    ) AS d ON true
+    WHERE d.seen IS NULL
     ON CONFLICT ON CONSTRAINT mailjet_events_fingerprint_key DO NOTHING
-    RETURNING id, fingerprint, recipient_id, status
+    RETURNING id, fingerprint, recipient_id, status, suppresses
 )
-SELECT x.id, x.recipient_id, x.status, i.recipient_job_id
+SELECT x.id, x.recipient_id, x.status, x.suppresses, i.recipient_job_id
 FROM inserted AS x
 JOIN incoming AS i ON i.fingerprint = x.fingerprint;
 
