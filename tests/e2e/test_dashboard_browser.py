@@ -98,8 +98,9 @@ def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline
         driver.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
         wait_for(lambda d: "refresh=1" in d.current_url, "auto-refresh on")
 
-        # Queue an email through the API, due in a few seconds: first `scheduled`, then `sent`.
-        send_at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)).isoformat()
+        # Queue an email through the API, due in a few seconds: first `scheduled`, then `sent`. (15 s: the list
+        # must refresh at least once before the send, also on a loaded 2-core box; 6 s failed there once.)
+        send_at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=15)).isoformat()
         queued = requests.post(
             f"{system.web_url}/queue",
             json={"from": {"email": "shop@example.com"}, "to": [{"email": "ann@example.org"}],
