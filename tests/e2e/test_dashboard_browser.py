@@ -68,12 +68,15 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline(
     database_url: str, tmp_path: pathlib.Path, browser
 ):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser
-    flaky = (NoSuchElementException, StaleElementReferenceException)  # the page reloads itself meanwhile
+    # The page reloads itself meanwhile: an element found just before may be gone (stale), or chromedriver may say
+    # so in its own words ("Node with given id does not belong to the document", a bare WebDriverException). A
+    # wait that never succeeds still fails, with its message, at its timeout.
+    flaky = (NoSuchElementException, StaleElementReferenceException, WebDriverException)
 
     def wait_for(condition, message: str, timeout: float = 30):  # type: ignore[no-untyped-def]
         return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=flaky).until(condition, message)
@@ -115,11 +118,13 @@ def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline
         assert first in {"scheduled", "queued", "sending"}, first
         driver.save_screenshot(str(tmp_path / "jobs-before.png"))
         wait_for(lambda d: d.find_element(By.ID, row).get_attribute("data-status") == "sent", "the job sent")
-        assert "ann@example.org" in driver.find_element(By.ID, row).text
+        wait_for(lambda d: "ann@example.org" in d.find_element(By.ID, row).text, "the recipient in the row")
         driver.save_screenshot(str(tmp_path / "jobs-sent.png"))
 
         # Its page: the recipient, the request id of the API call, and the timeline.
-        driver.find_element(By.LINK_TEXT, job_id).click()
+        # (the list may reload itself under the click: tried again until the job page shows)
+        wait_for(lambda d: d.find_elements(By.ID, "timeline") or d.find_element(By.LINK_TEXT, job_id).click(),
+                 "the click")
         wait_for(lambda d: d.find_element(By.ID, "timeline"), "the job page")
         assert driver.find_element(By.ID, "job-status").text == "sent"
         assert driver.find_element(By.ID, "request-id").text == "browser-e2e-1"
