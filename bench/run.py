@@ -303,7 +303,8 @@ def _pgbouncer(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_i
          f"{bouncer_cpu:.1f} s ({bouncer_cpu / emails * 1e6:.0f} µs per email)")
     return [report.Row(
         f"13. PgBouncer: 3 and 3b ({sizes.emails:,} emails each) with web and workers through PgBouncer in "
-        "transaction mode (pool 20; MAILER_DIRECT_DATABASE_URL direct), against 3 and 3b direct in this run",
+        "transaction mode (pool 20; MAILER_DIRECT_DATABASE_URL direct), against 3 and 3b direct in this run "
+        "(MAILER_RATE_LIMIT_PER_S=0 and no event callbacks, as in every row)",
         f"3: {via[TOGETHER + BOUNCED].per_s:,.0f} emails/s, 3b: {via[DRAIN + BOUNCED].per_s:,.0f} emails/s "
         f"({duplicates} duplicates); PgBouncer's CPU {bouncer_cpu:.1f} s ({bouncer_cpu / emails * 1e6:.0f} µs "
         "per email)",
