@@ -25,10 +25,10 @@ EVENTS_AUTH = "mailjet:events-secret"
 _counter = itertools.count()
 
 
-@pytest.fixture
-def own_cluster() -> Iterator[pgcluster.Cluster]:
-    """A cluster of the test's own, for a test that stops and starts it (an outage)."""
-    base = tempfile.mkdtemp(prefix="mailer-own-pg-")
+@contextlib.contextmanager
+def _throwaway_cluster(prefix: str) -> Iterator[pgcluster.Cluster]:
+    """A PostgreSQL server in a temporary directory (started as an unprivileged user), removed afterwards."""
+    base = tempfile.mkdtemp(prefix=prefix)
     cluster = pgcluster.Cluster(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(), fast_unsafe=True)
     cluster.ensure_running()
     try:
@@ -36,19 +36,20 @@ def own_cluster() -> Iterator[pgcluster.Cluster]:
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[pgcluster.Cluster]:
+    """A cluster of the test's own, for a test that stops and starts it (an outage)."""
+    with _throwaway_cluster("mailer-own-pg-") as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[pgcluster.Cluster]:
-    """A throwaway PostgreSQL server for the whole test session (started as an unprivileged user)."""
-    base = tempfile.mkdtemp(prefix="mailer-test-pg-")
-    cluster = pgcluster.Cluster(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port(), fast_unsafe=True)
-    cluster.ensure_running()
-    try:
+    """A throwaway PostgreSQL server for the whole test session."""
+    with _throwaway_cluster("mailer-test-pg-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager
