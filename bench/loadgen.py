@@ -21,11 +21,11 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 _LATENCY_LINE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
 
 
-def message(n: int, domain: str = "example.org") -> dict[str, Any]:
+def message(n: int, domain: str = "example.org", local: str | None = None) -> dict[str, Any]:
     """A typical transactional message (one recipient, text and HTML, a little metadata)."""
     return {
         "from": {"email": "billing@example.com", "name": "Billing"},
-        "to": [{"email": f"customer{n}@{domain}", "name": f"Customer {n}"}],
+        "to": [{"email": f"{local or f'customer{n}'}@{domain}", "name": f"Customer {n}"}],
         "subject": f"Your invoice #{n}",
         "text": f"Hello, your invoice #{n} of 42.00 EUR is attached. Thank you for your order.",
         "html": f"<p>Hello, your invoice <b>#{n}</b> of 42.00 EUR is attached.</p><p>Thank you.</p>",
@@ -62,22 +62,33 @@ class WrkResult:
         return self.requests / self.seconds
 
 
-def _lua_string(value: str) -> str:
+def lua_string(value: str) -> str:
+    """`value` as a Lua long string literal."""
     return "[==[" + value + "]==]"
+
+
+def wrk_threads(clients: int) -> int:
+    """The threads wrk runs for `clients` connections (the machine's two cores)."""
+    return min(clients, 2)
 
 
 def run_wrk(url: str, headers: dict[str, str], body: str, clients: int, seconds: float) -> WrkResult:
     """POST the same body from `clients` connections for `seconds`; wrk's count and latency percentiles."""
-    lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body)}"]
-    lines += [f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items()]
+    lines = ['wrk.method = "POST"', f"wrk.body = {lua_string(body)}"]
+    lines += [f"wrk.headers[ {lua_string(k)} ] = {lua_string(v)}" for k, v in headers.items()]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     try:
-        argv = [ensure_wrk(), f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds:g}s", "--latency",
-                "--timeout", "10s", "-s", script.name, url]
-        output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout  # noqa: S603  # wrk
+        return run_wrk_script(url, script.name, clients, seconds)
     finally:
         pathlib.Path(script.name).unlink()
+
+
+def run_wrk_script(url: str, script: str, clients: int, seconds: float) -> WrkResult:
+    """wrk with a Lua script from `clients` connections for `seconds`; its count and latency percentiles."""
+    argv = [ensure_wrk(), f"-t{wrk_threads(clients)}", f"-c{clients}", f"-d{seconds:g}s", "--latency",
+            "--timeout", "10s", "-s", script, url]
+    output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout  # noqa: S603  # wrk
     return parse_wrk(output)
 
 

@@ -10,6 +10,7 @@ import platform
 import sys
 
 from bench.measure import Throughput
+from bench.steady import GROUPS, Line
 
 NOTES_MARKER = "<!-- notes: everything below this line is kept by `bench/run.py --write` -->"
 
@@ -62,7 +63,20 @@ def cpu_table(runs: dict[str, Throughput]) -> str:
     return "\n".join(lines)
 
 
-def document(command: str, config: str, rows: list[Row], runs: dict[str, Throughput], notes: str) -> str:
+def steady_cpu_table(lines: list[Line]) -> str:
+    """CPU per email of each process group in the best window of each steady line."""
+    head = ["| steady line | emails/s | " + " | ".join(GROUPS) + " | all |", "|---|---|" + "---|" * (len(GROUPS) + 1)]
+    body = []
+    for line in lines:
+        best = line.best
+        cells = [f"{best.cpu_ms_per_email(group):.2f} ms" for group in GROUPS]
+        body.append(f"| {line.connections} connections, {'grouped' if line.grouped else 'single'} events | "
+                    f"{best.sent_per_s:,.0f} | " + " | ".join(cells) + f" | {best.cpu_ms_per_email():.2f} ms |")
+    return "\n".join(head + body)
+
+
+def document(command: str, config: str, rows: list[Row], runs: dict[str, Throughput], notes: str,
+             steady: list[Line] | None = None) -> str:
     """The generated part of BENCHMARKS.md."""
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
@@ -81,6 +95,8 @@ def document(command: str, config: str, rows: list[Row], runs: dict[str, Through
         "",
         cpu_table(runs),
         "",
+        *(["CPU per email of each process group in the steady scenario (14), in its best window:", "",
+           steady_cpu_table(steady), ""] if steady else []),
         notes,
         "",
     ])

@@ -31,12 +31,13 @@ from bench import (  # noqa: E402
     measure,
     outage,
     report,
+    steady,
     system,
     webhook_fan_out,
 )
 
-MEASUREMENTS = ("ingest", "e2e", "naive", "history", "retention", "big-events", "webhooks", "crash", "snapshot",
-                "outage", "pgbouncer")
+MEASUREMENTS = ("ingest", "e2e", "naive", "steady", "history", "retention", "big-events", "webhooks", "crash",
+                "snapshot", "outage", "pgbouncer")
 ALIASES = {"scale": "history"}  # the name measurement 6 had while it loaded a million jobs
 
 
@@ -50,14 +51,18 @@ class Sizes:
     big_events: int
     fan_outs: int
     crash_emails: int  # queued for measurement 9: 2,000 of them in flight in the worker killed
+    steady_s: float  # the measured window of each steady rate (after a warm-up)
+    steady_lines: tuple[tuple[int, bool], ...]  # (wrk connections, grouped events) of the steady scenario
+    steady_attempts: int  # rates tried per steady line
 
 
 FULL = Sizes(
     ingest_s=15, emails=20_000, naive_emails=20_000, pickups=50, history=10_000_000, big_events=50_000,
-    fan_outs=40, crash_emails=2_400,
+    fan_outs=40, crash_emails=2_400, steady_s=20, steady_lines=((8, False), (32, False), (8, True), (32, True)),
+    steady_attempts=steady.ATTEMPTS,
 )
 QUICK = Sizes(ingest_s=3, emails=2_000, naive_emails=2_000, pickups=10, history=100_000, big_events=5_000, fan_outs=5,
-              crash_emails=400)
+              crash_emails=400, steady_s=4, steady_lines=((8, False), (8, True)), steady_attempts=1)
 # A quarter of a 24 GB machine would be 6 GB; 2 GB leaves room for everything else the benchmark runs.
 # Measurement 6 runs at PostgreSQL's 128 MB default as well (history_runs.SHARED_BUFFERS).
 PG_SETTINGS = ["shared_buffers=2GB"]
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     print(config, flush=True)
     rows: list[report.Row] = []
     runs: dict[str, measure.Throughput] = {}
+    steady_lines: list[steady.Line] = []
     pg_settings = dict(item.split("=", 1) for item in args.pg_set)
     with system.running(args.worker_processes, args.web_workers, args.web_threads, args.pg_stats,
                         pg_settings, args.pgbouncer) as sut:
@@ -110,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += _ingest(sut, sizes)
         if {"e2e", "naive"} & set(args.only):
             rows += _end_to_end(sut, sizes, args, app_id, runs)
+        if "steady" in args.only:
+            steady_rows, steady_lines = _steady(sut, sizes, args, app_id)
+            rows += steady_rows
         if "pgbouncer" in args.only:  # before history: its resets would empty the loaded tables
             rows += _pgbouncer(sut, sizes, args, app_id, runs)
         if "history" in args.only:
@@ -145,13 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     table = report.results_table(rows)
     cpu = report.cpu_table(runs) if runs else ""
-    print(table, cpu, sep="\n\n")
+    steady_cpu = report.steady_cpu_table(steady_lines) if steady_lines else ""
+    print(table, cpu, steady_cpu, sep="\n\n")
     if args.write:
         command = ".venv/bin/python bench/run.py --write" + (" --quick" if args.quick else "") + (
             " --pgbouncer" if args.pgbouncer else "") + "".join(
             f" --pg-set {item}" for item in args.pg_set if args.pg_set != PG_SETTINGS)
         notes = f"Sizes: {dataclasses.asdict(sizes)}."
-        report.write(ROOT / "BENCHMARKS.md", report.document(command, config, rows, runs, notes))
+        report.write(ROOT / "BENCHMARKS.md", report.document(command, config, rows, runs, notes, steady_lines))
         print("\nwritten to BENCHMARKS.md")
     return 0
 
@@ -312,6 +322,50 @@ def _pgbouncer(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_i
         f"3: {ratios[TOGETHER]:.0%}, 3b: {ratios[DRAIN]:.0%}", "both ≥ 80 % of direct, 0 duplicates",
         min(ratios.values()) >= 0.8 and duplicates == 0,
     )]
+
+
+STEADY_RATE_LIMIT = 2000  # the app's MAILER_RATE_LIMIT_PER_S in the steady scenario: above every rate offered
+STEADY_TARGETS = {False: 600, True: 1000}  # emails/s, single and grouped event callbacks
+
+
+def _steady(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_id: int,
+            ) -> tuple[list[report.Row], list[steady.Line]]:
+    """14: single messages at a fixed rate with the workers sending and events flowing back, at PostgreSQL's
+    defaults and the app's rate limit on (raised through MAILER_RATE_LIMIT_PER_S)."""
+    configured = history_runs.shared_buffers(sut)
+    history_runs.use_shared_buffers(sut, history_runs.SHARED_BUFFERS[0], _say)  # the default: the README sets none
+    lines = []
+    try:
+        with sut.web_with(MAILER_RATE_LIMIT_PER_S=str(STEADY_RATE_LIMIT)):
+            sut.start_workers(args.concurrency)
+            for connections, grouped in sizes.steady_lines:
+                start = STEADY_TARGETS[grouped] if not args.quick else STEADY_TARGETS[grouped] / 3
+                lines.append(steady.line(sut, app_id, connections, grouped, start, sizes.steady_s,
+                                         sizes.steady_attempts, _say))
+    finally:
+        history_runs.use_shared_buffers(sut, configured, _say)
+    rows = []
+    for got in lines:
+        best = got.best
+        target = STEADY_TARGETS[got.grouped]
+        events = ("grouped (Mailjet's version 2 callbacks: the events of the moment in one POST)" if got.grouped
+                  else "one per POST (Mailjet's default)")
+        others = "; ".join(f"{w.offered_per_s:,.0f}/s offered: {w.sent_per_s:,.0f} sent"
+                           f"{'' if w.sustained else ' (not sustained)'}" for w in got.tried if w is not best)
+        p99, to_mailjet_p99 = best.post_ms.get("99", float("inf")), best.to_mailjet_ms[1]
+        rows.append(report.Row(
+            f"14. Steady: single messages POSTed at a fixed rate by {got.connections} wrk connections for "
+            f"{sizes.steady_s:g} s, workers sending, simulator 100 ms per call posting sent + open events "
+            f"{events}; rate limit on (MAILER_RATE_LIMIT_PER_S={STEADY_RATE_LIMIT}), PostgreSQL defaults "
+            "(shared_buffers 128MB)",
+            f"offered {best.offered_per_s:,.0f}/s: {steady.describe(best)}",
+            f"other rates tried: {others}" if others else "",
+            target=f"≥ {target:,} emails/s sustained" + ("" if got.grouped else
+                                                         ", POST p99 < 50 ms, 202 → Mailjet p99 < 500 ms"),
+            ok=best.sustained and best.sent_per_s >= target and best.duplicates == 0 and (
+                got.grouped or (p99 < 50 and to_mailjet_p99 < 500)),
+        ))
+    return rows, lines
 
 
 def _cpu_per(run: measure.Ingest, unit: str, per_request: int = 1) -> str:

@@ -137,6 +137,25 @@ class System:
             self.env = saved
             self.start_web()
 
+    @contextlib.contextmanager
+    def web_with(self, **env: str) -> Iterator[None]:
+        """The web server (and workers started inside) with `env` on top; as before on exit.
+
+        Workers must be stopped on entry; those started inside are stopped on exit."""
+        if self.worker_names():
+            raise RuntimeError("stop the workers before changing the web server's environment")
+        saved = dict(self.env)
+        self.stop("web")
+        self.env.update(env)
+        try:
+            self.start_web()
+            yield
+        finally:
+            self.stop_workers()
+            self.stop("web")
+            self.env = saved
+            self.start_web()
+
     def start_web(self) -> None:
         """gunicorn, ready once /readyz answers."""
         self.start("web", [sys.executable, "-m", "gunicorn", "wsgi:app"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import heapq
 import hmac
@@ -31,6 +32,9 @@ MAX_MESSAGES = 50
 BEHAVIOURS = frozenset({"ok", "429", "429_retry_after", "500", "timeout", "accept_then_500"})
 EVENT_MAX_ATTEMPTS = 5
 EVENT_RETRY_DELAY_S = 0.5
+# Single events (one per POST, Mailjet's default) go out over this many connections at once, each kept alive:
+# one connection at a time could not keep up with a few hundred emails a second.
+EVENT_POSTERS = 8
 # Headers Mailjet sets itself and refuses to take from the caller (error send-0011).
 # https://dev.mailjet.com/email/guides/send-api-v31/
 FORBIDDEN_HEADERS = frozenset(h.lower() for h in (
@@ -195,7 +199,8 @@ def _events_for(rcpt: dict[str, Any], msg: dict[str, Any], open_delay: float,
 
 
 class _Dispatcher:
-    """Posts scheduled events from one worker thread, in time order (a heap), with retries."""
+    """Posts scheduled events in time order (a heap), with retries: grouped from one thread, single events
+    from EVENT_POSTERS threads at once."""
 
     def __init__(self, config: Callable[[], SimulatorConfig]) -> None:
         self._config = config
@@ -203,6 +208,10 @@ class _Dispatcher:
         self._heap: list[tuple[float, int, int, dict[str, Any]]] = []
         self._seq = itertools.count()
         self._running = False
+        self._in_flight = 0
+        self._slots = threading.BoundedSemaphore(EVENT_POSTERS)
+        self._posters: concurrent.futures.ThreadPoolExecutor | None = None
+        self._sessions = threading.local()
 
     def schedule(self, items: list[tuple[float, dict[str, Any]]], attempt: int = 0) -> None:
         """Queue (delay, event) pairs; the worker starts on demand and stops when idle."""
@@ -221,6 +230,11 @@ class _Dispatcher:
         with self._cond:
             self._heap.clear()
 
+    def pending(self) -> int:
+        """Events scheduled or being posted."""
+        with self._cond:
+            return len(self._heap) + self._in_flight
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -235,6 +249,7 @@ class _Dispatcher:
                 now, due = time.monotonic(), []
                 while self._heap and self._heap[0][0] <= now:
                     due.append(heapq.heappop(self._heap))
+                self._in_flight += len(due)
             try:
                 self._deliver(due)
             except Exception:
@@ -242,27 +257,50 @@ class _Dispatcher:
 
     def _deliver(self, due: list[tuple[float, int, int, dict[str, Any]]]) -> None:
         config = self._config()
-        # Version 2 callbacks group the events of the last second in one array.
-        # https://dev.mailjet.com/email/guides/webhooks/
-        batches = [due] if config.grouped_events else [[item] for item in due]
-        for batch in batches:
-            body = [e for *_, e in batch] if config.grouped_events else batch[0][3]
+        if config.grouped_events:
+            # Version 2 callbacks group the events of the last second in one array.
+            # https://dev.mailjet.com/email/guides/webhooks/
+            self._post_batch(config, due, [event for *_, event in due])
+            return
+        if self._posters is None:
+            self._posters = concurrent.futures.ThreadPoolExecutor(EVENT_POSTERS, thread_name_prefix="mj-sim-post")
+        for item in due:
+            self._slots.acquire()  # at most EVENT_POSTERS at once; the rest wait here, in order
+            self._posters.submit(self._post_single, config, item)
+
+    def _post_single(self, config: SimulatorConfig, item: tuple[float, int, int, dict[str, Any]]) -> None:
+        try:
+            self._post_batch(config, [item], item[3])
+        except Exception:
+            log.exception("posting an event crashed; event dropped")
+        finally:
+            self._slots.release()
+
+    def _post_batch(self, config: SimulatorConfig, batch: list[tuple[float, int, int, dict[str, Any]]],
+                    body: Any) -> None:
+        """POST one body; on failure schedule its events again (up to EVENT_MAX_ATTEMPTS)."""
+        try:
             if self._post(config, body):
-                continue
+                return
             for _, _, attempt, event in batch:
                 if attempt + 1 < EVENT_MAX_ATTEMPTS:
                     self.schedule([(EVENT_RETRY_DELAY_S * (attempt + 1), event)], attempt + 1)
                 else:
                     log.warning("giving up on %s event for %s", event["event"], event["email"])
+        finally:
+            with self._cond:
+                self._in_flight -= len(batch)
 
-    @staticmethod
-    def _post(config: SimulatorConfig, body: Any) -> bool:
+    def _post(self, config: SimulatorConfig, body: Any) -> bool:
         if not config.events_url:
             return True
         user, _, password = (config.events_auth or "").partition(":")
         auth = (user, password) if config.events_auth else None
+        session = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = requests.Session()  # one kept-alive connection per thread
         try:
-            response = requests.post(config.events_url, json=body, auth=auth, timeout=5)
+            response = session.post(config.events_url, json=body, auth=auth, timeout=5)
         except requests.RequestException as exc:
             log.warning("posting events failed: %s", type(exc).__name__)
             return False
@@ -456,6 +494,10 @@ def create_simulator(config: SimulatorConfig) -> Flask:
 
     @app.get("/_sim/sends")
     def sends() -> Response:
+        if request.args.get("summary"):  # only the counts, without every message (polled while busy)
+            with sim.lock:
+                calls = sim.calls
+            return _json({"calls": calls, "pending_events": sim.dispatcher.pending()})
         with sim.lock:
             messages = [{"custom_id": m["custom_id"], "at": m["at"],
                          "recipients": [{"email": r["Email"], "message_id": str(r["MessageID"])}
@@ -464,7 +506,7 @@ def create_simulator(config: SimulatorConfig) -> Flask:
             for m in sim.accepted:
                 counts[m["custom_id"]] = counts.get(m["custom_id"], 0) + 1
             return _json({"calls": sim.calls, "call_bytes": sim.call_bytes, "messages": messages,
-                          "by_custom_id": counts})
+                          "by_custom_id": counts, "pending_events": sim.dispatcher.pending()})
 
     @app.post("/_sim/reset")
     def reset() -> Response:

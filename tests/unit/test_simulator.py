@@ -31,6 +31,8 @@ class Receiver:
         self.posts: list[tuple[Any, Any]] = []
         self.statuses: deque[int] = deque()
         self.lock = threading.Lock()
+        self.delay_s = 0.0  # how long each answer takes
+        self.open = self.most_open = 0  # POSTs being answered now, and the most at once
 
     def __call__(self, environ: dict, start_response: Callable) -> Any:
         req = Request(environ)
@@ -38,6 +40,11 @@ class Receiver:
         with self.lock:
             self.posts.append((json.loads(req.get_data()), auth and (auth.username, auth.password)))
             status = self.statuses.popleft() if self.statuses else 200
+            self.open += 1
+            self.most_open = max(self.most_open, self.open)
+        time.sleep(self.delay_s)
+        with self.lock:
+            self.open -= 1
         return Response("ok", status)(environ, start_response)
 
     def events(self) -> list[dict]:
@@ -332,6 +339,25 @@ def test_single_events_with_auth_and_retry(sim: str, receiver: Any) -> None:
     assert names == [("spam@example.com", "sent"), ("spam@example.com", "spam"),
                      ("unsub@example.com", "open"), ("unsub@example.com", "sent"),
                      ("unsub@example.com", "unsub")]
+
+
+def test_single_events_go_out_over_several_connections_at_once(sim: str, receiver: Any) -> None:
+    # One POST at a time cannot keep up with a few hundred emails a second (the steady benchmark, bench/steady.py).
+    url, recv = receiver
+    recv.delay_s = 0.2
+    requests.post(f"{sim}/_sim/config", json={"events_url": f"{url}/events", "grouped_events": False,
+                                               "event_delay_s": 0, "open_delay_s": 0}, timeout=5)
+    addresses = [f"user{i}@example.com" for i in range(2 * simulator.EVENT_POSTERS)]
+    started = time.monotonic()
+    _send(sim, _msg(*addresses))
+    _wait_for(lambda: len(recv.events()) == 2 * len(addresses))  # sent + open each
+    elapsed = time.monotonic() - started
+    assert recv.most_open == simulator.EVENT_POSTERS  # never more, and not one at a time
+    assert elapsed < 2 * len(addresses) * recv.delay_s / 2  # one at a time would take 6.4 s
+    assert sorted((e["email"], e["event"]) for e in recv.events()) == sorted(
+        (a, name) for a in addresses for name in ("sent", "open"))
+    _wait_for(lambda: requests.get(f"{sim}/_sim/sends", params={"summary": 1}, timeout=5).json()
+              ["pending_events"] == 0)
 
 
 def test_module_runs_and_stops_on_sigterm() -> None:
