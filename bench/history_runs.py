@@ -38,9 +38,9 @@ def use_shared_buffers(sut: System, value: str, say: Callable[[str], None]) -> N
 
 
 def throughput(sut: System, jobs: int, app_id: int, concurrency: int, both_runs: BothRuns,
-               say: Callable[[str], None]) -> list[report.Row]:
+               say: Callable[[str], None], repeats: int = REPEATS) -> list[report.Row]:
     """6: runs 3 and 3b on empty tables, then with `jobs` historic jobs, at each of SHARED_BUFFERS (each the
-    median of REPEATS runs, made by `both_runs`).
+    median of the `repeats` runs that `both_runs` makes).
 
     The history stays loaded afterwards (for 11) and shared_buffers is as it was before."""
     configured = shared_buffers(sut)
@@ -73,9 +73,9 @@ def throughput(sut: System, jobs: int, app_id: int, concurrency: int, both_runs:
             rows.append(report.Row(
                 f"6. History: {label} with {jobs:,} historic jobs, shared_buffers {value}"
                 + (" (PostgreSQL's default)" if value == SHARED_BUFFERS[0] else ""),
-                f"{run.per_s:,.0f} emails/s (median of {REPEATS} runs; {run.window_s:.2f} s; {run.duplicates} "
+                f"{run.per_s:,.0f} emails/s (median of {repeats} runs; {run.window_s:.2f} s; {run.duplicates} "
                 "duplicates; MAILER_RATE_LIMIT_PER_S=0 and no event callbacks, as in every row)",
-                f"empty tables, shared_buffers {value}: {base.per_s:,.0f} emails/s (median of {REPEATS})",
+                f"empty tables, shared_buffers {value}: {base.per_s:,.0f} emails/s (median of {repeats})",
                 f"{ratio:.0%}",
                 f"≥ {TARGET:.0%} of empty", ratio >= TARGET and run.duplicates == 0))
     use_shared_buffers(sut, configured, say)

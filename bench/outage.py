@@ -25,8 +25,8 @@ class Outage:
     duplicates: int
 
 
-def measure(sut: system.System, concurrency: int) -> Outage:
-    """Queue and send a few jobs, stop Postgres for DOWN_S (requests meanwhile), start it, time the recovery."""
+def measure(sut: system.System, concurrency: int, down_s: float = DOWN_S) -> Outage:
+    """Queue and send a few jobs, stop Postgres for `down_s` (requests meanwhile), start it, time the recovery."""
     sut.reset()
     sut.start_workers(concurrency)
     try:
@@ -36,7 +36,7 @@ def measure(sut: system.System, concurrency: int) -> Outage:
         sut.cluster.stop()
         stop_s = time.monotonic() - started
         refused = 0
-        while time.monotonic() - started < DOWN_S:
+        while time.monotonic() - started < down_s:
             response = _post(sut, timeout=10)
             refused += response.status_code == 503 and response.json()["error"]["code"] == "database_unavailable"
         sut.cluster.start()  # pg_ctl -w: returns once Postgres accepts connections

@@ -4,7 +4,7 @@
 
 Starts a private PostgreSQL (fsync on), gunicorn, mailer's workers and the Mailjet simulator (100 ms per
 call) as processes, runs every measurement, prints the table; --write also records it in BENCHMARKS.md.
---quick shrinks every size (a smoke test of the whole benchmark in about three minutes).
+--quick shrinks every size (a smoke test of the whole benchmark in about two minutes).
 """
 
 from __future__ import annotations
@@ -54,15 +54,21 @@ class Sizes:
     steady_s: float  # the measured window of each steady rate (after a warm-up)
     steady_lines: tuple[tuple[int, bool], ...]  # (wrk connections, grouped events) of the steady scenario
     steady_attempts: int  # rates tried per steady line
+    steady_warmup_s: float
+    repeats: int  # runs of each figure of 6, the median kept
+    outage_s: float  # how long PostgreSQL stays down in 10
 
 
 FULL = Sizes(
     ingest_s=15, emails=20_000, naive_emails=20_000, pickups=50, history=10_000_000, big_events=50_000,
     fan_outs=40, crash_emails=2_400, steady_s=20, steady_lines=((8, False), (32, False), (8, True), (32, True)),
-    steady_attempts=steady.ATTEMPTS,
+    steady_attempts=steady.ATTEMPTS, steady_warmup_s=steady.WARMUP_S, repeats=history_runs.REPEATS,
+    outage_s=outage.DOWN_S,
 )
-QUICK = Sizes(ingest_s=3, emails=2_000, naive_emails=2_000, pickups=10, history=100_000, big_events=5_000, fan_outs=5,
-              crash_emails=400, steady_s=4, steady_lines=((8, False), (8, True)), steady_attempts=1)
+# A smoke test of every measurement: small sizes, one run each, short waits.
+QUICK = Sizes(ingest_s=2, emails=2_000, naive_emails=500, pickups=10, history=100_000, big_events=5_000, fan_outs=5,
+              crash_emails=400, steady_s=3, steady_lines=((8, False), (8, True)), steady_attempts=1, steady_warmup_s=1,
+              repeats=1, outage_s=3)
 # A quarter of a 24 GB machine would be 6 GB; 2 GB leaves room for everything else the benchmark runs.
 # Measurement 6 runs at PostgreSQL's 128 MB default as well (history_runs.SHARED_BUFFERS).
 PG_SETTINGS = ["shared_buffers=2GB"]
@@ -124,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if "history" in args.only:
             rows += history_runs.throughput(
                 sut, sizes.history, app_id, args.concurrency,
-                lambda suffix, keep: _both_runs(sut, sizes, app_id, runs, suffix, keep, history_runs.REPEATS), _say)
+                lambda suffix, keep: _both_runs(sut, sizes, app_id, runs, suffix, keep, sizes.repeats), _say,
+                sizes.repeats)
         if "retention" in args.only:  # on the history just loaded, or on its own
             if "history" not in args.only:
                 seconds = history.load(sut.database_url, app_id, sizes.history, _say)
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if "snapshot" in args.only:
             rows += _snapshot(sut, sizes, args, app_id)
         if "outage" in args.only:  # last: it restarts PostgreSQL
-            rows += _outage(sut, args)
+            rows += _outage(sut, args, sizes)
     print()
     table = report.results_table(rows)
     cpu = report.cpu_table(runs) if runs else ""
@@ -276,14 +283,14 @@ def _snapshot(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_id
     )]
 
 
-def _outage(sut: system.System, args: argparse.Namespace) -> list[report.Row]:
+def _outage(sut: system.System, args: argparse.Namespace, sizes: Sizes) -> list[report.Row]:
     """10: Postgres stopped and started under the real web and worker processes."""
-    run = outage.measure(sut, args.concurrency)
+    run = outage.measure(sut, args.concurrency, sizes.outage_s)
     _say(f"outage: pg_ctl stop {run.stop_s:.2f} s; {run.refused} requests 503 while down; after Postgres was back: "
          f"first 202 {run.first_202_s:.2f} s, its job sent {run.first_sent_s:.2f} s; {run.sent} of {run.queued} "
          f"sent, {run.duplicates} duplicates")
     ok = run.first_202_s < 5 and run.first_sent_s < 5 and run.sent == run.queued and run.duplicates == 0
-    return [report.Row(f"10. Outage: PostgreSQL stopped (pg_ctl stop -m fast) for {outage.DOWN_S:g} s under the web "
+    return [report.Row(f"10. Outage: PostgreSQL stopped (pg_ctl stop -m fast) for {sizes.outage_s:g} s under the web "
                        f"and {args.worker_processes} workers, then started; from its accepting connections again "
                        "(MAILER_RATE_LIMIT_PER_S=0 and no event callbacks, as in every row)",
                        f"first 202 after {run.first_202_s:.2f} s, its job sent after {run.first_sent_s:.2f} s "
@@ -340,7 +347,7 @@ def _steady(sut: system.System, sizes: Sizes, args: argparse.Namespace, app_id: 
             for connections, grouped in sizes.steady_lines:
                 start = STEADY_TARGETS[grouped] if not args.quick else STEADY_TARGETS[grouped] / 3
                 lines.append(steady.line(sut, app_id, connections, grouped, start, sizes.steady_s,
-                                         sizes.steady_attempts, _say))
+                                         sizes.steady_attempts, _say, sizes.steady_warmup_s))
     finally:
         history_runs.use_shared_buffers(sut, configured, _say)
     rows = []

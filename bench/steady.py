@@ -82,7 +82,7 @@ class Line:
 
 
 def line(sut: System, app_id: int, connections: int, grouped: bool, start_rate: float, window_s: float,
-         attempts: int, say: Callable[[str], None]) -> Line:
+         attempts: int, say: Callable[[str], None], warmup_s: float = WARMUP_S) -> Line:
     """Rates from `start_rate`, up by STEP_UP while sustained, else down to just under what was sent."""
     sut.simulator(events_url=f"{sut.web_url}/events", events_auth=EVENTS_AUTH, grouped_events=grouped,
                   latency_s=0.1)
@@ -90,7 +90,7 @@ def line(sut: System, app_id: int, connections: int, grouped: bool, start_rate: 
     rate = start_rate
     try:
         for _ in range(attempts):
-            window = measure(sut, app_id, connections, rate, window_s)
+            window = measure(sut, app_id, connections, rate, window_s, warmup_s)
             tried.append(window)
             say(f"steady, {connections} connections, {'grouped' if grouped else 'single'} events, offered "
                 f"{rate:,.0f}/s: {describe(window)}")
@@ -116,12 +116,13 @@ def describe(w: Window) -> str:
             f"{w.cpu_ms_per_email():.2f} ms CPU per email; {w.duplicates} duplicates")
 
 
-def measure(sut: System, app_id: int, connections: int, rate: float, window_s: float) -> Window:
+def measure(sut: System, app_id: int, connections: int, rate: float, window_s: float,
+            warmup_s: float = WARMUP_S) -> Window:
     """Warm up at `rate`, then measure a window of `window_s` at it; wait for the backlog to drain after."""
     sut.reset()
     script = _script(sut, connections, rate)
     try:
-        _wrk(sut, script, connections, WARMUP_S)
+        _wrk(sut, script, connections, warmup_s)
         meter = CpuMeter({"web": sut.pids(["web"]), "workers": sut.pids(sut.worker_names()),
                           "simulator": sut.pids(["simulator"]), "postgres": [sut.postmaster_pid()]})
         with psycopg.connect(sut.database_url, autocommit=True) as conn:
