@@ -4,7 +4,7 @@
 
 Starts a private PostgreSQL (fsync on), gunicorn, mailer's workers and the Mailjet simulator (100 ms per
 call) as processes, runs every measurement, prints the table; --write also records it in BENCHMARKS.md.
---quick shrinks every size (a smoke test of the whole benchmark in about two minutes).
+--quick shrinks every size (a smoke test of the whole benchmark in about three minutes).
 """
 
 from __future__ import annotations

@@ -82,10 +82,20 @@ class System:
 
     def start_workers(self, concurrency: int, **extra_env: str) -> None:
         """mailer's worker processes (`python -m mailer.cli worker`), idle once they listen."""
-        for i in range(self.worker_processes):
-            self.start(f"worker{i}", [sys.executable, "-m", "mailer.cli", "worker"],
-                       MAILER_WORKER_CONCURRENCY=str(concurrency), **extra_env)
-        time.sleep(3.0)  # imports and LISTEN; nothing is queued yet, so nothing is lost by waiting
+        started = [self.start(f"worker{i}", [sys.executable, "-m", "mailer.cli", "worker"],
+                              MAILER_WORKER_CONCURRENCY=str(concurrency), **extra_env).pid
+                   for i in range(self.worker_processes)]
+
+        def registered() -> bool:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                row = conn.execute("SELECT count(*) FROM senders WHERE os_pid = ANY(%s) AND retired_at IS NULL",
+                                   (started,)).fetchone()
+            return bool(row) and row[0] == len(started)  # type: ignore[index]
+
+        # Each has its sender identity once its imports are done (mailer/services/liveness.py); a moment more
+        # for Procrastinate's LISTEN. Nothing is queued yet, so nothing is lost by waiting.
+        wait_until(registered, 60, "the workers registered as senders", interval=0.2)
+        time.sleep(0.5)
 
     def stop_workers(self, prefix: str = "worker") -> None:
         for name in self.worker_names(prefix):

@@ -1,6 +1,6 @@
 """The benchmark's smoke test: `python bench/run.py --quick` end to end, every measurement.
 
-Outside `testpaths`, so `scripts/test` does not run it (it takes about two minutes and wants a quiet
+Outside `testpaths`, so `scripts/test` does not run it (it takes about three minutes and wants a quiet
 machine); run it by path: `.venv/bin/pytest bench/test_quick.py`.
 """
 
