@@ -285,6 +285,22 @@ def events(system: System, clients: int, group: int = 100) -> tuple[float, int, 
     return applied / elapsed, applied, elapsed
 
 
+def wait_for_events(system: System, expected: int, timeout: float = 120) -> int:
+    """Wait until the simulator has posted every event and `expected` are applied (or the timeout); how many are."""
+    def applied() -> int:
+        with psycopg.connect(system.database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM mailjet_events WHERE applied_at IS NOT NULL").fetchone()
+        return int(row[0]) if row else 0
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = requests.get(f"{system.sim_url}/_sim/sends", params={"summary": 1}, timeout=10).json()
+        if pending["pending_events"] == 0 and applied() >= expected:
+            break
+        time.sleep(0.2)
+    return applied()
+
+
 def stats(values: list[float]) -> tuple[float, float]:
     """Median and p99 of samples."""
     return statistics.median(values), loadgen.percentile(sorted(values), 99)
