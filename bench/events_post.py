@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-stats", action="store_true", help="pg_stat_statements' calls and top statements")
     parser.add_argument("--py-spy", metavar="PREFIX",
                         help="py-spy records each web process in the last round (its CPU figures then include "
-                             "the sampling) to PREFIX-PID.txt, collapsed stacks")
+                             "the sampling) to PREFIX-PID.txt, collapsed stacks of the thread holding the GIL")
     args = parser.parse_args(argv)
     if args.grouped < 1 or args.rate <= 0:
         parser.error("--grouped must be at least 1 and --rate above 0")
@@ -103,7 +103,7 @@ def _run(sut: system.System, warm_up: list[str], measured: list[str], args: argp
     script = _script(measured, args.grouped, args.rate)
     try:
         meter = system.CpuMeter({"web": sut.pids(["web"]), "postgres": [sut.postmaster_pid()]})
-        spies = [subprocess.Popen([PY_SPY, "record", "-p", str(pid), "-d", str(int(args.seconds)), "-r", "200",  # noqa: S603
+        spies = [subprocess.Popen([PY_SPY, "record", "-p", str(pid), "-d", str(int(args.seconds)), "-r", "200", "--gil",  # noqa: S603
                                    "-f", "raw", "-o", f"{spy}-{pid}.txt"], stdout=subprocess.DEVNULL)
                  for pid in _children(sut.processes["web"].pid)] if spy else []
         meter.start()
@@ -202,12 +202,13 @@ def _calls_per_post(url: str, posts: int) -> str:
     """pg_stat_statements since the reset: each statement's calls and plans per POST, and their time."""
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            """SELECT calls, plans, total_exec_time, total_plan_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 70)
+            """SELECT calls, plans, total_exec_time, total_plan_time, shared_blks_hit + shared_blks_read,
+                      left(regexp_replace(query, '\\s+', ' ', 'g'), 70)
                FROM pg_stat_statements WHERE calls >= %s ORDER BY calls DESC, 3 DESC LIMIT 15""", (posts // 2,)
         ).fetchall()
     return "\n".join(f"    {calls / posts:5.2f} calls {plans / posts:5.2f} plans/POST  {run / calls * 1e3:6.0f} µs run "
-                     f"{plan / max(plans, 1) * 1e3:6.0f} µs planning per call  {text}"
-                     for calls, plans, run, plan, text in rows)
+                     f"{plan / max(plans, 1) * 1e3:6.0f} µs planning per call {buffers / calls:5.0f} buffers  {text}"
+                     for calls, plans, run, plan, buffers, text in rows)
 
 
 if __name__ == "__main__":
