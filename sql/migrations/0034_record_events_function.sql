@@ -11,7 +11,7 @@
 -- stored events, and the highest new one is all that can move it. As a statement of its own, with the
 -- recipients as an array parameter, it was planned again for most calls (PostgreSQL's plan cache keeps a
 -- custom plan when the array's size changes the estimate): 400 µs of planning per POST. The insert has no
--- parameter but the events: PL/pgSQL keeps its plan for the session (planning it took 10 ms), also behind
+-- parameter but the events: PL/pgSQL keeps its plan for the session (planning it takes 3 to 10 ms), also behind
 -- PgBouncer, where the client prepares nothing and it was planned for every POST.
 --
 -- A VOLATILE function takes a fresh snapshot for each statement it runs (READ COMMITTED), as separate
