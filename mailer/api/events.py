@@ -53,11 +53,12 @@ def receive_events() -> flask.Response:
     received = new = matched = 0
     # One transaction per chunk: a huge grouped POST holds no long transaction and normalizes one chunk at a
     # time. When a later chunk fails (503), Mailjet resends the whole POST and the committed chunks' events
-    # are duplicates, kept once.
+    # are duplicates, kept once. A chunk is one statement (services/tracking.py), so autocommit: no BEGIN and
+    # COMMIT round trips around it.
     for start in range(0, len(items), settings.events_chunk_size):
         chunk = items[start : start + settings.events_chunk_size]
         parsed = [mailjet_events.to_event(item) for item in chunk]
-        with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
+        with db.autocommit(flask.current_app.extensions["mailer.pool"]) as conn:
             recorded = tracking.record_events(conn, parsed)
         received, new, matched = received + recorded.received, new + recorded.new, matched + recorded.matched
         metrics.events_received(event.name for event in parsed)

@@ -6,8 +6,8 @@ from mailer.store.apps import get_app_by_key_id, insert_app, list_apps, revoke_a
 from mailer.store.events import (
     advance_recipient_statuses,
     apply_pending_events,
-    insert_mailjet_events,
     list_recipient_events,
+    record_mailjet_events,
 )
 from mailer.store.jobs import (
     cancel_revoked_jobs,
@@ -69,7 +69,6 @@ __all__ = [
     "insert_app",
     "insert_idempotency_key",
     "insert_jobs",
-    "insert_mailjet_events",
     "insert_suppression",
     "list_apps",
     "list_daily_counts",
@@ -86,6 +85,7 @@ __all__ = [
     "mark_jobs_suppressed",
     "peek_rate_limit_tokens",
     "recheck_jobs",
+    "record_mailjet_events",
     "release_jobs",
     "requeue_jobs",
     "revoke_app",

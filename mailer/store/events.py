@@ -12,12 +12,11 @@ import psycopg
 from mailer.store import _run
 
 
-def insert_mailjet_events(conn: psycopg.Connection, *, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Store new events (duplicates dropped), matched to recipients where possible."""
+def record_mailjet_events(conn: psycopg.Connection, *, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Store new events (duplicates dropped) and apply the matched ones, in one statement; (new, matched)."""
     undated = sorted({event["fingerprint"] for event in events if event.get("dated") is False})
-    if undated:
-        _run.all_rows(conn, "lock_undated_event_fingerprints", fingerprints=undated)
-    return _run.all_rows(conn, "insert_mailjet_events", events=_run.jsonb(list(events)))
+    [row] = _run.all_rows(conn, "record_mailjet_events", events=_run.jsonb(list(events)), undated=undated)
+    return row["new_events"], row["matched_events"]
 
 
 @dataclasses.dataclass(frozen=True)

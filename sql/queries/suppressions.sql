@@ -31,17 +31,9 @@ LIMIT %(limit)s;
 
 -- suppress_from_events --
 -- Add the addresses of these matched events that suppress (hard bounce, blocked, spam, unsub) to
--- the list of the app that sent the message; source and reason are the Mailjet event's name.
-INSERT INTO suppressions (app_id, email, reason, source)
-SELECT DISTINCT ON (j.app_id, lower(r.email))
-       j.app_id, lower(r.email), lower(btrim(e.name)), lower(btrim(e.name))
-FROM mailjet_events e
-JOIN recipients r ON r.id = e.recipient_id
-JOIN jobs j ON j.id = r.job_id
-WHERE e.id = ANY(%(event_ids)s) AND e.suppresses
-ORDER BY j.app_id, lower(r.email), e.occurred_at, e.id
-ON CONFLICT ON CONSTRAINT suppressions_pkey DO NOTHING
-RETURNING app_id, email;
+-- the list of the app that sent the message (the statement is in migration 0034: mailer_record_events runs it
+-- too).
+SELECT app_id, email FROM mailer_suppress_from_events(%(event_ids)s::bigint[]);
 
 -- list_suppressed_recipients --
 -- The recipients of these jobs whose address is on their app's list (one lookup per send batch). The jobs
