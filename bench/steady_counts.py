@@ -30,9 +30,11 @@ FAMILIES = (
     ("Procrastinate fetch", r"procrastinate_fetch_job"),
     ("Procrastinate finish", r"procrastinate_finish_job"),
     ("NOTIFY", r"pg_notify|^notify"),
-    ("advisory lock", r"advisory"),
-    ("claim", r"^with transactional as materialized"),
-    ("rate-limit token", r"rate_limit_buckets"),
+    ("advisory lock (requests' shared take, senders' barrier)", r"advisory"),
+    ("claim", r"take due jobs for sending"),
+    ("barrier (mailer_await_wakers)", r"a sender's barrier"),
+    ("record (its fence)", r"the fence of a claim's results"),
+    ("rate-limit token (the app's, the Mailjet cap's)", r"rate_limit_buckets"),
 )
 
 
