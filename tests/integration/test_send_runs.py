@@ -16,7 +16,7 @@ import pytest
 from mailer import jobqueue, tasks
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import queueing, sending
+from mailer.services import queueing, send_runs, sending
 from tests.integration.conftest import make_key
 from tests.integration.sending_support import message, sends
 
@@ -143,3 +143,31 @@ def test_with_no_running_sender_each_wakeup_ends_after_its_barrier_claim(
     feeding.join(10)
     assert sends(simulator)["calls"] <= 2
     assert dict(statuses(conn)).get("queued", 0) > 0  # what came later waits for wake-ups of its own
+
+
+def test_the_running_sender_ends_at_its_next_short_claim_once_the_worker_is_stopping(
+    conn, app_id, database_url, pool, send_settings, simulator, monkeypatch
+):
+    monkeypatch.setattr(send_runs, "_STOPPING", threading.Event())  # not the process's own
+    settings = dataclasses.replace(send_settings, send_linger_ms=100)
+    claims = []
+    real = sending.send_due_batch
+
+    def counted(*args: object, **kwargs: object) -> sending.BatchOutcome:
+        claims.append(time.monotonic())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sending, "send_due_batch", counted)
+    accept(conn, app_id)
+    feeding = trickle(database_url, app_id, 150, 0.01)  # a second and a half of mail
+    running = threading.Thread(target=tasks.send_due_jobs, args=(context(settings, pool),))
+    running.start()
+    deadline = time.monotonic() + 10
+    while len(claims) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    send_runs.wind_down()
+    running.join(1)
+    assert not running.is_alive()  # without it, it would claim on while mail comes
+    feeding.join(10)
+    assert dict(statuses(conn)).get("queued", 0) > 0  # what came later is left to the wake-ups deferred for it
