@@ -46,6 +46,7 @@ class Window:
     to_mailjet_ms: tuple[float, float]  # p50, p99 from the 202 (created_at) to the simulator's receipt
     cpu_s: dict[str, float]
     duplicates: int
+    emails_per_call: float = 0.0  # messages per Mailjet send call, warm-up and drain included
 
     @property
     def sent_per_s(self) -> float:
@@ -113,7 +114,8 @@ def describe(w: Window) -> str:
             f"{'' if w.sustained else ' (NOT sustained)'}; POST p50 {w.post_ms.get('50', float('nan')):.1f} ms, "
             f"p99 {w.post_ms.get('99', float('nan')):.1f} ms; 202 → Mailjet p50 {w.to_mailjet_ms[0]:.0f} ms, "
             f"p99 {w.to_mailjet_ms[1]:.0f} ms; {w.events_applied / w.seconds:,.0f} events applied/s; "
-            f"{w.cpu_ms_per_email():.2f} ms CPU per email; {w.duplicates} duplicates")
+            f"{w.cpu_ms_per_email():.2f} ms CPU per email; {w.emails_per_call:.1f} emails per Mailjet call; "
+            f"{w.duplicates} duplicates")
 
 
 def measure(sut: System, app_id: int, connections: int, rate: float, window_s: float,
@@ -154,6 +156,7 @@ def measure(sut: System, app_id: int, connections: int, rate: float, window_s: f
         non_2xx=result.non_2xx + result.errors,
         to_mailjet_ms=(loadgen.percentile(latencies, 50), loadgen.percentile(latencies, 99)),
         cpu_s=cpu, duplicates=sum(count - 1 for count in sends["by_custom_id"].values()),
+        emails_per_call=len(sends["messages"]) / max(int(sends["calls"]), 1),
     )
 
 

@@ -26,6 +26,9 @@ MAX_SESSION_TIMEOUT_S = 86_400  # MAILER_DB_STATEMENT_TIMEOUT_S, MAILER_DB_IDLE_
 # (MAILER_SEND_CLAIM_FULL_SCAN_S) is what a job below the floor waits for at most.
 MAX_CLAIM_FLOOR_MARGIN_S = 300.0
 MIN_CLAIM_FULL_SCAN_S, MAX_CLAIM_FULL_SCAN_S = 1.0, 3600.0
+# MAILER_SEND_RUN_MAX_S, MAILER_SEND_LINGER_MS, MAILER_SEND_HANDOFF_WAIT_MS: the running sender holds a worker slot
+# for at most the first, and adds at most the second to an email's wait (the third to a wake-up's).
+MAX_SEND_RUN_S, MAX_SEND_LINGER_MS, MAX_SEND_HANDOFF_WAIT_MS = 600.0, 1000, 10_000
 # Fields whose value is a credential, and URLs that may carry a password: never in repr or str.
 _SECRET_WORDS = ("secret", "token", "auth", "password", "key")
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -125,6 +128,13 @@ class Settings:
     # to; from the very start every so often (store/jobs.py, ClaimFloors).
     send_claim_floor_margin_s: float = 2.0
     send_claim_full_scan_s: float = 10.0
+    # While mail trickles in, one wake-up per worker process keeps claiming as its running sender (for up to
+    # send_run_max_s; 0: every wake-up ends after its barrier's claim), no sooner than send_linger_ms after its
+    # last claim began when that one came back short but not empty, so that its batches fill; a wake-up fetched
+    # meanwhile waits up to send_handoff_wait_ms for it to claim instead (0: claims itself). services/send_runs.py
+    send_run_max_s: float = 10.0
+    send_linger_ms: int = 100
+    send_handoff_wait_ms: int = 500
     # The read replica: the longest a listing waits for a replica connection before it reads the primary; the
     # most the replica may lag behind the primary and still serve; how often its lag is measured (per web
     # process); and, once it could not be reached, how long before it is tried again.
@@ -266,6 +276,14 @@ class Settings:
             send_claim_full_scan_s=reader.number(
                 "MAILER_SEND_CLAIM_FULL_SCAN_S", defaults.send_claim_full_scan_s, positive=True
             ),
+            send_run_max_s=reader.number("MAILER_SEND_RUN_MAX_S", defaults.send_run_max_s),
+            send_linger_ms=reader.integer(
+                "MAILER_SEND_LINGER_MS", defaults.send_linger_ms, minimum=0, maximum=MAX_SEND_LINGER_MS
+            ),
+            send_handoff_wait_ms=reader.integer(
+                "MAILER_SEND_HANDOFF_WAIT_MS", defaults.send_handoff_wait_ms, minimum=0,
+                maximum=MAX_SEND_HANDOFF_WAIT_MS,
+            ),
             replica_timeout_s=reader.number("MAILER_REPLICA_TIMEOUT_S", defaults.replica_timeout_s, positive=True),
             replica_max_lag_s=reader.number("MAILER_REPLICA_MAX_LAG_S", defaults.replica_max_lag_s, positive=True),
             replica_check_interval_s=reader.number(
@@ -344,6 +362,13 @@ class Settings:
             raise ConfigError(
                 f"MAILER_SEND_CLAIM_FULL_SCAN_S ({self.send_claim_full_scan_s}) must be between "
                 f"{MIN_CLAIM_FULL_SCAN_S:g} and {MAX_CLAIM_FULL_SCAN_S:g}"
+            )
+        if self.send_run_max_s > MAX_SEND_RUN_S:
+            raise ConfigError(f"MAILER_SEND_RUN_MAX_S ({self.send_run_max_s}) must not exceed {MAX_SEND_RUN_S:g}")
+        if 0 < self.send_handoff_wait_ms <= self.send_linger_ms:  # it would give up before the claim it waits for
+            raise ConfigError(
+                f"MAILER_SEND_HANDOFF_WAIT_MS ({self.send_handoff_wait_ms}) must be 0 or exceed "
+                f"MAILER_SEND_LINGER_MS ({self.send_linger_ms})"
             )
         if self.retention_body_days > self.retention_days:
             raise ConfigError(

@@ -67,6 +67,16 @@ CLAIM_SECONDS = Histogram(
     "while a long snapshot pins the queue's dead rows (store/jobs.py, ClaimFloors)",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
+SEND_CALL_MESSAGES = Histogram(
+    "mailer_send_call_messages", "Messages in one Mailjet send call (at most MAILER_SEND_BATCH_SIZE): few while "
+    "mail trickles in, unless the running sender fills its batches (MAILER_SEND_LINGER_MS)",
+    buckets=(1, 2, 3, 5, 10, 20, 30, 40, 50),
+)
+SEND_HANDOFFS = Counter(
+    "mailer_send_handoffs", "Wake-ups that asked their process's running sender for their last claim, by outcome: "
+    "taken (it claimed for them), claimed_itself (it was full, ended, or not within MAILER_SEND_HANDOFF_WAIT_MS)",
+    ["outcome"],
+)
 MAILJET_RESPONSES = Counter(
     "mailer_mailjet_responses", "Mailjet API answers by call (send, lookup) and HTTP status code; "
     "code 'transport' when no answer came (timeout, connection error)", ["call", "code"],
@@ -148,6 +158,7 @@ REPLICA_FALLBACK_REASONS = ("unavailable", "error", "lagging", "not_standby", "u
 _COUNTED_JOB_STATUSES = (statuses.QUEUED, statuses.SCHEDULED, statuses.SENT, statuses.FAILED, statuses.SUPPRESSED)
 _WEBHOOK_OUTCOMES = {"succeeded": "succeeded", "pending": "retry", "failed": "failed", "disabled": "disabled"}
 _OTHER_EVENT = "other"
+HANDOFF_OUTCOMES = ("taken", "claimed_itself")
 
 
 # (status, priority) → its series: labels() validates and locks on every call, once per accepted request.
@@ -165,6 +176,8 @@ def _zeros() -> None:
         EVENTS_RECEIVED.labels(name)
     for reason in REPLICA_FALLBACK_REASONS:
         REPLICA_FALLBACKS.labels(reason)
+    for outcome in HANDOFF_OUTCOMES:
+        SEND_HANDOFFS.labels(outcome)
 
 
 _zeros()
@@ -192,6 +205,16 @@ def from_refused(count: int) -> None:
 def claim_took(seconds: float) -> None:
     """Observe the time of one claim statement."""
     CLAIM_SECONDS.observe(seconds)
+
+
+def send_call_messages(count: int) -> None:
+    """Observe the messages of one Mailjet send call."""
+    SEND_CALL_MESSAGES.observe(count)
+
+
+def send_handoff(outcome: str) -> None:
+    """Count one wake-up's hand-off to its process's running sender, by outcome."""
+    SEND_HANDOFFS.labels(outcome).inc()
 
 
 def mailjet_answered(call: str, status_code: int | None, claimed_at: float | None = None) -> None:

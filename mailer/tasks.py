@@ -7,7 +7,7 @@ import datetime
 import procrastinate
 
 from mailer import db, jobqueue
-from mailer.services import partitions, recovery, retention, scheduling, sending
+from mailer.services import partitions, recovery, retention, scheduling, send_runs
 
 # One wake-up sends at most this many full batches, so no single job holds a worker for long.
 MAX_BATCHES_PER_JOB = 20
@@ -17,10 +17,11 @@ RETENTION_BUDGET_S = 60.0
 
 @jobqueue.app.task(name=jobqueue.SEND_TASK, queue=jobqueue.SEND_QUEUE, pass_context=True)
 def send_due_jobs(context: procrastinate.JobContext) -> None:
-    """Send due email, a batch of up to 50 per Mailjet call, until none is left or the cap is hit."""
+    """Send due email, a batch of up to 50 per Mailjet call, until none is left or the cap is hit (or hand the
+    last claim to the process's running sender: services/send_runs.py)."""
     runtime = context.additional_context["runtime"]
-    sending.send_for_wakeup(runtime.pool, runtime.mailjet, runtime.settings,
-                            lane=context.job.priority, max_full_batches=MAX_BATCHES_PER_JOB)
+    send_runs.send_for_wakeup(runtime.pool, runtime.mailjet, runtime.settings,
+                              lane=context.job.priority, max_full_batches=MAX_BATCHES_PER_JOB)
 
 
 @jobqueue.app.periodic(cron="* * * * * */5", periodic_id="recover")

@@ -17,7 +17,7 @@ import psycopg_pool
 from mailer import db, jobqueue, memory
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import liveness, webhook_delivery, webhook_secrets
+from mailer.services import liveness, send_runs, webhook_delivery, webhook_secrets
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ async def _supervise(runtime: Runtime) -> None:
 
     def stop() -> None:
         stopping.set()
+        send_runs.wind_down()  # a running sender would otherwise keep claiming while mail comes
         if current is not None:
             current.cancel()
 

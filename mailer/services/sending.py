@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -25,8 +24,6 @@ from mailer.store import senders as senders_store
 from mailer.store.jobs import ClaimedJob, ClaimFloors
 
 log = logging.getLogger(__name__)
-# A failed wake-up's successor waits this long (send_for_wakeup).
-FAILED_WAKEUP_DELAY_S = 2.0
 # Recording a claim's results again after the database failed it: first pause, longest pause (_record_retrying).
 RECORD_RETRY_FIRST_S = 0.5
 RECORD_RETRY_MAX_S = 2.0
@@ -183,41 +180,6 @@ def _send_as(
     return outcome
 
 
-def send_for_wakeup(
-    pool: psycopg_pool.ConnectionPool,
-    client: mailjet.MailjetClient,
-    settings: Settings,
-    lane: int,
-    max_full_batches: int,
-) -> None:
-    """One wake-up of `lane`: send batches until a claim after the barrier comes back short, then stop."""
-    try:
-        full_batches, awaited = 0, False
-        while full_batches < max_full_batches:
-            if send_due_batch(pool, client, settings).more:
-                full_batches += 1
-            elif awaited:
-                return
-            else:
-                # Requests that saw this wake-up waiting deferred none of their own: let them end, claim again.
-                wakeups.await_wakers(pool)
-                awaited = True
-    except Exception:
-        # Requests may have counted on this wake-up (sql/migrations/0015): leave one for them, a little later
-        # so that an error that repeats cannot spin the workers (and no request counts on a scheduled one).
-        with contextlib.suppress(Exception):
-            _hand_over(pool, lane, settings.send_batch_size, delay_s=FAILED_WAKEUP_DELAY_S)
-        raise
-    # The cap, with full batches all along: more may be due, and requests may still count on this wake-up.
-    _hand_over(pool, lane, settings.send_batch_size)
-
-
-def _hand_over(pool: psycopg_pool.ConnectionPool, lane: int, batch_size: int, delay_s: float = 0.0) -> None:
-    """Leave a fresh wake-up of `lane`, due in `delay_s`; whoever runs it waits for the requests first."""
-    with db.connection(pool) as conn:
-        wakeups.wake_lane(conn, lane, batch_size, delay_s)
-
-
 def _log_transition(level: int, job: ClaimedJob, status: str, extra: dict[str, object]) -> None:
     """One JSON log line per job transition, with the request id of the API call that queued the job."""
     log.log(level, "job %s", status, extra={
@@ -294,6 +256,7 @@ def _send(
         # take these over while this one still sends them. Nothing was sent: back to the queue as never tried.
         results.unsent.extend(jobs)
         return
+    metrics.send_call_messages(len(outgoing))
     try:
         response = client.send(outgoing)
     except mailjet.SendError as exc:

@@ -490,6 +490,25 @@ def test_the_claim_floor_settings_are_read_and_bounded():
             Settings.from_env({name: bad})
 
 
+def test_the_running_sender_settings_are_read_and_bounded():
+    defaults = Settings.from_env({})
+    assert (defaults.send_run_max_s, defaults.send_linger_ms, defaults.send_handoff_wait_ms) == (10.0, 100, 500)
+    read = Settings.from_env({"MAILER_SEND_RUN_MAX_S": "0", "MAILER_SEND_LINGER_MS": "0",
+                              "MAILER_SEND_HANDOFF_WAIT_MS": "0"})
+    assert (read.send_run_max_s, read.send_linger_ms, read.send_handoff_wait_ms) == (0.0, 0, 0)
+    read = Settings.from_env({"MAILER_SEND_RUN_MAX_S": "2.5", "MAILER_SEND_LINGER_MS": "250",
+                              "MAILER_SEND_HANDOFF_WAIT_MS": "1000"})
+    assert (read.send_run_max_s, read.send_linger_ms, read.send_handoff_wait_ms) == (2.5, 250, 1000)
+    for name, bad in (("MAILER_SEND_RUN_MAX_S", "-1"), ("MAILER_SEND_RUN_MAX_S", "601"),
+                      ("MAILER_SEND_LINGER_MS", "1001"), ("MAILER_SEND_LINGER_MS", "0.5"),
+                      ("MAILER_SEND_HANDOFF_WAIT_MS", "10001"), ("MAILER_SEND_HANDOFF_WAIT_MS", "-1")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: bad})
+    # A wake-up that gave up before the running sender's next claim could begin would always claim itself.
+    with pytest.raises(ConfigError, match="MAILER_SEND_HANDOFF_WAIT_MS"):
+        Settings.from_env({"MAILER_SEND_LINGER_MS": "300", "MAILER_SEND_HANDOFF_WAIT_MS": "300"})
+
+
 def test_the_partition_settings_are_read_and_bounded():
     defaults = Settings.from_env({})
     assert (defaults.partitions_ahead_months, defaults.partition_lock_timeout_ms) == (3, 1000)

@@ -1,0 +1,173 @@
+"""The running sender (services/send_runs.py): while mail trickles in, one wake-up keeps claiming and fills its
+batches, later wake-ups hand it their last claim, and an idle single job goes at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import types
+from collections.abc import Iterator
+
+import psycopg
+import psycopg_pool
+import pytest
+
+from mailer import jobqueue, tasks
+from mailer.config import Settings
+from mailer.mailjet import send as mailjet
+from mailer.services import queueing, send_runs, sending
+from tests.integration.conftest import make_key
+from tests.integration.sending_support import message, sends
+
+TRANSACTIONAL = jobqueue.LANE_PRIORITY["transactional"]
+
+
+@pytest.fixture
+def app_id(conn: psycopg.Connection) -> int:
+    make_key(conn, "billing")
+    row = conn.execute("SELECT id FROM apps").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def pool(database_url: str) -> Iterator[psycopg_pool.ConnectionPool]:
+    with psycopg_pool.ConnectionPool(database_url, min_size=1, max_size=6, open=True) as opened:
+        yield opened
+
+
+def accept(conn: psycopg.Connection, app_id: int) -> None:
+    """One single-message POST /queue (counting on a waiting wake-up)."""
+    new = queueing.NewJob(message=message("ann@example.org"), priority="transactional", send_at=None)
+    queueing.insert(conn, app_id, [new], 50, count_on_waiting=True)
+
+
+def context(settings: Settings, pool: psycopg_pool.ConnectionPool) -> types.SimpleNamespace:
+    """What Procrastinate hands send_due_jobs for a transactional wake-up, with a worker's runtime."""
+    client = mailjet.MailjetClient(settings.mailjet_api_url, "key", "secret", timeout=settings.mailjet_timeout_s)
+    runtime = types.SimpleNamespace(settings=settings, pool=pool, mailjet=client)
+    return types.SimpleNamespace(additional_context={"runtime": runtime},
+                                 job=types.SimpleNamespace(priority=TRANSACTIONAL))
+
+
+def trickle(database_url: str, app_id: int, count: int, every_s: float) -> threading.Thread:
+    """A thread that accepts `count` single messages, one every `every_s`."""
+    def run() -> None:
+        with psycopg.connect(database_url, autocommit=True) as own:
+            for _ in range(count):
+                accept(own, app_id)
+                time.sleep(every_s)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def statuses(conn: psycopg.Connection) -> list[tuple[str, int]]:
+    return conn.execute("SELECT status, count(*)::int FROM jobs GROUP BY status").fetchall()
+
+
+def test_one_wakeup_keeps_claiming_while_mail_trickles_in_and_fills_its_batches(
+    conn, app_id, database_url, pool, send_settings, simulator
+):
+    settings = dataclasses.replace(send_settings, send_linger_ms=200)
+    accept(conn, app_id)
+    feeding = trickle(database_url, app_id, 80, 0.01)  # about 100 a second for most of a second
+    started = time.monotonic()
+    tasks.send_due_jobs(context(settings, pool))  # the one wake-up: no worker runs the others
+    took = time.monotonic() - started
+    feeding.join(10)
+    assert statuses(conn) == [("sent", 81)]
+    got = sends(simulator)
+    assert len(got["messages"]) == 81
+    # A claim at most every 200 ms while mail comes (plus the first, the barrier's and the last): without the
+    # linger a claim follows every call at once, a few messages each.
+    assert got["calls"] <= took / 0.2 + 4
+    assert 81 / got["calls"] >= 5
+
+
+def test_an_idle_single_job_goes_at_once_and_its_wakeup_ends_without_lingering(
+    conn, app_id, pool, send_settings, simulator
+):
+    settings = dataclasses.replace(send_settings, send_linger_ms=1000, send_handoff_wait_ms=2000)
+    accept(conn, app_id)
+    started = time.monotonic()
+    tasks.send_due_jobs(context(settings, pool))
+    assert time.monotonic() - started < 0.9  # no linger: its claim after the barrier found nothing
+    assert statuses(conn) == [("sent", 1)]
+    assert sends(simulator)["calls"] == 1
+
+
+def test_a_wakeup_fetched_meanwhile_hands_its_last_claim_to_the_running_sender(
+    conn, app_id, database_url, pool, send_settings, simulator, monkeypatch
+):
+    settings = dataclasses.replace(send_settings, send_linger_ms=100, send_handoff_wait_ms=2000)
+    claims_by: list[str] = []
+    real = sending.send_due_batch
+
+    def counted(*args: object, **kwargs: object) -> sending.BatchOutcome:
+        claims_by.append(threading.current_thread().name)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sending, "send_due_batch", counted)
+    accept(conn, app_id)
+    feeding = trickle(database_url, app_id, 60, 0.01)
+    running = threading.Thread(target=tasks.send_due_jobs, args=(context(settings, pool),), name="running")
+    running.start()
+    deadline = time.monotonic() + 10
+    while claims_by.count("running") < 3:  # past its barrier, claiming while mail comes
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    later = threading.Thread(target=tasks.send_due_jobs, args=(context(settings, pool),), name="later")
+    started = time.monotonic()
+    later.start()
+    later.join(5)
+    assert not later.is_alive()
+    assert time.monotonic() - started < 1.5  # the running sender's next claim, not the wait's end
+    assert "later" not in claims_by  # it claimed nothing itself
+    feeding.join(10)
+    running.join(10)
+    assert not running.is_alive()
+    assert statuses(conn) == [("sent", 61)]
+
+
+def test_with_no_running_sender_each_wakeup_ends_after_its_barrier_claim(
+    conn, app_id, database_url, pool, send_settings, simulator
+):
+    settings = dataclasses.replace(send_settings, send_run_max_s=0)
+    accept(conn, app_id)
+    feeding = trickle(database_url, app_id, 40, 0.01)
+    time.sleep(0.05)
+    tasks.send_due_jobs(context(settings, pool))  # as before: a claim, the barrier, a claim
+    feeding.join(10)
+    assert sends(simulator)["calls"] <= 2
+    assert dict(statuses(conn)).get("queued", 0) > 0  # what came later waits for wake-ups of its own
+
+
+def test_the_running_sender_ends_at_its_next_short_claim_once_the_worker_is_stopping(
+    conn, app_id, database_url, pool, send_settings, simulator, monkeypatch
+):
+    monkeypatch.setattr(send_runs, "_STOPPING", threading.Event())  # not the process's own
+    settings = dataclasses.replace(send_settings, send_linger_ms=100)
+    claims = []
+    real = sending.send_due_batch
+
+    def counted(*args: object, **kwargs: object) -> sending.BatchOutcome:
+        claims.append(time.monotonic())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sending, "send_due_batch", counted)
+    accept(conn, app_id)
+    feeding = trickle(database_url, app_id, 150, 0.01)  # a second and a half of mail
+    running = threading.Thread(target=tasks.send_due_jobs, args=(context(settings, pool),))
+    running.start()
+    deadline = time.monotonic() + 10
+    while len(claims) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    send_runs.wind_down()
+    running.join(1)
+    assert not running.is_alive()  # without it, it would claim on while mail comes
+    feeding.join(10)
+    assert dict(statuses(conn)).get("queued", 0) > 0  # what came later is left to the wake-ups deferred for it
