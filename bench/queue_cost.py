@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--no-batch", action="store_true", help="single messages only")
     parser.add_argument("--py-spy", type=pathlib.Path, metavar="DIR",
-                        help="record the web processes with py-spy during each single run (collapsed stacks in DIR)")
+                        help="record the web processes with py-spy during each single run (collapsed stacks in DIR; "
+                             "--gil: the thread holding the GIL, so CPU rather than waits)")
     args = parser.parse_args(argv)
     loadgen.ensure_wrk()
     results: dict[str, list[dict[str, float]]] = {name: [] for name in args.variants}
@@ -83,7 +84,7 @@ def _measure(sut: system.System, seconds: float, batch: bool, profile: pathlib.P
     spy = None
     if profile is not None:
         profile.parent.mkdir(parents=True, exist_ok=True)
-        spy = subprocess.Popen([PY_SPY, "record", "--subprocesses", "--nonblocking", "--format", "raw",  # noqa: S603
+        spy = subprocess.Popen([PY_SPY, "record", "--subprocesses", "--nonblocking", "--gil", "--format", "raw",  # noqa: S603
                                 "-d", f"{seconds:g}", "-o", str(profile), "-p", str(sut.processes["web"].pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     single = measure.ingest_single(sut, seconds, SINGLE_CLIENTS)
