@@ -9,7 +9,7 @@ from mailer import api, dashboard, db, logging_json
 from mailer.api import request_log
 from mailer.api.json_provider import FastJSONProvider
 from mailer.config import Settings
-from mailer.services import webhook_secrets
+from mailer.services import rate_limits, webhook_secrets
 
 
 def create_app(settings: Settings | None = None) -> flask.Flask:
@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> flask.Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.extensions["mailer.settings"] = settings
     app.extensions["mailer.pool"] = db.create_pool(settings, name="web")
+    app.extensions["mailer.request_limit"] = rate_limits.RequestLimit(settings)  # this process's token leases
     request_log.init_app(app)
     api.init_app(app)
     dashboard.init_app(app, settings)

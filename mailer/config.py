@@ -145,6 +145,8 @@ class Settings:
     # Token buckets in Postgres (see services/rate_limits.py); a rate of 0 turns the limit off.
     rate_limit_per_s: float = 500.0
     rate_limit_burst: int = 1000
+    # How long a web process may spend request tokens it took ahead (0: one statement per request).
+    rate_limit_lease_ms: int = 100
     mailjet_max_calls_per_s: float = 100.0
     # Lookups by CustomID (before resending a job whose earlier outcome is unknown) one claim makes at once.
     mailjet_lookup_concurrency: int = 10
@@ -292,6 +294,9 @@ class Settings:
             replica_retry_s=reader.number("MAILER_REPLICA_RETRY_S", defaults.replica_retry_s, positive=True),
             rate_limit_per_s=reader.number("MAILER_RATE_LIMIT_PER_S", defaults.rate_limit_per_s),
             rate_limit_burst=reader.integer("MAILER_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
+            rate_limit_lease_ms=reader.integer(
+                "MAILER_RATE_LIMIT_LEASE_MS", defaults.rate_limit_lease_ms, minimum=0, maximum=1000
+            ),
             mailjet_max_calls_per_s=reader.number("MAILER_MAILJET_MAX_CALLS_PER_S", defaults.mailjet_max_calls_per_s),
             mailjet_lookup_concurrency=reader.integer(
                 "MAILER_MAILJET_LOOKUP_CONCURRENCY", defaults.mailjet_lookup_concurrency, minimum=1, maximum=50

@@ -34,10 +34,10 @@ def recalled_caller() -> tuple[int, str | None]:
     if recalled is None:
         return current_app_id(), None
     app_id, key_id = recalled
-    if flask.current_app.extensions["mailer.settings"].rate_limit_per_s > 0:
+    if not _request_limit().take_held(app_id):  # usually a token this process leased: no statement at all
         with db.autocommit(flask.current_app.extensions["mailer.pool"]) as conn:
             try:
-                _limit(conn, app_id)
+                _request_limit().take(conn, app_id)
             except errors.RateLimited:
                 apps.authenticate(conn, _bearer_key())  # a revoked key is 401, not 429
                 raise
@@ -63,4 +63,8 @@ def _bearer_key() -> str:
 
 
 def _limit(conn: psycopg.Connection, app_id: int) -> None:
-    rate_limits.limit_app_request(conn, flask.current_app.extensions["mailer.settings"], app_id)
+    _request_limit().take(conn, app_id)
+
+
+def _request_limit() -> rate_limits.RequestLimit:
+    return flask.current_app.extensions["mailer.request_limit"]  # type: ignore[no-any-return]

@@ -36,6 +36,7 @@ from mailer.store.logs import (
 )
 from mailer.store.rate_limits import (
     delete_idle_rate_limit_buckets,
+    lease_rate_limit_tokens,
     peek_rate_limit_tokens,
     take_rate_limit_tokens,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "insert_idempotency_key",
     "insert_jobs",
     "insert_suppression",
+    "lease_rate_limit_tokens",
     "list_apps",
     "list_daily_counts",
     "list_job_events",

@@ -28,6 +28,26 @@ def take_rate_limit_tokens(
     return Decision(granted=row["granted"], retry_after_s=float(row["retry_after_s"]))
 
 
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """Whole tokens a lease took (0: none); with none, the seconds until one exists."""
+
+    taken: int
+    retry_after_s: float
+
+
+def lease_rate_limit_tokens(
+    conn: psycopg.Connection, *, key: str, rate_per_s: float, burst: float, want: int, returned: int
+) -> Lease:
+    """Give `returned` unused tokens back to bucket `key`, then take up to `want` of those it has."""
+    row = _run.one_row(
+        conn, "lease_rate_limit_tokens", key=key, rate=float(rate_per_s), burst=float(burst), want=float(want),
+        returned=float(returned),
+    )
+    assert row is not None  # noqa: S101  # INSERT ... ON CONFLICT DO UPDATE ... RETURNING always returns the row
+    return Lease(taken=int(row["taken"]), retry_after_s=float(row["retry_after_s"]))
+
+
 def delete_idle_rate_limit_buckets(conn: psycopg.Connection, *, prefix: str, idle_s: float) -> None:
     """Remove the buckets of `prefix` untouched for `idle_s` seconds (full again, as good as absent)."""
     _run.all_rows(conn, "delete_idle_rate_limit_buckets", prefix=prefix, idle_s=float(idle_s))

@@ -35,3 +35,25 @@ SELECT greatest(0, (%(cost)s - least(%(burst)s, tokens + %(rate)s * greatest(
        ))) / %(rate)s) AS retry_after_s
 FROM rate_limit_buckets
 WHERE key = %(key)s;
+
+-- lease_rate_limit_tokens --
+-- take_rate_limit_tokens for a process that takes tokens ahead of its requests: it first gives back the
+-- `returned` tokens of its last lease that it never used (the bucket still capped at the burst), then takes
+-- up to `want` whole tokens, as many as are there; `taken` says how many (0: none, and then the seconds until
+-- one is there). A new bucket starts full. One statement, so concurrent takes serialize on the row lock.
+INSERT INTO rate_limit_buckets AS bucket (key, tokens, updated_at, granted, taken)
+VALUES (%(key)s, %(burst)s - least(%(want)s, floor(%(burst)s)), clock_timestamp(), true,
+        least(%(want)s, floor(%(burst)s)))
+ON CONFLICT ON CONSTRAINT rate_limit_buckets_pkey DO UPDATE
+SET (tokens, granted, taken) = (
+        SELECT refill.tokens - least(%(want)s, floor(refill.tokens)), refill.tokens >= 1,
+               least(%(want)s, floor(refill.tokens))
+        FROM (
+            SELECT least(%(burst)s, bucket.tokens + %(returned)s + %(rate)s * greatest(
+                       0, extract(epoch FROM excluded.updated_at - bucket.updated_at)::double precision
+                   )) AS tokens
+        ) AS refill
+    ),
+    -- as in take_rate_limit_tokens: one clock reading, and the bucket's clock never moves back
+    updated_at = greatest(bucket.updated_at, excluded.updated_at)
+RETURNING taken, CASE WHEN granted THEN 0 ELSE (1 - tokens) / %(rate)s END AS retry_after_s;

@@ -172,3 +172,38 @@ def test_a_claim_reads_the_hot_set_only_and_a_status_one_month_of_history(conn: 
     ).fetchone()[0][0]["Plan"]
     month = conn.execute("SELECT tableoid::regclass::text FROM jobs WHERE id = %s", (jobs[0].id,)).fetchone()[0]
     assert _history_read(status) == {month}, _scans(status)
+
+
+def _done_heap_blocks(conn: psycopg.Connection) -> int:
+    """Heap blocks of ended jobs' partitions this transaction has read so far (this backend's own counts)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(pg_stat_get_xact_blocks_fetched(c.oid)), 0) FROM pg_class AS c"
+        " WHERE c.relname LIKE 'jobs_done%%' AND c.relkind = 'r'"
+    ).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+def test_accepting_a_job_probes_the_ended_jobs_by_key_even_with_a_plan_made_while_there_were_none(
+    conn: psycopg.Connection,
+):
+    # jobs_ids_unique (0028) checks each new id against jobs_done in PL/pgSQL, whose plan a session keeps: made
+    # while jobs_done was empty (a new installation, a fresh month, the benchmark's emptied tables), it read the
+    # whole partition for every job accepted on that connection afterwards, until an ANALYZE replaced it.
+    app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
+    message = {"from": {"email": "a@example.com"}, "to": [{"email": "b@example.com"}], "subject": "s", "text": "t"}
+    conn.execute("VACUUM ANALYZE jobs")
+    queueing.insert(conn, app, [queueing.NewJob(message=dict(message))], 50)  # the session's plan, none ended
+    for _ in range(20):
+        queueing.insert(conn, app, [queueing.NewJob(message=dict(message)) for _ in range(100)], 50)
+    conn.execute("UPDATE jobs SET status = 'sent' WHERE status = 'queued'")  # 2,001 ended jobs, not analyzed
+
+    with conn.transaction():
+        before = _done_heap_blocks(conn)
+        queueing.insert(conn, app, [queueing.NewJob(message=dict(message))], 50)
+        read = _done_heap_blocks(conn) - before
+
+    assert read <= 2, read  # by its primary key, the one job is not found without reading the heap
+    ended = conn.execute("SELECT id FROM jobs_done LIMIT 1").fetchone()[0]  # type: ignore[index]
+    with pytest.raises(psycopg.errors.UniqueViolation, match="exists already"):  # and an ended job's id is found
+        # (to a cc, so that no recipient of the ended job is written again: only the trigger refuses it)
+        queueing.insert(conn, app, [queueing.NewJob(message={**message, "to": [], "cc": message["to"]}, id=ended)], 50)

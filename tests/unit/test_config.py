@@ -264,6 +264,15 @@ def test_the_rate_limit_settings():
     assert (off.rate_limit_per_s, off.mailjet_max_calls_per_s) == (0, 0)  # 0 turns a limit off
 
 
+def test_the_request_token_lease_is_read_and_bounded():
+    assert Settings.from_env({}).rate_limit_lease_ms == 100
+    assert Settings.from_env({"MAILER_RATE_LIMIT_LEASE_MS": "0"}).rate_limit_lease_ms == 0  # a statement a request
+    assert Settings.from_env({"MAILER_RATE_LIMIT_LEASE_MS": "1000"}).rate_limit_lease_ms == 1000
+    for raw in ("-1", "1001", "0.5", "soon"):
+        with pytest.raises(ConfigError, match="MAILER_RATE_LIMIT_LEASE_MS"):
+            Settings.from_env({"MAILER_RATE_LIMIT_LEASE_MS": raw})
+
+
 @pytest.mark.parametrize(
     ("name", "raw"),
     [
