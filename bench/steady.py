@@ -102,10 +102,16 @@ def line(sut: System, app_id: int, connections: int, grouped: bool, start_rate: 
             else:
                 if any(w.sustained for w in tried):
                     break
-                rate = max(10.0, 0.95 * window.sent_per_s)
+                rate = max(10.0, 0.95 * _kept_up_with(window))
     finally:
         sut.simulator(events_url=None, events_auth=None, grouped_events=True)
     return Line(connections, grouped, tried)
+
+
+def _kept_up_with(w: Window) -> float:
+    """The rate a window that was not sustained did keep up with: what it sent, and no more than its events
+    applied allow (two an email) — but those starve while the web is overrun, so not below 60 % of the rate."""
+    return min(w.sent_per_s, max(w.events_applied / w.seconds / 2, 0.6 * w.offered_per_s))
 
 
 def describe(w: Window) -> str:
