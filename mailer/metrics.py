@@ -74,7 +74,8 @@ SEND_CALL_MESSAGES = Histogram(
 )
 SEND_HANDOFFS = Counter(
     "mailer_send_handoffs", "Wake-ups that asked their process's running sender for their last claim, by outcome: "
-    "taken (it claimed for them), claimed_itself (it was full, ended, or not within MAILER_SEND_HANDOFF_WAIT_MS)",
+    "taken (it claimed for them); full, ended (it stopped keeping up, or ended: they claimed themselves); timeout "
+    "(not within MAILER_SEND_HANDOFF_WAIT_MS: its cycle is slow, they claimed themselves)",
     ["outcome"],
 )
 MAILJET_RESPONSES = Counter(
@@ -158,7 +159,7 @@ REPLICA_FALLBACK_REASONS = ("unavailable", "error", "lagging", "not_standby", "u
 _COUNTED_JOB_STATUSES = (statuses.QUEUED, statuses.SCHEDULED, statuses.SENT, statuses.FAILED, statuses.SUPPRESSED)
 _WEBHOOK_OUTCOMES = {"succeeded": "succeeded", "pending": "retry", "failed": "failed", "disabled": "disabled"}
 _OTHER_EVENT = "other"
-HANDOFF_OUTCOMES = ("taken", "claimed_itself")
+HANDOFF_OUTCOMES = ("taken", "full", "ended", "timeout")
 
 
 # (status, priority) → its series: labels() validates and locks on every call, once per accepted request.

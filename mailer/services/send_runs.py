@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 FAILED_WAKEUP_DELAY_S = 2.0
 
 
+# What a wake-up's ticket came to (the label of mailer_send_handoffs).
+TAKEN, FULL, ENDED, TIMEOUT = "taken", "full", "ended", "timeout"
+
+
 class Runner:
     """A process's running sender (for one pool): who it is, whether its claims keep up, and the tickets."""
 
@@ -58,22 +62,29 @@ class Runner:
         with self._changed:
             return self._owner is not None and self._keeping_up
 
-    def ask(self, wait_s: float) -> bool:
-        """A ticket: True once a short claim of the running sender came back that a barrier begun after the ticket
-        preceded; False, at once, when the running sender is gone or full, or after `wait_s`."""
+    def ask(self, wait_s: float) -> str:
+        """A ticket's outcome: TAKEN once a short claim of the running sender came back that a barrier begun after
+        the ticket preceded; FULL or ENDED, at once or while waiting, when the running sender stops keeping up or
+        is gone; TIMEOUT after `wait_s`. Anything but TAKEN: the asker claims itself."""
         deadline = time.monotonic() + wait_s
         with self._changed:
             owner = self._owner
-            if owner is None or not self._keeping_up:
-                return False
+            if owner is None:
+                return ENDED
+            if not self._keeping_up:
+                return FULL
             self._asked += 1
             ticket = self._asked
             while self._covered < ticket:
+                if self._owner is not owner:
+                    return ENDED
+                if not self._keeping_up:
+                    return FULL
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._owner is not owner or not self._keeping_up:
-                    return False
+                if remaining <= 0:
+                    return TIMEOUT
                 self._changed.wait(remaining)
-            return True
+            return TAKEN
 
     def claim_begins(self) -> tuple[int, bool]:
         """The tickets a claim about to begin covers if it comes back short, and whether any of them is open
@@ -153,10 +164,15 @@ def _send(pool: psycopg_pool.ConnectionPool, client: mailjet.MailjetClient, sett
         return _send_alone(pool, client, settings, max_full_batches)
     running = runner(pool)
     if settings.send_handoff_wait_ms > 0 and running.keeping_up():
-        if running.ask(settings.send_handoff_wait_ms / 1000):
-            metrics.send_handoff("taken")
+        outcome = running.ask(settings.send_handoff_wait_ms / 1000)
+        metrics.send_handoff(outcome)
+        if outcome == TAKEN:
             return True
-        metrics.send_handoff("claimed_itself")
+        if outcome == TIMEOUT:
+            # Full or ended are the running sender's normal course; no claim within the wait means its cycle (a
+            # Mailjet call, the shared cap, a record's retries) is slow: each wake-up then waits before sending.
+            log.warning("the running sender did not claim for this wake-up within MAILER_SEND_HANDOFF_WAIT_MS "
+                        "(%d ms); claiming itself", settings.send_handoff_wait_ms)
     owner = object()
     if not running.lead(owner):
         return _send_alone(pool, client, settings, max_full_batches)

@@ -9,8 +9,8 @@ import time
 from mailer.services import send_runs
 
 
-def asking(runner: send_runs.Runner, wait_s: float) -> tuple[threading.Thread, list[bool]]:
-    answer: list[bool] = []
+def asking(runner: send_runs.Runner, wait_s: float) -> tuple[threading.Thread, list[str]]:
+    answer: list[str] = []
     thread = threading.Thread(target=lambda: answer.append(runner.ask(wait_s)))
     thread.start()
     return thread, answer
@@ -26,7 +26,7 @@ def wait_for_ticket(runner: send_runs.Runner, tickets: int) -> None:
 def test_no_running_sender_means_no_ticket():
     runner = send_runs.Runner()
     assert not runner.keeping_up()
-    assert runner.ask(5) is False
+    assert runner.ask(5) == send_runs.ENDED
     assert runner.claim_begins() == (0, False)
 
 
@@ -45,7 +45,7 @@ def test_a_ticket_is_taken_by_a_short_claim_that_began_after_it_not_by_one_befor
     assert tickets_open  # its barrier first
     runner.claimed(later, short=True)
     thread.join(5)
-    assert answer == [True]
+    assert answer == [send_runs.TAKEN]
     assert runner.finish(owner, later) is True
     assert not runner.keeping_up()
 
@@ -57,9 +57,9 @@ def test_a_full_claim_takes_no_ticket_and_sends_the_asker_to_claim_itself():
     wait_for_ticket(runner, 1)
     runner.claimed(runner.claim_begins()[0], short=False)  # at a limit: more may be due than it took
     thread.join(5)
-    assert answer == [False]
+    assert answer == [send_runs.FULL]
     assert not runner.keeping_up()
-    assert runner.ask(5) is False  # nor does a later asker wait for it
+    assert runner.ask(5) == send_runs.FULL  # nor does a later asker wait for it
 
 
 def test_the_asker_claims_itself_when_the_running_sender_ends_or_is_slow():
@@ -69,8 +69,8 @@ def test_the_asker_claims_itself_when_the_running_sender_ends_or_is_slow():
     wait_for_ticket(runner, 1)
     assert runner.finish(owner, None) is True  # ended (its time was up, or it failed)
     thread.join(5)
-    assert answer == [False]
+    assert answer == [send_runs.ENDED]
     runner.lead(owner)
     started = time.monotonic()
-    assert runner.ask(0.05) is False  # no claim within the wait
+    assert runner.ask(0.05) == send_runs.TIMEOUT  # no claim within the wait
     assert 0.04 < time.monotonic() - started < 2
