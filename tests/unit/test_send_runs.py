@@ -3,10 +3,12 @@ short claim of the running sender came back that a barrier begun after its ticke
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
-from mailer.services import send_runs
+from mailer.config import Settings
+from mailer.services import send_runs, sending
 
 
 def asking(runner: send_runs.Runner, wait_s: float) -> tuple[threading.Thread, list[str]]:
@@ -74,3 +76,39 @@ def test_the_asker_claims_itself_when_the_running_sender_ends_or_is_slow():
     started = time.monotonic()
     assert runner.ask(0.05) == send_runs.TIMEOUT  # no claim within the wait
     assert 0.04 < time.monotonic() - started < 2
+
+
+def test_a_claim_reads_the_tickets_it_covers_before_its_barrier(monkeypatch):
+    # A ticket read after the barrier could belong to a wake-up that requests counted on once the barrier had
+    # passed: the claim would then cover it without seeing their email (left to the recovery sweep).
+    order: list[str] = []
+    runner, owner = send_runs.Runner(), object()
+    runner.lead(owner)
+    real_begins = runner.claim_begins
+
+    def begins() -> tuple[int, bool]:
+        order.append("tickets")
+        return real_begins()
+
+    outcomes = iter([sending.BatchOutcome(claimed=3, sent=3), sending.BatchOutcome(claimed=2, sent=2),
+                     sending.BatchOutcome()])
+
+    def claim(*args: object, **kwargs: object) -> sending.BatchOutcome:
+        order.append("claim")
+        if order.count("claim") == 1:  # a wake-up asks while the running sender's first claim is under way
+            threading.Thread(target=runner.ask, args=(5,), daemon=True).start()
+            deadline = time.monotonic() + 5
+            while real_begins()[0] < 1:  # not the spy: this read is the test's, not the sender's
+                assert time.monotonic() < deadline, "the ticket was never asked"
+                time.sleep(0.001)
+        return next(outcomes)
+
+    monkeypatch.setattr(runner, "claim_begins", begins)
+    monkeypatch.setattr(send_runs.wakeups, "await_wakers", lambda pool: order.append("barrier"))
+    monkeypatch.setattr(send_runs.sending, "send_due_batch", claim)
+    settings = dataclasses.replace(Settings(), send_linger_ms=0, send_run_max_s=10)
+    assert send_runs._run(None, None, settings, 20, runner, owner) is True  # type: ignore[arg-type]
+    assert order == ["tickets", "claim", "tickets", "barrier", "claim", "tickets", "claim"], order
+    for at, step in enumerate(order):
+        if step == "barrier":
+            assert order[at - 1] == "tickets", order  # what this claim covers is fixed before the barrier
