@@ -132,3 +132,33 @@ def test_looking_for_suppressing_events_reads_none_of_the_others(
     assert not read, read
     assert any(node.get("Relation Name") == "suppressions" for node in nodes)  # the function's statement is seen
     assert store.suppress_from_events(conn, event_ids=ids) == []
+
+
+def test_plans_kept_while_the_month_was_empty_read_it_by_key_once_it_fills(
+    conn: psycopg.Connection, database_url: str
+) -> None:
+    # Months are made ahead, empty: a session that recorded events early in a month keeps the plans it made then
+    # (0034), and rows added since do not make them over until an ANALYZE (0036: no sequential scan, no JIT).
+    app = conn.execute("INSERT INTO apps (name, key_id, key_hash) VALUES ('a', 'k', '') RETURNING id").fetchone()[0]
+
+    def sent(count: int) -> list[tuple[int, str, str]]:
+        jobs = [queueing.NewJob(message={"from_": {"email": "a@example.com"}, "to": [{"email": f"{n}@example.com"}]})
+                for n in range(count)]
+        queueing.insert(conn, app, jobs, 50)
+        return conn.execute("UPDATE recipients SET message_id = %s + id WHERE message_id IS NULL "
+                            "RETURNING message_id, job_id::text, email", (FIRST_MESSAGE_ID,)).fetchall()
+
+    early = sent(1)
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    with psycopg.connect(database_url, autocommit=True) as session:
+        for n in range(PLANS_BEFORE_GENERIC + 1):
+            with session.transaction(force_rollback=True):
+                tracking.record_events(session, [_event(now - n, "open", *early[0])])
+        later = sent(RECIPIENTS)  # the month fills; nothing analyzes it
+        batch = [_event(now, "open", *recipient) for recipient in later[:100]]
+        nodes = _explain_analyze(session, lambda: tracking.record_events(session, batch))
+    sequential = {node["Relation Name"]: _rows_seen(node) for node in nodes
+                  if node["Node Type"] == "Seq Scan" and _growing(node) and _rows_seen(node)}
+    assert not sequential, sequential
+    settings = conn.execute("SELECT proconfig FROM pg_proc WHERE proname = 'mailer_record_events'").fetchone()[0]
+    assert "jit=off" in settings, settings
