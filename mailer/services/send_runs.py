@@ -11,7 +11,8 @@ and waits for a short claim of the running sender that a barrier passed after th
 barrier waited for every request that counted on the wake-up (it began after the wake-up was fetched), so the
 claim sees them all, and the wake-up ends with neither a claim nor a barrier of its own (one barrier serves
 every ticket open at once). It waits at most MAILER_SEND_HANDOFF_WAIT_MS, and sends itself when the running
-sender stops keeping up (a full claim), ends or fails meanwhile. The running sender ends after its own
+sender stops keeping up (a full claim), ends or fails meanwhile. A claim settles its tickets once it committed,
+before its Mailjet call. The running sender ends after its own
 barrier, at a claim that found nothing, unless a ticket was taken after that claim began: it claims again.
 """
 
@@ -216,8 +217,16 @@ def _run(pool: psycopg_pool.ConnectionPool, client: mailjet.MailjetClient, setti
             wakeups.await_wakers(pool)
             awaited = awaited or short_before
         claim_began = time.monotonic()
-        outcome = sending.send_due_batch(pool, client, settings)
-        running.claimed(covers, short=not outcome.more)
+        told: list[bool] = []
+
+        def tell(more: bool, covers: int = covers, told: list[bool] = told) -> None:
+            # Once the claim committed, what it covers is settled: its tickets end before its Mailjet call.
+            told.append(more)
+            running.claimed(covers, short=not more)
+
+        outcome = sending.send_due_batch(pool, client, settings, on_claimed=tell)
+        if not told:  # no claim committed (it raced): as a full one, the tickets send themselves
+            running.claimed(covers, short=not outcome.more)
         linger_from = None
         if outcome.more:
             full_batches += 1

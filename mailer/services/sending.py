@@ -88,13 +88,15 @@ def send_due_batch(
     settings: Settings,
     rng: random.Random | None = None,
     sender: liveness.Liveness | None = None,
+    on_claimed: Callable[[bool], None] | None = None,
 ) -> BatchOutcome:
     """Claim up to one batch of due jobs (MAILER_SEND_BATCH_SIZE jobs, MAILER_SEND_MAX_CALL_BYTES of message)
-    as this process's sender, send it, record the outcome; what happened."""
+    as this process's sender, send it, record the outcome; what happened. `on_claimed(more)` is told as soon
+    as the claim committed, before Mailjet is called."""
     sender = sender or liveness.current()
     sender_id = sender.wait_healthy(settings.send_reconnect_grace_s)
     with sender.in_flight(sender_id):
-        return _send_as(pool, client, settings, rng, sender, sender_id)
+        return _send_as(pool, client, settings, rng, sender, sender_id, on_claimed)
 
 
 class _ClaimRaced(Exception):
@@ -108,6 +110,7 @@ def _send_as(
     rng: random.Random | None,
     sender: liveness.Liveness,
     sender_id: int,
+    on_claimed: Callable[[bool], None] | None = None,
 ) -> BatchOutcome:
     started = time.monotonic()  # no later than the claim's claimed_at
     claim_sent = False
@@ -141,6 +144,8 @@ def _send_as(
         if claim_sent:
             sender.abandon(sender_id)
         raise
+    if on_claimed is not None:
+        on_claimed(claim.more)
     for job in claim.cancelled:
         _log_transition(logging.INFO, job, "cancelled", {"reason": "app_revoked"})
     claimed = claim.jobs

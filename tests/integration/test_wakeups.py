@@ -180,7 +180,7 @@ def test_a_send_task_that_fails_hands_over_to_a_wakeup_two_seconds_later(
     accept(conn, app_id, job())
     conn.execute("DELETE FROM procrastinate_jobs")
 
-    def broken(*_: object) -> None:
+    def broken(*_: object, **__: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(sending, "send_due_batch", broken)

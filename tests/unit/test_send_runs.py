@@ -112,3 +112,34 @@ def test_a_claim_reads_the_tickets_it_covers_before_its_barrier(monkeypatch):
     for at, step in enumerate(order):
         if step == "barrier":
             assert order[at - 1] == "tickets", order  # what this claim covers is fixed before the barrier
+
+
+def test_a_ticket_is_settled_once_the_claim_committed_not_after_its_mailjet_call(monkeypatch):
+    # With Mailjet slow (a call of seconds), a wake-up must not wait for the running sender's call and record too.
+    runner, owner = send_runs.Runner(), object()
+    runner.lead(owner)
+    asked: list[str] = []
+    answered = threading.Event()
+    claims = 0
+
+    def claim(*args: object, on_claimed=None, **kwargs: object) -> sending.BatchOutcome:
+        nonlocal claims
+        claims += 1
+        more = False
+        if on_claimed is not None:
+            on_claimed(more)  # the claim committed: short
+        if claims == 1:  # during the first call a wake-up asks
+            threading.Thread(target=lambda: (asked.append(runner.ask(5)), answered.set()), daemon=True).start()
+            deadline = time.monotonic() + 5
+            while runner.claim_begins()[0] < 1:
+                assert time.monotonic() < deadline, "the ticket was never asked"
+                time.sleep(0.001)
+        if claims == 2:  # the claim after the barrier, which covers the ticket: its "call" lasts until answered
+            assert answered.wait(5), "the ticket waited for the call to end"
+        return sending.BatchOutcome(claimed=0 if claims >= 3 else 1, sent=0 if claims >= 3 else 1, more=more)
+
+    monkeypatch.setattr(send_runs.wakeups, "await_wakers", lambda pool: None)
+    monkeypatch.setattr(send_runs.sending, "send_due_batch", claim)
+    settings = dataclasses.replace(Settings(), send_linger_ms=0, send_run_max_s=10)
+    assert send_runs._run(None, None, settings, 20, runner, owner) is True  # type: ignore[arg-type]
+    assert asked == [send_runs.TAKEN]
