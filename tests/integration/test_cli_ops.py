@@ -132,6 +132,9 @@ def test_logs_follow_prints_new_jobs_and_changes_until_ctrl_c(database_url, conn
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A test run started in the background of a shell without job control inherits SIGINT ignored, and so
+        # would the command, which would then never see its Ctrl-C: give it the terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as process:
         lines: queue.Queue[str] = queue.Queue()
         reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)  # type: ignore[union-attr]
@@ -152,7 +155,11 @@ def test_logs_follow_prints_new_jobs_and_changes_until_ctrl_c(database_url, conn
             assert next_line()[1:4] == [str(job), "billing", "cancelled"]
         finally:
             process.send_signal(signal.SIGINT)
-            process.wait(timeout=10)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()  # else leaving the `with` would wait for it (and its pipes) for ever
+                raise
         reader.join(timeout=10)
         assert process.returncode == 0
         assert "Traceback" not in process.stderr.read()  # type: ignore[union-attr]
