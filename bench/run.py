@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table, cpu, steady_cpu, sep="\n\n")
     if args.write:
         command = ".venv/bin/python bench/run.py --write" + (" --quick" if args.quick else "") + (
-            " --pgbouncer" if args.pgbouncer else "") + "".join(
+            " --pgbouncer" if args.pgbouncer else "") + (
+            "" if set(args.only) == set(MEASUREMENTS) else " --only " + " ".join(args.only)) + "".join(
             f" --pg-set {item}" for item in args.pg_set if args.pg_set != PG_SETTINGS)
         notes = f"Sizes: {dataclasses.asdict(sizes)}."
         report.write(ROOT / "BENCHMARKS.md", report.document(command, config, rows, runs, notes, steady_lines))
