@@ -191,13 +191,15 @@ def _ingest(sut: system.System, sizes: Sizes) -> list[report.Row]:
          f"{batch_cpu}")
     sut.reset()
     return [
-        report.Row(f"1. Ingest, single message ({CLIENTS} clients, {sizes.ingest_s:g} s)",
+        report.Row(f"1. Ingest, single message ({CLIENTS} clients, {sizes.ingest_s:g} s): ingest alone, workers stopped, "
+                   "MAILER_RATE_LIMIT_PER_S=0 (row 14 is with the workers sending and the limit on)",
                    f"{single.per_s:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms; {single_cpu}",
                    f"{raw:,.0f} single-row INSERT commits/s (p99 {raw_p99:.1f} ms); the stack's floor, gunicorn + "
                    f"Flask with one such INSERT per POST: {floor.per_s:,.0f} req/s ({floor_cpu})",
                    f"{single.per_s / raw:.2f} ({single.per_s / floor.per_s:.2f} of the floor)",
                    "≥ 1,000 req/s, p99 < 50 ms", single.per_s >= 1000 and p99 < 50),
-        report.Row(f"2. Ingest, batches of {measure.BATCH} ({BATCH_CLIENTS} clients, {sizes.ingest_s:g} s)",
+        report.Row(f"2. Ingest, batches of {measure.BATCH} ({BATCH_CLIENTS} clients, {sizes.ingest_s:g} s): ingest "
+                   "alone, workers stopped, MAILER_RATE_LIMIT_PER_S=0",
                    f"{per_s:,.0f} emails/s ({batch.per_s:.1f} req/s, p50 {batch.latency_ms.get('50', 0):.0f} ms); "
                    f"{batch_cpu}", target="≥ 10,000 emails/s", ok=per_s >= 10_000),
     ]
