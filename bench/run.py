@@ -191,8 +191,8 @@ def _ingest(sut: system.System, sizes: Sizes) -> list[report.Row]:
          f"{batch_cpu}")
     sut.reset()
     return [
-        report.Row(f"1. Ingest, single message ({CLIENTS} clients, {sizes.ingest_s:g} s): ingest alone, workers stopped, "
-                   "MAILER_RATE_LIMIT_PER_S=0 (row 14 is with the workers sending and the limit on)",
+        report.Row(f"1. Ingest, single message ({CLIENTS} clients, {sizes.ingest_s:g} s): ingest alone, workers "
+                   "stopped, MAILER_RATE_LIMIT_PER_S=0 (row 14 is with the workers sending and the limit on)",
                    f"{single.per_s:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms; {single_cpu}",
                    f"{raw:,.0f} single-row INSERT commits/s (p99 {raw_p99:.1f} ms); the stack's floor, gunicorn + "
                    f"Flask with one such INSERT per POST: {floor.per_s:,.0f} req/s ({floor_cpu})",
