@@ -175,24 +175,8 @@ def _script(events: list[str], grouped: int, rate: float) -> str:
              f"  for i = 1, {grouped} do body[i] = events[next_event % #events + 1]; next_event = next_event + 1 end",
              f"  return wrk.format(nil, nil, nil, {loadgen.lua_string(head)} .. table.concat(body, ',') .. "
              f"{loadgen.lua_string(tail)})",
-             "end",
-             'local ffi = require("ffi")',
-             "ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } bench_timespec;",
-             "           int clock_gettime(int clk_id, bench_timespec *tp); ]]",
-             'local clock = ffi.new("bench_timespec")',
-             "local function now_ms()",
-             "  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC",
-             "  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6",
-             "end",
-             f"local interval_ms = {threads * 1000.0 / rate!r}  -- this thread's share of the rate (bench/steady.py)",
-             "local next_at = nil",
-             "function delay()",
-             "  local now = now_ms()",
-             "  if next_at == nil or next_at < now - 1000 then next_at = now end",
-             "  local at = next_at",
-             "  next_at = next_at + interval_ms",
-             "  return math.max(0, at - now)",
              "end"]
+    lines += loadgen.lua_fixed_rate(rate, threads)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write("\n".join(lines) + "\n")
     return file.name

@@ -72,6 +72,30 @@ def wrk_threads(clients: int) -> int:
     return min(clients, 2)
 
 
+def lua_fixed_rate(rate: float, threads: int) -> list[str]:
+    """wrk script lines whose `delay()` keeps one request every 1/rate s across `threads` threads (a LuaJIT clock,
+    as wrk2 does): a schedule, not a pause after each answer; slots missed by more than a second are dropped."""
+    return [
+        'local ffi = require("ffi")',
+        "ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } bench_timespec;",
+        "           int clock_gettime(int clk_id, bench_timespec *tp); ]]",
+        'local clock = ffi.new("bench_timespec")',
+        "local function now_ms()",
+        "  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC",
+        "  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6",
+        "end",
+        f"local interval_ms = {threads * 1000.0 / rate!r}  -- this thread's share of the rate",
+        "local next_at = nil",
+        "function delay()",
+        "  local now = now_ms()",
+        "  if next_at == nil or next_at < now - 1000 then next_at = now end",
+        "  local at = next_at",
+        "  next_at = next_at + interval_ms",
+        "  return math.max(0, at - now)",
+        "end",
+    ]
+
+
 def run_wrk(url: str, headers: dict[str, str], body: str, clients: int, seconds: float) -> WrkResult:
     """POST the same body from `clients` connections for `seconds`; wrk's count and latency percentiles."""
     lines = ['wrk.method = "POST"', f"wrk.body = {lua_string(body)}"]

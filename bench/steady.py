@@ -203,26 +203,7 @@ def _script(sut: System, connections: int, rate: float) -> str:
         "end",
     ]
     if rate > 0:
-        lines += [
-            'local ffi = require("ffi")',
-            "ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } bench_timespec;",
-            "           int clock_gettime(int clk_id, bench_timespec *tp); ]]",
-            'local clock = ffi.new("bench_timespec")',
-            "local function now_ms()",
-            "  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC",
-            "  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6",
-            "end",
-            f"local interval_ms = {threads * 1000.0 / rate!r}  -- this thread's share of the rate",
-            "local next_at = nil",
-            "function delay()",
-            "  local now = now_ms()",
-            "  -- a schedule, not a pause after each answer; slots missed by more than a second are dropped",
-            "  if next_at == nil or next_at < now - 1000 then next_at = now end",
-            "  local at = next_at",
-            "  next_at = next_at + interval_ms",
-            "  return math.max(0, at - now)",
-            "end",
-        ]
+        lines += loadgen.lua_fixed_rate(rate, threads)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write("\n".join(lines) + "\n")
     return file.name
