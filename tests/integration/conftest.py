@@ -36,6 +36,15 @@ def client(app: flask.Flask) -> flask.testing.FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture
+def app_id(conn: psycopg.Connection) -> int:
+    """The id of an app named billing, with its key made."""
+    make_key(conn, "billing")
+    row = conn.execute("SELECT id FROM apps WHERE name = 'billing'").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def make_key(conn: psycopg.Connection, name: str) -> str:
     """Register an app and return its API key."""
     _, key = apps.create_app(conn, name)

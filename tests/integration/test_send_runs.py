@@ -7,34 +7,17 @@ import dataclasses
 import threading
 import time
 import types
-from collections.abc import Iterator
 
 import psycopg
 import psycopg_pool
-import pytest
 
 from mailer import jobqueue, tasks
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
 from mailer.services import queueing, send_runs, sending
-from tests.integration.conftest import make_key
 from tests.integration.sending_support import message, sends
 
 TRANSACTIONAL = jobqueue.LANE_PRIORITY["transactional"]
-
-
-@pytest.fixture
-def app_id(conn: psycopg.Connection) -> int:
-    make_key(conn, "billing")
-    row = conn.execute("SELECT id FROM apps").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-@pytest.fixture
-def pool(database_url: str) -> Iterator[psycopg_pool.ConnectionPool]:
-    with psycopg_pool.ConnectionPool(database_url, min_size=1, max_size=6, open=True) as opened:
-        yield opened
 
 
 def accept(conn: psycopg.Connection, app_id: int) -> None:

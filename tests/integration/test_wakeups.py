@@ -19,7 +19,6 @@ from mailer import jobqueue, store, tasks
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
 from mailer.services import queueing, sending, wakeups
-from tests.integration.conftest import make_key
 from tests.integration.sending_support import message, sends
 
 TRANSACTIONAL, BULK = jobqueue.LANE_PRIORITY["transactional"], jobqueue.LANE_PRIORITY["bulk"]
@@ -40,14 +39,6 @@ def job(priority: str = "transactional", send_at: dt.datetime | None = None) -> 
 def accept(conn: psycopg.Connection, app_id: int, *jobs: queueing.NewJob) -> None:
     """Store jobs as POST /queue does (counting on a waiting wake-up)."""
     queueing.insert(conn, app_id, jobs, 50, count_on_waiting=True)
-
-
-@pytest.fixture
-def app_id(conn: psycopg.Connection) -> int:
-    make_key(conn, "billing")
-    row = conn.execute("SELECT id FROM apps").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 @pytest.fixture
