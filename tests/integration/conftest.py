@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 import flask
@@ -34,6 +36,16 @@ def pool(settings: Settings) -> Iterator[psycopg_pool.ConnectionPool]:
 @pytest.fixture
 def client(app: flask.Flask) -> flask.testing.FlaskClient:
     return app.test_client()
+
+
+@contextlib.contextmanager
+def app_with(settings: Settings, **changes: object) -> Iterator[flask.Flask]:
+    """An app of its own whose settings differ by `changes` (its pool closed on exit)."""
+    application = create_app(dataclasses.replace(settings, **changes))
+    try:
+        yield application
+    finally:
+        application.extensions["mailer.pool"].close()
 
 
 @pytest.fixture

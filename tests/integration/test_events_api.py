@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import contextlib
-import dataclasses
 import datetime as dt
 import json
 import pathlib
 import time
 import uuid
-from collections.abc import Iterator
 
-import flask
 import psycopg
 import pytest
 
-import mailer
 from mailer import pgcluster, store
-from mailer.config import Settings
 from mailer.mailjet import events as mailjet_events
 from mailer.services import tracking
 from tests.conftest import EVENTS_AUTH
+from tests.integration.conftest import app_with
 from tests.integration.sending_support import run_sender
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -97,15 +92,6 @@ def recipient(client, auth, job_id: str, index: int = 0) -> dict:
     response = client.get(f"/status/{job_id}", headers=auth)
     assert response.status_code == 200
     return response.json["recipients"][index]
-
-
-@contextlib.contextmanager
-def app_with(settings: Settings, **changes: object) -> Iterator[flask.Flask]:
-    application = mailer.create_app(dataclasses.replace(settings, **changes))
-    try:
-        yield application
-    finally:
-        application.extensions["mailer.pool"].close()
 
 
 # --- authentication ---------------------------------------------------------------------------------

@@ -8,20 +8,18 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import flask
 import psycopg
 import pytest
 
-import mailer
 from mailer import store
 from mailer.config import Settings
 from mailer.domain import errors
 from mailer.services import rate_limits
 from mailer.store import _run
-from tests.integration.conftest import make_key
+from tests.integration.conftest import app_with, make_key
 
 
 def message(to: str = "ann@example.org") -> dict[str, Any]:
@@ -40,15 +38,6 @@ def tokens(conn: psycopg.Connection, key: str = "k") -> float:
     row = conn.execute("SELECT tokens FROM rate_limit_buckets WHERE key = %s", (key,)).fetchone()
     assert row is not None
     return float(row[0])
-
-
-@contextlib.contextmanager
-def limited_app(settings: Settings, **limits: float) -> Iterator[flask.Flask]:
-    app = mailer.create_app(dataclasses.replace(settings, **limits))
-    try:
-        yield app
-    finally:
-        app.extensions["mailer.pool"].close()
 
 
 @pytest.fixture
@@ -171,7 +160,7 @@ def test_single_posts_from_one_process_spend_leased_tokens_instead_of_a_bucket_s
     settings, conn, statements
 ) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=1000, rate_limit_burst=1000, rate_limit_lease_ms=1000) as app:
+    with app_with(settings, rate_limit_per_s=1000, rate_limit_burst=1000, rate_limit_lease_ms=1000) as app:
         client = app.test_client()
         codes = [client.post("/queue", json=message(), headers=bearer(key)).status_code for _ in range(60)]
 
@@ -184,7 +173,7 @@ def test_single_posts_from_one_process_spend_leased_tokens_instead_of_a_bucket_s
 
 def test_a_lease_of_zero_ms_is_a_statement_per_request(settings, conn, statements) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=1000, rate_limit_burst=1000, rate_limit_lease_ms=0) as app:
+    with app_with(settings, rate_limit_per_s=1000, rate_limit_burst=1000, rate_limit_lease_ms=0) as app:
         client = app.test_client()
         codes = [client.post("/queue", json=message(), headers=bearer(key)).status_code for _ in range(10)]
 
@@ -194,7 +183,7 @@ def test_a_lease_of_zero_ms_is_a_statement_per_request(settings, conn, statement
 
 def test_at_low_rates_each_request_takes_its_own_token(settings, conn, statements) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=1, rate_limit_burst=3, rate_limit_lease_ms=1000) as app:
+    with app_with(settings, rate_limit_per_s=1, rate_limit_burst=3, rate_limit_lease_ms=1000) as app:
         client = app.test_client()
         codes = [client.post("/queue", json=message(), headers=bearer(key)).status_code for _ in range(4)]
 
@@ -204,7 +193,7 @@ def test_at_low_rates_each_request_takes_its_own_token(settings, conn, statement
 
 def test_a_key_revoked_while_its_process_holds_leased_tokens_is_401_not_accepted(settings, conn) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=1000, rate_limit_burst=1000, rate_limit_lease_ms=1000) as app:
+    with app_with(settings, rate_limit_per_s=1000, rate_limit_burst=1000, rate_limit_lease_ms=1000) as app:
         client = app.test_client()
         for _ in range(4):  # the lease grows past what these spend
             assert client.post("/queue", json=message(), headers=bearer(key)).status_code == 202
@@ -220,7 +209,7 @@ def test_a_key_revoked_while_its_process_holds_leased_tokens_is_401_not_accepted
 
 def test_an_app_over_its_limit_is_429_with_retry_after_when_no_lease_is_left(settings, conn) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=5, rate_limit_burst=6, rate_limit_lease_ms=1000) as app:
+    with app_with(settings, rate_limit_per_s=5, rate_limit_burst=6, rate_limit_lease_ms=1000) as app:
         client = app.test_client()
         began = time.monotonic()
         # 5 a second x 1 s: leases of up to 5 tokens, yet no more than the burst passes at once.
@@ -243,7 +232,7 @@ def test_processes_that_lease_never_pass_more_than_the_bucket_grants(settings, c
     codes: list[int] = []
     lock = threading.Lock()
     stack = contextlib.ExitStack()
-    apps = [stack.enter_context(limited_app(settings, **limits)) for _ in range(3)]
+    apps = [stack.enter_context(app_with(settings, **limits)) for _ in range(3)]
     start = threading.Barrier(len(apps) * 2)
 
     def hammer(app: flask.Flask) -> None:

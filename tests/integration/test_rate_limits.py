@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
-import flask
 import psycopg
 import pytest
 
-import mailer
 from mailer import db, pgcluster
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
 from mailer.services import rate_limits, sending
-from tests.integration.conftest import make_key
+from tests.integration.conftest import app_with, make_key
 
 
 def message(to: str = "ann@example.org") -> dict:
@@ -118,18 +114,9 @@ def test_concurrent_takers_never_get_more_than_burst_plus_rate_times_elapsed(dat
 # --- the per-app request limit ------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def limited_app(settings: Settings, **limits: float) -> Iterator[flask.Flask]:
-    app = mailer.create_app(dataclasses.replace(settings, **limits))
-    try:
-        yield app
-    finally:
-        app.extensions["mailer.pool"].close()
-
-
 def test_over_the_limit_is_429_in_the_error_shape_with_retry_after(settings, conn) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=0.5, rate_limit_burst=3) as app:
+    with app_with(settings, rate_limit_per_s=0.5, rate_limit_burst=3) as app:
         client = app.test_client()
         answers = [client.get(f"/status/{uuid.uuid4()}", headers=bearer(key)) for _ in range(4)]
 
@@ -145,7 +132,7 @@ def test_over_the_limit_is_429_in_the_error_shape_with_retry_after(settings, con
 
 def test_retry_after_is_at_least_one_second(settings, conn) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=20, rate_limit_burst=1) as app:
+    with app_with(settings, rate_limit_per_s=20, rate_limit_burst=1) as app:
         client = app.test_client()
         answers = [client.get(f"/status/{uuid.uuid4()}", headers=bearer(key)) for _ in range(5)]
 
@@ -156,7 +143,7 @@ def test_retry_after_is_at_least_one_second(settings, conn) -> None:
 
 def test_a_rate_limited_post_queue_stores_nothing(settings, conn) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=0.1, rate_limit_burst=2) as app:
+    with app_with(settings, rate_limit_per_s=0.1, rate_limit_burst=2) as app:
         client = app.test_client()
         for i in range(2):
             accepted = client.post("/queue", json=message(), headers=bearer(key) | {"Idempotency-Key": f"k{i}"})
@@ -173,7 +160,7 @@ def test_a_rate_limited_post_queue_stores_nothing(settings, conn) -> None:
 
 def test_one_apps_traffic_does_not_limit_another(settings, conn) -> None:
     busy, quiet = make_key(conn, "busy"), make_key(conn, "quiet")
-    with limited_app(settings, rate_limit_per_s=0.1, rate_limit_burst=2) as app:
+    with app_with(settings, rate_limit_per_s=0.1, rate_limit_burst=2) as app:
         client = app.test_client()
         busy_codes = [client.post("/queue", json=message(), headers=bearer(busy)).status_code for _ in range(4)]
         quiet_codes = [client.post("/queue", json=message(), headers=bearer(quiet)).status_code for _ in range(2)]
@@ -184,7 +171,7 @@ def test_one_apps_traffic_does_not_limit_another(settings, conn) -> None:
 
 def test_a_bad_key_is_401_even_while_the_app_is_limited(settings, conn) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=0.1, rate_limit_burst=1) as app:
+    with app_with(settings, rate_limit_per_s=0.1, rate_limit_burst=1) as app:
         client = app.test_client()
         client.get(f"/status/{uuid.uuid4()}", headers=bearer(key))
         assert client.get(f"/status/{uuid.uuid4()}", headers=bearer(key)).status_code == 429
@@ -194,7 +181,7 @@ def test_a_bad_key_is_401_even_while_the_app_is_limited(settings, conn) -> None:
 
 def test_a_limit_of_zero_disables_it(settings, conn) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=0, rate_limit_burst=1) as app:
+    with app_with(settings, rate_limit_per_s=0, rate_limit_burst=1) as app:
         client = app.test_client()
         codes = {client.get(f"/status/{uuid.uuid4()}", headers=bearer(key)).status_code for _ in range(20)}
 
@@ -204,7 +191,7 @@ def test_a_limit_of_zero_disables_it(settings, conn) -> None:
 
 def test_each_request_is_counted_once(settings, conn) -> None:
     key = make_key(conn, "billing")
-    with limited_app(settings, rate_limit_per_s=0.01, rate_limit_burst=100) as app:
+    with app_with(settings, rate_limit_per_s=0.01, rate_limit_burst=100) as app:
         client = app.test_client()
         job_id = client.post("/queue", json=message(), headers=bearer(key)).json["id"]  # asks for the app twice
         assert client.get(f"/status/{job_id}", headers=bearer(key)).status_code == 200
