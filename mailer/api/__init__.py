@@ -16,6 +16,7 @@ from mailer.api import (
     schedules,
     status,
     suppressions,
+    templates,
     webhooks,
 )
 
@@ -25,7 +26,7 @@ def init_app(app: flask.Flask) -> None:
     errors.init_app(app)
     reads.init_app(app)
     for blueprint in (
-        health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, webhooks.bp, logs.bp,
+        health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, templates.bp, webhooks.bp, logs.bp,
         openapi.bp, prometheus.bp,
     ):
         app.register_blueprint(blueprint)

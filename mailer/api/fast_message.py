@@ -30,7 +30,7 @@ HANDLED = frozenset({"from", "to", "cc", "bcc", "reply_to", "subject", "text", "
 # MessageSchema's fields as this module knows them (a test fails when the schema gains one).
 KNOWN_FIELDS = (
     "from_", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "template_id", "variables",
-    "attachments", "headers", "metadata", "priority", "send_at",
+    "template", "attachments", "headers", "metadata", "priority", "send_at",
 )
 
 
@@ -54,6 +54,7 @@ def load(data: Any) -> dict[str, Any] | None:
             "html": _optional_string(data, "html"),
             "template_id": None,
             "variables": None,
+            "template": None,
             "attachments": [],
             "headers": {},
             "metadata": _metadata(data["metadata"]) if "metadata" in data else {},

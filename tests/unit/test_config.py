@@ -549,3 +549,18 @@ def test_the_read_replica_settings():
     # A lag is seen up to one check late: the checks must come more often than the lag allowed.
     with pytest.raises(ConfigError, match="MAILER_REPLICA_CHECK_INTERVAL_S"):
         Settings.from_env({"MAILER_REPLICA_MAX_LAG_S": "5", "MAILER_REPLICA_CHECK_INTERVAL_S": "5"})
+
+
+def test_the_stored_template_bounds_of_issue_21():
+    defaults = Settings.from_env({})
+    assert (defaults.template_max_per_app, defaults.template_max_versions, defaults.template_cache_size) == (
+        1000, 100, 256
+    )
+    read = Settings.from_env({
+        "MAILER_TEMPLATE_MAX_PER_APP": "5", "MAILER_TEMPLATE_MAX_VERSIONS": "2", "MAILER_TEMPLATE_CACHE_SIZE": "0",
+    })
+    assert (read.template_max_per_app, read.template_max_versions, read.template_cache_size) == (5, 2, 0)
+    for name, raw in (("MAILER_TEMPLATE_MAX_PER_APP", "0"), ("MAILER_TEMPLATE_MAX_VERSIONS", "many"),
+                      ("MAILER_TEMPLATE_CACHE_SIZE", "-1")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: raw})
