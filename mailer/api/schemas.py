@@ -88,7 +88,10 @@ class MessageSchema(StrictSchema):
     bcc = fields.List(fields.Nested(AddressSchema), load_default=list)
     reply_to = fields.Nested(AddressSchema, load_default=None, allow_none=True)
     # Required unless the message names a template (then absent): see _check_whole_message.
-    subject = fields.String(load_default=None, validate=[validate.Length(min=1, max=998), _no_line_break])
+    subject = fields.String(
+        load_default=None, validate=[validate.Length(min=1, max=998), _no_line_break],
+        metadata={"description": "required, unless `template` names a stored template (then absent)"},
+    )
     text = fields.String(load_default=None, allow_none=True)
     html = fields.String(load_default=None, allow_none=True)
     template_id = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1))
