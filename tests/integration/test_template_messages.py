@@ -228,3 +228,20 @@ def test_the_renders_of_one_request_are_bounded_in_time(settings, conn):
         assert "MAILER_TEMPLATE_REQUEST_RENDER_MS" in details["template"][0]
         assert counts(conn) == before
         assert client.post("/queue", json=body | {"messages": body["messages"][:1]}, headers=auth).status_code == 202
+
+
+def test_a_slow_or_oversized_render_is_422_and_stores_nothing(settings, conn):
+    auth = {"Authorization": f"Bearer {make_key(conn, 'slow')}"}
+    with app_with(settings, template_render_timeout_ms=5) as application:
+        client = application.test_client()
+        loops = "{% for i in range(99999) %}{% for j in range(50) %}{{ j }}{% endfor %}{% endfor %}"
+        slow = client.post("/templates", json={"name": "slow", "subject": "s", "text": loops}, headers=auth).json["id"]
+        big = client.post("/templates", json={"name": "big", "subject": "s", "text": "{{ 'x' * n }}"},
+                          headers=auth).json["id"]
+        before = counts(conn)
+        for template_id, variables in ((slow, {}), (big, {"n": settings.template_max_output_bytes + 1})):
+            details = error_details(client.post("/queue", json=templated({"id": template_id}, variables),
+                                                headers=auth), 422)
+            assert list(details) == ["template"], details
+        assert counts(conn) == before
+        error_details(client.post(f"/templates/{slow}/render", json={}, headers=auth), 422)
