@@ -318,7 +318,8 @@ def _find_versions(
     if not wanted:
         return {}
     cache = cache_for(settings)
-    known = [f"{template_id}:{version}" for template_id, version in cache.held()]
+    named = {template_id for template_id, _ in wanted}
+    known = [f"{template_id}:{version}" for template_id, version in cache.held() if template_id in named]
     found: dict[tuple[uuid.UUID, int | None], _Found] = {}
     for row in store.find_template_versions(conn, app_id=app_id, wanted=wanted, known=known):
         key = (row["template_id"], row["version"])

@@ -245,3 +245,18 @@ def test_a_slow_or_oversized_render_is_422_and_stores_nothing(settings, conn):
             assert list(details) == ["template"], details
         assert counts(conn) == before
         error_details(client.post(f"/templates/{slow}/render", json={}, headers=auth), 422)
+
+
+def test_a_tiny_cache_still_renders_every_message_right(settings, conn):
+    auth = {"Authorization": f"Bearer {make_key(conn, 'tiny')}"}
+    with app_with(settings, template_cache_size=1) as application:
+        client = application.test_client()
+        first = client.post("/templates", json={"name": "a", "subject": "A {{ n }}", "text": "a"}, headers=auth)
+        second = client.post("/templates", json={"name": "b", "subject": "B {{ n }}", "text": "b"}, headers=auth)
+        body = {"messages": [templated({"id": template.json["id"]}, {"n": n}, to=f"p{n}@example.org")
+                             for n, template in enumerate((first, second, first, second))]}
+        for _ in range(2):  # each request finds the other template compiled, or not, as the tiny cache turns
+            jobs = client.post("/queue", json=body, headers=auth).json["jobs"]
+            subjects = [conn.execute("SELECT message->>'subject' FROM jobs WHERE id = %s", (job["id"],)).fetchone()[0]
+                        for job in jobs]
+            assert subjects == ["A 0", "B 1", "A 2", "B 3"]
