@@ -53,9 +53,10 @@ WITH caller AS MATERIALIZED (
 SELECT id, status, run_at FROM new_jobs CROSS JOIN wakeups;
 
 -- get_job --
--- One job of one app.
+-- One job of one app, and whether that is a test app (test mode).
 SELECT id, app_id, status, priority, message, metadata, send_at, run_at, attempts,
-       last_error, schedule_id, request_id, created_at, updated_at
+       last_error, schedule_id, request_id, created_at, updated_at,
+       (SELECT apps.test FROM apps WHERE apps.id = jobs.app_id) AS test
 FROM jobs
 WHERE id = %(id)s AND app_id = %(app_id)s;
 
