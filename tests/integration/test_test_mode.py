@@ -152,3 +152,14 @@ def test_a_test_job_whose_attempt_was_lost_is_answered_again_without_mailjet(con
 
     assert run_sender(settings).sent == 1  # no lookup at Mailjet (unreachable here): nothing was recorded
     assert client.get(f"/status/{job_id}", headers=test_auth).json["recipients"][0]["status"] == "clicked"
+
+
+def test_a_revoked_test_apps_lost_attempt_is_cancelled_without_mailjet(conn, client, test_auth, settings) -> None:
+    job_id = client.post("/queue", json=message(f"opened@{DOMAIN}"), headers=test_auth).json["id"]
+    conn.execute("UPDATE jobs SET verify_before_send = true, lost_attempt_at = now() - interval '1 hour'")
+    apps.revoke_app(conn, "sandbox")  # leaves the job to the sender, which would ask Mailjet for a live one
+
+    outcome = run_sender(settings)
+
+    assert (outcome.claimed, outcome.cancelled, outcome.retried) == (1, 1, 0)
+    assert conn.execute("SELECT status FROM jobs WHERE id = %s", (job_id,)).fetchone() == ("cancelled",)
