@@ -101,6 +101,8 @@ class JobStatusSchema(Schema):
     last_error = fields.String(required=True, allow_none=True)
     metadata = fields.Dict(required=True)
     schedule_id = fields.UUID(required=True, allow_none=True)
+    test = fields.Boolean(required=True, metadata={
+        "description": "the job is a test app's (test mode): nothing of it reached Mailjet"})
     recipients = fields.List(fields.Nested(RecipientStatusSchema), required=True)
     events = fields.List(fields.Nested(AuditEventSchema), required=True)
 

@@ -39,6 +39,7 @@ def job_status(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> d
     return {
         **job_summary(job),
         "schedule_id": None if job["schedule_id"] is None else str(job["schedule_id"]),
+        "test": bool(job["test"]),
         "recipients": [
             {
                 "email": recipient["email"],
