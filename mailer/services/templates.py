@@ -201,6 +201,20 @@ def list_page(
     return [view(row) for row in rows[:limit]], rows[limit - 1] if more else None
 
 
+def list_with_versions(
+    conn: psycopg.Connection, *, app_id: int, after: tuple[Any, uuid.UUID] | None, limit: int
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """list_page, each template with `versions`: [{version, subject, created_at}] oldest first (no bodies)."""
+    items, last = list_page(conn, app_id=app_id, after=after, limit=limit)
+    versions: dict[str, list[dict[str, Any]]] = {item["id"]: [] for item in items}
+    ids = [uuid.UUID(item["id"]) for item in items]
+    for row in store.list_versions_of_templates(conn, app_id=app_id, template_ids=ids) if ids else []:
+        versions[str(row["template_id"])].append(
+            {"version": row["version"], "subject": row["subject"], "created_at": rfc3339(row["created_at"])}
+        )
+    return [{**item, "versions": versions[item["id"]]} for item in items], last
+
+
 def get_with_versions(conn: psycopg.Connection, *, app_id: int, template_id: uuid.UUID) -> dict[str, Any]:
     """A template with every version, oldest first (NotFound for others')."""
     template = get_template(conn, app_id=app_id, template_id=template_id)
