@@ -25,8 +25,9 @@ CLIENT = simulation.TestModeClient()
 def record_events(conn: psycopg.Connection, sent: Sequence[tuple[ClaimedJob, mailjet.MessageResult]]) -> list[str]:
     """Apply the events Mailjet would post for these test jobs that were just recorded as sent: serialized as
     Mailjet's Event API body, parsed by its parser and recorded by tracking.record_events, one step at a time
-    (first events, then opens, then clicks...), so each status change is a change of its own (webhooks
-    `email.delivered`, then `email.opened`...). The recorded events' Mailjet names (counted once committed)."""
+    (step 1 each recipient's first event, step 2 open or spam, step 3 click or unsub), so each status change is a
+    change of its own (webhooks `email.delivered`, then `email.opened`...). The recorded events' Mailjet names
+    (counted once committed)."""
     # In the transaction that marks the jobs sent: the events can neither precede `sent` nor be lost, which a
     # later task could be (Procrastinate does not run again a task whose worker died), and a duplicate changes
     # nothing (fingerprints).
