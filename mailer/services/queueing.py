@@ -54,6 +54,7 @@ def accept(
     conn: psycopg.Connection,
     *,
     app_id: int,
+    test: bool,
     jobs: Sequence[NewJob],
     batch: bool,
     batch_size: int,
@@ -62,7 +63,8 @@ def accept(
     request_hash: str = "",
     key_id_to_confirm: str | None = None,
 ) -> Accepted:
-    """Store jobs and wake the senders in one transaction; honour Idempotency-Key.
+    """Store jobs and wake the senders in one transaction; honour Idempotency-Key. `test`: the app is a test app
+    (its jobs are counted apart from live ones).
 
     Without a key, on an autocommit connection, the one insert statement is that transaction: two round
     trips (BEGIN, COMMIT) fewer per request.
@@ -90,7 +92,10 @@ def accept(
     for job, answer in zip(jobs, answers, strict=True):
         log.info("job %s", answer["status"], extra={"job_id": answer["id"], "app_id": app_id,
                                                     "status": answer["status"], "request_id": job.request_id})
-    metrics.jobs_reached((answer["status"], job.priority) for job, answer in zip(jobs, answers, strict=True))
+    if test:
+        metrics.test_mode_jobs_reached(answer["status"] for answer in answers)
+    else:
+        metrics.jobs_reached((answer["status"], job.priority) for job, answer in zip(jobs, answers, strict=True))
     return accepted
 
 
