@@ -6,7 +6,7 @@ import functools
 import re
 import string
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, runtime, sandbox
@@ -21,7 +21,9 @@ from mailer.domain.template_budget import Budget, Exceeded
 MAX_INT_BITS = 14_000
 MAX_ITEMS = sandbox.MAX_RANGE  # counts for batch() and slice(): the most items Jinja's own range() makes
 MAX_JSON_INDENT = 8
-SMALL_FORMAT = 256  # % formats up to this long are analysed once (they are mostly constants of the template)
+# In a format: a '*' width, a number of 4 digits or more, or a field inside a field ('{:{w}}'). A format
+# without any is bounded at a glance (fields times the largest value, widths below 1000); one with is parsed.
+UNUSUAL_FORMAT = re.compile(r"\*|\d{4}|\{[^{}]*\{")
 PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
 # str methods a template may call: the others are of no use in an email (encode, translate) or are costly
 # to bound; those that build a large string from small arguments are checked in BoundedEnvironment.call.
@@ -46,40 +48,46 @@ def _replaced_size(s: str, old: str, new: str, count: Any) -> int:
     return len(s) + found * max(len(new) - len(old), 0)
 
 
-@functools.lru_cache(maxsize=1024)
-def _percent_shape(fmt: str) -> tuple[int, int]:
-    """(fields, total of widths and precisions) of a % format, which is mostly a constant of the template."""
+def _largest(budget: Budget, values: Iterable[Any]) -> int:
+    largest = 0
+    for item in values:
+        if isinstance(item, budgets.COUNTED):
+            largest = max(largest, budget.size(item))
+    return largest
+
+
+def check_percent(budget: Budget, fmt: str, values: Any) -> None:
+    """Refuse `fmt % values` when its widths, or its fields times the largest value, exceed the output limit."""
+    items = values.values() if isinstance(values, Mapping) else values if isinstance(values, tuple) else (values,)
+    largest = _largest(budget, items)
+    if UNUSUAL_FORMAT.search(fmt) is None:  # "%.2f", "%s x %s": every width and precision is below 1000
+        budget.allow(len(fmt) + fmt.count("%") * (largest + 2 * 999))
+        return
     fields = widths = 0
     for width, precision in PERCENT_SPEC.findall(fmt):
+        budget.step()
         if "*" in (width, precision):
             raise Exceeded("'*' widths in % formatting are not allowed")
         fields += 1
         widths += int(width or 0) + int(precision or 0)
-    return fields, widths
-
-
-def check_percent(budget: Budget, fmt: str, values: Any) -> None:
-    """Refuse `fmt % values` when widths, or fields times the largest value, exceed the output limit."""
-    fields, widths = _percent_shape(fmt) if len(fmt) <= SMALL_FORMAT else _percent_shape.__wrapped__(fmt)
-    items = values.values() if isinstance(values, Mapping) else values if isinstance(values, tuple) else (values,)
-    largest = 0
-    for item in items:
-        if isinstance(item, budgets.COUNTED):
-            largest = max(largest, budget.size(item))
     budget.allow(len(fmt) + widths + fields * largest)
 
 
 def check_braces(budget: Budget, fmt: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """The same for str.format: widths, and fields times the largest argument."""
-    widths = fields = 0
+    """The same for str.format and format_map."""
+    largest = _largest(budget, (*args, *kwargs.values()))
+    if UNUSUAL_FORMAT.search(fmt) is None:
+        budget.allow(len(fmt) + fmt.count("{") * (largest + 2 * 999))
+        return
+    fields = widths = 0
     for _text, field, spec, _conversion in string.Formatter().parse(fmt):
+        budget.step()
         if field is None:
             continue
-        fields += 1
         if spec and "{" in spec:
             raise Exceeded("a format width taken from an argument ('{:{w}}') is not allowed")
+        fields += 1
         widths += sum(int(number) for number in re.findall(r"\d+", spec or ""))
-    largest = max((budget.size(item) for item in (*args, *kwargs.values())), default=0)
     budget.allow(len(fmt) + widths + fields * largest)
 
 
