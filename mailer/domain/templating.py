@@ -14,6 +14,7 @@ from mailer.domain import template_budget, template_sandbox, template_schema
 from mailer.domain.errors import ValidationFailed
 
 PARTS = ("subject", "html", "text")
+MAX_SUBJECT = 998  # a header line (RFC 5322 2.1.1), as a message's own subject (api/schemas.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +108,7 @@ def check(source: Source, limits: Limits) -> Compiled:
             if refused:
                 errors[name] = refused
                 continue
-            undeclared |= meta.find_undeclared_variables(tree) - _guarded(tree)
+            undeclared |= meta.find_undeclared_variables(tree) & _unconditional(tree)
             parts[name] = env.from_string(tree)
         except jinja2.TemplateSyntaxError as exc:
             errors[name] = [f"line {exc.lineno}: {exc.message}"]
@@ -126,12 +127,30 @@ def check(source: Source, limits: Limits) -> Compiled:
     return Compiled(parts, tuple(sorted(undeclared - set(_PLAIN.globals))), schema)
 
 
-def _guarded(tree: nodes.Template) -> set[str]:
-    """Names the template tests (`is defined`, `|default`): they may be missing, so they are not required."""
+def _unconditional(tree: nodes.Template) -> set[str]:
+    """Names every render reads: outside `if` branches, loop bodies, macros, `and`/`or` right sides, `x if c
+    else y` branches, `is defined` and `|default`. Missing, they are all named at once, before rendering; a
+    name read only in a branch is named when the branch runs (StrictUndefined), as Jinja would."""
     names: set[str] = set()
-    for node in tree.find_all((nodes.Test, nodes.Filter)):
-        if node.name in ("defined", "undefined", "default", "d") and isinstance(node.node, nodes.Name):
-            names.add(node.node.name)
+    stack: list[nodes.Node] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.Name):
+            names.add(node.name)
+        elif isinstance(node, nodes.If | nodes.CondExpr):
+            stack.append(node.test)
+        elif isinstance(node, nodes.For):
+            stack.append(node.iter)
+        elif isinstance(node, nodes.CallBlock):
+            stack.append(node.call)
+        elif isinstance(node, nodes.And | nodes.Or):
+            stack.append(node.left)
+        elif isinstance(node, nodes.Macro) or (
+            isinstance(node, nodes.Test | nodes.Filter) and node.name in ("defined", "undefined", "default", "d")
+        ):
+            continue
+        else:
+            stack.extend(node.iter_child_nodes())
     return names
 
 
@@ -153,6 +172,9 @@ def render(compiled: Compiled, variables: Mapping[str, Any], limits: Limits) -> 
     subject = out["subject"]
     if subject is not None and ("\r" in subject or "\n" in subject):
         raise ValidationFailed("the rendered subject is not a header", {"subject": ["contains CR or LF"]})
+    if subject is not None and len(subject) > MAX_SUBJECT:
+        raise ValidationFailed("the rendered subject is not a header",
+                               {"subject": [f"longer than {MAX_SUBJECT} characters"]})
     return Rendered(subject=subject, html=out["html"], text=out["text"])
 
 

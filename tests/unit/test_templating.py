@@ -7,9 +7,13 @@ import threading
 import time
 import tracemalloc
 
+import jinja2
+import jinja2.sandbox
+import jsonschema
+import jsonschema_rs
 import pytest
 
-from mailer.domain import templating
+from mailer.domain import template_schema, templating
 from mailer.domain.errors import ValidationFailed
 
 LIMITS = templating.Limits(max_source_bytes=64 * 1024, render_timeout_ms=200, max_output_bytes=1024 * 1024)
@@ -64,6 +68,42 @@ def test_a_tested_variable_may_be_missing():
     assert templating.render(compiled, {}, LIMITS).html == "-"
 
 
+@pytest.mark.parametrize("html", [
+    "{% if discount %}{{ coupon }}{% endif %}",
+    "{{ coupon if discount else '' }}",
+    "{{ discount and coupon }}",
+    "{% for i in range(discount) %}{{ coupon }}{% endfor %}",
+    "{% macro c() %}{{ coupon }}{% endmacro %}{% if discount %}{{ c() }}{% endif %}",
+])
+def test_a_variable_read_only_in_a_branch_is_required_when_the_branch_runs(html):
+    compiled = templating.check(source(html=html), LIMITS)
+    assert templating.render(compiled, {"discount": 0}, LIMITS).html in ("", "0")
+    assert details(templating.render, compiled, {"discount": 2}, LIMITS) == {
+        "variables": ["variables.coupon: is required"]
+    }
+    assert details(templating.render, compiled, {}, LIMITS) == {"variables": ["variables.discount: is required"]}
+
+
+def test_a_missing_key_of_a_variable_is_named_with_its_part_and_line():
+    compiled = templating.check(source(text="Hi\n{{ user.name }}"), LIMITS)
+    assert details(templating.render, compiled, {"user": {}}, LIMITS) == {
+        "variables": ["text line 2: 'dict object' has no attribute 'name'"]
+    }
+
+
+def test_a_runtime_error_names_the_part_and_the_line():
+    compiled = templating.check(source(html="a\nb\n{{ 1 // n }}"), LIMITS)
+    assert details(templating.render, compiled, {"n": 0}, LIMITS) == {
+        "html": ["line 3: ZeroDivisionError: integer division or modulo by zero"]
+    }
+
+
+def test_a_dict_key_is_read_before_a_method_of_the_same_name():
+    compiled = templating.check(source(text="{% for i in order.items %}{{ i }}{% endfor %} {{ order.keys() }}"),
+                                LIMITS)
+    assert templating.render(compiled, {"order": {"items": [1, 2]}}, LIMITS).text == "12 dict_keys(['items'])"
+
+
 def test_schema_violations_are_named_by_path():
     schema = {
         "type": "object",
@@ -96,6 +136,12 @@ def test_an_invalid_schema_is_refused_at_check():
 def test_a_rendered_subject_with_cr_or_lf_is_refused(subject, variables):
     compiled = templating.check(source(subject=subject, html="x"), LIMITS)
     assert details(templating.render, compiled, variables, LIMITS) == {"subject": ["contains CR or LF"]}
+
+
+def test_a_rendered_subject_longer_than_a_header_line_is_refused():
+    compiled = templating.check(source(subject="{{ s }}", html="x"), LIMITS)
+    assert templating.render(compiled, {"s": "x" * 998}, LIMITS).subject == "x" * 998
+    assert details(templating.render, compiled, {"s": "x" * 999}, LIMITS) == {"subject": ["longer than 998 characters"]}
 
 
 def test_a_part_larger_than_the_limit_is_refused():
@@ -264,3 +310,126 @@ def test_one_compiled_template_serves_8_threads_at_once():
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert list(pool.map(run, batches)) == expected
+
+
+# --- what an email template does renders as in plain Jinja: the budget changes costs, never output ----------
+
+LEGIT = {
+    "loop": "{% for i in items %}{{ loop.index }}/{{ loop.length }} {{ i.name }}{% if not loop.last %}, "
+            "{% endif %}{{ loop.cycle('a', 'b') }}{% else %}none{% endfor %}",
+    "empty loop": "{% for i in [] %}x{% else %}none{% endfor %}",
+    "macro and call": "{% macro row(i, sep='-') %}<li>{{ i.name }}{{ sep }}{{ caller() }}</li>{% endmacro %}"
+                      "{% macro plain(i, sep='-') %}{{ i.name }}{{ sep }}{{ varargs|join }}{% endmacro %}"
+                      "{% for i in items %}{% call row(i, sep=':') %}{{ i.qty }}{% endcall %}{% endfor %}"
+                      "{{ plain(items[0], '/', 1, 2) }}",
+    "namespace total": "{% set ns = namespace(total=0, names='') %}{% for i in items %}"
+                       "{% set ns.total = ns.total + i.price * i.qty %}{% set ns.names = ns.names ~ i.name ~ ';' %}"
+                       "{% endfor %}{{ '%.2f'|format(ns.total) }} {{ ns.names }}",
+    "set and filter blocks": "{% set greeting %}Hello {{ user.name }}{% endset %}{% filter upper %}{{ greeting }}"
+                             "{% endfilter %}",
+    "formats": "{{ '%05.1f|%-6s|%x' % (3.14159, 'ab', 255) }} {{ '{:>8.2f}|{name}'.format(2.5, name=user.name) }}"
+               " {{ '%(a)s-%(b)s'|format(a=1, b=2) }}",
+    "strings": "{{ user.name|title }} {{ user.name|upper|center(20) }}|{{ '  x '|trim }}|{{ user.bio|truncate(20) }}"
+               "|{{ user.bio|wordwrap(15) }}|{{ 'a\nb'|indent(2, first=true) }}|{{ user.name|replace('a', 'A') }}"
+               "|{{ 'x' * 3 }}|{{ 'ab' + 'cd' }}|{{ user.name.split()|join('+') }}|{{ user.name.startswith('A') }}",
+    "lists": "{{ items|map(attribute='name')|join(', ') }}|{{ items|selectattr('qty', 'gt', 1)|list|length }}"
+             "|{{ items|sum(attribute='qty') }}|{{ items|sort(attribute='price', reverse=true)|first }}"
+             "|{{ items|map(attribute='qty')|max }}|{{ [3, 1, 2]|sort|reverse|list }}|{{ [1, 1, 2]|unique|list }}"
+             "|{{ range(7)|batch(3, 0)|list }}|{{ range(7)|slice(2)|list }}|{{ ([1, 2] * 2) + [5] }}",
+    "groupby and dicts": "{% for g in items|groupby('qty') %}{{ g.grouper }}:{{ g.list|length }};{% endfor %}"
+                         "{% for k, v in {'b': 1, 'a': 2}|dictsort %}{{ k }}={{ v }}{% endfor %}"
+                         "{{ dict(a=1)|items|list }}{{ {'x': [1, (2, 3)]} }}",
+    "numbers": "{{ 7 // 2 }} {{ 7 % 3 }} {{ 2 ** 10 }} {{ 10 / 4 }} {{ -3|abs }} {{ '42'|int + 1 }} {{ 2.567|round(1) }}"
+               " {{ 1234567|filesizeformat }} {{ 10 is divisibleby 5 }} {{ 3 is odd }}",
+    "escaping": "{{ user.bio }}|{{ user.bio|safe }}|{{ user.bio|e }}|{% autoescape false %}{{ user.bio }}"
+                "{% endautoescape %}|{{ {'class': 'a\"b'}|xmlattr }}|{{ items[0]|tojson }}|{{ user.name|urlencode }}",
+    "whitespace": "<ul>\n  {%- for i in items %}\n  <li>{{ i.name }}</li>\n  {%- endfor %}\n</ul>\n",
+    "recursive loop": "{% for n in tree recursive %}<{{ n.name }}>{% if n.children %}{{ loop(n.children) }}"
+                      "{% endif %}{% endfor %}",
+    "globals": "{% set c = cycler('odd', 'even') %}{% set j = joiner(' | ') %}{% for i in items %}{{ j() }}"
+               "{{ c.next() }}{% endfor %}{% with x = 5 %}{{ x }}{% endwith %}{# a comment #}"
+               "{% raw %}{{ not a tag }}{% endraw %}",
+    "tests and defaults": "{{ missing|default('none') }} {{ user.name is string }} {{ none is none }} "
+                          "{{ 2 in [1, 2] }} {{ user.nickname|default(user.name) }}",
+}
+LEGIT_VARIABLES = {
+    "user": {"name": "Ada Lovelace", "bio": "<b>Analyst</b> & poet of science, 1815-1852"},
+    "items": [{"name": "Tea", "qty": 2, "price": 3.5}, {"name": "Cake", "qty": 1, "price": 4.25},
+              {"name": "Jam", "qty": 3, "price": 2.0}],
+    "tree": [{"name": "a", "children": [{"name": "b", "children": []}]}, {"name": "c", "children": []}],
+}
+
+
+@pytest.mark.parametrize("html", LEGIT.values(), ids=LEGIT.keys())
+def test_an_email_template_renders_as_in_plain_jinja(html):
+    plain = jinja2.sandbox.SandboxedEnvironment(
+        autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    ).from_string(html).render(LEGIT_VARIABLES)
+    compiled = templating.check(source(html=html), LIMITS)
+    assert templating.render(compiled, LEGIT_VARIABLES, LIMITS).html == plain
+
+
+# --- the variables schema: jsonschema_rs decides, jsonschema explains; the two must agree -------------------
+
+AGREEMENT = [
+    ({"type": "object", "required": ["a"], "properties": {"a": {"type": "string", "minLength": 2, "maxLength": 3}}},
+     [{"a": "ab"}, {"a": "a"}, {"a": "abcd"}, {"a": "éé"}, {}, {"a": 1}, {"a": None}]),
+    ({"properties": {"n": {"type": "integer", "minimum": 0, "exclusiveMaximum": 10, "multipleOf": 2}}},
+     [{"n": 0}, {"n": 4}, {"n": 10}, {"n": -2}, {"n": 3}, {"n": 4.0}, {"n": 4.5}, {"n": True}]),
+    ({"properties": {"x": {"type": "number", "multipleOf": 0.01}}}, [{"x": 1.23}, {"x": 0.1}, {"x": 1.234}]),
+    ({"properties": {"e": {"enum": ["a", 1, None]}, "c": {"const": {"k": [1]}}}},
+     [{"e": "a"}, {"e": None}, {"e": "b"}, {"c": {"k": [1]}}, {"c": {"k": [2]}}]),
+    ({"properties": {"s": {"pattern": "^[A-Z]{2}-\\d+$"}, "f": {"format": "email"}}},
+     [{"s": "AB-12"}, {"s": "ab-12"}, {"f": "not an email"}, {"f": "a@example.com"}]),
+    ({"properties": {"l": {"type": "array", "items": {"type": "object", "properties": {"p": {"type": "number"}}},
+                           "minItems": 1, "maxItems": 3, "uniqueItems": True}}},
+     [{"l": [{"p": 1}]}, {"l": []}, {"l": [{"p": "x"}]}, {"l": [{}, {}]}, {"l": [{"p": 1}, {"p": 2}, {}, {}]}]),
+    ({"properties": {"t": {"prefixItems": [{"type": "string"}, {"type": "number"}], "items": False}}},
+     [{"t": ["a", 1]}, {"t": ["a"]}, {"t": [1, "a"]}, {"t": ["a", 1, 2]}]),
+    ({"additionalProperties": False, "properties": {"a": {}}, "patternProperties": {"^x_": {"type": "integer"}}},
+     [{"a": 1}, {"x_1": 2}, {"x_1": "2"}, {"b": 1}]),
+    ({"$defs": {"money": {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}},
+      "properties": {"total": {"$ref": "#/$defs/money"}, "items": {"items": {"$ref": "#/$defs/money"}}}},
+     [{"total": {"amount": 1}}, {"total": {}}, {"items": [{"amount": 1}, {"amount": "1"}]}]),
+    ({"properties": {"v": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                     "w": {"anyOf": [{"minimum": 5}, {"type": "string"}]},
+                     "z": {"allOf": [{"type": "integer"}, {"not": {"const": 3}}]}}},
+     [{"v": "a"}, {"v": 1.5}, {"w": 1}, {"w": "s"}, {"w": 6}, {"z": 3}, {"z": 4}]),
+    ({"if": {"properties": {"kind": {"const": "gift"}}}, "then": {"required": ["message"]},
+      "dependentRequired": {"coupon": ["discount"]}},
+     [{"kind": "gift"}, {"kind": "gift", "message": "hi"}, {"kind": "x"}, {"coupon": "c"}, {"coupon": "c", "discount": 1}]),
+    ({"$schema": "http://json-schema.org/draft-07/schema#", "properties": {
+        "t": {"items": [{"type": "string"}], "additionalItems": False}, "f": {"format": "date"}}},
+     [{"t": ["a"]}, {"t": ["a", "b"]}, {"t": [1]}, {"f": "nope"}]),
+    ({"$schema": "http://json-schema.org/draft-04/schema#", "properties": {"n": {"maximum": 5, "exclusiveMaximum": True}}},
+     [{"n": 4}, {"n": 5}]),
+]
+
+
+@pytest.mark.parametrize(("schema", "instances"), AGREEMENT)
+def test_jsonschema_rs_and_jsonschema_agree(schema, instances):
+    explain = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
+    compiled = templating.check(source(html="x", variables=schema), LIMITS)
+    for instance in instances:
+        valid = explain.is_valid(instance)
+        assert jsonschema_rs.validator_for(schema, validate_formats=False, offline=True).is_valid(instance) == valid
+        if valid:
+            templating.render(compiled, instance, LIMITS)
+        else:
+            assert details(templating.render, compiled, instance, LIMITS)["variables"] == [
+                f"{template_schema.path('variables', e.absolute_path)}: {e.message}"
+                for e in sorted(explain.iter_errors(instance), key=lambda e: [str(k) for k in e.absolute_path])
+            ]
+
+
+def test_a_schema_never_reaches_out_to_the_network():
+    schema = {"properties": {"a": {"$ref": "http://127.0.0.1:9/schema.json"}}}
+    [message] = details(templating.check, source(html="x", variables=schema), LIMITS)["variables"]
+    assert message.startswith("the schema cannot be used: ")
+    assert "Retrieval is disabled" in message
+
+
+def test_a_schema_of_an_unknown_draft_is_refused():
+    schema = {"$schema": "https://example.com/my-draft", "type": "object"}
+    [message] = details(templating.check, source(html="x", variables=schema), LIMITS)["variables"]
+    assert message.startswith("the schema cannot be used: ")
