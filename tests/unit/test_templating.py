@@ -339,8 +339,8 @@ LEGIT = {
     "groupby and dicts": "{% for g in items|groupby('qty') %}{{ g.grouper }}:{{ g.list|length }};{% endfor %}"
                          "{% for k, v in {'b': 1, 'a': 2}|dictsort %}{{ k }}={{ v }}{% endfor %}"
                          "{{ dict(a=1)|items|list }}{{ {'x': [1, (2, 3)]} }}",
-    "numbers": "{{ 7 // 2 }} {{ 7 % 3 }} {{ 2 ** 10 }} {{ 10 / 4 }} {{ -3|abs }} {{ '42'|int + 1 }} {{ 2.567|round(1) }}"
-               " {{ 1234567|filesizeformat }} {{ 10 is divisibleby 5 }} {{ 3 is odd }}",
+    "numbers": "{{ 7 // 2 }} {{ 7 % 3 }} {{ 2 ** 10 }} {{ 10 / 4 }} {{ -3|abs }} {{ '42'|int + 1 }}"
+               " {{ 2.567|round(1) }} {{ 1234567|filesizeformat }} {{ 10 is divisibleby 5 }} {{ 3 is odd }}",
     "escaping": "{{ user.bio }}|{{ user.bio|safe }}|{{ user.bio|e }}|{% autoescape false %}{{ user.bio }}"
                 "{% endautoescape %}|{{ {'class': 'a\"b'}|xmlattr }}|{{ items[0]|tojson }}|{{ user.name|urlencode }}",
     "whitespace": "<ul>\n  {%- for i in items %}\n  <li>{{ i.name }}</li>\n  {%- endfor %}\n</ul>\n",
@@ -397,11 +397,13 @@ AGREEMENT = [
      [{"v": "a"}, {"v": 1.5}, {"w": 1}, {"w": "s"}, {"w": 6}, {"z": 3}, {"z": 4}]),
     ({"if": {"properties": {"kind": {"const": "gift"}}}, "then": {"required": ["message"]},
       "dependentRequired": {"coupon": ["discount"]}},
-     [{"kind": "gift"}, {"kind": "gift", "message": "hi"}, {"kind": "x"}, {"coupon": "c"}, {"coupon": "c", "discount": 1}]),
+     [{"kind": "gift"}, {"kind": "gift", "message": "hi"}, {"kind": "x"}, {"coupon": "c"},
+      {"coupon": "c", "discount": 1}]),
     ({"$schema": "http://json-schema.org/draft-07/schema#", "properties": {
         "t": {"items": [{"type": "string"}], "additionalItems": False}, "f": {"format": "date"}}},
      [{"t": ["a"]}, {"t": ["a", "b"]}, {"t": [1]}, {"f": "nope"}]),
-    ({"$schema": "http://json-schema.org/draft-04/schema#", "properties": {"n": {"maximum": 5, "exclusiveMaximum": True}}},
+    ({"$schema": "http://json-schema.org/draft-04/schema#",
+      "properties": {"n": {"maximum": 5, "exclusiveMaximum": True}}},
      [{"n": 4}, {"n": 5}]),
 ]
 
