@@ -302,6 +302,14 @@ def test_what_is_not_needed_in_an_email_is_not_there():
         }
 
 
+@pytest.mark.parametrize("html", ["{{ a }}" * 9000, "{{ a" + " ~ a" * 9000 + " }}", "{{ [" + "1, " * 9000 + "] }}"])
+def test_a_part_too_costly_to_compile_is_refused_before_it_is(html):
+    started = time.monotonic()
+    [message] = details(templating.check, source(html=html), LIMITS)["html"]
+    assert message.startswith(f"more than {LIMITS.max_source_bytes // 32} expressions and statements")
+    assert time.monotonic() - started < 1.0  # parsing only: compiling these took 1 to 2.4 s
+
+
 def test_include_import_and_extends_are_refused_at_check():
     assert details(templating.check, source(html="a\n{% include 'x' %}{% import 'y' as y %}"), LIMITS) == {
         "html": ["line 2: a template cannot extend, include or import another"] * 2
