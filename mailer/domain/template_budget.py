@@ -82,7 +82,7 @@ class Budget:
             total = 2 + sum(ITEM_BYTES + self.size(item) for item in items)
             self.sizes[id(value)] = (value, total)
             return total
-        if isinstance(value, utils.Namespace):  # mutable: walked each time (BoundedNamespace refuses cycles)
+        if isinstance(value, utils.Namespace):  # mutable: walked each time (one holding itself: RecursionError)
             self.step()
             return 2 + sum(ITEM_BYTES + self.size(item) for item in value._Namespace__attrs.values())
         if isinstance(value, int) and not isinstance(value, bool):
