@@ -271,6 +271,12 @@ def test_a_template_building_a_huge_value_is_refused_before_it_is_built(html):
     assert elapsed < SLOW_BOUND_S
 
 
+def test_size_taking_filters_with_huge_sizes_but_small_results_are_fine():
+    compiled = templating.check(source(html="{{ s|truncate(10**9) }}|{{ s|wordwrap(10**9) }}|{{ s|indent(0) }}"),
+                                FAST)
+    assert templating.render(compiled, {"s": "ab cd"}, FAST).html == "ab cd|ab cd|ab cd"
+
+
 @pytest.mark.parametrize("html", [
     "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
     "{% for x in [1] recursive %}{{ loop([x]) }}{% endfor %}",
