@@ -337,6 +337,28 @@ def test_one_compiled_template_serves_8_threads_at_once():
         assert list(pool.map(run, batches)) == expected
 
 
+def test_a_hostile_render_in_one_thread_leaves_the_others_their_budget():
+    compiled = templating.check(RECEIPT, LIMITS)
+    hostile = templating.check(source(html=SLOW["nested loops with no output"]), FAST)
+    barrier = threading.Barrier(8)
+
+    def receipts(n):
+        barrier.wait()
+        return [templating.render(compiled, RECEIPT_VARIABLES, LIMITS).html for _ in range(300)]
+
+    def attack():
+        barrier.wait()
+        with pytest.raises(ValidationFailed) as caught:
+            templating.render(hostile, {}, FAST)
+        return caught.value.details
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        fine = [pool.submit(receipts, n) for n in range(7)]
+        refused = pool.submit(attack)
+        assert refused.result() == {"template": [f"rendering took longer than {FAST.render_timeout_ms} ms"]}
+        assert all(result.result() == ["<ul><li>&lt;b&gt;: 2.50</li></ul>"] * 300 for result in fine)
+
+
 # --- what an email template does renders as in plain Jinja: the budget changes costs, never output ----------
 
 LEGIT = {
