@@ -19,6 +19,8 @@ import jsonschema.protocols
 import jsonschema.validators
 import jsonschema_rs
 
+MAX_MESSAGE = 300  # characters of one error message (a batch of 500 may carry one per message)
+
 
 def path(root: str, keys: Iterable[Any]) -> str:
     """`variables.items[2].price` from the keys ["items", 2, "price"]."""
@@ -26,6 +28,11 @@ def path(root: str, keys: Iterable[Any]) -> str:
     for key in keys:
         out += f"[{key}]" if isinstance(key, int) else f".{key}"
     return out
+
+
+def short(message: str) -> str:
+    """A message as a client gets it: the value it quotes may be a whole variable, so at most MAX_MESSAGE."""
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 
 class VariablesSchema:
@@ -57,9 +64,12 @@ class VariablesSchema:
                 return []
         except ValueError:  # a value JSON cannot hold: the Python validator decides alone
             pass
-        errors = sorted(self._explain.iter_errors(variables), key=lambda error: [str(k) for k in error.absolute_path])
-        found = [f"{path('variables', error.absolute_path)}: {error.message}" for error in errors]
-        if not found:  # refused by jsonschema_rs alone: its own words (the agreement test keeps this rare)
-            found = [f"{path('variables', error.instance_path)}: {error.message}"
+        try:
+            errors = sorted(self._explain.iter_errors(variables), key=lambda e: [str(k) for k in e.absolute_path])
+            found = [short(f"{path('variables', error.absolute_path)}: {error.message}") for error in errors]
+        except ValueError:  # wording an error failed (an integer too long to print): jsonschema_rs's words
+            found = []
+        if not found:  # refused by jsonschema_rs alone (the agreement test keeps this rare)
+            found = [short(f"{path('variables', error.instance_path)}: {error.message}")
                      for error in self._fast.iter_errors(variables)]
         return found

@@ -120,11 +120,11 @@ def check(source: Source, limits: Limits) -> Compiled:
             undeclared |= meta.find_undeclared_variables(tree) & _unconditional(tree)
             parts[name] = env.from_string(tree)
         except jinja2.TemplateSyntaxError as exc:
-            errors[name] = [f"line {exc.lineno}: {exc.message}"]
+            errors[name] = [template_schema.short(f"line {exc.lineno}: {exc.message}")]
         except RecursionError:
             errors[name] = ["nests too deeply"]
         except Exception as exc:  # whatever a source does to the parser or compiler is its own error
-            errors[name] = [f"does not compile: {type(exc).__name__}: {exc}"]
+            errors[name] = [template_schema.short(f"does not compile: {type(exc).__name__}: {exc}")]
     schema = None
     if source.variables is not None:
         try:
@@ -222,8 +222,10 @@ def _failure(part: str, exc: Exception) -> ValidationFailed:
         if missing:
             return ValidationFailed("the variables do not fit the template",
                                     {"variables": [f"{template_schema.path('variables', [missing[1]])}: is required"]})
-        return ValidationFailed("the variables do not fit the template", {"variables": [f"{part} {where}{exc}"]})
-    return ValidationFailed("the template failed to render", {part: [f"{where}{type(exc).__name__}: {exc}"]})
+        return ValidationFailed("the variables do not fit the template",
+                                {"variables": [template_schema.short(f"{part} {where}{exc}")]})
+    return ValidationFailed("the template failed to render",
+                            {part: [template_schema.short(f"{where}{type(exc).__name__}: {exc}")]})
 
 
 def _template_line(exc: BaseException) -> int | None:

@@ -121,6 +121,15 @@ def test_schema_violations_are_named_by_path():
     }
 
 
+def test_an_error_quoting_a_long_variable_is_cut_short():
+    compiled = templating.check(source(html="{{ n // 0 }}", variables={"properties": {"b": {"type": "object"}}}),
+                                LIMITS)
+    [message] = details(templating.render, compiled, {"b": "x" * 100_000, "n": 1}, LIMITS)["variables"]
+    assert message.startswith("variables.b: 'xxx")
+    assert len(message) == 300
+    assert message.endswith("…")
+
+
 def test_an_invalid_schema_is_refused_at_check():
     assert details(templating.check, source(html="x", variables={"type": "strnig"}), LIMITS) == {
         "variables": ["not a valid JSON Schema: schema.type: 'strnig' is not valid under any of the given schemas"]
