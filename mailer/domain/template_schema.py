@@ -42,7 +42,13 @@ class VariablesSchema:
 
     def __init__(self, schema: Mapping[str, Any], max_bytes: int) -> None:
         """Compile `schema`; ValueError with a message for the client when it is too long or not valid."""
-        if len(json.dumps(schema).encode()) > max_bytes:
+        if not isinstance(schema, Mapping):
+            raise ValueError("not a JSON Schema: an object is expected")
+        try:
+            size = len(json.dumps(schema).encode())
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError("not a JSON Schema: not JSON") from None
+        if size > max_bytes:
             raise ValueError(f"the schema is longer than {max_bytes} bytes")
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         try:

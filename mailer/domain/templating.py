@@ -101,6 +101,9 @@ def check(source: Source, limits: Limits) -> Compiled:
         text = getattr(source, name)
         if text is None:
             continue
+        if not isinstance(text, str):
+            errors[name] = ["must be a string"]
+            continue
         if len(text.encode()) > limits.max_source_bytes:
             errors[name] = [f"longer than {limits.max_source_bytes} bytes"]
             continue
@@ -130,7 +133,9 @@ def check(source: Source, limits: Limits) -> Compiled:
         try:
             schema = template_schema.VariablesSchema(source.variables, limits.max_source_bytes)
         except ValueError as exc:
-            errors["variables"] = [str(exc)]
+            errors["variables"] = [template_schema.short(str(exc))]
+        except RecursionError:
+            errors["variables"] = ["nests too deeply"]
     if errors:
         raise ValidationFailed("the template is not valid", errors)
     return Compiled(parts, tuple(sorted(undeclared - set(_PLAIN.globals))), schema)

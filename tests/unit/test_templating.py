@@ -480,6 +480,19 @@ def test_jsonschema_rs_and_jsonschema_agree(schema, instances):
             ]
 
 
+@pytest.mark.parametrize(("variables", "message"), [
+    (True, "not a JSON Schema: an object is expected"),
+    ({"type": {1, 2}}, "not a JSON Schema: not JSON"),
+    ({"type": "object", "description": "x" * LIMITS.max_source_bytes}, f"the schema is longer than {64 * 1024} bytes"),
+])
+def test_a_schema_that_is_not_one_is_refused_at_check(variables, message):
+    assert details(templating.check, source(html="x", variables=variables), LIMITS) == {"variables": [message]}
+
+
+def test_a_part_that_is_not_a_string_is_refused_at_check():
+    assert details(templating.check, source(subject=3, html="x"), LIMITS) == {"subject": ["must be a string"]}
+
+
 def test_a_schema_never_reaches_out_to_the_network():
     schema = {"properties": {"a": {"$ref": "http://127.0.0.1:9/schema.json"}}}
     [message] = details(templating.check, source(html="x", variables=schema), LIMITS)["variables"]
