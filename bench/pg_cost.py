@@ -114,7 +114,7 @@ def _measure(url: str, emails: int) -> tuple[tuple[float, float, float], float]:
         start = _cpu_s(backend)
         for first in range(0, emails, INGEST_BATCH):
             jobs = [_job(n) for n in range(first, min(first + INGEST_BATCH, emails))]
-            queueing.accept(conn, app_id=app.id, jobs=jobs, batch=True, batch_size=SEND_BATCH)
+            queueing.accept(conn, app_id=app.id, test=False, jobs=jobs, batch=True, batch_size=SEND_BATCH)
         queued = _cpu_s(backend)
         claim = record = 0.0
         message_id = FIRST_MESSAGE_ID

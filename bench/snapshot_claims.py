@@ -83,7 +83,7 @@ def measure(url: str, rounds: int, per_round: int, *, snapshot: bool,
         for round_no in range(rounds):
             for first in range(0, per_round, INGEST_BATCH):
                 jobs = [pg_cost._job(n) for n in range(first, min(first + INGEST_BATCH, per_round))]
-                queueing.accept(conn, app_id=app.id, jobs=jobs, batch=True, batch_size=SEND_BATCH)
+                queueing.accept(conn, app_id=app.id, test=False, jobs=jobs, batch=True, batch_size=SEND_BATCH)
             times: list[float] = []
             buffers = _claim_buffers(conn, floors)
             while True:

@@ -55,8 +55,9 @@ if os.environ.get(MULTIPROCESS_ENV):
     os.makedirs(os.environ[MULTIPROCESS_ENV], exist_ok=True)
 
 JOBS = Counter(
-    "mailer_jobs", "Jobs that reached a status, by status and priority: queued or scheduled when accepted, "
-    "then sent, failed or suppressed by the sender", ["status", "priority"],
+    "mailer_jobs", "Live apps' jobs that reached a status, by status and priority: queued or scheduled when "
+    "accepted, then sent, failed or suppressed by the sender (test apps' jobs: mailer_test_mode_jobs)",
+    ["status", "priority"],
 )
 SEND_LATENCY = Histogram(
     "mailer_send_latency_seconds", "From claiming a batch of due jobs to Mailjet's answer to its send call",
@@ -88,6 +89,14 @@ EVENTS_RECEIVED = Counter(
 TEST_MODE_MESSAGES = Counter(
     "mailer_test_mode_messages", "Test apps' messages the worker answered itself instead of Mailjet (test mode), by "
     "outcome: accepted, rejected", ["outcome"],
+)
+TEST_MODE_JOBS = Counter(
+    "mailer_test_mode_jobs", "Test apps' jobs that reached a status (as mailer_jobs counts live ones): queued or "
+    "scheduled when accepted, then sent, failed or suppressed by the sender", ["status"],
+)
+TEST_MODE_EVENTS_LOST = Counter(
+    "mailer_test_mode_events_lost", "Test jobs recorded as sent without their test-mode events, because recording "
+    "those failed (logged; the rest of their batch was recorded)",
 )
 TEST_MODE_EVENTS = Counter(
     "mailer_test_mode_events", "Events test mode produced as Mailjet would post them, by Mailjet event type",
@@ -193,6 +202,8 @@ def _zeros() -> None:
         SEND_HANDOFFS.labels(outcome)
     for outcome in ("ok", "refused"):
         TEMPLATE_RENDERS.labels(outcome)
+    for status in _COUNTED_JOB_STATUSES:
+        TEST_MODE_JOBS.labels(status)
 
 
 _zeros()
@@ -260,6 +271,19 @@ def test_mode_answered(accepted: int, rejected: int) -> None:
         TEST_MODE_MESSAGES.labels("accepted").inc(accepted)
     if rejected:
         TEST_MODE_MESSAGES.labels("rejected").inc(rejected)
+
+
+def test_mode_jobs_reached(reached: Iterable[str]) -> None:
+    """Count test apps' jobs by the status they reached (steps that are not a job status are not)."""
+    for status, count in collections.Counter(reached).items():
+        if status in statuses.JOB_STATUSES:
+            TEST_MODE_JOBS.labels(status).inc(count)
+
+
+def test_mode_events_lost(jobs: int) -> None:
+    """Count test jobs recorded as sent whose test-mode events could not be recorded."""
+    if jobs:
+        TEST_MODE_EVENTS_LOST.inc(jobs)
 
 
 def test_mode_events(names: Iterable[str]) -> None:

@@ -26,6 +26,11 @@ def current_app_id() -> int:
     return app_id
 
 
+def test_key() -> bool:
+    """Whether the request's key, once authenticated, is a test app's (its prefix says it)."""
+    return apps.is_test_key(_bearer_key())
+
+
 def recalled_caller() -> tuple[int, str | None]:
     """(app id, key id that the request's one statement must confirm, or None if looked up just now)."""
     # For POST /queue, whose insert_jobs checks that the key id is still the app's active one: a key this

@@ -64,6 +64,7 @@ def queue_mail() -> tuple[flask.Response, int]:
             accepted = queueing.accept(
                 conn,
                 app_id=flask.g.app_id,
+                test=auth.test_key(),
                 key_id_to_confirm=flask.g.key_id_to_confirm,  # set by _identify_caller
                 jobs=(
                     functools.partial(_rendered_jobs, conn, flask.g.app_id, messages, batch, settings) if templated

@@ -49,8 +49,8 @@ TEST_SCENARIOS: dict[str, tuple[tuple[str, Mapping[str, Any]], ...]] = {
     "unsubscribed": (("sent", {}), ("open", CLIENT), ("unsub", UNSUB)),
 }
 # Test MessageIDs lie in [2**62, 2**63): above 2**53 and bigint like Mailjet's (which are near 2**58, as are the
-# simulator's), random, so that processes and restarts never give one twice, and apart from every real one, which
-# events without a CustomID are matched by.
+# simulator's), random, so that processes and restarts need no shared counter (two may coincide, about once in 10^7
+# among a million), and apart from every real one, which events without a CustomID are matched by.
 TEST_MESSAGE_ID_BASE = 2**62
 _TEST_HREF = f"https://{TEST_DOMAIN}/v3/REST/message/"
 

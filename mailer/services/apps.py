@@ -112,6 +112,11 @@ def forget(api_key: str) -> None:
     _authenticated.pop(_parse(api_key)[0], None)
 
 
+def is_test_key(api_key: str) -> bool:
+    """Whether `api_key` has a test app's prefix: authenticate refuses a key whose prefix is not its app's kind."""
+    return _parse(api_key)[2]
+
+
 def _parse(api_key: str) -> tuple[str, str, bool]:
     """(key id, secret, test key) of an `mk_<key id>_<secret>` or `mk_test_<key id>_<secret>` key; an empty
     secret when it has another shape."""

@@ -65,6 +65,11 @@ class _Results:
     sender_id: int = 0  # the sender the claim was made by (services/liveness.py)
     # (log level, job, new status, extra fields): logged once the transaction recording them commits
     transitions: list[tuple[int, ClaimedJob, str, dict[str, object]]] = dataclasses.field(default_factory=list)
+    # Test mode's answers (accepted or not) by job, and, once recorded, its events' names and the test jobs left
+    # without events: counted once the transaction recording them commits, as transitions are
+    test_answers: dict[uuid.UUID, bool] = dataclasses.field(default_factory=dict)
+    test_events: list[str] = dataclasses.field(default_factory=list)
+    test_events_lost: int = 0
 
 
 # Each pool's (a process's, for one database) claim floors: where its next claim starts reading the queue.
@@ -194,8 +199,20 @@ def _send_as(
         raise
     for level, job, status, extra in results.transitions:
         _log_transition(level, job, status, extra)
-    metrics.jobs_reached((status, job.priority) for _, job, status, _ in results.transitions)
+    _count_committed(results)
     return outcome
+
+
+def _count_committed(results: _Results) -> None:
+    """Count what the committed transaction recorded: test jobs apart from live ones (mailer_jobs_total is live
+    mail only, what an operator alerts on), and test mode's answers only for the jobs it recorded."""
+    metrics.jobs_reached((status, job.priority) for _, job, status, _ in results.transitions if not job.test)
+    metrics.test_mode_jobs_reached(status for _, job, status, _ in results.transitions if job.test)
+    recorded = {job.id for _, job, _, _ in results.transitions}
+    answers = [accepted for job_id, accepted in results.test_answers.items() if job_id in recorded]
+    metrics.test_mode_answered(sum(answers), len(answers) - sum(answers))
+    metrics.test_mode_events(results.test_events)
+    metrics.test_mode_events_lost(results.test_events_lost)
 
 
 def _log_transition(level: int, job: ClaimedJob, status: str, extra: dict[str, object]) -> None:
@@ -299,8 +316,8 @@ def _send(
             results.rejected.extend((job, str(exc)) for job in jobs)
         return
     if simulated:
-        accepted = sum(result.accepted for result in response.results)
-        metrics.test_mode_answered(accepted, len(response.results) - accepted)
+        answers = zip(jobs, response.results, strict=True)
+        results.test_answers.update((job.id, result.accepted) for job, result in answers)
     else:
         metrics.mailjet_answered("send", response.status_code, results.claimed_at)
     for job, result in zip(jobs, response.results, strict=True):
@@ -320,6 +337,8 @@ def _record_retrying(
     pause = RECORD_RETRY_FIRST_S
     while True:
         results.transitions.clear()  # a failed attempt's, rolled back
+        results.test_events.clear()
+        results.test_events_lost = 0
         try:
             with db.connection(pool) as conn:
                 return _record(conn, settings, results, rng, more)
@@ -359,9 +378,15 @@ def _record(
     store.advance_recipient_statuses(conn, recipient_ids=matched.recipient_ids, job_ids=matched.job_ids)
     store.suppress_from_events(conn, event_ids=matched.event_ids)
     marked_sent = set(sent)
-    test_mode.record_events(conn, [
+    tests_sent = [
         (job, result) for job, result in results.accepted if job.test and job.id in marked_sent and result is not None
-    ])
+    ]
+    if tests_sent:
+        names = test_mode.record_events_apart(conn, tests_sent)
+        if names is None:  # the test jobs stay sent, without events; the rest of the claim is recorded
+            results.test_events_lost = len(tests_sent)
+        else:
+            results.test_events.extend(names)
 
     failures = [{"id": job.id, "error": error} for job, error in results.rejected]
     retries = []

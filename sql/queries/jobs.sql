@@ -87,7 +87,9 @@ ORDER BY id;
 -- are in it). `running = bytes`: nothing to send before it, so the first job goes even when it alone is too
 -- big. The claim commits before Mailjet is called, so a crash leaves a trace; `claimed_by` names the sender
 -- (mailer/services/liveness.py) whose liveness the claim now depends on. `test`: a test app's job, which the
--- sender answers itself instead of calling Mailjet (test mode; one primary-key lookup of apps per claimed job).
+-- sender answers itself instead of calling Mailjet (test mode); read with `revoked` in the one primary-key lookup
+-- of apps per job seen (FOR UPDATE OF jobs: the apps are not locked). An app not found counts as test, never as
+-- live: nothing unknown reaches Mailjet.
 -- Each lane is read from its floor (`*_at`, `*_id`; null: from the start), not from the oldest entry of
 -- jobs_due_idx: the entries of claimed jobs stay in it until vacuum removes them, and while a long snapshot
 -- (an analyst's REPEATABLE READ, a backup) pins them, nothing can, nor can a scan mark them dead, so a claim
@@ -97,31 +99,33 @@ ORDER BY id;
 -- `*_left_at`, `*_left_id`), for the next claim to start from.
 WITH transactional AS MATERIALIZED (
     SELECT id, false AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
-           EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked,
-           verify_before_send
+           coalesce(app.revoked, false) AS revoked, coalesce(app.test, true) AS test, verify_before_send
     FROM jobs
+    LEFT JOIN LATERAL (SELECT apps.revoked_at IS NOT NULL AS revoked, apps.test FROM apps WHERE apps.id = jobs.app_id)
+        AS app ON true
     WHERE status IN ('queued', 'scheduled') AND (priority = 'bulk') IS FALSE
       AND (run_at, id) >= (coalesce(%(transactional_at)s::timestamptz, '-infinity'), %(transactional_id)s::uuid)
       AND run_at <= now()
     ORDER BY run_at, id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF jobs SKIP LOCKED
 ), bulk AS MATERIALIZED (
     SELECT id, true AS bulk, run_at, coalesce(message_bytes, octet_length(message::text)) AS bytes,
-           EXISTS (SELECT FROM apps WHERE apps.id = jobs.app_id AND apps.revoked_at IS NOT NULL) AS revoked,
-           verify_before_send
+           coalesce(app.revoked, false) AS revoked, coalesce(app.test, true) AS test, verify_before_send
     FROM jobs
+    LEFT JOIN LATERAL (SELECT apps.revoked_at IS NOT NULL AS revoked, apps.test FROM apps WHERE apps.id = jobs.app_id)
+        AS app ON true
     WHERE status IN ('queued', 'scheduled') AND (priority = 'bulk')
       AND (run_at, id) >= (coalesce(%(bulk_at)s::timestamptz, '-infinity'), %(bulk_id)s::uuid)
       AND run_at <= now()
     ORDER BY run_at, id
     LIMIT greatest(%(limit)s - (SELECT count(*) FROM transactional), 0)
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF jobs SKIP LOCKED
 ), picked AS MATERIALIZED (
-    SELECT id, bulk, run_at, revoked, cancel, bytes, more,
+    SELECT id, bulk, run_at, revoked, test, cancel, bytes, more,
            cancel OR running <= %(max_bytes)s OR running = bytes AS taken
     FROM (
-        SELECT id, bulk, run_at, revoked, cancel, bytes,
+        SELECT id, bulk, run_at, revoked, test, cancel, bytes,
                sum(bytes) FILTER (WHERE NOT cancel) OVER (ORDER BY bulk, run_at, id ROWS UNBOUNDED PRECEDING)
                    AS running,
                count(*) OVER () >= %(limit)s OR (count(*) FILTER (WHERE NOT cancel) OVER () > 1
@@ -148,8 +152,7 @@ WITH transactional AS MATERIALIZED (
     RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.cancel THEN NULL ELSE jobs.message END AS message,
               jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
               extract(epoch FROM now() - jobs.lost_attempt_at)::float8 AS lost_attempt_age_s,
-              picked.cancel AS cancelled, picked.more, picked.run_at AS due_at,
-              (SELECT apps.test FROM apps WHERE apps.id = jobs.app_id) AS test
+              picked.cancel AS cancelled, picked.more, picked.run_at AS due_at, picked.test
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
     SELECT id, CASE WHEN cancelled THEN 'app_revoked' ELSE 'sending' END,

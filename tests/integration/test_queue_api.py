@@ -724,8 +724,8 @@ def test_without_a_key_accepting_is_one_statement_with_a_key_one_transaction(dat
             trace = tmp_path / f"{key}.trace"
             with trace.open("wb") as out:
                 conn.pgconn.trace(out.fileno())
-                queueing.accept(conn, app_id=app.id, jobs=[queueing.NewJob(message=dict(message))], batch=False,
-                                batch_size=50, idempotency_key=key, request_hash="h" if key else "")
+                queueing.accept(conn, app_id=app.id, test=False, jobs=[queueing.NewJob(message=dict(message))],
+                                batch=False, batch_size=50, idempotency_key=key, request_hash="h" if key else "")
                 conn.pgconn.untrace()
             assert (b'"BEGIN"' in trace.read_bytes()) is opens_a_transaction
         assert conn.execute("SELECT count(*) FROM jobs WHERE app_id = %s", (app.id,)).fetchone() == (2,)

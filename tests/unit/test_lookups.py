@@ -14,7 +14,7 @@ from mailer.store.jobs import ClaimedJob
 
 def _job(message: dict | None = None) -> ClaimedJob:
     return ClaimedJob(id=uuid.uuid4(), app_id=1, priority="transactional", message=message or {}, attempts=1,
-                      verify_before_send=True)
+                      verify_before_send=True, test=False)
 
 
 class _SlowClient:

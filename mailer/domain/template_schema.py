@@ -1,0 +1,81 @@
+"""A template's variables schema: checked with `jsonschema`, applied per message with `jsonschema_rs` first.
+
+`jsonschema` (Python) chooses the draft from `$schema` (2020-12 by default), checks the schema against its
+metaschema and words the errors. Validating a receipt's variables with it costs ~150 µs a message, more than
+the whole render (bench/render_cost.py); `jsonschema_rs` answers valid or not in ~1 µs, so it decides first
+and the Python validator only explains a refusal. Both follow the same drafts; tests/unit/test_templating.py
+keeps them in agreement on every keyword a template schema is likely to use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jsonschema
+import jsonschema.exceptions
+import jsonschema.protocols
+import jsonschema.validators
+import jsonschema_rs
+
+MAX_MESSAGE = 300  # characters of one error message (a batch of 500 may carry one per message)
+
+
+def path(root: str, keys: Iterable[Any]) -> str:
+    """`variables.items[2].price` from the keys ["items", 2, "price"]."""
+    out = root
+    for key in keys:
+        out += f"[{key}]" if isinstance(key, int) else f".{key}"
+    return out
+
+
+def short(message: str) -> str:
+    """A message as a client gets it: the value it quotes may be a whole variable, so at most MAX_MESSAGE."""
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
+class VariablesSchema:
+    """One template version's JSON Schema of its variables, compiled once; safe to share between threads."""
+
+    __slots__ = ("_explain", "_fast")
+
+    def __init__(self, schema: Mapping[str, Any], max_bytes: int) -> None:
+        """Compile `schema`; ValueError with a message for the client when it is too long or not valid."""
+        if not isinstance(schema, Mapping):
+            raise ValueError("not a JSON Schema: an object is expected")
+        try:
+            size = len(json.dumps(schema).encode())
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError("not a JSON Schema: not JSON") from None
+        if size > max_bytes:
+            raise ValueError(f"the schema is longer than {max_bytes} bytes")
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+        except jsonschema.exceptions.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {path('schema', exc.absolute_path)}: {exc.message}") from None
+        try:
+            # Formats are annotations only, as in the Python validator without a format checker; no $ref is
+            # ever fetched from the network (a schema is the app's input, the fetch would be ours).
+            self._fast = jsonschema_rs.validator_for(dict(schema), validate_formats=False, offline=True)
+        except (jsonschema_rs.ValidationError, ValueError) as exc:
+            raise ValueError(f"the schema cannot be used: {str(exc).splitlines()[0]}") from None
+        self._explain: jsonschema.protocols.Validator = cls(schema)
+
+    def problems(self, variables: Mapping[str, Any]) -> list[str]:
+        """Each way `variables` break the schema, named by JSON path; [] when they fit."""
+        try:
+            if self._fast.is_valid(variables):
+                return []
+        except ValueError:  # a value JSON cannot hold: the Python validator decides alone
+            pass
+        try:
+            errors = sorted(self._explain.iter_errors(variables), key=lambda e: [str(k) for k in e.absolute_path])
+            found = [short(f"{path('variables', error.absolute_path)}: {error.message}") for error in errors]
+        except ValueError:  # wording an error failed (an integer too long to print): jsonschema_rs's words
+            found = []
+        if not found:  # refused by jsonschema_rs alone (the agreement test keeps this rare)
+            found = [short(f"{path('variables', error.instance_path)}: {error.message}")
+                     for error in self._fast.iter_errors(variables)]
+        return found
