@@ -48,7 +48,8 @@ def parse_types(value: str) -> list[str]:
     for part in value.split(","):
         name = part.strip().removeprefix(TYPE_PREFIX)
         if name not in EVENT_NAMES:
-            raise ValueError(f"unknown type {part.strip()[:50]!r}; one of " + ", ".join(TYPE_PREFIX + n for n in EVENT_NAMES))
+            known = ", ".join(TYPE_PREFIX + n for n in EVENT_NAMES)
+            raise ValueError(f"unknown type {part.strip()[:50]!r}; one of {known}")
         if name not in wanted:
             wanted.append(name)
     return wanted

@@ -22,8 +22,6 @@ def activity_page(
     rows = store.list_activity(conn, app_id=app_id, after_xid=start[0], after_id=start[1], types=types, limit=limit)
     watermark = int(rows[0]["watermark"])
     items = [{"id": row["id"], **row["body"]} for row in rows if row["id"] is not None]
-    if len(items) == limit:
-        position = (int(rows[-1]["xid"]), int(rows[-1]["id"]))
-    else:
-        position = max(start, (watermark, 0))
+    full = len(items) == limit
+    position = (int(rows[-1]["xid"]), int(rows[-1]["id"])) if full else max(start, (watermark, 0))
     return {"items": items, "next_cursor": rules.encode_cursor(*position)}
