@@ -46,7 +46,8 @@ BEGIN
 END;
 $$;
 CREATE TRIGGER recipients_activity AFTER UPDATE ON recipients
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION activity_recipients_updated();
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION activity_recipients_updated();
 
 -- A recipient stored with another status than `pending` (none in production today) is a change too; as for
 -- webhooks (0016), a row trigger whose WHEN clause spares POST /queue's pending recipients any call.

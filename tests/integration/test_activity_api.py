@@ -10,7 +10,7 @@ import flask
 import psycopg
 
 from mailer.domain import activity as rules
-from tests.integration.conftest import make_key
+from tests.integration.conftest import app_with, make_key
 from tests.integration.webhooks_support import BIG_ID, mark_sent, post_events, queue, set_status
 
 
@@ -152,3 +152,22 @@ def test_the_query_is_in_openapi(app: flask.Flask, client):
     operation = spec["paths"]["/activity"]["get"]
     assert {param["name"] for param in operation["parameters"]} == {"cursor", "limit", "types"}
     assert "200" in operation["responses"] and "422" in operation["responses"]
+
+
+def test_the_feeds_lag_shows_while_a_writer_stays_open(settings, database_url):
+    def lag() -> float:
+        text = metrics.get("/metrics").get_data(as_text=True)
+        [line] = [line for line in text.splitlines() if line.startswith("mailer_activity_feed_lag_seconds ")]
+        return float(line.split()[1])
+
+    with app_with(settings, metrics_db_interval_s=0) as application, psycopg.connect(database_url) as reader, \
+            psycopg.connect(database_url) as writer:
+        metrics = application.test_client()
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT count(*) FROM jobs")  # a snapshot without a transaction id holds nothing back
+        assert lag() < 0.5
+        writer.execute("SELECT pg_current_xact_id()")  # as any write does
+        time.sleep(0.6)
+        assert lag() >= 0.6
+        writer.rollback()
+        assert lag() < 0.5
