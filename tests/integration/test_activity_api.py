@@ -10,6 +10,7 @@ import flask
 import psycopg
 
 from mailer.domain import activity as rules
+from mailer.store.queries import query
 from tests.integration.conftest import app_with, make_key
 from tests.integration.webhooks_support import BIG_ID, mark_sent, post_events, queue, set_status
 
@@ -171,3 +172,24 @@ def test_the_feeds_lag_shows_while_a_writer_stays_open(settings, database_url):
         assert lag() >= 0.6
         writer.rollback()
         assert lag() < 0.5
+
+
+def _plan_nodes(plan: dict) -> list[dict]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _plan_nodes(child))]
+
+
+def test_a_page_reads_the_apps_index_from_the_cursor_on(conn, app_id):
+    # 60,000 changes of three apps (this one's in the middle): a page must start at the cursor in the index.
+    conn.execute(
+        "INSERT INTO recipient_activity (xid, app_id, recipient_id, job_id, email, status) "
+        "SELECT (1000 + n)::text::xid8, %s + n %% 3 - 1, n, gen_random_uuid(), 'a@example.org', 'delivered' "
+        "FROM generate_series(1, 60000) AS n", (app_id,))
+    conn.execute("ANALYZE recipient_activity")
+    params = {"app_id": app_id, "after_xid": "40000", "after_id": 0, "types": None, "limit": 100}
+    [[plan]] = conn.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) " + query("activity_page"), params).fetchone()  # type: ignore[misc]
+    nodes = [node for node in _plan_nodes(plan["Plan"]) if node.get("Relation Name", "").startswith(
+        "recipient_activity")]
+    assert nodes and all(node["Node Type"] in {"Index Scan", "Index Only Scan"} for node in nodes), nodes
+    assert all("app_id_xid_id" in node["Index Name"] for node in nodes), nodes
+    assert sum(node["Actual Rows"] * node["Actual Loops"] for node in nodes) <= 101  # no scan of rows skipped
