@@ -52,7 +52,8 @@ class ActivityTypes(fields.Field):
 class ActivityArgs(StrictSchema):
     """The query of GET /activity."""
 
-    cursor = ActivityCursor(load_default=None, metadata={"description": "next_cursor of the page before"})
+    cursor = ActivityCursor(load_default=None, metadata={
+        "type": "string", "description": "next_cursor of the page before (opaque)"})
     limit = fields.Integer(load_default=LIMIT_DEFAULT, strict=False, validate=validate.Range(min=1, max=LIMIT_MAX))
     types = ActivityTypes(load_default=None, metadata={
         "type": "string", "description": "comma-separated types to keep, e.g. email.delivered,email.bounced"})
@@ -103,7 +104,8 @@ def _query() -> dict[str, Any]:
     responses={200: ActivityPageSchema},
     description="Walk it with `cursor=next_cursor`: every recipient status change of the app comes once, in "
     "commit order, including changes committed while the walk goes on. A change appears once every "
-    "transaction that began before it has ended.",
+    "transaction that was writing when it committed has ended. `next_cursor` is never null: an empty page's "
+    "is where to poll from.",
 )
 def list_activity() -> flask.Response:
     """The app's recipient status changes after the cursor, oldest first."""
