@@ -10,6 +10,7 @@ import flask
 import psycopg
 
 from mailer.domain import activity as rules
+from mailer.services import retention
 from mailer.store.queries import query
 from tests.integration.conftest import app_with, make_key
 from tests.integration.webhooks_support import BIG_ID, mark_sent, post_events, queue, set_status
@@ -193,3 +194,24 @@ def test_a_page_reads_the_apps_index_from_the_cursor_on(conn, app_id):
     assert nodes and all(node["Node Type"] in {"Index Scan", "Index Only Scan"} for node in nodes), nodes
     assert all("app_id_xid_id" in node["Index Name"] for node in nodes), nodes
     assert sum(node["Actual Rows"] * node["Actual Loops"] for node in nodes) <= 101  # no scan of rows skipped
+
+
+def test_retention_drops_old_months_and_an_older_cursor_goes_on_from_the_oldest_kept(client, auth, conn, settings):
+    now = dt.datetime.now(dt.UTC)
+    total = now.year * 12 + now.month - 1 - 13  # 13 months back: past the default 365 days
+    old_month = dt.date(total // 12, total % 12 + 1, 1)
+    conn.execute("SELECT mailer_ensure_month_partitions('recipient_activity', 'time', %s, %s)", (old_month, old_month))
+    app = conn.execute("SELECT id FROM apps WHERE name = 'billing'").fetchone()[0]  # type: ignore[index]
+    conn.execute("INSERT INTO recipient_activity (xid, app_id, recipient_id, job_id, email, status, created_at) "
+                 "VALUES ('5'::xid8, %s, 1, gen_random_uuid(), 'old@example.org', 'delivered', %s)",
+                 (app, dt.datetime(old_month.year, old_month.month, 2, tzinfo=dt.UTC)))
+    mark_sent(conn, queue(client, auth, "new@example.org"))
+    first = client.get("/activity?limit=1", headers=auth).json
+    assert [item["data"]["recipient"] for item in first["items"]] == ["old@example.org"]
+
+    assert retention.drop_expired_partitions(conn, settings, now) >= 1
+    assert conn.execute("SELECT to_regclass(%s)", (f"recipient_activity_p{old_month:%Y%m}",)).fetchone() == (None,)
+
+    for cursor in (first["next_cursor"], None):  # the old change's cursor, and a walk from the start
+        items, _ = walk(client, auth, cursor)
+        assert [item["data"]["recipient"] for item in items] == ["new@example.org"]
