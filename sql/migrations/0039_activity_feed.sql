@@ -33,13 +33,15 @@ ALTER TABLE recipient_activity ADD CONSTRAINT recipient_activity_pkey PRIMARY KE
 CREATE INDEX recipient_activity_app_xid_idx ON recipient_activity (app_id, xid, id);
 
 -- One statement's changes in one INSERT (the transition tables are the ones the webhook trigger already has).
-CREATE FUNCTION activity_recipients_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The app comes from a probe of the job's primary key per change, and index probes are forced (a function-level
+-- SET, PgBouncer-safe): jobs_live's statistics may date from when it was nearly empty, and the planner then
+-- hashes or scans the whole of it for each statement, 10,000 waiting jobs for a sender's record of 50.
+CREATE FUNCTION activity_recipients_updated() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan TO off AS $$
 BEGIN
     INSERT INTO recipient_activity (app_id, recipient_id, job_id, email, message_id, status)
-    SELECT j.app_id, n.id, n.job_id, n.email, n.message_id, n.status
+    SELECT (SELECT j.app_id FROM jobs j WHERE j.id = n.job_id), n.id, n.job_id, n.email, n.message_id, n.status
     FROM new_rows n
     JOIN old_rows o ON o.id = n.id
-    JOIN jobs j ON j.id = n.job_id
     WHERE n.status IS DISTINCT FROM o.status AND n.status <> 'pending'  -- a retry's reset is no change to report
     ORDER BY n.id;
     RETURN NULL;
@@ -51,7 +53,7 @@ CREATE TRIGGER recipients_activity AFTER UPDATE ON recipients
 
 -- A recipient stored with another status than `pending` (none in production today) is a change too; as for
 -- webhooks (0016), a row trigger whose WHEN clause spares POST /queue's pending recipients any call.
-CREATE FUNCTION activity_recipient_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION activity_recipient_inserted() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan TO off AS $$
 BEGIN
     INSERT INTO recipient_activity (app_id, recipient_id, job_id, email, message_id, status)
     SELECT j.app_id, NEW.id, NEW.job_id, NEW.email, NEW.message_id, NEW.status FROM jobs j WHERE j.id = NEW.job_id;
