@@ -34,8 +34,9 @@ CREATE INDEX recipient_activity_app_xid_idx ON recipient_activity (app_id, xid, 
 
 -- One statement's changes in one INSERT (the transition tables are the ones the webhook trigger already has).
 -- The app comes from a probe of the job's primary key per change, and index probes are forced (a function-level
--- SET, PgBouncer-safe): jobs_live's statistics may date from when it was nearly empty, and the planner then
--- hashes or scans the whole of it for each statement, 10,000 waiting jobs for a sender's record of 50.
+-- SET, PgBouncer-safe): with statistics of a nearly empty jobs_live, a join was planned as a hash of every
+-- partition of jobs for each statement, and the same subquery unforced scanned jobs_live per change (358 µs
+-- per email under bench/pg_cost.py, 10,000 waiting jobs); forced, it is a few µs (BENCHMARKS.md, issue 22).
 CREATE FUNCTION activity_recipients_updated() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan TO off AS $$
 BEGIN
     INSERT INTO recipient_activity (app_id, recipient_id, job_id, email, message_id, status)
