@@ -431,7 +431,12 @@ def _transaction_gauges(oldest: dict[str, Any]) -> Iterator[Metric]:
         "database (other than the scrape's) is: the rows changed since stay for every reader",
     )
     xids.add_metric([], float(oldest.get("oldest_snapshot_xids", 0)))
-    yield from (age, xids)
+    feed = GaugeMetricFamily(
+        "mailer_activity_feed_lag_seconds", "At most how far GET /activity is behind: how long the oldest "
+        "transaction holding a transaction id on the server has been open (the feed waits for it to end)",
+    )
+    feed.add_metric([], float(oldest.get("oldest_writer_s", 0.0)))
+    yield from (age, xids, feed)
 
 
 def _job_gauges(rows: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import flask
 
 from mailer.api import (
+    activity,
     errors,
     events,
     health,
@@ -27,6 +28,6 @@ def init_app(app: flask.Flask) -> None:
     reads.init_app(app)
     for blueprint in (
         health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, templates.bp, webhooks.bp, logs.bp,
-        openapi.bp, prometheus.bp,
+        activity.bp, openapi.bp, prometheus.bp,
     ):
         app.register_blueprint(blueprint)

@@ -123,6 +123,9 @@ def _drop_expired_time_history(conn: psycopg.Connection, settings: Settings, now
         # Keys are looked up only within the same horizon (queueing._replay), so an older month is never read.
         for month in _expired_months(conn, "idempotency_keys", now - days):
             dropped += partitions_store.drop_month_partition(conn, "idempotency_keys", month, timeout_ms)
+        # An activity feed cursor older than this goes on from the oldest change kept (README, "Activity feed").
+        for month in _expired_months(conn, "recipient_activity", now - days):
+            dropped += partitions_store.drop_month_partition(conn, "recipient_activity", month, timeout_ms)
         for month in _expired_months(conn, "webhook_messages", now - days):
             outcome = store.drop_webhook_month(conn, month=month, lock_timeout_ms=timeout_ms)
             if outcome == "busy":

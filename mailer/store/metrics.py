@@ -26,5 +26,7 @@ def limit_metrics_statement_time(conn: psycopg.Connection, *, timeout_ms: int) -
 
 
 def oldest_transaction(conn: psycopg.Connection) -> dict[str, Any]:
-    """The oldest open transaction of the database, other than this one: oldest_transaction_s, oldest_snapshot_xids."""
-    return _run.one_row(conn, "oldest_transaction") or {"oldest_transaction_s": 0.0, "oldest_snapshot_xids": 0}
+    """The oldest open transaction of the database, other than this one: oldest_transaction_s, oldest_snapshot_xids;
+    and oldest_writer_s, the oldest holding a transaction id on the server."""
+    return _run.one_row(conn, "oldest_transaction") or {"oldest_transaction_s": 0.0, "oldest_snapshot_xids": 0,
+                                                        "oldest_writer_s": 0.0}

@@ -30,7 +30,14 @@ SELECT set_config('statement_timeout', %(timeout_ms)s::text, true) AS statement_
 -- it holds back, vacuum cannot remove (store/jobs.py, ClaimFloors). Not the scrape's own. pg_stat_activity is
 -- read from shared memory, one row per session, whatever the tables hold. Other roles' sessions show only to a
 -- role with pg_read_all_stats (README, "Long transactions and snapshots").
+-- oldest_writer_s is how long the oldest transaction holding a transaction id, in any database of the server
+-- (xids are the server's) or prepared, has been open: GET /activity shows no change committed after it began
+-- until it ends (migration 0039), so it bounds the feed's lag.
 SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8 AS oldest_transaction_s,
-       coalesce(max(age(backend_xmin)), 0)::bigint AS oldest_snapshot_xids
+       coalesce(max(age(backend_xmin)), 0)::bigint AS oldest_snapshot_xids,
+       (SELECT coalesce(extract(epoch FROM now() - min(started)), 0)::float8
+        FROM (SELECT w.xact_start FROM pg_stat_activity AS w
+              WHERE w.backend_xid IS NOT NULL AND w.pid <> pg_backend_pid()
+              UNION ALL SELECT p.prepared FROM pg_prepared_xacts AS p) AS writers (started)) AS oldest_writer_s
 FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL;
