@@ -114,6 +114,10 @@ FROM_REFUSED = Counter(
     "mailer_from_refused", "Messages refused (422) because their app may not send from their from domain "
     "(mailer apps create --from-domain)",
 )
+TEMPLATE_RENDERS = Counter(
+    "mailer_template_renders", "Messages rendered from a stored template when accepted (POST /queue, schedules), "
+    "by outcome: ok, or refused (422: missing or invalid variables, or a template over a limit)", ["outcome"],
+)
 WEBHOOK_POSTPONED = Counter(
     "mailer_webhook_rate_limited", "Outbound webhook deliveries put back unattempted because their host was over "
     "MAILER_WEBHOOK_HOST_RATE_PER_S",
@@ -196,6 +200,8 @@ def _zeros() -> None:
         REPLICA_FALLBACKS.labels(reason)
     for outcome in HANDOFF_OUTCOMES:
         SEND_HANDOFFS.labels(outcome)
+    for outcome in ("ok", "refused"):
+        TEMPLATE_RENDERS.labels(outcome)
     for status in _COUNTED_JOB_STATUSES:
         TEST_MODE_JOBS.labels(status)
 
@@ -220,6 +226,14 @@ def jobs_reached(transitions: Iterable[tuple[str, str]]) -> None:
 def from_refused(count: int) -> None:
     """Count messages refused for their from domain."""
     FROM_REFUSED.inc(count)
+
+
+def templates_rendered(ok: int, refused: int) -> None:
+    """Count messages rendered from a stored template at intake, and those refused (422)."""
+    if ok:
+        TEMPLATE_RENDERS.labels("ok").inc(ok)
+    if refused:
+        TEMPLATE_RENDERS.labels("refused").inc(refused)
 
 
 def claim_took(seconds: float) -> None:

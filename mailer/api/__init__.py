@@ -17,6 +17,7 @@ from mailer.api import (
     schedules,
     status,
     suppressions,
+    templates,
     webhooks,
 )
 
@@ -26,7 +27,7 @@ def init_app(app: flask.Flask) -> None:
     errors.init_app(app)
     reads.init_app(app)
     for blueprint in (
-        health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, webhooks.bp, logs.bp,
+        health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, templates.bp, webhooks.bp, logs.bp,
         activity.bp, openapi.bp, prometheus.bp,
     ):
         app.register_blueprint(blueprint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flask
@@ -13,7 +14,7 @@ from mailer.api import apidoc, auth, body, fast_message, responses, schemas, sta
 from mailer.api.errors import details_from_marshmallow
 from mailer.api.schedule_schemas import SendAtPatchSchema
 from mailer.domain import errors
-from mailer.services import actions, queueing
+from mailer.services import actions, queueing, template_messages
 
 bp = flask.Blueprint("queue", __name__)
 
@@ -54,6 +55,9 @@ def queue_mail() -> tuple[flask.Response, int]:
         auth.current_app_id()  # a revoked key is 401 whatever the body (a recalled one is not yet checked)
         raise
     settings = flask.current_app.extensions["mailer.settings"]
+    templated = template_messages.has_template(messages)
+    if templated:
+        auth.current_app_id()  # the key is checked before its app's templates are read (a revoked key is 401)
     try:
         # queueing.accept opens a transaction only when it needs one (an Idempotency-Key to store).
         with db.autocommit(flask.current_app.extensions["mailer.pool"]) as conn:
@@ -62,7 +66,10 @@ def queue_mail() -> tuple[flask.Response, int]:
                 app_id=flask.g.app_id,
                 test=auth.test_key(),
                 key_id_to_confirm=flask.g.key_id_to_confirm,  # set by _identify_caller
-                jobs=[new_job_from(message) for message in messages],
+                jobs=(
+                    functools.partial(_rendered_jobs, conn, flask.g.app_id, messages, batch, settings) if templated
+                    else [new_job_from(message) for message in messages]
+                ),
                 batch=batch,
                 batch_size=settings.send_batch_size,
                 idempotency_key=key,
@@ -91,16 +98,30 @@ def _read_messages() -> tuple[Any, bool, list[dict[str, Any]]]:
     return payload, batch, loaded["messages"] if batch else [loaded]
 
 
+def _rendered_jobs(
+    conn: Any, app_id: int, messages: list[dict[str, Any]], batch: bool, settings: Any
+) -> list[queueing.NewJob]:
+    """Jobs of messages some of which name a stored template, rendered now (404/422 when they cannot be)."""
+    rendered = template_messages.render_messages(
+        conn, app_id=app_id, messages=messages, batch=batch, settings=settings
+    )
+    return [new_job_from(message) for message in rendered]
+
+
 def new_job_from(loaded: dict[str, Any]) -> queueing.NewJob:
-    """A loaded MessageSchema as a job: the message proper, and its sending options apart."""
+    """A loaded MessageSchema (rendered, if it names a template) as a job: the message proper, and its
+    sending options and template apart."""
     message = dict(loaded)
     priority = message.pop("priority")
     metadata = message.pop("metadata")
     send_at = message.pop("send_at", None)
+    template = message.pop("template", None)
     message["from"] = message.pop("from_")
     return queueing.NewJob(
         message=message, priority=priority, metadata=metadata, send_at=send_at,
         request_id=flask.g.get("request_id"),  # set by api/request_log.py for every request
+        template_id=None if template is None else template["id"],
+        template_version=None if template is None else template["version"],
     )
 
 

@@ -88,6 +88,13 @@ class RecipientStatusSchema(Schema):
     events = fields.List(fields.Nested(TimelineEventSchema), required=True)
 
 
+class TemplateRefAnswerSchema(Schema):
+    """The stored template a job or schedule was rendered from."""
+
+    id = fields.UUID(required=True)
+    version = fields.Integer(required=True)
+
+
 class JobStatusSchema(Schema):
     """GET /status/{id}: the job, its recipients with their event timelines, and its audit trail."""
 
@@ -101,6 +108,10 @@ class JobStatusSchema(Schema):
     last_error = fields.String(required=True, allow_none=True)
     metadata = fields.Dict(required=True)
     schedule_id = fields.UUID(required=True, allow_none=True)
+    template = fields.Nested(
+        TemplateRefAnswerSchema, required=True, allow_none=True,
+        metadata={"description": "the stored template and version the message was rendered from; null if none"},
+    )
     test = fields.Boolean(required=True, metadata={
         "description": "the job is a test app's (test mode): nothing of it reached Mailjet"})
     recipients = fields.List(fields.Nested(RecipientStatusSchema), required=True)
@@ -239,6 +250,10 @@ class ScheduleSchema(Schema):
     created_at = _instant()
     updated_at = _instant()
     finished_at = _nullable_instant()
+    template = fields.Nested(
+        TemplateRefAnswerSchema, required=True, allow_none=True,
+        metadata={"description": "the stored template and version `message` was rendered from; null if none"},
+    )
     jobs = fields.List(fields.UUID())
 
 

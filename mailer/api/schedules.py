@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import json
 import uuid
 from typing import Any
 
@@ -13,11 +10,11 @@ import flask
 from marshmallow import Schema, ValidationError
 
 from mailer import db
-from mailer.api import apidoc, auth, body, queue, responses
+from mailer.api import apidoc, auth, body, cursors, queue, responses
 from mailer.api.errors import details_from_marshmallow
 from mailer.api.schedule_schemas import ScheduleCreateSchema, ScheduleListSchema, SchedulePatchSchema
 from mailer.domain import errors, recurrence
-from mailer.services import scheduling
+from mailer.services import scheduling, template_messages
 from mailer.store import schedules as store
 
 bp = flask.Blueprint("schedules", __name__)
@@ -59,7 +56,8 @@ def _spec(loaded: dict[str, Any], timezone: str) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if "message" in loaded:
         job = queue.new_job_from(loaded["message"])
-        spec.update(message=job.message, priority=job.priority, metadata=job.metadata)
+        spec.update(message=job.message, priority=job.priority, metadata=job.metadata,
+                    template_id=job.template_id, template_version=job.template_version)
     if "start_at" in loaded:
         spec["start_local"] = recurrence.local_naive(loaded["start_at"], zone)
     if "until" in loaded:
@@ -70,6 +68,21 @@ def _spec(loaded: dict[str, Any], timezone: str) -> dict[str, Any]:
     return spec
 
 
+def _rendered(conn: Any, loaded: dict[str, Any]) -> dict[str, Any]:
+    """The loaded body with its message rendered when it names a stored template: what was accepted is what
+    every occurrence sends, whatever later versions of the template say (README, "Templates")."""
+    if "message" not in loaded or not template_messages.has_template([loaded["message"]]):
+        return loaded
+    try:
+        [message] = template_messages.render_messages(
+            conn, app_id=auth.current_app_id(), messages=[loaded["message"]], batch=False, settings=_settings()
+        )
+    except errors.MailerError as exc:
+        exc.details = {"message": exc.details}  # where the schema's errors of the message are
+        raise
+    return {**loaded, "message": message}
+
+
 @bp.post("/schedules")
 @apidoc.operation(body=ScheduleCreateSchema, responses={201: responses.ScheduleSchema})
 def create_schedule() -> tuple[flask.Response, int]:
@@ -77,6 +90,7 @@ def create_schedule() -> tuple[flask.Response, int]:
     loaded = _load(ScheduleCreateSchema(), body.json_body())
     now = _now()
     with db.connection(_pool()) as conn:
+        loaded = _rendered(conn, loaded)
         created = scheduling.create(
             conn, app_id=auth.current_app_id(), spec=_spec(loaded, loaded["timezone"]), now=now,
             max_past_days=_settings().schedule_max_past_days,
@@ -90,7 +104,7 @@ def create_schedule() -> tuple[flask.Response, int]:
 def list_schedules() -> flask.Response:
     """The app's schedules, newest first, a page at a time."""
     query = _load(ScheduleListSchema(), flask.request.args.to_dict())
-    after = _decode_cursor(query["cursor"]) if query["cursor"] else None
+    after = cursors.decode(query["cursor"]) if query["cursor"] else None
     now = _now()
     with db.connection(_pool()) as conn:
         rows = store.list_schedules(
@@ -99,7 +113,7 @@ def list_schedules() -> flask.Response:
         items = [scheduling.view(conn, row, now, with_jobs=False) for row in rows[: query["limit"]]]
     more = len(rows) > query["limit"]
     last = rows[query["limit"] - 1] if more else None
-    return flask.jsonify({"items": items, "next_cursor": _encode_cursor(last) if last else None})
+    return flask.jsonify({"items": items, "next_cursor": cursors.encode(last) if last else None})
 
 
 @bp.get("/schedules/<schedule_id>")
@@ -118,6 +132,7 @@ def patch_schedule(schedule_id: str) -> flask.Response:
     loaded = _load(SchedulePatchSchema(), body.json_body())
     app_id, key, now = auth.current_app_id(), _schedule_id(schedule_id), _now()
     with db.connection(_pool()) as conn:
+        loaded = _rendered(conn, loaded)
         timezone = loaded.get("timezone") or scheduling.get(conn, app_id=app_id, schedule_id=key)["timezone"]
         updated = scheduling.update(
             conn, app_id=app_id, schedule_id=key, changes={**_spec(loaded, timezone), "timezone": timezone}, now=now,
@@ -143,20 +158,3 @@ def delete_schedule(schedule_id: str) -> tuple[str, int]:
         scheduling.delete(conn, app_id=auth.current_app_id(), schedule_id=_schedule_id(schedule_id))
     return "", 204
 
-
-def _encode_cursor(row: dict[str, Any]) -> str:
-    raw = json.dumps([row["created_at"].isoformat(), str(row["id"])]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not (isinstance(data, list) and len(data) == 2 and all(isinstance(value, str) for value in data)):
-            raise ValueError("not a cursor")
-        created_at, schedule_id = dt.datetime.fromisoformat(data[0]), uuid.UUID(data[1])
-        if created_at.tzinfo is None:
-            raise ValueError("not a cursor")
-    except (ValueError, binascii.Error, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise errors.ValidationFailed("cursor is not one this API gave out", {"cursor": ["invalid"]}) from None
-    return created_at, schedule_id

@@ -67,6 +67,18 @@ class AttachmentSchema(StrictSchema):
     content = fields.String(required=True, validate=_base64)
 
 
+class TemplateRefSchema(StrictSchema):
+    """A stored template named in a message: its id, and a version (the active one when absent)."""
+
+    id = fields.UUID(required=True)
+    version = fields.Integer(
+        load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1, max=2**31 - 1)
+    )
+
+
+_TEMPLATE_GIVES = "must be absent when the message names a template: the template gives it"
+
+
 class MessageSchema(StrictSchema):
     """One message of POST /queue."""
 
@@ -75,11 +87,22 @@ class MessageSchema(StrictSchema):
     cc = fields.List(fields.Nested(AddressSchema), load_default=list)
     bcc = fields.List(fields.Nested(AddressSchema), load_default=list)
     reply_to = fields.Nested(AddressSchema, load_default=None, allow_none=True)
-    subject = fields.String(required=True, validate=[validate.Length(min=1, max=998), _no_line_break])
+    # Required unless the message names a template (then absent): see _check_whole_message.
+    subject = fields.String(
+        load_default=None, validate=[validate.Length(min=1, max=998), _no_line_break],
+        metadata={"description": "required, unless `template` names a stored template (then absent)"},
+    )
     text = fields.String(load_default=None, allow_none=True)
     html = fields.String(load_default=None, allow_none=True)
     template_id = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1))
-    variables = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
+    variables = fields.Dict(
+        keys=fields.String(), load_default=None, allow_none=True,
+        metadata={"description": "the variables of `template` (rendered when accepted), or of Mailjet's template_id"},
+    )
+    template = fields.Nested(
+        TemplateRefSchema, load_default=None, allow_none=True,
+        metadata={"description": "a stored template (POST /templates); then subject, text and html are absent"},
+    )
     attachments = fields.List(fields.Nested(AttachmentSchema), load_default=list)
     headers = fields.Dict(
         keys=fields.String(validate=_header_name),
@@ -93,8 +116,16 @@ class MessageSchema(StrictSchema):
     @validates_schema
     def _check_whole_message(self, data: dict[str, Any], **_: Any) -> None:
         problems: dict[str, list[str]] = {}
-        if not (data.get("text") or data.get("html") or data.get("template_id")):
-            problems["text"] = ["text, html or template_id is required"]
+        if data.get("template") is not None:
+            problems.update({field: [_TEMPLATE_GIVES] for field in ("subject", "text", "html") if data.get(field)
+                             is not None})
+            if data.get("template_id") is not None:
+                problems["template_id"] = ["Mailjet's template_id cannot be combined with a stored template"]
+        else:
+            if data.get("subject") is None:
+                problems["subject"] = ["Missing data for required field."]
+            if not (data.get("text") or data.get("html") or data.get("template_id")):
+                problems["text"] = ["text, html, template_id or template is required"]
         count = sum(len(data.get(kind) or []) for kind in ("to", "cc", "bcc"))
         if count > rules.MAX_RECIPIENTS:
             problems["to"] = [f"{count} recipients in all; at most {rules.MAX_RECIPIENTS} (to + cc + bcc)"]

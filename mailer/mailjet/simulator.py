@@ -447,6 +447,9 @@ def create_simulator(config: SimulatorConfig) -> Flask:
             messages = [{"custom_id": m["custom_id"], "at": m["at"],
                          "recipients": [{"email": r["Email"], "message_id": str(r["MessageID"])}
                                         for r in m["recipients"]]} for m in sim.accepted]
+            if request.args.get("payloads"):  # each message as it was sent (Subject, TextPart, HTMLPart...)
+                for shown, m in zip(messages, sim.accepted, strict=True):
+                    shown["payload"] = m["payload"]
             counts: dict[str, int] = {}
             for m in sim.accepted:
                 counts[m["custom_id"]] = counts.get(m["custom_id"], 0) + 1

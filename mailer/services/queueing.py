@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -41,6 +41,8 @@ class NewJob:
     send_at: Any = None  # an aware datetime or None
     schedule_id: uuid.UUID | None = None
     request_id: str | None = None  # of the API call that queued it (logged by the worker with each step)
+    template_id: uuid.UUID | None = None  # the stored template it was rendered from (services/template_messages.py)
+    template_version: int | None = None
     id: uuid.UUID = dataclasses.field(default_factory=ids.uuid7)  # time-ordered: see domain/ids.py
 
 
@@ -55,7 +57,7 @@ def accept(
     *,
     app_id: int,
     test: bool,
-    jobs: Sequence[NewJob],
+    jobs: Sequence[NewJob] | Callable[[], Sequence[NewJob]],
     batch: bool,
     batch_size: int,
     idempotency_key: str | None = None,
@@ -67,7 +69,9 @@ def accept(
     (its jobs are counted apart from live ones).
 
     Without a key, on an autocommit connection, the one insert statement is that transaction: two round
-    trips (BEGIN, COMMIT) fewer per request.
+    trips (BEGIN, COMMIT) fewer per request. `jobs` may be a function that makes them (messages rendered from
+    stored templates): it runs after a replay is ruled out, so a replay answers as the first request did even
+    once its template has changed or gone.
     """
     single_statement = idempotency_key is None and conn.autocommit
     with contextlib.nullcontext() if single_statement else conn.transaction():
@@ -75,8 +79,9 @@ def accept(
             replay = _replay(conn, app_id, idempotency_key, request_hash, idempotency_days)
             if replay is not None:
                 return replay
+        made = jobs() if callable(jobs) else jobs
         try:
-            answers = insert(conn, app_id, jobs, batch_size, key_id_to_confirm, count_on_waiting=True, check_from=True)
+            answers = insert(conn, app_id, made, batch_size, key_id_to_confirm, count_on_waiting=True, check_from=True)
         except FromNotAllowed as refused:
             raise refused.validation_error(batch=batch) from None
         accepted = Accepted(202, {"jobs": answers} if batch else answers[0])
@@ -89,13 +94,13 @@ def accept(
                 response_status=accepted.status_code,
                 response_body=accepted.body,
             )
-    for job, answer in zip(jobs, answers, strict=True):
+    for job, answer in zip(made, answers, strict=True):
         log.info("job %s", answer["status"], extra={"job_id": answer["id"], "app_id": app_id,
                                                     "status": answer["status"], "request_id": job.request_id})
     if test:
         metrics.test_mode_jobs_reached(answer["status"] for answer in answers)
     else:
-        metrics.jobs_reached((answer["status"], job.priority) for job, answer in zip(jobs, answers, strict=True))
+        metrics.jobs_reached((answer["status"], job.priority) for job, answer in zip(made, answers, strict=True))
     return accepted
 
 
@@ -132,7 +137,8 @@ def insert(
     job_ids = [job.id for job in jobs]
     job_rows = [
         {"id": job.id, "priority": job.priority, "message": job.message, "metadata": job.metadata,
-         "send_at": job.send_at, "schedule_id": job.schedule_id, "request_id": job.request_id}
+         "send_at": job.send_at, "schedule_id": job.schedule_id, "request_id": job.request_id,
+         "template_id": job.template_id, "template_version": job.template_version}
         for job in jobs
     ]
     recipient_rows = [

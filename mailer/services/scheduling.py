@@ -15,6 +15,7 @@ from mailer.domain.recurrence import Recurrence
 from mailer.domain.timefmt import rfc3339
 from mailer.services import moves, queueing
 from mailer.store import schedules as store
+from mailer.store import templates as templates_store
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,12 @@ def create(
         raise errors.ValidationFailed(
             "the schedule has no occurrence from now on", {"start_at": ["all occurrences are in the past"]}
         )
-    created = store.insert_schedule(
-        conn, schedule={**spec, "id": uuid.uuid4(), "app_id": app_id, "next_occurrence": first}
-    )
+    with conn.transaction():
+        _hold_template(conn, app_id, spec)
+        created = store.insert_schedule(conn, schedule={
+            "template_id": None, "template_version": None,
+            **spec, "id": uuid.uuid4(), "app_id": app_id, "next_occurrence": first,
+        })
     if created is None:  # revoked since the request was authenticated
         raise errors.Unauthorized("invalid or revoked API key")
     return created
@@ -84,6 +88,7 @@ def update(
             get(conn, app_id=app_id, schedule_id=schedule_id)  # NotFound when unknown
             raise errors.Conflict("the schedule is done; it cannot be changed", {"status": "done"})
         _check_from(conn, app_id, changes)
+        _hold_template(conn, app_id, changes)
         merged = {**current, **changes}
         if changes.get("count") is not None:
             merged["until_local"] = None
@@ -153,6 +158,7 @@ def _produce(conn: psycopg.Connection, schedule: dict[str, Any], now: dt.datetim
         job = queueing.NewJob(
             message=schedule["message"], priority=schedule["priority"], metadata=schedule["metadata"],
             send_at=None if at in missed else at, schedule_id=schedule["id"],
+            template_id=schedule["template_id"], template_version=schedule["template_version"],
         )
         if store.claim_occurrence(conn, schedule_id=schedule["id"], occurs_at=at, job_id=job.id):
             jobs.append(job)
@@ -199,6 +205,14 @@ def _check_from(conn: psycopg.Connection, app_id: int, spec: dict[str, Any]) -> 
         raise errors.ValidationFailed(error.message, {"message": error.details}) from None
 
 
+def _hold_template(conn: psycopg.Connection, app_id: int, spec: dict[str, Any]) -> None:
+    """Keep the template a schedule's message was rendered from until the schedule commits (NotFound if it was
+    deleted since it was rendered): DELETE /templates counts the active schedules that name it after its lock."""
+    template_id = spec.get("template_id")
+    if template_id is not None and not templates_store.share_template(conn, app_id=app_id, template_id=template_id):
+        raise errors.NotFound(f"no template {template_id}", {"message": {"template": [f"no template {template_id}"]}})
+
+
 def view(conn: psycopg.Connection, schedule: dict[str, Any], now: dt.datetime, *, with_jobs: bool) -> dict[str, Any]:
     """A schedule as the API shows it, with its next 5 occurrences (and its jobs)."""
     active = schedule["state"] == "active"
@@ -219,6 +233,9 @@ def view(conn: psycopg.Connection, schedule: dict[str, Any], now: dt.datetime, *
         "created_at": rfc3339(schedule["created_at"]),
         "updated_at": rfc3339(schedule["updated_at"]),
         "finished_at": rfc3339(schedule["finished_at"]),
+        "template": None if schedule["template_id"] is None else {
+            "id": str(schedule["template_id"]), "version": schedule["template_version"],
+        },
     }
     if with_jobs:
         shown["jobs"] = [str(job_id) for job_id in store.list_schedule_jobs(conn, schedule_id=schedule["id"])]

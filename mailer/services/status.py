@@ -39,6 +39,9 @@ def job_status(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> d
     return {
         **job_summary(job),
         "schedule_id": None if job["schedule_id"] is None else str(job["schedule_id"]),
+        "template": None if job["template_id"] is None else {
+            "id": str(job["template_id"]), "version": job["template_version"],
+        },
         "test": bool(job["test"]),
         "recipients": [
             {

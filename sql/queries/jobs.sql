@@ -19,14 +19,14 @@ WITH caller AS MATERIALIZED (
     WHERE (SELECT allowed FROM caller)
 ), new_jobs AS (
     INSERT INTO jobs (id, app_id, status, priority, message, message_bytes, metadata, send_at, run_at, schedule_id,
-                      request_id)
+                      request_id, template_id, template_version)
     SELECT j.id, %(app_id)s,
            CASE WHEN j.send_at > now() THEN 'scheduled' ELSE 'queued' END,
            j.priority, j.message, octet_length(j.message::text), coalesce(j.metadata, '{}'::jsonb), j.send_at,
-           greatest(coalesce(j.send_at, now()), now()), j.schedule_id, j.request_id
+           greatest(coalesce(j.send_at, now()), now()), j.schedule_id, j.request_id, j.template_id, j.template_version
     FROM jsonb_to_recordset(%(jobs)s)
         AS j(id uuid, priority text, message jsonb, metadata jsonb, send_at timestamptz, schedule_id uuid,
-             request_id text)
+             request_id text, template_id uuid, template_version integer)
     WHERE (SELECT allowed FROM caller)
     RETURNING id, app_id, status, run_at, priority, created_at
 ), new_recipients AS (
@@ -55,7 +55,7 @@ SELECT id, status, run_at FROM new_jobs CROSS JOIN wakeups;
 -- get_job --
 -- One job of one app, and whether that is a test app (test mode).
 SELECT id, app_id, status, priority, message, metadata, send_at, run_at, attempts,
-       last_error, schedule_id, request_id, created_at, updated_at,
+       last_error, schedule_id, request_id, template_id, template_version, created_at, updated_at,
        (SELECT apps.test FROM apps WHERE apps.id = jobs.app_id) AS test
 FROM jobs
 WHERE id = %(id)s AND app_id = %(app_id)s;

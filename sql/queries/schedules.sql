@@ -3,24 +3,25 @@
 -- lock `mailer apps revoke` takes on the app's row first: a revoke under way makes this wait and then see
 -- it revoked, and a revoke that comes after waits for this insert and then finishes the schedule.
 INSERT INTO schedules (id, app_id, state, message, priority, metadata, start_local, timezone, frequency,
-                       interval, count, until_local, next_occurrence)
+                       interval, count, until_local, next_occurrence, template_id, template_version)
 SELECT %(id)s, apps.id, 'active', %(message)s, %(priority)s, %(metadata)s, %(start_local)s, %(timezone)s,
-       %(frequency)s, %(interval)s, %(count)s, %(until_local)s, %(next_occurrence)s
+       %(frequency)s, %(interval)s, %(count)s, %(until_local)s, %(next_occurrence)s, %(template_id)s,
+       %(template_version)s
 FROM (SELECT id FROM apps WHERE id = %(app_id)s AND revoked_at IS NULL FOR SHARE) AS apps
 RETURNING id, app_id, state, message, priority, metadata, start_local, timezone, frequency, interval, count,
-          until_local, next_occurrence, created_at, updated_at, finished_at;
+          until_local, next_occurrence, template_id, template_version, created_at, updated_at, finished_at;
 
 -- get_schedule --
 -- One schedule of one app, active or done.
 SELECT id, app_id, state, message, priority, metadata, start_local, timezone, frequency, interval, count,
-       until_local, next_occurrence, created_at, updated_at, finished_at
+       until_local, next_occurrence, template_id, template_version, created_at, updated_at, finished_at
 FROM schedules
 WHERE id = %(id)s AND app_id = %(app_id)s;
 
 -- lock_active_schedule --
 -- An active schedule, locked against the scheduler while it is changed.
 SELECT id, app_id, state, message, priority, metadata, start_local, timezone, frequency, interval, count,
-       until_local, next_occurrence, created_at, updated_at, finished_at
+       until_local, next_occurrence, template_id, template_version, created_at, updated_at, finished_at
 FROM schedules_active
 WHERE id = %(id)s AND app_id = %(app_id)s
 FOR UPDATE;
@@ -28,7 +29,7 @@ FOR UPDATE;
 -- list_schedules --
 -- An app's schedules, newest first, a page after the cursor (created_at, id).
 SELECT id, app_id, state, message, priority, metadata, start_local, timezone, frequency, interval, count,
-       until_local, next_occurrence, created_at, updated_at, finished_at
+       until_local, next_occurrence, template_id, template_version, created_at, updated_at, finished_at
 FROM schedules
 WHERE app_id = %(app_id)s
   AND (%(state)s::text IS NULL OR state = %(state)s)
@@ -41,7 +42,8 @@ LIMIT %(limit)s;
 UPDATE schedules_active
 SET message = %(message)s, priority = %(priority)s, metadata = %(metadata)s, start_local = %(start_local)s,
     timezone = %(timezone)s, frequency = %(frequency)s, interval = %(interval)s, count = %(count)s,
-    until_local = %(until_local)s, next_occurrence = %(next_occurrence)s, updated_at = now()
+    until_local = %(until_local)s, next_occurrence = %(next_occurrence)s, template_id = %(template_id)s,
+    template_version = %(template_version)s, updated_at = now()
 WHERE id = %(id)s
 RETURNING id;
 
@@ -83,7 +85,7 @@ RETURNING id;
 -- Active schedules of active apps with an occurrence due before the horizon, skipping those another
 -- scheduler holds.
 SELECT id, app_id, state, message, priority, metadata, start_local, timezone, frequency, interval, count,
-       until_local, next_occurrence, created_at, updated_at, finished_at
+       until_local, next_occurrence, template_id, template_version, created_at, updated_at, finished_at
 FROM schedules_active
 WHERE next_occurrence <= %(horizon)s
   AND NOT EXISTS (SELECT FROM apps WHERE apps.id = schedules_active.app_id AND apps.revoked_at IS NOT NULL)

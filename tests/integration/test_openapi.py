@@ -104,7 +104,10 @@ def test_request_schemas_are_the_validating_marshmallow_schemas(client) -> None:
 
     assert queue_body == {"oneOf": [{"$ref": "#/components/schemas/Message"}, {"$ref": "#/components/schemas/Batch"}]}
     message = schemas["Message"]
-    assert {"from", "to", "subject"} <= set(message["required"])
+    assert {"from", "to"} <= set(message["required"])
+    # subject is required unless the message names a stored template (issue 21): the schema checks the pair
+    assert "subject" not in message["required"] and "template" in message["properties"]["subject"]["description"]
+    assert {"$ref": "#/components/schemas/TemplateRef"} in message["properties"]["template"]["anyOf"]
     assert message["additionalProperties"] is False  # unknown fields are refused, as the schema does
     assert message["properties"]["priority"]["enum"] == ["transactional", "bulk"]
     assert schemas["Batch"]["properties"]["messages"]["maxItems"] == 500

@@ -26,6 +26,7 @@ def message(**changes: Any) -> dict[str, Any]:
 
 
 _DROP = object()
+TEMPLATE_ID = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
 PEOPLE = [{"email": f"p{i}@example.org"} for i in range(51)]
 
 PLAIN = [
@@ -47,6 +48,12 @@ PLAIN = [
     message(to=[{"email": "user@localhost"}]),
     message(to=[{"email": "üser@exämple.org"}]),
     message(**{"from": {"email": "billing@example.com", "name": ""}}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID, "version": 3},
+            variables={"name": "Ann", "items": [1, 2]}),
+    message(subject=None, text=None, html=None, template={"id": TEMPLATE_ID.upper(), "version": None},
+            variables=None),
+    message(template=None, variables={"unused": True}),
 ]
 
 INVALID_OR_OTHER = [
@@ -105,6 +112,21 @@ INVALID_OR_OTHER = [
     "not an object",
     ["a", "list"],
     None,
+    message(template={"id": TEMPLATE_ID}),  # with subject, text and html
+    message(subject=_DROP, template={"id": TEMPLATE_ID}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID}, template_id=5),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": "not-a-uuid"}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": 5}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"version": 1}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID, "version": 0}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID, "version": True}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID, "version": 2.0}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID, "version": 2**31}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID, "name": "x"}),
+    message(subject=_DROP, text=_DROP, html=_DROP, template=TEMPLATE_ID),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID}, variables=[1]),
+    message(subject=_DROP, text=_DROP, html=_DROP, template={"id": TEMPLATE_ID}, variables="x"),
+    message(subject=_DROP, text=_DROP, html=_DROP),
 ]
 
 
