@@ -29,6 +29,9 @@ MIN_CLAIM_FULL_SCAN_S, MAX_CLAIM_FULL_SCAN_S = 1.0, 3600.0
 # MAILER_SEND_RUN_MAX_S, MAILER_SEND_LINGER_MS, MAILER_SEND_HANDOFF_WAIT_MS: the running sender holds a worker slot
 # for at most the first, and adds at most the second to an email's wait (the third to a wake-up's).
 MAX_SEND_RUN_S, MAX_SEND_LINGER_MS, MAX_SEND_HANDOFF_WAIT_MS = 600.0, 1000, 10_000
+# MAILER_TEMPLATE_*: a render holds a web thread for its whole timeout, and its output (and the strings it builds
+# on the way, domain/templating.py) sits in that process's memory; above these, one app could starve the rest.
+MAX_TEMPLATE_BYTES, MAX_TEMPLATE_RENDER_TIMEOUT_MS, MAX_TEMPLATE_OUTPUT_BYTES = 4 * MIB, 10_000, 16 * MIB
 # Fields whose value is a credential, and URLs that may carry a password: never in repr or str.
 _SECRET_WORDS = ("secret", "token", "auth", "password", "key")
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -182,6 +185,13 @@ class Settings:
     partitions_ahead_months: int = 3
     # How long dropping an expired partition may wait for its lock on the parent before trying next hour.
     partition_lock_timeout_ms: int = 1000
+    # Issue 21, stored templates (domain/templating.py, Limits.from_settings): the largest part (subject, html,
+    # text) or variables schema a template version may have, above Gmail's 102 KB clipping of html; the time
+    # one message's rendering may take on the request path; and the most one rendered message (subject + html +
+    # text) may hold: ten times that clipping point, far above any real email.
+    template_max_bytes: int = 128 * 1024
+    template_render_timeout_ms: int = 200
+    template_max_output_bytes: int = MIB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -342,6 +352,17 @@ class Settings:
             ),
             partition_lock_timeout_ms=reader.integer(
                 "MAILER_PARTITION_LOCK_TIMEOUT_MS", defaults.partition_lock_timeout_ms, minimum=10, maximum=60_000
+            ),
+            template_max_bytes=reader.integer(
+                "MAILER_TEMPLATE_MAX_BYTES", defaults.template_max_bytes, minimum=1024, maximum=MAX_TEMPLATE_BYTES
+            ),
+            template_render_timeout_ms=reader.integer(
+                "MAILER_TEMPLATE_RENDER_TIMEOUT_MS", defaults.template_render_timeout_ms, minimum=1,
+                maximum=MAX_TEMPLATE_RENDER_TIMEOUT_MS,
+            ),
+            template_max_output_bytes=reader.integer(
+                "MAILER_TEMPLATE_MAX_OUTPUT_BYTES", defaults.template_max_output_bytes, minimum=1024,
+                maximum=MAX_TEMPLATE_OUTPUT_BYTES,
             ),
         )
 

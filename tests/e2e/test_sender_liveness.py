@@ -72,6 +72,7 @@ def test_a_killed_workers_jobs_are_claimable_again_within_10_s(system: System) -
     assert sender_of(system, "worker2") == second  # the live worker kept its identity throughout
 
 
+@pytest.mark.waits
 def test_a_worker_paused_for_two_minutes_is_not_taken_over_and_sends_each_job_once(system: System) -> None:
     # The pause may catch a thread between a claim's statement and its commit: with the default
     # MAILER_DB_IDLE_IN_TRANSACTION_TIMEOUT_S (60 s) the server ends that session, the claim is rolled back and

@@ -564,3 +564,21 @@ def test_the_stored_template_bounds_of_issue_21():
                       ("MAILER_TEMPLATE_CACHE_SIZE", "-1")):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: raw})
+
+
+def test_the_template_limits_of_issue_21_are_read_and_bounded():
+    from mailer.domain import templating
+
+    defaults = Settings.from_env({})
+    assert templating.Limits.from_settings(defaults) == templating.Limits(
+        max_source_bytes=128 * 1024, render_timeout_ms=200, max_output_bytes=MIB
+    )
+    read = Settings.from_env({"MAILER_TEMPLATE_MAX_BYTES": "4096", "MAILER_TEMPLATE_RENDER_TIMEOUT_MS": "50",
+                              "MAILER_TEMPLATE_MAX_OUTPUT_BYTES": "65536"})
+    assert templating.Limits.from_settings(read) == templating.Limits(4096, 50, 65536)
+    for name, raw in (("MAILER_TEMPLATE_MAX_BYTES", "100"), ("MAILER_TEMPLATE_MAX_BYTES", str(5 * MIB)),
+                      ("MAILER_TEMPLATE_RENDER_TIMEOUT_MS", "0"), ("MAILER_TEMPLATE_RENDER_TIMEOUT_MS", "10001"),
+                      ("MAILER_TEMPLATE_RENDER_TIMEOUT_MS", "soon"), ("MAILER_TEMPLATE_MAX_OUTPUT_BYTES", "10"),
+                      ("MAILER_TEMPLATE_MAX_OUTPUT_BYTES", str(17 * MIB))):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: raw})
