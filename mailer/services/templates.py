@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -259,11 +260,21 @@ def render_messages(
     problems: dict[str, Any] = {}
     missing: dict[str, Any] = {}
     rendered_count = 0
+    deadline = time.monotonic() + settings.template_request_render_ms / 1000
     for index, message in enumerate(messages):
         ref = message.get("template")
         if ref is None:
             out.append(message)
             continue
+        if time.monotonic() > deadline:
+            metrics.templates_rendered(0, len(messages) - index)
+            raise errors.ValidationFailed(
+                f"rendering the messages of this request took longer than {settings.template_request_render_ms} ms",
+                {"template": [
+                    f"rendering stopped at message {index} after {settings.template_request_render_ms} ms "
+                    "(MAILER_TEMPLATE_REQUEST_RENDER_MS); send fewer messages per request"
+                ]},
+            )
         version = found.get((ref["id"], ref.get("version")))
         if version is None:
             missing[str(index)] = {"template": [_unknown(ref)]}

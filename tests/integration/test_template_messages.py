@@ -10,7 +10,7 @@ import requests
 from psycopg import sql
 
 from mailer.services import scheduling
-from tests.integration.conftest import make_key
+from tests.integration.conftest import app_with, make_key
 from tests.integration.sending_support import run_sender
 
 RECEIPT = {
@@ -215,3 +215,16 @@ def test_a_done_schedule_does_not_hold_its_template(client, auth):
     client.post(f"/schedules/{schedule_id}/done", headers=auth)
     assert client.delete(f"/templates/{template_id}", headers=auth).status_code == 204
     error_details(client.post("/schedules", json=schedule_body({"id": template_id}), headers=auth), 404, "not_found")
+
+
+def test_the_renders_of_one_request_are_bounded_in_time(settings, conn):
+    auth = {"Authorization": f"Bearer {make_key(conn, 'budget')}"}
+    with app_with(settings, template_request_render_ms=1) as application:
+        client = application.test_client()
+        template_id = create_template(client, auth)
+        before = counts(conn)
+        body = {"messages": [templated({"id": template_id}, to=f"p{n}@example.org") for n in range(500)]}
+        details = error_details(client.post("/queue", json=body, headers=auth), 422)
+        assert "MAILER_TEMPLATE_REQUEST_RENDER_MS" in details["template"][0]
+        assert counts(conn) == before
+        assert client.post("/queue", json=body | {"messages": body["messages"][:1]}, headers=auth).status_code == 202
