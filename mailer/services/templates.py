@@ -83,7 +83,7 @@ def _compiled(row: Mapping[str, Any], settings: Settings) -> templating.Compiled
     key = (row["template_id"], row["version"])
     found = cache.get(key)
     if found is None:
-        found = templating.check(source_of(row), settings.template_limits())
+        found = templating.check(source_of(row), templating.Limits.from_settings(settings))
         cache.put(key, found)
     return found
 
@@ -95,7 +95,7 @@ def create(
     conn: psycopg.Connection, *, app_id: int, name: str, source: Mapping[str, Any], settings: Settings
 ) -> dict[str, Any]:
     """A new template with version 1 (422 when it does not parse or the app has too many)."""
-    compiled = templating.check(source_of(source), settings.template_limits())
+    compiled = templating.check(source_of(source), templating.Limits.from_settings(settings))
     template_id = uuid.uuid4()
     limit = settings.template_max_per_app
     with conn.transaction():
@@ -117,7 +117,7 @@ def add_version(
     conn: psycopg.Connection, *, app_id: int, template_id: uuid.UUID, source: Mapping[str, Any], settings: Settings
 ) -> dict[str, Any]:
     """The template's next version (422 when it does not parse or the template has too many)."""
-    compiled = templating.check(source_of(source), settings.template_limits())
+    compiled = templating.check(source_of(source), templating.Limits.from_settings(settings))
     limit = settings.template_max_versions
     added = store.insert_template_version(
         conn, app_id=app_id, template_id=template_id, source=source, max_versions=limit
@@ -318,7 +318,8 @@ def _find_versions(
     if not wanted:
         return {}
     cache = cache_for(settings)
-    known = [f"{template_id}:{version}" for template_id, version in cache.held()]
+    named = {template_id for template_id, _ in wanted}
+    known = [f"{template_id}:{version}" for template_id, version in cache.held() if template_id in named]
     found: dict[tuple[uuid.UUID, int | None], _Found] = {}
     for row in store.find_template_versions(conn, app_id=app_id, wanted=wanted, known=known):
         key = (row["template_id"], row["version"])
@@ -337,7 +338,7 @@ def _find_versions(
 
 
 def _render(compiled: templating.Compiled, variables: Mapping[str, Any], settings: Settings) -> templating.Rendered:
-    rendered = templating.render(compiled, variables, settings.template_limits())
+    rendered = templating.render(compiled, variables, templating.Limits.from_settings(settings))
     problems: dict[str, list[str]] = {}
     subject = rendered.subject or ""
     if not subject.strip():

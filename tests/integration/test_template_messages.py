@@ -228,3 +228,35 @@ def test_the_renders_of_one_request_are_bounded_in_time(settings, conn):
         assert "MAILER_TEMPLATE_REQUEST_RENDER_MS" in details["template"][0]
         assert counts(conn) == before
         assert client.post("/queue", json=body | {"messages": body["messages"][:1]}, headers=auth).status_code == 202
+
+
+def test_a_slow_or_oversized_render_is_422_and_stores_nothing(settings, conn):
+    auth = {"Authorization": f"Bearer {make_key(conn, 'slow')}"}
+    with app_with(settings, template_render_timeout_ms=5) as application:
+        client = application.test_client()
+        loops = "{% for i in range(99999) %}{% for j in range(50) %}{{ j }}{% endfor %}{% endfor %}"
+        slow = client.post("/templates", json={"name": "slow", "subject": "s", "text": loops}, headers=auth).json["id"]
+        big = client.post("/templates", json={"name": "big", "subject": "s", "text": "{{ 'x' * n }}"},
+                          headers=auth).json["id"]
+        before = counts(conn)
+        for template_id, variables in ((slow, {}), (big, {"n": settings.template_max_output_bytes + 1})):
+            details = error_details(client.post("/queue", json=templated({"id": template_id}, variables),
+                                                headers=auth), 422)
+            assert list(details) == ["template"], details
+        assert counts(conn) == before
+        error_details(client.post(f"/templates/{slow}/render", json={}, headers=auth), 422)
+
+
+def test_a_tiny_cache_still_renders_every_message_right(settings, conn):
+    auth = {"Authorization": f"Bearer {make_key(conn, 'tiny')}"}
+    with app_with(settings, template_cache_size=1) as application:
+        client = application.test_client()
+        first = client.post("/templates", json={"name": "a", "subject": "A {{ n }}", "text": "a"}, headers=auth)
+        second = client.post("/templates", json={"name": "b", "subject": "B {{ n }}", "text": "b"}, headers=auth)
+        body = {"messages": [templated({"id": template.json["id"]}, {"n": n}, to=f"p{n}@example.org")
+                             for n, template in enumerate((first, second, first, second))]}
+        for _ in range(2):  # each request finds the other template compiled, or not, as the tiny cache turns
+            jobs = client.post("/queue", json=body, headers=auth).json["jobs"]
+            subjects = [conn.execute("SELECT message->>'subject' FROM jobs WHERE id = %s", (job["id"],)).fetchone()[0]
+                        for job in jobs]
+            assert subjects == ["A 0", "B 1", "A 2", "B 3"]

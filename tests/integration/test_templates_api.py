@@ -140,7 +140,7 @@ def test_a_parse_error_names_the_line(client, auth):
 
 def test_an_oversized_template_is_422(client, auth, conn, settings):
     before = counts(conn)
-    big = "x" * (settings.template_limits().max_source_bytes + 1)
+    big = "x" * (settings.template_max_bytes + 1)
     details = error_details(client.post("/templates", json=RECEIPT | {"html": big}, headers=auth),
                             422, "validation_error")
     assert "html" in details
