@@ -71,11 +71,11 @@ def template_page(app_id: int, template_id: str) -> ResponseReturnValue:
     shown = versions.get(version or template["active_version"]) or versions[template["active_version"]]
     typed = args.get("variables")
     variables_text = dashboard.example_variables(shown["variables"]) if typed is None else typed
+    # The bound is for what a form sends; the schema's own example (stored, so already bounded) always renders.
+    max_bytes = settings.dashboard_preview_max_bytes if typed is not None else len(variables_text.encode()) + 1
     if failure is None:
         try:
-            variables = dashboard.preview_variables(
-                variables_text, max_bytes=settings.dashboard_preview_max_bytes, max_depth=body.max_depth()
-            )
+            variables = dashboard.preview_variables(variables_text, max_bytes=max_bytes, max_depth=body.max_depth())
             with db.connection(views._pool()) as conn:
                 preview = templates.preview(
                     conn, app_id=app_id, template_id=parsed, version=version, variables=variables, settings=settings

@@ -15,7 +15,7 @@ import pytest
 
 from mailer.config import Settings
 from mailer.dashboard import template_pages
-from tests.integration.conftest import make_key
+from tests.integration.conftest import app_with, make_key
 
 OPERATOR = "operator-token-for-tests-0123"
 RECEIPT = {
@@ -155,6 +155,20 @@ def test_a_chosen_version_renders_with_the_typed_variables(client, conn, auth):
     assert "preview-text" not in parsed.by_id and "no text part" in page.text
     assert parsed.texts["preview-variables"] == '{"name": "Bob"}'  # what was typed stays in the form
     assert re.search(r'<option value="2" selected>2</option>', page.text)
+
+
+def test_a_schemas_example_larger_than_the_forms_bound_still_renders(settings, conn, auth):
+    billing = app_id_of(conn, "billing")
+    with app_with(settings, dashboard_preview_max_bytes=64) as small:
+        client = small.test_client()
+        example = {"name": "Ann " + "x" * 100, "items": ["Tea"]}
+        schema = {**RECEIPT["variables"], "examples": [example]}  # type: ignore[dict-item]
+        template_id = create(client, auth, variables=schema)
+        first = client.get(page_url(billing, template_id), headers=auth)
+        assert first.status_code == 200
+        assert Page(first.text).texts["preview-subject"] == f"Receipt for {example['name']}"
+        typed = client.get(page_url(billing, template_id, variables=json.dumps(example)), headers=auth)
+        assert typed.status_code == 422 and "at most 64 bytes" in typed.text
 
 
 def test_the_html_goes_escaped_into_an_iframe_sandboxed_without_scripts(client, conn, auth):
