@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     create = apps.add_parser("create", help="register an app and print its API key once")
     create.add_argument("name")
     _from_domain_option(create, or_else="without it: any domain")
+    create.add_argument(
+        "--test", action="store_true",
+        help="a test app (key mk_test_…): every step runs but the Mailjet call, which mailer answers itself",
+    )
     create.set_defaults(handler=_apps_create)
     apps.add_parser("list", help="list apps").set_defaults(handler=_apps_list)
     revoke = apps.add_parser(
@@ -105,8 +109,9 @@ def _apps_create(args: argparse.Namespace) -> int:
     from mailer.services import apps
 
     with _connect() as conn:
-        app, key = apps.create_app(conn, args.name, args.from_domains)
-    print(f"created app {app.name!r}, {_sends_from(app.from_domains)}; its API key (shown once):")
+        app, key = apps.create_app(conn, args.name, args.from_domains, test=args.test)
+    kind = "test app (nothing it sends reaches Mailjet)" if app.test else "app"
+    print(f"created {kind} {app.name!r}, {_sends_from(app.from_domains)}; its API key (shown once):")
     print(key)
     return 0
 
@@ -117,12 +122,14 @@ def _sends_from(from_domains: list[str] | None) -> str:
 
 def _apps_list(_: argparse.Namespace) -> int:
     from mailer import store
+    from mailer.services import apps
 
     with _connect() as conn:
         for app in store.list_apps(conn):
             state = f"revoked {app.revoked_at:%Y-%m-%d}" if app.revoked_at else "active"
             domains = "any domain" if app.from_domains is None else ",".join(app.from_domains)
-            print(f"{app.name}\t{state}\tcreated {app.created_at:%Y-%m-%d %H:%M}Z\tkey mk_{app.key_id}_…"
+            mode = "test" if app.test else "live"
+            print(f"{app.name}\t{state}\t{mode}\tcreated {app.created_at:%Y-%m-%d %H:%M}Z\tkey {apps.key_hint(app)}"
                   f"\tfrom {domains}")
     return 0
 

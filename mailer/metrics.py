@@ -85,6 +85,14 @@ MAILJET_RESPONSES = Counter(
 EVENTS_RECEIVED = Counter(
     "mailer_events_received", "Mailjet tracking events accepted on /events, by Mailjet event type", ["type"],
 )
+TEST_MODE_MESSAGES = Counter(
+    "mailer_test_mode_messages", "Test apps' messages the worker answered itself instead of Mailjet (test mode), by "
+    "outcome: accepted, rejected", ["outcome"],
+)
+TEST_MODE_EVENTS = Counter(
+    "mailer_test_mode_events", "Events test mode produced as Mailjet would post them, by Mailjet event type",
+    ["type"],
+)
 DATABASE_READS = Counter(
     "mailer_metrics_database_reads", "Rounds of database queries made for the gauges of /metrics (at most "
     "one per MAILER_METRICS_DB_INTERVAL_S and web process, however many scrapes)",
@@ -244,6 +252,20 @@ def events_received(names: Iterable[str]) -> None:
     for name, count in collections.Counter(names).items():
         key = name.strip().lower()
         EVENTS_RECEIVED.labels(key if key in mailjet_events.EVENT_STATUS else _OTHER_EVENT).inc(count)
+
+
+def test_mode_answered(accepted: int, rejected: int) -> None:
+    """Count the messages of one send call that test mode answered, by outcome."""
+    if accepted:
+        TEST_MODE_MESSAGES.labels("accepted").inc(accepted)
+    if rejected:
+        TEST_MODE_MESSAGES.labels("rejected").inc(rejected)
+
+
+def test_mode_events(names: Iterable[str]) -> None:
+    """Count the events test mode produced by their Mailjet event name."""
+    for name, count in collections.Counter(names).items():
+        TEST_MODE_EVENTS.labels(name).inc(count)
 
 
 def webhook_delivered(status: str | None) -> None:

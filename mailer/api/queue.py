@@ -14,7 +14,7 @@ from mailer.api import apidoc, auth, body, fast_message, responses, schemas, sta
 from mailer.api.errors import details_from_marshmallow
 from mailer.api.schedule_schemas import SendAtPatchSchema
 from mailer.domain import errors
-from mailer.services import actions, queueing, templates
+from mailer.services import actions, queueing, template_messages
 
 bp = flask.Blueprint("queue", __name__)
 
@@ -55,7 +55,7 @@ def queue_mail() -> tuple[flask.Response, int]:
         auth.current_app_id()  # a revoked key is 401 whatever the body (a recalled one is not yet checked)
         raise
     settings = flask.current_app.extensions["mailer.settings"]
-    templated = templates.has_template(messages)
+    templated = template_messages.has_template(messages)
     if templated:
         auth.current_app_id()  # the key is checked before its app's templates are read (a revoked key is 401)
     try:
@@ -101,7 +101,9 @@ def _rendered_jobs(
     conn: Any, app_id: int, messages: list[dict[str, Any]], batch: bool, settings: Any
 ) -> list[queueing.NewJob]:
     """Jobs of messages some of which name a stored template, rendered now (404/422 when they cannot be)."""
-    rendered = templates.render_messages(conn, app_id=app_id, messages=messages, batch=batch, settings=settings)
+    rendered = template_messages.render_messages(
+        conn, app_id=app_id, messages=messages, batch=batch, settings=settings
+    )
     return [new_job_from(message) for message in rendered]
 
 

@@ -112,6 +112,8 @@ class JobStatusSchema(Schema):
         TemplateRefAnswerSchema, required=True, allow_none=True,
         metadata={"description": "the stored template and version the message was rendered from; null if none"},
     )
+    test = fields.Boolean(required=True, metadata={
+        "description": "the job is a test app's (test mode): nothing of it reached Mailjet"})
     recipients = fields.List(fields.Nested(RecipientStatusSchema), required=True)
     events = fields.List(fields.Nested(AuditEventSchema), required=True)
 

@@ -14,7 +14,7 @@ from mailer.api import apidoc, auth, body, cursors, queue, responses
 from mailer.api.errors import details_from_marshmallow
 from mailer.api.schedule_schemas import ScheduleCreateSchema, ScheduleListSchema, SchedulePatchSchema
 from mailer.domain import errors, recurrence
-from mailer.services import scheduling, templates
+from mailer.services import scheduling, template_messages
 from mailer.store import schedules as store
 
 bp = flask.Blueprint("schedules", __name__)
@@ -71,10 +71,10 @@ def _spec(loaded: dict[str, Any], timezone: str) -> dict[str, Any]:
 def _rendered(conn: Any, loaded: dict[str, Any]) -> dict[str, Any]:
     """The loaded body with its message rendered when it names a stored template: what was accepted is what
     every occurrence sends, whatever later versions of the template say (README, "Templates")."""
-    if "message" not in loaded or not templates.has_template([loaded["message"]]):
+    if "message" not in loaded or not template_messages.has_template([loaded["message"]]):
         return loaded
     try:
-        [message] = templates.render_messages(
+        [message] = template_messages.render_messages(
             conn, app_id=auth.current_app_id(), messages=[loaded["message"]], batch=False, settings=_settings()
         )
     except errors.MailerError as exc:

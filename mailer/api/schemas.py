@@ -117,8 +117,8 @@ class MessageSchema(StrictSchema):
     def _check_whole_message(self, data: dict[str, Any], **_: Any) -> None:
         problems: dict[str, list[str]] = {}
         if data.get("template") is not None:
-            problems.update({field: [_TEMPLATE_GIVES] for field in ("subject", "text", "html") if field in data
-                             and data[field] is not None})
+            problems.update({field: [_TEMPLATE_GIVES] for field in ("subject", "text", "html") if data.get(field)
+                             is not None})
             if data.get("template_id") is not None:
                 problems["template_id"] = ["Mailjet's template_id cannot be combined with a stored template"]
         else:

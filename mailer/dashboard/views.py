@@ -78,12 +78,13 @@ def _context() -> dict[str, Any]:
 
 def _render(template: str, app_id: int | None = None, **context: Any) -> str:
     principal = access.current()
-    name = None
+    name, test = None, False
     if app_id is not None:
         with db.connection(_pool()) as conn:
-            name = dashboard.app_name(conn, app_id=app_id)
+            app = dashboard.find_app(conn, app_id=app_id)
+        name, test = app.name, app.test
     return flask.render_template(
-        f"dashboard/{template}", principal=principal, app_id=app_id, app_name=name, **context
+        f"dashboard/{template}", principal=principal, app_id=app_id, app_name=name, app_test=test, **context
     )
 
 

@@ -218,6 +218,20 @@ def _parse_result(item: Any, outgoing: OutgoingMessage, status: int) -> MessageR
     return MessageResult(True, tuple(recipients), None, None)
 
 
+def parse_send_answer(status: int, body: Any, messages: Sequence[OutgoingMessage]) -> SendResponse | None:
+    """The per-message results of a send call's answer (HTTP status, JSON body); None when it has no Messages
+    array (a global error). Test mode's answers go through here too (mailer/mailjet/simulation.py)."""
+    # A 400 with Messages is a partly failed batch: the successes were sent and stand.
+    # https://dev.mailjet.com/email/guides/send-api-v31/
+    if status not in (200, 400) or not isinstance(body, dict) or "Messages" not in body:
+        return None
+    items = body["Messages"]
+    if not isinstance(items, list) or len(items) != len(messages):
+        raise _malformed(status, "Messages does not match the request")
+    # Errors carry no CustomID: results match the request by position only.
+    return SendResponse(tuple(_parse_result(i, m, status) for i, m in zip(items, messages, strict=True)), status)
+
+
 def _global_error(response: requests.Response, body: Any) -> SendError:
     status = response.status_code
     text = f"Mailjet {status} {_reason(status)}"
@@ -305,18 +319,10 @@ class MailjetClient:
             body = response.json()
         except ValueError:
             body = None
-        status = response.status_code
-        # A 400 with Messages is a partly failed batch: the successes were sent and stand.
-        # https://dev.mailjet.com/email/guides/send-api-v31/
-        if status in (200, 400) and isinstance(body, dict) and "Messages" in body:
-            items = body["Messages"]
-            if not isinstance(items, list) or len(items) != len(messages):
-                raise _malformed(status, "Messages does not match the request")
-            # Errors carry no CustomID: results match the request by position only.
-            return SendResponse(
-                tuple(_parse_result(i, m, status) for i, m in zip(items, messages, strict=True)), status
-            )
-        raise _global_error(response, body)
+        answer = parse_send_answer(response.status_code, body, messages)
+        if answer is None:
+            raise _global_error(response, body)
+        return answer
 
     def find_by_custom_id(self, custom_id: str) -> list[FoundRecipient]:
         """The recipients of every message Mailjet accepted under this CustomID (one REST `message` row each)."""

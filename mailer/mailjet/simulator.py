@@ -11,13 +11,11 @@ import hmac
 import itertools
 import json
 import logging
-import re
 import signal
 import threading
 import time
 import urllib.parse
 import uuid
-import zlib
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,6 +24,8 @@ from typing import Any
 import urllib3
 from flask import Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from mailer.mailjet import simulation
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +37,10 @@ EVENT_RETRY_DELAY_S = 0.5
 # Single events (one per POST, Mailjet's default) go out over this many connections at once, each kept alive:
 # one connection at a time could not keep up with a few hundred emails a second.
 EVENT_POSTERS = 8
-# Headers Mailjet sets itself and refuses to take from the caller (error send-0011).
-# https://dev.mailjet.com/email/guides/send-api-v31/
-FORBIDDEN_HEADERS = frozenset(h.lower() for h in (
-    "From", "Sender", "Subject", "To", "Cc", "Bcc", "Return-Path", "Delivered-To", "Message-Id",
-    "DKIM-Signature", "DomainKey-Status", "Received-SPF", "Authentication-Results", "Received",
-    "User-Agent", "X-Mailer", "X-Mailjet-Prio", "X-Mailjet-Debug", "X-Mailjet-Campaign",
-    "X-Mailjet-TrackOpen", "X-Mailjet-TrackClick", "X-MJ-CustomID", "X-MJ-EventPayload",
-    "X-MJ-Vars", "X-MJ-TemplateID", "X-MJ-TemplateLanguage", "X-MJ-TemplateErrorDeliver",
-    "X-MJ-TemplateErrorReporting", "Content-Type", "Content-Transfer-Encoding", "MIME-Version",
-))
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
-_HREF = re.compile(r"""href=["'](https?://[^"']+)""")
 _HTML_429 = (
     "<html><head><title>429 Too Many Requests</title></head><body>"
     "<center><h1>429 Too Many Requests</h1></center><hr><center>nginx</center></body></html>"
 )
-_CLIENT = {"ip": "203.0.113.7", "geo": "FR", "agent": "Mozilla/5.0 (mailjet-simulator)"}
 
 
 def restart_safe_first_message_id() -> int:
@@ -87,47 +74,9 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(json.dumps(body), status, headers, mimetype="application/json")
 
 
-def _error(code: str, message: str, related: list[str], status: int = 400) -> dict[str, Any]:
-    return {"ErrorIdentifier": str(uuid.uuid4()), "ErrorCode": code, "StatusCode": status,
-            "ErrorMessage": message, "ErrorRelatedTo": related}
-
-
 def _global_error(code: str, message: str, status: int = 400) -> Response:
     return _json({"ErrorIdentifier": str(uuid.uuid4()), "ErrorCode": code, "StatusCode": status,
                   "ErrorMessage": message}, status)
-
-
-def _valid_email(value: Any) -> bool:
-    return (isinstance(value, str) and _EMAIL.match(value) is not None
-            and not value.lower().endswith(".invalid"))
-
-
-def _message_errors(msg: dict[str, Any]) -> list[dict[str, Any]]:
-    """Validate one message as Mailjet does, collecting every error."""
-    errors = []
-    sender = msg.get("From")
-    if not isinstance(sender, dict):
-        errors.append(_error("mj-0003", "Missing mandatory property.", ["From"]))
-    elif not _valid_email(sender.get("Email")):
-        errors.append(_error("mj-0013", f'"{sender.get("Email")}" is an invalid email address.',
-                             ["From.Email"]))
-    if not msg.get("To"):
-        errors.append(_error("mj-0003", "Missing mandatory property.", ["To"]))
-    for field in ("To", "Cc", "Bcc"):
-        for i, rcpt in enumerate(msg.get(field) or []):
-            address = rcpt.get("Email") if isinstance(rcpt, dict) else rcpt
-            if not _valid_email(address):
-                errors.append(_error("mj-0013", f'"{address}" is an invalid email address.',
-                                     [f"{field}[{i}].Email"]))
-    if not (msg.get("TextPart") or msg.get("HTMLPart") or msg.get("TemplateID")):
-        errors.append(_error("send-0003", 'At least "HTMLPart", "TextPart" or "TemplateID" '
-                             "must be provided.", ["HTMLPart", "TextPart", "TemplateID"]))
-    headers = msg.get("Headers")
-    for name in headers if isinstance(headers, dict) else {}:
-        if name.lower() in FORBIDDEN_HEADERS:
-            errors.append(_error("send-0011", f'"{name}" header can not be customized.',
-                                 [f"Headers.{name}"]))
-    return errors
 
 
 # The JSON type of each message property Mailjet reads (the others are left alone here).
@@ -164,19 +113,15 @@ def _mistyped(msg: dict[str, Any]) -> str | None:
     return None
 
 
-_HARD = {"blocked": False, "hard_bounce": True, "error_related_to": "recipient",
-         "error": "user unknown", "comment": "550 5.1.1 Recipient address rejected: User unknown"}
-_SOFT = {"blocked": False, "hard_bounce": False, "error_related_to": "domain",
-         "error": "greylisted", "comment": "451 4.7.1 Greylisted, please try again later"}
-_OPEN = (True, "open", _CLIENT)
+_OPEN = (True, "open", simulation.CLIENT)
 # Recipient local part -> (after the open delay?, event, extra fields); first match wins.
 _SCENARIOS: tuple[tuple[str, tuple[tuple[bool, str, dict[str, Any]], ...]], ...] = (
-    ("softbounce", ((False, "bounce", _SOFT),)),
-    ("bounce", ((False, "bounce", _HARD),)),
-    ("blocked", ((False, "blocked", {"error_related_to": "mailjet", "error": "preblocked"}),)),
-    ("spam", ((False, "sent", {}), (True, "spam", {"source": "JMRPP"}))),
-    ("unsub", ((False, "sent", {}), _OPEN, (True, "unsub", {"mj_list_id": 1, **_CLIENT}))),
-    ("click", ((False, "sent", {}), _OPEN, (True, "click", _CLIENT))),
+    ("softbounce", ((False, "bounce", simulation.SOFT_BOUNCE),)),
+    ("bounce", ((False, "bounce", simulation.HARD_BOUNCE),)),
+    ("blocked", ((False, "blocked", simulation.BLOCKED),)),
+    ("spam", ((False, "sent", {}), (True, "spam", simulation.SPAM))),
+    ("unsub", ((False, "sent", {}), _OPEN, (True, "unsub", simulation.UNSUB))),
+    ("click", ((False, "sent", {}), _OPEN, (True, "click", simulation.CLIENT))),
     ("", ((False, "sent", {}), _OPEN)),
 )
 
@@ -186,17 +131,7 @@ def _events_for(rcpt: dict[str, Any], msg: dict[str, Any], open_delay: float,
     """The (offset, event) pairs Mailjet would post for this recipient."""
     local = rcpt["Email"].split("@", 1)[0].lower()
     steps = next(steps for key, steps in _SCENARIOS if key in local)
-    href = _HREF.search(msg.get("HTMLPart") or "")
-    base = {"MessageID": rcpt["MessageID"], "Message_GUID": rcpt["MessageUUID"],
-            "email": rcpt["Email"], "mj_campaign_id": 1,
-            "mj_contact_id": zlib.crc32(rcpt["Email"].lower().encode()),
-            "customcampaign": msg.get("CustomCampaign", ""), "CustomID": msg.get("CustomID", ""),
-            "Payload": msg.get("EventPayload", "")}
-    per_type = {"sent": {"mj_message_id": str(rcpt["MessageID"]),
-                         "smtp_reply": "sent (250 2.0.0 OK mailjet-simulator)"},
-                "click": {"url": href.group(1) if href else "https://example.com/"}}
-    return [(open_delay if after_open else 0.0,
-             {"event": name, **base, **per_type.get(name, {}), **extra})
+    return [(open_delay if after_open else 0.0, simulation.event(rcpt, msg, name, extra))
             for after_open, name, extra in steps]
 
 
@@ -459,7 +394,7 @@ def create_simulator(config: SimulatorConfig) -> Flask:
         href = f"{request.host_url}v3/REST/message/"
         results = []
         for msg in messages:
-            errors = _message_errors(msg)
+            errors = simulation.message_errors(msg)
             results.append({"Errors": errors, "Status": "error"} if errors
                            else sim.accept(msg, href, body.get("SandboxMode") is True))
         if behaviour == "timeout":

@@ -17,10 +17,12 @@ from mailer.store import webhooks as webhooks_store
 from mailer.store.apps import App
 
 KEY_PREFIX = "mk"
+# A test app's keys start mk_test_ (test mode: README "Test mode"); a key id is hex, so no live key does.
+TEST_KEY_PREFIX = f"{KEY_PREFIX}_test"
 _DUMMY_HASH = hashlib.sha256(b"no such key").digest()
-# Keys this process has authenticated: key id -> (app id, hash of the secret). A recalled key may have been
-# revoked or rotated since, so whoever acts on one checks its key id in the same statement (insert_jobs).
-_authenticated: dict[str, tuple[int, bytes]] = {}
+# Keys this process has authenticated: key id -> (app id, hash of the secret, test app). A recalled key may have
+# been revoked or rotated since, so whoever acts on one checks its key id in the same statement (insert_jobs).
+_authenticated: dict[str, tuple[int, bytes, bool]] = {}
 _MAX_REMEMBERED = 10_000  # far more apps than a company has; past it, start over rather than grow
 
 
@@ -36,8 +38,11 @@ REVOKED_REASON = "app_revoked"
 REVOKE_ATTEMPTS = 3
 
 
-def create_app(conn: psycopg.Connection, name: str, from_domains: Sequence[str] = ()) -> tuple[App, str]:
-    """Register an app (limited to sending from `from_domains`, if any); return it with its API key."""
+def create_app(
+    conn: psycopg.Connection, name: str, from_domains: Sequence[str] = (), test: bool = False
+) -> tuple[App, str]:
+    """Register an app (limited to sending from `from_domains`, if any; a test app if `test`); return it with its
+    API key."""
     name = name.strip()
     if not name:
         raise errors.ValidationFailed("an app needs a name", {"name": ["must not be blank"]})
@@ -46,11 +51,11 @@ def create_app(conn: psycopg.Connection, name: str, from_domains: Sequence[str] 
     try:
         with conn.transaction():
             app = apps_store.insert_app(
-                conn, name=name, key_id=key_id, key_hash=_hash_secret(secret), from_domains=domains
+                conn, name=name, key_id=key_id, key_hash=_hash_secret(secret), from_domains=domains, test=test
             )
     except psycopg.errors.UniqueViolation:
         raise errors.Conflict(f"an app named {name!r} exists already") from None
-    return app, f"{KEY_PREFIX}_{key_id}_{secret}"
+    return app, _key(app.test, key_id, secret)
 
 
 def rotate_key(conn: psycopg.Connection, name: str) -> tuple[App, str]:
@@ -59,34 +64,45 @@ def rotate_key(conn: psycopg.Connection, name: str) -> tuple[App, str]:
     app = store.rotate_app_key(conn, name=name, key_id=key_id, key_hash=_hash_secret(secret))
     if app is None:
         raise errors.NotFound(f"no active app named {name!r}")
-    return app, f"{KEY_PREFIX}_{key_id}_{secret}"
+    return app, _key(app.test, key_id, secret)
 
 
 def _new_key() -> tuple[str, str]:
     return secrets.token_hex(6), secrets.token_urlsafe(32)
 
 
+def _key(test: bool, key_id: str, secret: str) -> str:
+    return f"{TEST_KEY_PREFIX if test else KEY_PREFIX}_{key_id}_{secret}"
+
+
+def key_hint(app: App) -> str:
+    """How listings show an app's key: its prefix and key id, never the secret."""
+    return f"{TEST_KEY_PREFIX if app.test else KEY_PREFIX}_{app.key_id}_…"
+
+
 def authenticate(conn: psycopg.Connection, api_key: str) -> int:
     """The id of the app that owns `api_key`; Unauthorized otherwise."""
-    key_id, secret = _parse(api_key)
+    key_id, secret, test = _parse(api_key)
     credentials = store.get_app_by_key_id(conn, key_id=key_id) if secret else None
     expected = credentials.key_hash if credentials else _DUMMY_HASH
-    if not hmac.compare_digest(expected, _hash_secret(secret)) or credentials is None:
+    matches = hmac.compare_digest(expected, _hash_secret(secret))
+    # A live app's key written as a test key (or the other way round) is no key of it.
+    if not matches or credentials is None or credentials.test != test:
         if credentials is None:  # revoked or rotated: recalled no more, wherever it was refused
             _authenticated.pop(key_id, None)
         raise errors.Unauthorized("invalid or revoked API key")
     if len(_authenticated) >= _MAX_REMEMBERED:
         _authenticated.clear()
-    _authenticated[key_id] = (credentials.id, credentials.key_hash)
+    _authenticated[key_id] = (credentials.id, credentials.key_hash, credentials.test)
     return credentials.id
 
 
 def recall(api_key: str) -> tuple[int, str] | None:
     """(app id, key id) of a key this process authenticated before, asking no database; None otherwise."""
     # It may have been revoked or rotated since: act on it only in a statement that checks the key id.
-    key_id, secret = _parse(api_key)
+    key_id, secret, test = _parse(api_key)
     remembered = _authenticated.get(key_id)
-    if remembered is None or not hmac.compare_digest(remembered[1], _hash_secret(secret)):
+    if remembered is None or not hmac.compare_digest(remembered[1], _hash_secret(secret)) or remembered[2] != test:
         return None
     return remembered[0], key_id
 
@@ -96,11 +112,17 @@ def forget(api_key: str) -> None:
     _authenticated.pop(_parse(api_key)[0], None)
 
 
-def _parse(api_key: str) -> tuple[str, str]:
-    """(key id, secret) of an `mk_<key id>_<secret>` key; an empty secret when it has another shape."""
-    prefix, _, rest = api_key.partition("_")
+def _parse(api_key: str) -> tuple[str, str, bool]:
+    """(key id, secret, test key) of an `mk_<key id>_<secret>` or `mk_test_<key id>_<secret>` key; an empty
+    secret when it has another shape."""
+    if api_key.startswith(f"{TEST_KEY_PREFIX}_"):
+        rest, test = api_key.removeprefix(f"{TEST_KEY_PREFIX}_"), True
+    elif api_key.startswith(f"{KEY_PREFIX}_"):
+        rest, test = api_key.removeprefix(f"{KEY_PREFIX}_"), False
+    else:
+        return "", "", False
     key_id, _, secret = rest.partition("_")
-    return (key_id, secret) if prefix == KEY_PREFIX else ("", "")
+    return key_id, secret, test
 
 
 def set_from_domains(conn: psycopg.Connection, name: str, from_domains: Sequence[str]) -> App:

@@ -18,6 +18,7 @@ from mailer import store
 from mailer.config import Settings
 from mailer.domain import errors, json_depth
 from mailer.services import instance_keys, logs, rate_limits
+from mailer.store import apps as apps_store
 from mailer.store import dashboard_sessions
 from mailer.store.dashboard_sessions import LiveSession
 from mailer.store.rate_limits import Decision
@@ -106,15 +107,16 @@ def apps_overview(conn: psycopg.Connection, *, today: dt.date) -> list[dict[str,
     overview = []
     for app in store.list_apps(conn):
         counts = logs.daily_stats(conn, app_id=app.id, since=today, until=today)["days"][0]
-        overview.append({"id": app.id, "name": app.name, "active": app.revoked_at is None, "today": counts})
+        overview.append({"id": app.id, "name": app.name, "active": app.revoked_at is None, "test": app.test,
+                         "today": counts})
     return overview
 
 
-def app_name(conn: psycopg.Connection, *, app_id: int) -> str:
-    """An app's name; NotFound when there is no such app."""
+def find_app(conn: psycopg.Connection, *, app_id: int) -> apps_store.App:
+    """An app (its name, whether it is a test app); NotFound when there is no such app."""
     for app in store.list_apps(conn):  # a handful of internal apps: no query of its own needed
         if app.id == app_id:
-            return app.name
+            return app
     raise errors.NotFound(f"no app {app_id}")
 
 

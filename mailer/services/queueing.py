@@ -41,7 +41,7 @@ class NewJob:
     send_at: Any = None  # an aware datetime or None
     schedule_id: uuid.UUID | None = None
     request_id: str | None = None  # of the API call that queued it (logged by the worker with each step)
-    template_id: uuid.UUID | None = None  # the stored template it was rendered from (services/templates.py)
+    template_id: uuid.UUID | None = None  # the stored template it was rendered from (services/template_messages.py)
     template_version: int | None = None
     id: uuid.UUID = dataclasses.field(default_factory=ids.uuid7)  # time-ordered: see domain/ids.py
 

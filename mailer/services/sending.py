@@ -19,7 +19,8 @@ from mailer import db, memory, metrics, store
 from mailer.config import Settings
 from mailer.domain import backoff, errors
 from mailer.mailjet import send as mailjet
-from mailer.services import liveness, lookups, rate_limits, suppressions, wakeups
+from mailer.mailjet import simulation
+from mailer.services import liveness, lookups, rate_limits, suppressions, test_mode, wakeups
 from mailer.store import senders as senders_store
 from mailer.store.jobs import ClaimedJob, ClaimFloors
 
@@ -162,17 +163,29 @@ def _send_as(
     def throttle() -> bool:
         return sender.healthy(sender_id) and wait() and sender.healthy(sender_id)
 
+    def alive() -> bool:  # test mode calls no Mailjet: only the sender's liveness matters
+        return sender.healthy(sender_id)
+
     try:
         checked = lookups.look_up(
-            client, [job for job in claimed if job.verify_before_send], throttle, settings.mailjet_lookup_concurrency
+            client, [job for job in claimed if job.verify_before_send and not job.test], throttle,
+            settings.mailjet_lookup_concurrency,
         )
         settled = _settle_lookups(checked, screenings, results, settings.send_listing_delay_s)
+        # A test job's earlier attempt that ended unknown recorded nothing (its answer and events commit together):
+        # answered again, unless its app is revoked since (cancelled, as a job Mailjet lacks would be).
+        results.cancelled.extend(job for job in claimed if job.test and job.revoked)
+        settled.update(job.id for job in claimed if job.test and job.revoked)
         to_send = [job for job in claimed if job.id not in settled]
         screened = suppressions.split(to_send, screenings)
         results.suppressed, results.screenings = screened.suppressed, screened.screenings
         results.rejected.extend(screened.unsendable)
-        if screened.to_send:
-            _send(client, screened.to_send, results, throttle)
+        live = [job for job in screened.to_send if not job.test]
+        if live:
+            _send(client, live, results, throttle)
+        tests = [job for job in screened.to_send if job.test]
+        if tests:
+            _send(test_mode.CLIENT, tests, results, alive, simulated=True)
         outcome = _record_retrying(pool, settings, results, rng, claim.more)
     except BaseException:
         # The jobs stay `sending` in this sender's name, and a live sender is never taken over: give it up, so
@@ -189,7 +202,7 @@ def _log_transition(level: int, job: ClaimedJob, status: str, extra: dict[str, o
     """One JSON log line per job transition, with the request id of the API call that queued the job."""
     log.log(level, "job %s", status, extra={
         "job_id": str(job.id), "app_id": job.app_id, "request_id": job.request_id, "status": status,
-        "attempt": job.attempts, **extra,
+        "attempt": job.attempts, **({"test": True} if job.test else {}), **extra,
     })
 
 
@@ -253,19 +266,24 @@ def _accept_found(
 
 
 def _send(
-    client: mailjet.MailjetClient, jobs: Sequence[ClaimedJob], results: _Results, throttle: Callable[[], bool]
+    client: mailjet.MailjetClient | simulation.TestModeClient, jobs: Sequence[ClaimedJob], results: _Results,
+    throttle: Callable[[], bool], simulated: bool = False,
 ) -> None:
+    """One send call's results into `results`; `simulated`: test jobs, answered by test mode, not Mailjet (and
+    counted apart from Mailjet's calls)."""
     outgoing = [mailjet.OutgoingMessage(custom_id=str(job.id), message=job.message) for job in jobs]
     if not throttle():
         # Too late to start a call that is sure to end before the claim looks stalled: another worker would
         # take these over while this one still sends them. Nothing was sent: back to the queue as never tried.
         results.unsent.extend(jobs)
         return
-    metrics.send_call_messages(len(outgoing))
+    if not simulated:
+        metrics.send_call_messages(len(outgoing))
     try:
         response = client.send(outgoing)
     except mailjet.SendError as exc:
-        metrics.mailjet_answered("send", exc.status_code, results.claimed_at)
+        if not simulated:
+            metrics.mailjet_answered("send", exc.status_code, results.claimed_at)
         # 401/403 are our credentials, not the messages: retry so fixing the key recovers them.
         if exc.transient or exc.status_code in (401, 403):
             results.retry.extend((job, str(exc), exc.ambiguous, exc.retry_after) for job in jobs)
@@ -276,11 +294,15 @@ def _send(
             log.warning("Mailjet refused a call of %d messages as a whole (%s); sending them one by one",
                         len(jobs), exc)
             for job in jobs:
-                _send(client, [job], results, throttle)
+                _send(client, [job], results, throttle, simulated)
         else:
             results.rejected.extend((job, str(exc)) for job in jobs)
         return
-    metrics.mailjet_answered("send", response.status_code, results.claimed_at)
+    if simulated:
+        accepted = sum(result.accepted for result in response.results)
+        metrics.test_mode_answered(accepted, len(response.results) - accepted)
+    else:
+        metrics.mailjet_answered("send", response.status_code, results.claimed_at)
     for job, result in zip(jobs, response.results, strict=True):
         if result.accepted:
             results.accepted.append((job, result))
@@ -336,6 +358,10 @@ def _record(
                                          job_ids=sorted({row["job_id"] for row in message_rows}))
     store.advance_recipient_statuses(conn, recipient_ids=matched.recipient_ids, job_ids=matched.job_ids)
     store.suppress_from_events(conn, event_ids=matched.event_ids)
+    marked_sent = set(sent)
+    test_mode.record_events(conn, [
+        (job, result) for job, result in results.accepted if job.test and job.id in marked_sent and result is not None
+    ])
 
     failures = [{"id": job.id, "error": error} for job, error in results.rejected]
     retries = []

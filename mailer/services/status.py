@@ -42,6 +42,7 @@ def job_status(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) -> d
         "template": None if job["template_id"] is None else {
             "id": str(job["template_id"]), "version": job["template_version"],
         },
+        "test": bool(job["test"]),
         "recipients": [
             {
                 "email": recipient["email"],

@@ -20,6 +20,7 @@ class App:
     created_at: dt.datetime
     revoked_at: dt.datetime | None
     from_domains: list[str] | None = None  # None: any domain
+    test: bool = False  # a test app (test mode): the worker answers its sends instead of Mailjet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,15 +28,17 @@ class AppCredentials:
     id: int
     name: str
     key_hash: bytes
+    test: bool = False
 
 
 def insert_app(
-    conn: psycopg.Connection, *, name: str, key_id: str, key_hash: bytes, from_domains: Sequence[str] | None = None
+    conn: psycopg.Connection, *, name: str, key_id: str, key_hash: bytes, from_domains: Sequence[str] | None = None,
+    test: bool = False,
 ) -> App:
-    """Register an app with the hash of its key (and the domains it may send from; None: any)."""
+    """Register an app with the hash of its key (and the domains it may send from, None: any; a test app?)."""
     row = _run.one_row(
         conn, "insert_app", name=name, key_id=key_id, key_hash=key_hash,
-        from_domains=None if from_domains is None else list(from_domains),
+        from_domains=None if from_domains is None else list(from_domains), test=test,
     )
     assert row is not None  # noqa: S101  # INSERT ... RETURNING always returns the row
     return App(**row)
@@ -61,7 +64,9 @@ def revoke_app(conn: psycopg.Connection, *, app_id: int) -> App | None:
 def get_app_by_key_id(conn: psycopg.Connection, *, key_id: str) -> AppCredentials | None:
     """The active app that owns a key id."""
     row = _run.one_row(conn, "get_app_by_key_id", key_id=key_id)
-    return AppCredentials(id=row["id"], name=row["name"], key_hash=bytes(row["key_hash"])) if row else None
+    if row is None:
+        return None
+    return AppCredentials(id=row["id"], name=row["name"], key_hash=bytes(row["key_hash"]), test=row["test"])
 
 
 def get_app_sending_rules(conn: psycopg.Connection, *, app_id: int) -> dict[str, Any] | None:

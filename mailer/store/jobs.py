@@ -28,6 +28,7 @@ class ClaimedJob:
     message_bytes: int = 0  # the message's size as JSON text (the claim bounds their sum)
     revoked: bool = False  # its app is revoked (claimed only to ask Mailjet about an earlier attempt)
     lost_attempt_age_s: float | None = None  # since the attempt whose outcome is unknown, in the database's clock
+    test: bool = False  # a test app's job: answered by the sender itself (test mode), never sent to Mailjet
 
 
 def insert_jobs(

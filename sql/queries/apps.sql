@@ -1,18 +1,18 @@
 -- insert_app --
 -- Register an app; only the hash of its key's secret is stored.
-INSERT INTO apps (name, key_id, key_hash, from_domains)
-VALUES (%(name)s, %(key_id)s, %(key_hash)s, %(from_domains)s)
-RETURNING id, name, key_id, created_at, revoked_at, from_domains;
+INSERT INTO apps (name, key_id, key_hash, from_domains, test)
+VALUES (%(name)s, %(key_id)s, %(key_hash)s, %(from_domains)s, %(test)s)
+RETURNING id, name, key_id, created_at, revoked_at, from_domains, test;
 
 -- list_apps --
 -- Every app, revoked ones included.
-SELECT id, name, key_id, created_at, revoked_at, from_domains
+SELECT id, name, key_id, created_at, revoked_at, from_domains, test
 FROM apps
 ORDER BY name;
 
 -- lock_app_by_name --
 -- One app, revoked or not, locked until the end of the transaction (revoking or changing it).
-SELECT id, name, key_id, created_at, revoked_at, from_domains
+SELECT id, name, key_id, created_at, revoked_at, from_domains, test
 FROM apps
 WHERE name = %(name)s
 FOR NO KEY UPDATE;
@@ -22,11 +22,12 @@ FOR NO KEY UPDATE;
 UPDATE apps
 SET revoked_at = now()
 WHERE id = %(id)s AND revoked_at IS NULL
-RETURNING id, name, key_id, created_at, revoked_at, from_domains;
+RETURNING id, name, key_id, created_at, revoked_at, from_domains, test;
 
 -- get_app_by_key_id --
--- The active app a key belongs to, with the hash to compare in constant time.
-SELECT id, name, key_hash
+-- The active app a key belongs to, with the hash to compare in constant time and whether it is a test app (its
+-- key must then start mk_test_, and only then).
+SELECT id, name, key_hash, test
 FROM apps
 WHERE key_id = %(key_id)s AND revoked_at IS NULL;
 
@@ -41,14 +42,14 @@ WHERE id = %(id)s;
 UPDATE apps
 SET key_id = %(key_id)s, key_hash = %(key_hash)s
 WHERE name = %(name)s AND revoked_at IS NULL
-RETURNING id, name, key_id, created_at, revoked_at, from_domains;
+RETURNING id, name, key_id, created_at, revoked_at, from_domains, test;
 
 -- set_app_from_domains --
 -- Change the domains an active app may send from (null: any).
 UPDATE apps
 SET from_domains = %(from_domains)s
 WHERE name = %(name)s AND revoked_at IS NULL
-RETURNING id, name, key_id, created_at, revoked_at, from_domains;
+RETURNING id, name, key_id, created_at, revoked_at, from_domains, test;
 
 -- cancel_jobs_of_app --
 -- A revoked app sends nothing more: its jobs still waiting are cancelled, each with its audit event. Not one

@@ -53,9 +53,10 @@ WITH caller AS MATERIALIZED (
 SELECT id, status, run_at FROM new_jobs CROSS JOIN wakeups;
 
 -- get_job --
--- One job of one app.
+-- One job of one app, and whether that is a test app (test mode).
 SELECT id, app_id, status, priority, message, metadata, send_at, run_at, attempts,
-       last_error, schedule_id, request_id, template_id, template_version, created_at, updated_at
+       last_error, schedule_id, request_id, template_id, template_version, created_at, updated_at,
+       (SELECT apps.test FROM apps WHERE apps.id = jobs.app_id) AS test
 FROM jobs
 WHERE id = %(id)s AND app_id = %(app_id)s;
 
@@ -85,7 +86,8 @@ ORDER BY id;
 -- the jobs seen reached `limit`, or some fitted no more (the running total passes `max_bytes` once two jobs
 -- are in it). `running = bytes`: nothing to send before it, so the first job goes even when it alone is too
 -- big. The claim commits before Mailjet is called, so a crash leaves a trace; `claimed_by` names the sender
--- (mailer/services/liveness.py) whose liveness the claim now depends on.
+-- (mailer/services/liveness.py) whose liveness the claim now depends on. `test`: a test app's job, which the
+-- sender answers itself instead of calling Mailjet (test mode; one primary-key lookup of apps per claimed job).
 -- Each lane is read from its floor (`*_at`, `*_id`; null: from the start), not from the oldest entry of
 -- jobs_due_idx: the entries of claimed jobs stay in it until vacuum removes them, and while a long snapshot
 -- (an analyst's REPEATABLE READ, a backup) pins them, nothing can, nor can a scan mark them dead, so a claim
@@ -146,7 +148,8 @@ WITH transactional AS MATERIALIZED (
     RETURNING jobs.id, jobs.app_id, jobs.priority, CASE WHEN picked.cancel THEN NULL ELSE jobs.message END AS message,
               jobs.attempts, jobs.verify_before_send, jobs.request_id, picked.bytes AS message_bytes, picked.revoked,
               extract(epoch FROM now() - jobs.lost_attempt_at)::float8 AS lost_attempt_age_s,
-              picked.cancel AS cancelled, picked.more, picked.run_at AS due_at
+              picked.cancel AS cancelled, picked.more, picked.run_at AS due_at,
+              (SELECT apps.test FROM apps WHERE apps.id = jobs.app_id) AS test
 ), audit AS (
     INSERT INTO job_events (job_id, type, detail)
     SELECT id, CASE WHEN cancelled THEN 'app_revoked' ELSE 'sending' END,
@@ -156,7 +159,7 @@ WITH transactional AS MATERIALIZED (
 )
 SELECT id, app_id, priority, message, attempts, verify_before_send, request_id, message_bytes, revoked,
        lost_attempt_age_s, cancelled, more, due_at, transactional_left_at, transactional_left_id, bulk_left_at,
-       bulk_left_id
+       bulk_left_id, test
 FROM changed CROSS JOIN floors;
 
 -- mark_jobs_sent --

@@ -161,3 +161,17 @@ def test_simulator_command_takes_its_own_options() -> None:
     )
     assert result.returncode == 0
     assert "--latency-ms" in result.stdout
+
+
+def test_apps_create_test_makes_a_test_app_with_a_mk_test_key(database_url: str, conn: psycopg.Connection) -> None:
+    result = mailer(database_url, "apps", "create", "sandbox", "--test")
+    assert result.returncode == 0, result.stderr
+    assert "test app" in result.stdout
+    key = result.stdout.strip().splitlines()[-1]
+    assert key.startswith("mk_test_")
+    assert apps.authenticate(conn, key) > 0
+    assert mailer(database_url, "apps", "create", "billing").returncode == 0
+    listed = dict(line.split("\t", 1) for line in mailer(database_url, "apps", "list").stdout.splitlines())
+    assert listed["sandbox"].startswith("active\ttest\t") and "\tkey mk_test_" in listed["sandbox"]
+    assert listed["billing"].startswith("active\tlive\t") and "\tkey mk_" in listed["billing"]
+    assert key not in str(listed)

@@ -278,3 +278,22 @@ def test_a_proxys_basic_auth_header_leaves_the_session_in_charge(client, conn, a
     assert client.get(f"/dashboard/apps/{billing}", headers=basic).status_code == 302  # to the login form
     log_in(client, api_key)
     assert client.get(f"/dashboard/apps/{billing}", headers=basic).status_code == 200
+
+
+def test_test_apps_and_their_jobs_are_marked_as_such(client, conn, api_key):
+    _, test_key = apps.create_app(conn, "sandbox", test=True)
+    test_job = queue(client, {"Authorization": f"Bearer {test_key}"})
+    live_job = queue(client, {"Authorization": f"Bearer {api_key}"})
+    test_id, live_id = app_id_of(conn, "sandbox"), app_id_of(conn, "billing")
+    log_in(client, OPERATOR)
+
+    listing = client.get("/dashboard").text
+    rows = {name: row for row in listing.split("<tr>") for name in ("sandbox", "billing") if f">{name}</a>" in row}
+    assert 'class="test-mode"' in rows["sandbox"]
+    assert 'class="test-mode"' not in rows["billing"]
+    for page in ("", "/jobs", "/webhooks"):
+        path = f"/dashboard/apps/{test_id}{page}"
+        assert 'id="test-mode"' in client.get(path).text, path
+    assert 'id="job-test"' in client.get(f"/dashboard/apps/{test_id}/jobs/{test_job}").text
+    assert 'id="test-mode"' not in client.get(f"/dashboard/apps/{live_id}").text
+    assert 'id="job-test"' not in client.get(f"/dashboard/apps/{live_id}/jobs/{live_job}").text

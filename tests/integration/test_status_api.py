@@ -11,7 +11,7 @@ from mailer import store
 from tests.integration.sending_support import run_sender
 
 JOB_KEYS = ["id", "status", "priority", "created_at", "updated_at", "send_at", "attempts", "last_error", "metadata",
-            "schedule_id", "template", "recipients", "events"]
+            "schedule_id", "template", "test", "recipients", "events"]
 RECIPIENT_KEYS = ["email", "kind", "message_id", "status", "events"]
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 

@@ -214,3 +214,17 @@ def test_the_compiled_cache_is_bounded_and_keeps_the_recent():
         cache.put(key, object())  # type: ignore[arg-type]
         cache.get(keys[0])  # the first stays recent
     assert set(cache.held()) == {keys[0], keys[2]}
+
+
+def test_the_openapi_document_describes_the_template_endpoints_from_their_schemas(client):
+    document = client.get("/openapi.json").json
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    assert set(paths["/templates"]) == {"get", "post"}
+    assert set(paths["/templates/{template_id}"]) == {"get", "patch", "delete"}
+    assert set(paths["/templates/{template_id}/versions"]) == set(paths["/templates/{template_id}/render"]) == {"post"}
+    body = paths["/templates"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/TemplateCreate"}
+    assert {"name", "subject"} <= set(schemas["TemplateCreate"]["required"])
+    assert schemas["TemplateCreate"]["properties"]["name"]["maxLength"] == template_service.MAX_NAME
+    assert "409" in paths["/templates/{template_id}"]["delete"]["responses"]
+    assert "template" in schemas["JobStatus"]["properties"] and "template" in schemas["Schedule"]["properties"]

@@ -36,6 +36,7 @@ def test_a_minimal_message_loads_with_defaults():
         "html": None,
         "template_id": None,
         "variables": None,
+        "template": None,
         "attachments": [],
         "headers": {},
         "metadata": {},
