@@ -33,6 +33,53 @@ def message(n: int, domain: str = "example.org", local: str | None = None) -> di
     }
 
 
+# A realistic receipt for the templated batch ingest (row 2b): a subject with the name, about 3 KB of html
+# with a loop over the order's 5 items and a few conditionals, a text part, and a JSON Schema of the
+# variables (its validation is part of what a message costs).
+_HERE = pathlib.Path(__file__).resolve().parent
+_ITEM = {
+    "type": "object", "required": ["title", "qty", "price"],
+    "properties": {"title": {"type": "string", "maxLength": 200}, "variant": {"type": "string"},
+                   "qty": {"type": "integer", "minimum": 1}, "price": {"type": "number", "minimum": 0}},
+}
+RECEIPT_TEMPLATE: dict[str, Any] = {
+    "name": "bench-receipt",
+    "subject": "Your receipt for order #{{ order_number }}, {{ name }}",
+    "html": (_HERE / "receipt.html").read_text(),
+    "text": (_HERE / "receipt.txt").read_text(),
+    "variables": {
+        "type": "object",
+        "required": ["name", "order_number", "ordered_on", "items", "total", "currency", "paid"],
+        "properties": {
+            "name": {"type": "string", "maxLength": 200}, "order_number": {"type": "integer"},
+            "ordered_on": {"type": "string"}, "items": {"type": "array", "items": _ITEM, "maxItems": 50},
+            "total": {"type": "number"}, "discount": {"type": "number"}, "currency": {"type": "string"},
+            "paid": {"type": "boolean"},
+            "shipping": {"type": "object", "properties": {"street": {"type": "string"},
+                                                          "postcode": {"type": "string"}, "city": {"type": "string"}}},
+        },
+    },
+}
+
+
+def templated_message(n: int, template_id: str) -> dict[str, Any]:
+    """message(n), rendered from the receipt template with its own variables instead of its subject and body."""
+    items = [{"title": f"Article {n}-{i}", "qty": 1 + (n + i) % 3, "price": 4.5 + i} for i in range(5)]
+    if n % 2:
+        items[0]["variant"] = "large"
+    total = sum(item["qty"] * item["price"] for item in items)
+    variables: dict[str, Any] = {
+        "name": f"Customer {n}", "order_number": 100_000 + n, "ordered_on": "2026-12-05", "items": items,
+        "total": total - (2.0 if n % 3 == 0 else 0), "currency": "EUR", "paid": n % 4 != 0,
+    }
+    if n % 3 == 0:
+        variables["discount"] = 2.0
+    if n % 2 == 0:
+        variables["shipping"] = {"street": f"{n} Main Street", "postcode": "12345", "city": "Example City"}
+    plain = message(n)
+    return {"from": plain["from"], "to": plain["to"], "metadata": plain["metadata"],
+            "template": {"id": template_id}, "variables": variables}
+
 def ensure_wrk() -> str:
     """The path of wrk, installed with apt-get (as scripts/ensure-postgres does) when missing."""
     found = shutil.which("wrk")

@@ -85,6 +85,19 @@ def ingest_batch(system: System, seconds: float, clients: int) -> Ingest:
     return _ingest(system, "web", f"{system.web_url}/queue", headers, body, clients, seconds, "batch ingest")
 
 
+def create_receipt_template(system: System) -> str:
+    """POST /templates of the receipt template (loadgen.RECEIPT_TEMPLATE); its id."""
+    created = _post_json(system, "/templates", json.dumps(loadgen.RECEIPT_TEMPLATE).encode())
+    return str(created.json()["id"])
+
+
+def ingest_batch_templated(system: System, seconds: float, clients: int, template_id: str) -> Ingest:
+    """ingest_batch, with each of the 500 messages naming the receipt template with its own variables."""
+    headers = {"Content-Type": "application/json", **system.auth}
+    body = json.dumps({"messages": [loadgen.templated_message(i, template_id) for i in range(BATCH)]})
+    return _ingest(system, "web", f"{system.web_url}/queue", headers, body, clients, seconds, "templated batch ingest")
+
+
 def stack_floor(system: System, seconds: float, clients: int) -> Ingest:
     """The same single message POSTed to bench/floor_app.py (one INSERT commit) under mailer's gunicorn settings."""
     with psycopg.connect(system.database_url, autocommit=True) as conn:

@@ -174,6 +174,9 @@ class Settings:
     # Log-in attempts a minute (bursts of as many), per client address and in all; 0 turns a limit off.
     dashboard_logins_per_address_per_min: float = 10.0
     dashboard_logins_per_min: float = 60.0
+    # The variables JSON a template's preview page takes (bytes of UTF-8): the form is a GET, so it also has
+    # to fit gunicorn's request line (4094 bytes, URL-encoded); larger previews go through POST .../render.
+    dashboard_preview_max_bytes: int = 4096
     # Reverse proxies in front of gunicorn that append the client's address to X-Forwarded-For: with N, the
     # client address (log-in throttling, logs) is the Nth address from the right of that header. 0: the
     # header is ignored and the address is the TCP peer's (behind a proxy, the proxy's).
@@ -344,6 +347,9 @@ class Settings:
             ),
             dashboard_logins_per_min=reader.number(
                 "MAILER_DASHBOARD_LOGINS_PER_MIN", defaults.dashboard_logins_per_min
+            ),
+            dashboard_preview_max_bytes=reader.integer(
+                "MAILER_DASHBOARD_PREVIEW_MAX_BYTES", defaults.dashboard_preview_max_bytes, minimum=2, maximum=MIB
             ),
             trusted_proxy_hops=reader.integer(
                 "MAILER_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops, minimum=0, maximum=MAX_PROXY_HOPS

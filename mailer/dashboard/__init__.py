@@ -70,7 +70,10 @@ class DashboardSessions(flask.sessions.SecureCookieSessionInterface):
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Configure the session cookie and register the dashboard's blueprint."""
-    from mailer.dashboard import views
+    from mailer.dashboard import (
+        template_pages,  # noqa: F401  # adds its routes to views.bp before it registers
+        views,
+    )
 
     app.secret_key = settings.secret_key  # None: DashboardSessions reads the installation's key when needed
     app.config.update(

@@ -1,20 +1,22 @@
 """What the operator dashboard needs beyond the API's use cases: who is looking, its sessions and log-in
-limits, and every app at once."""
+limits, every app at once, and the input of a template's preview form."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 import secrets
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 
 from mailer import store
 from mailer.config import Settings
-from mailer.domain import errors
+from mailer.domain import errors, json_depth
 from mailer.services import instance_keys, logs, rate_limits
 from mailer.store import apps as apps_store
 from mailer.store import dashboard_sessions
@@ -124,3 +126,53 @@ def job_request_id(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID) 
     if job is None:
         raise errors.NotFound(f"no job {job_id}")
     return job.get("request_id")
+
+
+# --- the templates pages ---
+
+
+def example_variables(schema: Mapping[str, Any] | None) -> str:
+    """The variables a template's preview form starts with: its schema's first example, else `{}`."""
+    examples = (schema or {}).get("examples")
+    if isinstance(examples, list) and examples and isinstance(examples[0], dict):
+        return json.dumps(examples[0], indent=2, ensure_ascii=False)
+    return "{}"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def preview_variables(raw: str, *, max_bytes: int, max_depth: int) -> dict[str, Any]:
+    """The variables typed into a preview form: a JSON object within the bounds; ValidationFailed naming
+    `variables` otherwise (as POST /templates/{id}/render would refuse them)."""
+    size = len(raw.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise errors.ValidationFailed(
+            f"the variables are {size} bytes; a preview takes at most {max_bytes} (MAILER_DASHBOARD_PREVIEW_MAX_BYTES)",
+            {"variables": [f"at most {max_bytes} bytes"]},
+        )
+    try:
+        variables = json.loads(raw or "{}", parse_constant=_refuse_constant)
+        json_depth.check(raw.encode("utf-8", "surrogatepass"), variables, max_depth)
+        # A lone surrogate ("\ud800") parses but cannot be written out as UTF-8: refused like the API does.
+        json.dumps(variables, ensure_ascii=False).encode("utf-8")
+    except json_depth.TooDeep as exc:
+        raise errors.ValidationFailed("the variables nest too deep", {"variables": [str(exc)]}) from None
+    except (ValueError, RecursionError) as exc:  # UnicodeEncodeError and JSONDecodeError are ValueErrors
+        raise errors.ValidationFailed(
+            "the variables are not valid JSON", {"variables": [f"not valid JSON: {str(exc)[:200]}"]}
+        ) from None
+    if not isinstance(variables, dict):
+        raise errors.ValidationFailed("the variables must be a JSON object", {"variables": ["must be a JSON object"]})
+    return variables
+
+
+def preview_version(raw: str | None) -> int | None:
+    """The version a preview form chose (None: the active one); ValidationFailed naming `version`."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or not 1 <= int(text) <= 2**31 - 1:
+        raise errors.ValidationFailed("the version is not valid", {"version": ["a version number (1, 2, ...)"]})
+    return int(text)

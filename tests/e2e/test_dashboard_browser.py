@@ -1,5 +1,6 @@
 """The dashboard in a real headless Chromium against real processes: log in through the form, queue an
-email through the API, watch it appear in the job list and change status, open its timeline.
+email through the API, watch it appear in the job list and change status, open its timeline, preview a
+stored template.
 
 Uses Debian's /usr/bin/chromium and /usr/bin/chromedriver (scripts/ensure-chromium installs them); the
 driver path is given explicitly, so Selenium Manager never runs (the fixture fails if it starts) and nothing
@@ -139,6 +140,28 @@ def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline
         assert "ann@example.org" in driver.find_element(By.ID, "recipients").text
         driver.save_screenshot(str(tmp_path / "job.png"))
 
+        # A stored template: listed from the overview, its preview rendered in a sandboxed frame whose html
+        # (a quote, a closing </iframe> and a script in it) stays inside the frame and runs nothing (twice
+        # stopped: by the sandbox, and by the page's CSP, which a srcdoc frame inherits).
+        template = requests.post(
+            f"{system.web_url}/templates", headers=system.auth, timeout=5,
+            json={"name": "receipt", "subject": "Receipt for {{ name }}", "text": "Hi {{ name }}",
+                  "html": '<p id="inner">"Hello" {{ name }}</p></iframe>'
+                          '<script>document.getElementById("inner").textContent="ran"</script>',
+                  "variables": {"type": "object", "examples": [{"name": "Ann"}]}},
+        )
+        assert template.status_code == 201, template.text
+        driver.get(app_url)
+        driver.find_element(By.ID, "templates-link").click()
+        wait_for(lambda d: d.find_element(By.LINK_TEXT, "receipt"), "the template list").click()
+        wait_for(lambda d: d.find_element(By.ID, "preview-subject").text == "Receipt for Ann", "the preview")
+        preview_url = driver.current_url
+        driver.switch_to.frame(driver.find_element(By.ID, "preview-html"))
+        assert driver.find_element(By.ID, "inner").text == '"Hello" Ann'  # the template's script did not run
+        driver.switch_to.default_content()
+        assert driver.current_url == preview_url and driver.find_element(By.ID, "source")
+        driver.save_screenshot(str(tmp_path / "template.png"))
+
         # Another app's pages do not exist for this key.
         driver.get(app_url.rsplit("/", 1)[0] + "/999999/jobs")
         assert "404" in driver.find_element(By.TAG_NAME, "h1").text
@@ -150,5 +173,5 @@ def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline
         driver.get(app_url)
         assert "/dashboard/login" in driver.current_url
 
-    for name in ("jobs-before.png", "jobs-sent.png", "job.png"):
+    for name in ("jobs-before.png", "jobs-sent.png", "job.png", "template.png"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -316,6 +316,12 @@ def test_the_dashboard_and_metrics_settings():
     assert Settings.from_env({"MAILER_DASHBOARD_COOKIE_SECURE": "1"}).dashboard_cookie_secure is True
 
 
+def test_the_template_preview_of_the_dashboard_takes_bounded_variables():
+    assert Settings.from_env({}).dashboard_preview_max_bytes == 4096
+    assert Settings.from_env({"MAILER_DASHBOARD_PREVIEW_MAX_BYTES": "65536"}).dashboard_preview_max_bytes == 65536
+    for raw in ("1", str(2 * MIB), "big"):
+        with pytest.raises(ConfigError, match="MAILER_DASHBOARD_PREVIEW_MAX_BYTES"):
+            Settings.from_env({"MAILER_DASHBOARD_PREVIEW_MAX_BYTES": raw})
 def test_trusted_proxy_hops_default_to_none_and_are_bounded():
     assert Settings.from_env({}).trusted_proxy_hops == 0  # X-Forwarded-For ignored unless told
     assert Settings.from_env({"MAILER_TRUSTED_PROXY_HOPS": "2"}).trusted_proxy_hops == 2
