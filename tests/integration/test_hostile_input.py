@@ -420,8 +420,13 @@ def test_a_schedule_stored_with_a_year_one_start_is_cheap_to_show_and_tick(clien
 
     created = client.post("/schedules", json=schedule(start_at="2099-01-01T09:00:00", count=None), headers=auth).json
     # As the issue found it: stored before start_at was bounded, or running since the year 1.
-    conn.execute("UPDATE schedules SET start_local = '0001-01-02 09:00', next_occurrence = now() - interval '1 h'"
-                 " WHERE id = %s", (created["id"],))
+    # Due at yesterday's 09:00 UTC and ticked an hour later, so the next daily 09:00 is never due too (with
+    # `now() - 1 h` the test failed when run between 09:00 and 10:00 UTC).
+    due = conn.execute(
+        "UPDATE schedules SET start_local = '0001-01-02 09:00',"
+        " next_occurrence = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '15 hours'"
+        " WHERE id = %s RETURNING next_occurrence", (created["id"],)
+    ).fetchone()[0]
     conn.commit()
     started = time.monotonic()
     listed = client.get("/schedules", headers=auth)
@@ -431,6 +436,6 @@ def test_a_schedule_stored_with_a_year_one_start_is_cheap_to_show_and_tick(clien
     assert len(shown.json["upcoming"]) == 5
     started = time.monotonic()
     with psycopg.connect(database_url) as other:
-        ticked = scheduling.tick(other, now=dt.datetime.now(dt.UTC), batch_size=50)
+        ticked = scheduling.tick(other, now=due + dt.timedelta(hours=1), batch_size=50)
     assert time.monotonic() - started < 2.0
     assert ticked.jobs == 1
