@@ -98,6 +98,20 @@ def ingest_batch_templated(system: System, seconds: float, clients: int, templat
     return _ingest(system, "web", f"{system.web_url}/queue", headers, body, clients, seconds, "templated batch ingest")
 
 
+def ingest_batch_rendered(system: System, seconds: float, clients: int, template_id: str) -> Ingest:
+    """ingest_batch_templated's messages rendered beforehand (POST /templates/{id}/render), sent as plain content."""
+    headers = {"Content-Type": "application/json", **system.auth}
+    messages = []
+    for i in range(BATCH):
+        templated = loadgen.templated_message(i, template_id)
+        rendered = _post_json(system, f"/templates/{template_id}/render",
+                              json.dumps({"variables": templated["variables"]}).encode()).json()
+        plain = {key: value for key, value in templated.items() if key not in ("template", "variables")}
+        messages.append(plain | {part: rendered[part] for part in ("subject", "html", "text") if rendered[part]})
+    body = json.dumps({"messages": messages})
+    return _ingest(system, "web", f"{system.web_url}/queue", headers, body, clients, seconds, "rendered batch ingest")
+
+
 def stack_floor(system: System, seconds: float, clients: int) -> Ingest:
     """The same single message POSTed to bench/floor_app.py (one INSERT commit) under mailer's gunicorn settings."""
     with psycopg.connect(system.database_url, autocommit=True) as conn:

@@ -25,6 +25,7 @@ def test_the_quick_benchmark_runs_every_measurement() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = result.stdout
     for row in ("1. Ingest, single", "2. Ingest, batches", "2b. Ingest, batches of 500 naming a stored template",
+                "2c. Ingest, 2b's 500 receipts rendered beforehand",
                 "3. End to end", "3c. End to end with Mailjet's event", "4. Pickup latency", "5. Events",
                 "6. History load: 100,000 sent jobs over 10 months", "7. Events, one grouped POST", "Worker memory",
                 "8. Webhook fan-out", "8b. Webhook fan-out", "9. kill -9", "9b. kill -9", "10. Outage",
@@ -37,6 +38,8 @@ def test_the_quick_benchmark_runs_every_measurement() -> None:
     assert "CPU per request: web" in table and "CPU per email: web" in table, table  # rows 1 and 2
     # 2b, with templates, beside 2 measured in the same run, and their ratio
     assert re.search(r"\| 2b\. .*CPU per email: web \d+ µs.*\| 2: [\d,]+ emails/s .*\| \d+% \|", table), table
+    assert re.search(r"\| 2c\. .*CPU per email: web \d+ µs.*\| 2b: [\d,]+ emails/s \| 2b is \d+% of 2c \|",
+                     table), table
     assert re.search(r"the stack's floor, .*: [\d,]+ req/s \(CPU per request", table), table  # row 1's baseline
     # No email sent twice: 3, 3b and 3c (3 rows), with history (4), 9 and 9b (2, and twice in their targets),
     # 10 (1), 12 (1), 13 (2: in its result and its target), 14 (2: single and grouped events)
