@@ -1,10 +1,10 @@
 """A template's variables schema: checked with `jsonschema`, applied per message with `jsonschema_rs` first.
 
-`jsonschema` (Python) chooses the draft from `$schema` (2020-12 by default), checks the schema against its
-metaschema and words the errors. Validating a receipt's variables with it costs ~150 µs a message, more than
-the whole render (bench/render_cost.py); `jsonschema_rs` answers valid or not in ~1 µs, so it decides first
-and the Python validator only explains a refusal. Both follow the same drafts; tests/unit/test_templating.py
-keeps them in agreement on every keyword a template schema is likely to use.
+`jsonschema` (Python) chooses the draft from `$schema` (2020-12 by default) and checks the schema against its
+metaschema, once. Variables are validated and the errors worded by `jsonschema_rs` alone: ~1 µs a receipt
+against ~150 µs (bench/render_cost.py), and its regex engine never backtracks, where Python's re, running a
+`pattern` such as `^(a+)+$`, may take minutes on 40 characters. Both follow the same drafts;
+tests/unit/test_templating.py keeps them in agreement on every keyword a template schema is likely to use.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 import jsonschema
 import jsonschema.exceptions
-import jsonschema.protocols
 import jsonschema.validators
 import jsonschema_rs
 
@@ -38,7 +37,7 @@ def short(message: str) -> str:
 class VariablesSchema:
     """One template version's JSON Schema of its variables, compiled once; safe to share between threads."""
 
-    __slots__ = ("_explain", "_fast")
+    __slots__ = ("_fast",)
 
     def __init__(self, schema: Mapping[str, Any], max_bytes: int) -> None:
         """Compile `schema`; ValueError with a message for the client when it is too long or not valid."""
@@ -61,21 +60,15 @@ class VariablesSchema:
             self._fast = jsonschema_rs.validator_for(dict(schema), validate_formats=False, offline=True)
         except (jsonschema_rs.ValidationError, ValueError) as exc:
             raise ValueError(f"the schema cannot be used: {str(exc).splitlines()[0]}") from None
-        self._explain: jsonschema.protocols.Validator = cls(schema)
 
     def problems(self, variables: Mapping[str, Any]) -> list[str]:
         """Each way `variables` break the schema, named by JSON path; [] when they fit."""
+        # Worded by jsonschema_rs too: the Python validator would run the schema's `pattern`s with Python's re,
+        # which backtracks (`^(a+)+$` against 40 a's and a '!': minutes); jsonschema_rs's regex engine does not.
         try:
             if self._fast.is_valid(variables):
                 return []
-        except ValueError:  # a value JSON cannot hold: the Python validator decides alone
-            pass
-        try:
-            errors = sorted(self._explain.iter_errors(variables), key=lambda e: [str(k) for k in e.absolute_path])
-            found = [short(f"{path('variables', error.absolute_path)}: {error.message}") for error in errors]
-        except ValueError:  # wording an error failed (an integer too long to print): jsonschema_rs's words
-            found = []
-        if not found:  # refused by jsonschema_rs alone (the agreement test keeps this rare)
-            found = [short(f"{path('variables', error.instance_path)}: {error.message}")
-                     for error in self._fast.iter_errors(variables)]
-        return found
+            errors = sorted(self._fast.iter_errors(variables), key=lambda e: [str(k) for k in e.instance_path])
+            return [short(f"{path('variables', error.instance_path)}: {error.message}") for error in errors]
+        except ValueError as exc:  # a value JSON cannot hold (never from a JSON request)
+            return [short(f"variables: not JSON: {exc}")]
