@@ -152,6 +152,7 @@ def test_an_invalid_schema_is_refused_at_check():
     ("{{ s }}", {"s": "a\rb"}),
     ("Hi{{ '\\r\\n' }}Bcc: x@example.com", {}),
     ("Hi\n", {}),
+    ("{{ s }}", {"s": "\n"}),
 ])
 def test_a_rendered_subject_with_cr_or_lf_is_refused(subject, variables):
     compiled = templating.check(source(subject=subject, html="x"), LIMITS)
@@ -353,6 +354,28 @@ def test_a_part_too_costly_to_compile_is_refused_before_it_is(html):
     [message] = details(templating.check, source(html=html), LIMITS)["html"]
     assert message.startswith(f"more than {LIMITS.max_source_bytes // 32} expressions and statements")
     assert time.monotonic() - started < 1.0  # parsing only: compiling these took 1 to 2.4 s
+
+
+def or_chain(operands):
+    return "{{ " + " or ".join(["x"] * operands) + " }}\n"
+
+
+def test_expressions_nested_too_deep_are_refused_at_check_in_linear_time():
+    limits = templating.Limits(max_source_bytes=128 * 1024, render_timeout_ms=200, max_output_bytes=1024 * 1024)
+    started = time.monotonic()
+    part = or_chain(templating.MAX_NESTING) + or_chain(190) * 4  # checking took 4.4 s (Jinja's optimizer)
+    refused_parts = details(templating.check, source(part, part, part), limits)
+    assert time.monotonic() - started < 1.0
+    assert refused_parts == dict.fromkeys(["subject", "html", "text"],
+                                          [f"line 2: expressions nest more than {templating.MAX_NESTING} deep"])
+    compiled = templating.check(source(text=or_chain(templating.MAX_NESTING)), limits)
+    assert templating.render(compiled, {"x": "a"}, limits).text == "a\n"
+
+
+def test_a_lone_surrogate_in_a_part_is_refused_at_check():
+    assert details(templating.check, source(text="\ud800", html="ok"), LIMITS) == {
+        "text": ["not valid Unicode (a lone surrogate)"]
+    }
 
 
 def test_include_import_and_extends_are_refused_at_check():
