@@ -129,6 +129,15 @@ def _results(budget: Budget, result: Any) -> Any:
     return _int_result(budget.charge(result))
 
 
+def _stepped_test(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)  # `x is t` is called directly, not through call_test: `x is in long_list` x500
+    def stepped(*args: Any, **kwargs: Any) -> Any:
+        budgets.current().step()
+        return func(*args, **kwargs)
+
+    return stepped
+
+
 def _charged_items(budget: Budget, chunks: Iterable[Any]) -> Iterator[Any]:
     """batch()'s chunks, each a new list: charged as they are made, so that nesting batches fills no memory."""
     for chunk in chunks:
@@ -297,6 +306,7 @@ class BoundedEnvironment(sandbox.ImmutableSandboxedEnvironment):
         self.filters = {
             name: _bounded_filter(name, func) for name, func in self.filters.items() if name not in DROPPED_FILTERS
         }
+        self.tests = {name: _stepped_test(func) for name, func in self.tests.items()}
 
     @staticmethod
     def charge(value: Any) -> Any:

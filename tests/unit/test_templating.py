@@ -220,6 +220,7 @@ SLOW = {
     "attributes of a long variable": "{{ long|map(attribute='y')" + "|map(attribute='real')" * 30 + "|sum }}",
     "a filter applied directly, many times": "{{ words|wordcount }}" * 400,
     "generator filters drawn through one another": "{{ big" + "|select" * 50 + "|max }}",
+    "a test applied directly, many times": "{{ 'z' is in long }}" * 500,
 }
 
 
