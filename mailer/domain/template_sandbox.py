@@ -129,7 +129,7 @@ def _results(budget: Budget, result: Any) -> Any:
     return _int_result(budget.charge(result))
 
 
-def _stepped_test(func: Callable[..., Any]) -> Callable[..., Any]:
+def _stepped_test(func: Any) -> Any:
     @functools.wraps(func)  # `x is t` is called directly, not through call_test: `x is in long_list` x500
     def stepped(*args: Any, **kwargs: Any) -> Any:
         budgets.current().step()
