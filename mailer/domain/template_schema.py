@@ -10,6 +10,7 @@ tests/unit/test_templating.py keeps them in agreement on every keyword a templat
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +20,12 @@ import jsonschema.validators
 import jsonschema_rs
 
 MAX_MESSAGE = 300  # characters of one error message (a batch of 500 may carry one per message)
+# What makes jsonschema_rs run a pattern in its backtracking engine (fancy-regex) instead of the linear one:
+# backreferences, lookarounds, atomic groups, conditionals. Each value then costs up to ~40 ms before the
+# engine gives up, and a list of 1,000 valid values 9 s; a variables schema has no need of them. An escaped
+# character (`\(`) is skipped first; one inside a character class (`[(?=]`) is refused too, to be safe.
+BACKTRACKING = re.compile(r"\\[1-9k]|\(\?(?:[=!>(]|<[=!]|P=)")
+ESCAPED = re.compile(r"\\.", re.DOTALL)
 
 
 def path(root: str, keys: Iterable[Any]) -> str:
@@ -32,6 +39,27 @@ def path(root: str, keys: Iterable[Any]) -> str:
 def short(message: str) -> str:
     """A message as a client gets it: the value it quotes may be a whole variable, so at most MAX_MESSAGE."""
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
+def _refuse_backtracking(schema: Mapping[str, Any]) -> None:
+    """ValueError naming the first `pattern` or `patternProperties` key that needs a backtracking engine."""
+    stack: list[tuple[Any, list[Any]]] = [(schema, [])]
+    while stack:
+        node, keys = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, [*keys, n]) for n, item in enumerate(node))
+            continue
+        if not isinstance(node, Mapping):
+            continue
+        patterns = [([*keys, "pattern"], node["pattern"])] if isinstance(node.get("pattern"), str) else []
+        if isinstance(node.get("patternProperties"), Mapping):
+            patterns += [([*keys, "patternProperties", key], key) for key in node["patternProperties"]]
+        for where, pattern in patterns:
+            found = BACKTRACKING.search(ESCAPED.sub(lambda m: m[0] if m[0][1] in "123456789k" else "_", pattern))
+            if found:
+                raise ValueError(f"{path('schema', where)}: {found[0]!r}: backreferences and lookarounds are not "
+                                 "allowed (they make a regular expression backtrack)")
+        stack.extend((value, [*keys, key]) for key, value in node.items())
 
 
 class VariablesSchema:
@@ -54,6 +82,7 @@ class VariablesSchema:
             cls.check_schema(schema)
         except jsonschema.exceptions.SchemaError as exc:
             raise ValueError(f"not a valid JSON Schema: {path('schema', exc.absolute_path)}: {exc.message}") from None
+        _refuse_backtracking(schema)
         try:
             # Formats are annotations only, as in the Python validator without a format checker; no $ref is
             # ever fetched from the network (a schema is the app's input, the fetch would be ours).

@@ -130,8 +130,8 @@ def test_an_error_quoting_a_long_variable_is_cut_short():
     assert message.endswith("…")
 
 
-@pytest.mark.parametrize(("pattern", "value"), [("^(a+)+$", "a" * 26 + "!"), ("^(?=(a+)+$)", "a" * 40 + "!")],
-                         ids=["nested quantifier", "in a lookahead"])
+@pytest.mark.parametrize(("pattern", "value"), [("^(a+)+$", "a" * 26 + "!"), ("^(a|aa)+$", "a" * 60 + "!")],
+                         ids=["nested quantifier", "alternatives"])
 def test_a_backtracking_pattern_is_refused_in_linear_time(pattern, value):
     schema = {"properties": {"s": {"type": "string", "pattern": pattern}}}
     compiled = templating.check(source(html="{{ s }}", variables=schema), LIMITS)
@@ -139,6 +139,24 @@ def test_a_backtracking_pattern_is_refused_in_linear_time(pattern, value):
     refusal = details(templating.render, compiled, {"s": value}, LIMITS)
     assert time.monotonic() - started < 0.1  # Python's re: 2 s for the first, minutes for the second
     assert refusal == {"variables": [f'variables.s: "{value}" does not match "{pattern}"']}
+
+
+@pytest.mark.parametrize(("where", "schema"), [
+    ("schema.properties.s.pattern: '\\\\1'", {"properties": {"s": {"pattern": "^(a|a)+\\1$"}}}),
+    ("schema.items.pattern: '(?='", {"items": {"pattern": "^(?=(a+)+$)"}}),
+    ("schema.anyOf[1].patternProperties.(?<!x)y: '(?<!'", {"anyOf": [{}, {"patternProperties": {"(?<!x)y": {}}}]}),
+])
+def test_a_pattern_needing_a_backtracking_engine_is_refused_at_check(where, schema):
+    # jsonschema_rs runs these in fancy-regex, which backtracks up to its step limit: 1,000 valid values of
+    # `^(?:(a|a)+\1x)?a` took 9 s to validate
+    [message] = details(templating.check, source(html="x", variables=schema), LIMITS)["variables"]
+    assert message.startswith(where + ": backreferences and lookarounds are not allowed")
+
+
+def test_escaped_parentheses_and_backslashes_are_not_lookarounds_nor_backreferences():
+    schema = {"properties": {"s": {"pattern": "^\\(\\?=\\\\1[(]$"}}}
+    compiled = templating.check(source(html="{{ s }}", variables=schema), LIMITS)
+    assert templating.render(compiled, {"s": "(?=\\1("}, LIMITS).html == "(?=\\1("
 
 
 def test_an_invalid_schema_is_refused_at_check():
