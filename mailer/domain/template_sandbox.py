@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import re
 import string
 import types
-from collections.abc import Callable, Iterable, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import Any
 
 from jinja2 import StrictUndefined, runtime, sandbox
@@ -101,9 +102,47 @@ def _slow_text(name: str, text: str) -> None:
         raise Exceeded(f"{name}() of more than {MAX_SLOW_TEXT} characters")
 
 
-def _sorted(name: str, value: Any) -> None:
-    if isinstance(value, Sized) and len(value) > MAX_SORTED:
-        raise Exceeded(f"{name}() of more than {MAX_SORTED} items")
+def _sorted(name: str, value: Any) -> list[Any] | None:
+    """Refuse more than MAX_SORTED items; a generator is drawn (one step an item) only as far as that."""
+    if isinstance(value, Sized):
+        if len(value) > MAX_SORTED:
+            raise Exceeded(f"{name}() of more than {MAX_SORTED} items")
+        return None
+    items: list[Any] = []
+    for item in budgets.counted_steps(value):
+        if len(items) == MAX_SORTED:
+            raise Exceeded(f"{name}() of more than {MAX_SORTED} items")
+        items.append(item)
+    return items
+
+
+def _int_result(value: Any) -> Any:
+    if type(value) is int and value.bit_length() > MAX_INT_BITS:
+        raise Exceeded(f"a number larger than {MAX_INT_BITS} bits")
+    return value
+
+
+def _results(budget: Budget, result: Any) -> Any:
+    """A filter's result, counted: a generator (select, map, batch...) steps per item as it is drawn."""
+    if isinstance(result, Iterator) and not isinstance(result, budgets.COUNTED):
+        return budgets.counted_steps(result)
+    return _int_result(budget.charge(result))
+
+
+def _stepped_test(func: Any) -> Any:
+    @functools.wraps(func)  # `x is t` is called directly, not through call_test: `x is in long_list` x500
+    def stepped(*args: Any, **kwargs: Any) -> Any:
+        budgets.current().step()
+        return func(*args, **kwargs)
+
+    return stepped
+
+
+def _charged_items(budget: Budget, chunks: Iterable[Any]) -> Iterator[Any]:
+    """batch()'s chunks, each a new list: charged as they are made, so that nesting batches fills no memory."""
+    for chunk in chunks:
+        budget.step()
+        yield budget.charge(chunk)
 
 
 class _Before:
@@ -155,16 +194,16 @@ class _Before:
         _sorted("dictsort", value)
 
     @staticmethod
-    def sort(budget: Budget, value: Any, *args: Any, **kwargs: Any) -> None:
-        _sorted("sort", value)
+    def sort(budget: Budget, value: Any, *args: Any, **kwargs: Any) -> list[Any] | None:
+        return _sorted("sort", value)
 
     @staticmethod
-    def unique(budget: Budget, value: Any, *args: Any, **kwargs: Any) -> None:
-        _sorted("unique", value)
+    def unique(budget: Budget, value: Any, *args: Any, **kwargs: Any) -> list[Any] | None:
+        return _sorted("unique", value)
 
     @staticmethod
-    def groupby(budget: Budget, value: Any, *args: Any, **kwargs: Any) -> None:
-        _sorted("groupby", value)
+    def groupby(budget: Budget, value: Any, *args: Any, **kwargs: Any) -> list[Any] | None:
+        return _sorted("groupby", value)
 
     @staticmethod
     def sum(budget: Budget, iterable: Any, attribute: Any = None, start: Any = 0) -> None:
@@ -177,6 +216,16 @@ class _Before:
             raise Exceeded(f"tojson() indents by {MAX_JSON_INDENT} at most")
         budget.allow(budget.size(value))  # walked step by step: a variable may be as large as the request
 
+    @staticmethod
+    def list(budget: Budget, value: Any) -> builtins.list[Any]:
+        items: builtins.list[Any] = []
+        size = 2
+        for item in budgets.counted_steps(value):  # a generator's items sized as they come: refused on the way
+            size += budgets.ITEM_BYTES + budget.size(item)
+            budget.allow(size)
+            items.append(item)
+        return items
+
 
 def do_format(value: Any, *args: Any, **kwargs: Any) -> str:
     """Jinja's `format` filter (`"%.2f"|format(x)`), checked in one call: a receipt uses it on every line."""
@@ -184,6 +233,7 @@ def do_format(value: Any, *args: Any, **kwargs: Any) -> str:
         raise FilterArgumentError("can't handle positional and keyword arguments at the same time")
     fmt = soft_str(value)
     budget = budgets.current()
+    budget.step()
     check_percent(budget, fmt, kwargs or args)
     result: str = budget.charge(fmt % (kwargs or args))
     return result
@@ -197,8 +247,9 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(func)  # keeps jinja_pass_arg: Jinja still passes the context, eval context or environment
         def charged(*args: Any, **kwargs: Any) -> Any:
-            result = func(*args, **kwargs)
-            return budgets.current().charge(result) if isinstance(result, budgets.COUNTED) else result
+            budget = budgets.current()
+            budget.step()  # `{{ x|f }}` is called directly, not through call_filter
+            return _results(budget, func(*args, **kwargs))
 
         return charged
     check = before
@@ -207,10 +258,14 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
         budget = budgets.current()
+        budget.step()
         value = check(budget, *args[skip:], **kwargs)
         if value is not None:
             args = (*args[:skip], value, *args[skip + 1:])
-        return budget.charge(func(*args, **kwargs))
+        result = func(*args, **kwargs)
+        if name == "batch":
+            return _charged_items(budget, result)
+        return _results(budget, result)
 
     return checked
 
@@ -236,18 +291,22 @@ class BoundedEnvironment(sandbox.ImmutableSandboxedEnvironment):
     """Immutable sandbox, StrictUndefined, no loader, every cost counted (template_budget)."""
 
     code_generator_class = budgets.BoundedCodeGenerator
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    # All of them: `//` and `%` of two huge integers are quadratic too, so every operand is bounded.
+    intercepted_binops = frozenset({"*", "**", "+", "-", "/", "//", "%"})
     counted_steps = staticmethod(budgets.counted_steps)
     counted_buffer = staticmethod(budgets.CountedBuffer)
 
     def __init__(self, autoescape: bool) -> None:
+        # optimized=False: Jinja's optimizer folds constants by trying every subexpression of every expression,
+        # quadratic in a chain of `or` (320 operands: seconds to check); a render barely gains from it.
         super().__init__(autoescape=autoescape, undefined=StrictUndefined, keep_trailing_newline=True,
-                         auto_reload=False, cache_size=0)
+                         auto_reload=False, cache_size=0, optimized=False)
         self.globals.pop("lipsum", None)  # random text: of no use in an email, and a preview must equal the send
         self.globals["namespace"] = budgets.BoundedNamespace
         self.filters = {
             name: _bounded_filter(name, func) for name, func in self.filters.items() if name not in DROPPED_FILTERS
         }
+        self.tests = {name: _stepped_test(func) for name, func in self.tests.items()}
 
     @staticmethod
     def charge(value: Any) -> Any:
@@ -290,10 +349,11 @@ class BoundedEnvironment(sandbox.ImmutableSandboxedEnvironment):
         return budget.charge(super().call(context, obj, *args, **kwargs))
 
     def call_binop(self, context: runtime.Context, operator: str, left: Any, right: Any) -> Any:
-        """`*`, `**`, `+` and `%`, refused before they build something too large."""
+        """Every operator, refused before it builds something too large or works on too large a number."""
         if type(left) in NUMBERS and type(right) in NUMBERS:  # the common case, kept short: prices and counts
             if type(left) is int and type(right) is int and (
-                (operator == "*" and left.bit_length() + right.bit_length() > MAX_INT_BITS)
+                left.bit_length() > MAX_INT_BITS or right.bit_length() > MAX_INT_BITS
+                or (operator == "*" and left.bit_length() + right.bit_length() > MAX_INT_BITS)
                 or (operator == "**" and right > 0 and abs(left) > 1 and left.bit_length() * right > MAX_INT_BITS)
             ):
                 raise Exceeded(f"a number larger than {MAX_INT_BITS} bits")

@@ -10,6 +10,7 @@ from typing import Any, Protocol, cast
 import jinja2
 from jinja2 import meta, nodes
 
+from mailer.domain import message as message_rules
 from mailer.domain import template_budget, template_sandbox, template_schema
 from mailer.domain.errors import ValidationFailed
 
@@ -19,6 +20,9 @@ PARTS = ("subject", "html", "text")
 # a template of 128 KB of `{{ a ~ a ~ ... }}` does not hold a web thread for seconds.
 BYTES_PER_NODE = 32
 MAX_SUBJECT = 998  # a header line (RFC 5322 2.1.1), as a message's own subject (api/schemas.py)
+# Expressions inside expressions (`a or b or ...` nests one per operand): Jinja's compiler recurses through
+# them, once per level for some nodes; an email's deepest are a few levels, and 64 keeps checking linear.
+MAX_NESTING = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,16 +108,20 @@ def check(source: Source, limits: Limits) -> Compiled:
         if not isinstance(text, str):
             errors[name] = ["must be a string"]
             continue
-        if len(text.encode()) > limits.max_source_bytes:
-            errors[name] = [f"longer than {limits.max_source_bytes} bytes"]
-            continue
         env = _ESCAPED if name == "html" else _PLAIN
         try:
+            if len(text.encode()) > limits.max_source_bytes:  # a lone surrogate cannot be encoded: caught below
+                errors[name] = [f"longer than {limits.max_source_bytes} bytes"]
+                continue
             tree = env.parse(text)
             size = sum(1 for _ in tree.find_all(nodes.Node))
             if size > limits.max_source_bytes // BYTES_PER_NODE:
                 errors[name] = [f"more than {limits.max_source_bytes // BYTES_PER_NODE} expressions and statements "
                                 f"(Jinja nodes): {size}"]
+                continue
+            deep = _too_deep(tree)
+            if deep is not None:
+                errors[name] = [f"line {deep.lineno}: expressions nest more than {MAX_NESTING} deep"]
                 continue
             refused = [f"line {node.lineno}: a template cannot extend, include or import another"
                        for node in tree.find_all(_NO_LOADER)]
@@ -122,6 +130,8 @@ def check(source: Source, limits: Limits) -> Compiled:
                 continue
             undeclared |= meta.find_undeclared_variables(tree) & _unconditional(tree)
             parts[name] = env.from_string(tree)
+        except UnicodeEncodeError:
+            errors[name] = ["not valid Unicode (a lone surrogate)"]
         except jinja2.TemplateSyntaxError as exc:
             errors[name] = [template_schema.short(f"line {exc.lineno}: {exc.message}")]
         except RecursionError:
@@ -139,6 +149,21 @@ def check(source: Source, limits: Limits) -> Compiled:
     if errors:
         raise ValidationFailed("the template is not valid", errors)
     return Compiled(parts, tuple(sorted(undeclared - set(_PLAIN.globals))), schema)
+
+
+def _too_deep(tree: nodes.Template) -> nodes.Node | None:
+    """The first expression nested more than MAX_NESTING expressions deep, if any (walked without recursion)."""
+    stack: list[tuple[nodes.Node, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, nodes.Expr):
+            depth += 1
+            if depth > MAX_NESTING:
+                return node
+        else:
+            depth = 0
+        stack.extend(reversed([(child, depth) for child in node.iter_child_nodes()]))  # the first in the source first
+    return None
 
 
 def _unconditional(tree: nodes.Template) -> set[str]:
@@ -184,7 +209,7 @@ def render(compiled: Compiled, variables: Mapping[str, Any], limits: Limits) -> 
             except Exception as exc:  # anything a template or its variables do is theirs to fix: a 422
                 raise _failure(name, exc) from None
     subject = out["subject"]
-    if subject is not None and ("\r" in subject or "\n" in subject):
+    if subject is not None and message_rules.has_line_break(subject):
         raise ValidationFailed("the rendered subject is not a header", {"subject": ["contains CR or LF"]})
     if subject is not None and len(subject) > MAX_SUBJECT:
         raise ValidationFailed("the rendered subject is not a header",
