@@ -17,6 +17,7 @@ from mailer.api import (
     schedules,
     status,
     suppressions,
+    unsubscribe,
     webhooks,
 )
 
@@ -27,6 +28,6 @@ def init_app(app: flask.Flask) -> None:
     reads.init_app(app)
     for blueprint in (
         health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, webhooks.bp, logs.bp,
-        activity.bp, openapi.bp, prometheus.bp,
+        activity.bp, unsubscribe.bp, openapi.bp, prometheus.bp,
     ):
         app.register_blueprint(blueprint)
