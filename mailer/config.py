@@ -463,7 +463,7 @@ def _public_url(value: str | None) -> str | None:
     parts = urllib.parse.urlsplit(value)
     bad = parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc
     if bad or parts.query or parts.fragment or len(value) > 200:
-        raise ConfigError(f"MAILER_PUBLIC_URL must be an http(s) URL of at most 200 characters, not {value!r}")
+        raise ConfigError("MAILER_PUBLIC_URL must be an http(s) URL without credentials, query or fragment, of at most 200 characters")
     return value.rstrip("/")
 
 
