@@ -463,7 +463,9 @@ def _public_url(value: str | None) -> str | None:
     parts = urllib.parse.urlsplit(value)
     bad = parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc
     if bad or parts.query or parts.fragment or len(value) > 200:
-        raise ConfigError("MAILER_PUBLIC_URL must be an http(s) URL without credentials, query or fragment, of at most 200 characters")
+        raise ConfigError(
+            "MAILER_PUBLIC_URL must be an http(s) URL without credentials, query or fragment, of at most 200 characters"
+        )
     return value.rstrip("/")
 
 
