@@ -167,7 +167,8 @@ class SuppressionEntrySchema(Schema):
 
 class UnsubscribedSchema(Schema):
     email = fields.String(required=True, metadata={"description": "the address the link names"})
-    scope = fields.String(required=True, validate=validate.OneOf(("bulk",)))
+    scope = fields.String(required=True, validate=validate.OneOf(("all", "bulk")), metadata={
+        "description": "bulk, or all when the address was already suppressed for all mail"})
     unsubscribed = fields.Boolean(required=True)
 
 

@@ -110,8 +110,10 @@ def unsubscribe(conn: psycopg.Connection, token: str) -> dict[str, Any]:
         )
         if added is not None:
             store.enqueue_unsubscribed_webhook(conn, app_id=app_id, email=email, job_id=job_id)
+        entry = added or store.get_suppression(conn, app_id=app_id, email=email)
     metrics.unsubscribe("added" if added is not None else "already")
-    return {"email": email, "scope": suppressions.BULK, "unsubscribed": True}
+    # An entry of scope `all` (a bounce, or the app's own) stays as it is: it already covers bulk mail.
+    return {"email": email, "scope": entry.scope if entry else suppressions.BULK, "unsubscribed": True}
 
 
 BUCKETS = "unsubscribe:"  # the prefix of the rate-limit buckets of POST /unsubscribe
@@ -119,10 +121,11 @@ BUCKETS = "unsubscribe:"  # the prefix of the rate-limit buckets of POST /unsubs
 
 def limit(conn: psycopg.Connection, settings: Settings, address: str) -> None:
     """Count one POST /unsubscribe from `address`; RateLimited when that address, or everyone, posted too often."""
-    for key, per_min, whose in (
+    limits = (
         (BUCKETS + address, settings.unsubscribes_per_address_per_min, "from your address"),
         (BUCKETS + "*", settings.unsubscribes_per_min, "in all"),
-    ):
+    )
+    for key, per_min, whose in limits:
         decision = rate_limits.take(conn, key, per_min / 60, max(1.0, per_min))
         if not decision.granted:
             retry_after = max(1, math.ceil(decision.retry_after_s))
@@ -130,6 +133,10 @@ def limit(conn: psycopg.Connection, settings: Settings, address: str) -> None:
                 f"too many unsubscribe requests {whose}; retry in {retry_after} s",
                 retry_after_s=retry_after, details={"limit_per_min": per_min, "retry_after_s": retry_after},
             )
+    # A bucket left alone until it is full again is the same as no row: keep rows of recent addresses only.
+    refill_s = max((60 * max(1.0, per_min) / per_min for _, per_min, _ in limits if per_min > 0), default=0.0)
+    if refill_s:
+        store.delete_idle_rate_limit_buckets(conn, prefix=BUCKETS, idle_s=refill_s)
 
 
 def warn_if_no_public_url(settings: Settings) -> None:

@@ -188,12 +188,24 @@ def test_a_bulk_suppression_becomes_all_on_a_hard_bounce(client, auth, conn, app
     assert conn.execute("SELECT scope FROM suppressions").fetchall() == [("all",)]
 
 
-def test_unsubscribes_are_rate_limited_per_address(conn, settings, app_id) -> None:
-    from mailer.domain import errors
+def test_unsubscribes_are_rate_limited_per_address_with_retry_after(conn, settings, app_id) -> None:
+    from tests.integration.conftest import app_with
 
-    tight = dataclasses.replace(settings, unsubscribes_per_address_per_min=2)
-    unsubscribe.limit(conn, tight, "192.0.2.1")
-    unsubscribe.limit(conn, tight, "192.0.2.1")
-    with pytest.raises(errors.RateLimited):
-        unsubscribe.limit(conn, tight, "192.0.2.1")
-    unsubscribe.limit(conn, tight, "192.0.2.2")
+    token = unsubscribe.make_token(unsubscribe.fernet(conn), app_id=app_id, job_id=uuid.uuid4(), email="a@b.org")
+    with app_with(settings, unsubscribes_per_address_per_min=2) as application:
+        client = application.test_client()
+        assert [client.post(f"/unsubscribe/{token}").status_code for _ in range(2)] == [200, 200]
+        refused = client.post(f"/unsubscribe/{token}")
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert refused.json["error"]["code"] == "rate_limited"
+        other = client.post(f"/unsubscribe/{token}", environ_base={"REMOTE_ADDR": "192.0.2.9"})
+        assert other.status_code == 200  # another address has its own bucket
+
+
+def test_an_address_already_suppressed_for_all_mail_stays_so(client, auth, conn, app_id) -> None:
+    register(client, auth, HOOK, ["*"])
+    client.post("/suppressions", json={"email": "a@b.org"}, headers=auth)
+    token = unsubscribe.make_token(unsubscribe.fernet(conn), app_id=app_id, job_id=uuid.uuid4(), email="a@b.org")
+    assert client.post(f"/unsubscribe/{token}").json == {"email": "a@b.org", "scope": "all", "unsubscribed": True}
+    assert conn.execute("SELECT scope, source FROM suppressions").fetchall() == [("all", "api")]
+    assert messages(conn) == []  # nothing new happened: no email.unsubscribed
