@@ -9,7 +9,7 @@ from mailer import api, dashboard, db, logging_json
 from mailer.api import request_log
 from mailer.api.json_provider import FastJSONProvider
 from mailer.config import Settings
-from mailer.services import rate_limits, webhook_secrets
+from mailer.services import rate_limits, unsubscribe, webhook_secrets
 
 
 def create_app(settings: Settings | None = None) -> flask.Flask:
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> flask.Flask:
     api.init_app(app)
     dashboard.init_app(app, settings)
     webhook_secrets.warn_if_keyed_by_the_database(settings)
+    unsubscribe.warn_if_no_public_url(settings)
     app.after_request(_nosniff)
     if settings.trusted_proxy_hops:
         # The client's address as the trusted proxies saw it (X-Forwarded-For), not the last proxy's.

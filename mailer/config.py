@@ -199,6 +199,12 @@ class Settings:
     template_max_bytes: int = 128 * 1024
     template_render_timeout_ms: int = 200
     template_max_output_bytes: int = MIB
+    # Issue 22, one-click unsubscribe: the base URL the world reaches web at (no trailing slash); None: bulk mail
+    # goes without List-Unsubscribe headers. POST /unsubscribe/{token} a minute per client address and in all
+    # (bursts of as many); 0 turns a limit off.
+    public_url: str | None = None
+    unsubscribes_per_address_per_min: float = 30.0
+    unsubscribes_per_min: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -354,6 +360,11 @@ class Settings:
             trusted_proxy_hops=reader.integer(
                 "MAILER_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops, minimum=0, maximum=MAX_PROXY_HOPS
             ),
+            public_url=_public_url(reader.text("MAILER_PUBLIC_URL")),
+            unsubscribes_per_address_per_min=reader.number(
+                "MAILER_UNSUBSCRIBES_PER_ADDRESS_PER_MIN", defaults.unsubscribes_per_address_per_min
+            ),
+            unsubscribes_per_min=reader.number("MAILER_UNSUBSCRIBES_PER_MIN", defaults.unsubscribes_per_min),
             metrics_db_interval_s=reader.number("MAILER_METRICS_DB_INTERVAL_S", defaults.metrics_db_interval_s),
             retention_body_days=reader.integer("MAILER_RETENTION_BODY_DAYS", defaults.retention_body_days, minimum=1),
             retention_days=reader.integer("MAILER_RETENTION_DAYS", defaults.retention_days, minimum=1),
@@ -471,6 +482,19 @@ class Settings:
     def database_pooled(self) -> bool:
         """Whether DATABASE_URL goes through a transaction pooler: no session state may be kept on it."""
         return self.direct_database_url is not None and self.direct_database_url != self.database_url
+
+
+def _public_url(value: str | None) -> str | None:
+    """MAILER_PUBLIC_URL without its trailing slash; an absolute http(s) URL with no query or fragment."""
+    if value is None:
+        return None
+    parts = urllib.parse.urlsplit(value)
+    bad = parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc
+    if bad or parts.query or parts.fragment or len(value) > 200:
+        raise ConfigError(
+            "MAILER_PUBLIC_URL must be an http(s) URL without credentials, query or fragment, of at most 200 characters"
+        )
+    return value.rstrip("/")
 
 
 def _is_fernet_key(key: str) -> bool:

@@ -38,6 +38,8 @@ def run(base_dir: str) -> int:
         web_url = f"http://127.0.0.1:{settings.port}"
         env = {**os.environ, "DATABASE_URL": database_url,
                "MAILER_EVENTS_AUTH": settings.events_auth or DEV_EVENTS_AUTH,
+               # its own address, unless set: bulk mail's unsubscribe links point at this web
+               "MAILER_PUBLIC_URL": settings.public_url or web_url,
                # plain http on loopback: a Secure cookie would be a browser's choice to keep or drop
                "MAILER_DASHBOARD_COOKIE_SECURE": "0",
                # web and worker share their metrics: /metrics shows the worker's sends too

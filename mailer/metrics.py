@@ -156,6 +156,10 @@ WEB_REFUSED = Counter(
     "mailer_web_refused", "Requests the web server answered itself before the app, by status: 408 (too slow "
     "to arrive), 413, 414, 431, 400 (bad framing), 503 (request bytes over budget)", ["status"],
 )
+UNSUBSCRIBES = Counter(
+    "mailer_unsubscribes", "One-click unsubscribe requests (POST /unsubscribe/{token}), by outcome: added (a new bulk "
+    "suppression), already (the address was already suppressed), bad_token (404)", ["outcome"],
+)
 REPLICA_READS = Counter(
     "mailer_replica_reads", "Listings (/logs, /stats, dashboard lists) served by the read replica "
     "(DATABASE_REPLICA_URL)",
@@ -204,6 +208,8 @@ def _zeros() -> None:
         TEMPLATE_RENDERS.labels(outcome)
     for status in _COUNTED_JOB_STATUSES:
         TEST_MODE_JOBS.labels(status)
+    for outcome in ("added", "already", "bad_token"):
+        UNSUBSCRIBES.labels(outcome)
 
 
 _zeros()
@@ -331,6 +337,11 @@ def retention_month_waiting() -> None:
 def sender_claim_overdue() -> None:
     """Count one sender that stopped renewing its lease under a hung claim."""
     SENDER_CLAIM_OVERDUE.inc()
+
+
+def unsubscribe(outcome: str) -> None:
+    """Count one one-click unsubscribe request by its outcome."""
+    UNSUBSCRIBES.labels(outcome).inc()
 
 
 def replica_read() -> None:

@@ -17,7 +17,7 @@ import psycopg_pool
 from mailer import db, jobqueue, memory
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import liveness, send_runs, webhook_delivery, webhook_secrets
+from mailer.services import liveness, send_runs, unsubscribe, webhook_delivery, webhook_secrets
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class Runtime:
 def run(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT; restart it whenever it stops for any other reason."""
     webhook_secrets.warn_if_keyed_by_the_database(settings)
+    unsubscribe.warn_if_no_public_url(settings)
     memory.pin_mmap_threshold()  # so that the memory of big messages goes back once they are sent
     pool = db.create_pool(settings, name="worker", max_size=settings.worker_concurrency + 2)
     runtime = Runtime(

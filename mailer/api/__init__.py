@@ -18,6 +18,7 @@ from mailer.api import (
     status,
     suppressions,
     templates,
+    unsubscribe,
     webhooks,
 )
 
@@ -28,6 +29,6 @@ def init_app(app: flask.Flask) -> None:
     reads.init_app(app)
     for blueprint in (
         health.bp, queue.bp, status.bp, events.bp, suppressions.bp, schedules.bp, templates.bp, webhooks.bp, logs.bp,
-        activity.bp, openapi.bp, prometheus.bp,
+        activity.bp, unsubscribe.bp, openapi.bp, prometheus.bp,
     ):
         app.register_blueprint(blueprint)

@@ -169,8 +169,18 @@ class StatsSchema(Schema):
 class SuppressionEntrySchema(Schema):
     email = fields.String(required=True)
     reason = fields.String(required=True, allow_none=True)
-    source = fields.String(required=True, metadata={"description": "api, or the Mailjet event that added it"})
+    source = fields.String(required=True, metadata={
+        "description": "api, unsubscribe (the one-click link), or the Mailjet event that added it"})
+    scope = fields.String(required=True, validate=validate.OneOf(("all", "bulk")), metadata={
+        "description": "all: no mail is sent to the address; bulk: only the app's bulk mail is not"})
     created_at = _instant()
+
+
+class UnsubscribedSchema(Schema):
+    email = fields.String(required=True, metadata={"description": "the address the link names"})
+    scope = fields.String(required=True, validate=validate.OneOf(("all", "bulk")), metadata={
+        "description": "bulk, or all when the address was already suppressed for all mail"})
+    unsubscribed = fields.Boolean(required=True)
 
 
 class SuppressionPageSchema(Schema):

@@ -152,6 +152,8 @@ class SuppressionSchema(StrictSchema):
 
     email = fields.Email(required=True, validate=validate.Length(max=254))
     reason = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=200), _no_line_break])
+    scope = fields.String(load_default="all", validate=validate.OneOf(("all", "bulk")),
+                          metadata={"description": "all: every message; bulk: the app's bulk mail only"})
 
 
 class SuppressionListArgs(StrictSchema):

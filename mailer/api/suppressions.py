@@ -52,7 +52,8 @@ def add_suppression() -> tuple[flask.Response, int]:
     loaded = _load(schemas.SuppressionSchema(), body.json_body(), "request")
     with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
         entry, created = suppressions.add(
-            conn, app_id=auth.current_app_id(), email=loaded["email"], reason=loaded["reason"]
+            conn, app_id=auth.current_app_id(), email=loaded["email"], reason=loaded["reason"],
+            scope=loaded["scope"],
         )
     return flask.jsonify(entry), 201 if created else 200
 

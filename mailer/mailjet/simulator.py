@@ -444,7 +444,7 @@ def create_simulator(config: SimulatorConfig) -> Flask:
                 calls = sim.calls
             return _json({"calls": calls, "pending_events": sim.dispatcher.pending()})
         with sim.lock:
-            messages = [{"custom_id": m["custom_id"], "at": m["at"],
+            messages = [{"custom_id": m["custom_id"], "at": m["at"], "headers": m["payload"].get("Headers") or {},
                          "recipients": [{"email": r["Email"], "message_id": str(r["MessageID"])}
                                         for r in m["recipients"]]} for m in sim.accepted]
             if request.args.get("payloads"):  # each message as it was sent (Subject, TextPart, HTMLPart...)

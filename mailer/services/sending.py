@@ -20,7 +20,7 @@ from mailer.config import Settings
 from mailer.domain import backoff, errors
 from mailer.mailjet import send as mailjet
 from mailer.mailjet import simulation
-from mailer.services import liveness, lookups, rate_limits, suppressions, test_mode, wakeups
+from mailer.services import liveness, lookups, rate_limits, suppressions, test_mode, unsubscribe, wakeups
 from mailer.store import senders as senders_store
 from mailer.store.jobs import ClaimedJob, ClaimFloors
 
@@ -135,6 +135,10 @@ def _send_as(
                 raise _ClaimRaced from exc
             metrics.claim_took(time.monotonic() - claim_started)
             screenings = suppressions.screen(conn, claim.jobs) if claim.jobs else {}
+            unsub_box = (
+                unsubscribe.fernet(conn)
+                if settings.public_url and any(job.priority == "bulk" for job in claim.jobs) else None
+            )
             if memory.big_claim(sum(job.message_bytes for job in claim.jobs)):
                 db.retire(pool)
         claim.commit_floors()
@@ -185,6 +189,11 @@ def _send_as(
         screened = suppressions.split(to_send, screenings)
         results.suppressed, results.screenings = screened.suppressed, screened.screenings
         results.rejected.extend(screened.unsendable)
+        if unsub_box is not None and settings.public_url:  # the token names the message's first To as sent
+            screened.to_send = [
+                unsubscribe.with_headers(job, unsub_box, settings.public_url) if job.priority == "bulk" else job
+                for job in screened.to_send
+            ]
         live = [job for job in screened.to_send if not job.test]
         if live:
             _send(client, live, results, throttle)

@@ -22,20 +22,28 @@ from mailer.store.suppressions import Suppression
 
 KINDS = ("to", "cc", "bcc")
 API_SOURCE = "api"
+ALL, BULK = "all", "bulk"  # scopes: every message, or the app's bulk mail only
 MAX_EMAIL = 320  # longer than any address the API accepts: such a path or cursor cannot name an entry
 
 
 # --- the API's use cases -----------------------------------------------------------------------------
 
 
-def add(conn: psycopg.Connection, *, app_id: int, email: str, reason: str | None) -> tuple[dict[str, Any], bool]:
-    """Put an address on the app's list; the entry, and whether it is new (an existing one is unchanged)."""
+def add(
+    conn: psycopg.Connection, *, app_id: int, email: str, reason: str | None, scope: str = ALL
+) -> tuple[dict[str, Any], bool]:
+    """Put an address on the app's list; the entry, and whether it is new (an existing one is unchanged,
+    except that scope `all` widens a `bulk` one)."""
     with conn.transaction():
         # Read committed: each statement sees what a concurrent POST or DELETE committed before it.
         for _ in range(3):
-            added = store.insert_suppression(conn, app_id=app_id, email=email, reason=reason, source=API_SOURCE)
+            added = store.insert_suppression(
+                conn, app_id=app_id, email=email, reason=reason, source=API_SOURCE, scope=scope
+            )
             if added is not None:
                 return shown(added), True
+            if scope == ALL and (widened := store.widen_suppression(conn, app_id=app_id, email=email)):
+                return shown(widened), False
             existing = store.get_suppression(conn, app_id=app_id, email=email)
             if existing is not None:
                 return shown(existing), False
@@ -64,7 +72,7 @@ def list_page(
 
 def shown(entry: Suppression) -> dict[str, Any]:
     """An entry as the API shows it."""
-    return {"email": entry.email, "reason": entry.reason, "source": entry.source,
+    return {"email": entry.email, "reason": entry.reason, "source": entry.source, "scope": entry.scope,
             "created_at": rfc3339(entry.created_at)}
 
 

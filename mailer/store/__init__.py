@@ -42,6 +42,7 @@ from mailer.store.rate_limits import (
 )
 from mailer.store.suppressions import (
     delete_suppression,
+    enqueue_unsubscribed_webhook,
     get_suppression,
     insert_suppression,
     list_suppressed_recipients,
@@ -49,6 +50,7 @@ from mailer.store.suppressions import (
     mark_jobs_suppressed,
     suppress_from_events,
     suppress_recipients,
+    widen_suppression,
 )
 from mailer.store.wakeups import await_wakers, wake_senders
 
@@ -61,6 +63,7 @@ __all__ = [
     "claim_due_jobs",
     "delete_idle_rate_limit_buckets",
     "delete_suppression",
+    "enqueue_unsubscribed_webhook",
     "force_custom_plans",
     "get_app_by_key_id",
     "get_idempotency_key",
@@ -97,4 +100,5 @@ __all__ = [
     "suppress_recipients",
     "take_rate_limit_tokens",
     "wake_senders",
+    "widen_suppression",
 ]

@@ -18,15 +18,33 @@ class Suppression:
     email: str
     reason: str | None
     source: str
+    scope: str
     created_at: dt.datetime
 
 
 def insert_suppression(
-    conn: psycopg.Connection, *, app_id: int, email: str, reason: str | None, source: str
+    conn: psycopg.Connection, *, app_id: int, email: str, reason: str | None, source: str, scope: str = "all"
 ) -> Suppression | None:
     """Add an address (lower-cased) to an app's list; None when it is already there."""
-    row = _run.one_row(conn, "insert_suppression", app_id=app_id, email=email, reason=reason, source=source)
+    row = _run.one_row(
+        conn, "insert_suppression", app_id=app_id, email=email, reason=reason, source=source, scope=scope
+    )
     return Suppression(**row) if row else None
+
+
+def widen_suppression(conn: psycopg.Connection, *, app_id: int, email: str) -> Suppression | None:
+    """Make a bulk-only entry one for all mail; None when there is no bulk-only entry."""
+    row = _run.one_row(conn, "widen_suppression", app_id=app_id, email=email)
+    return Suppression(**row) if row else None
+
+
+def enqueue_unsubscribed_webhook(
+    conn: psycopg.Connection, *, app_id: int, email: str, job_id: uuid.UUID | None
+) -> bool:
+    """Queue an `email.unsubscribed` message for the app's webhooks; False when no endpoint takes it."""
+    row = _run.one_row(conn, "enqueue_unsubscribed_webhook", app_id=app_id, email=email,
+                       job_id=str(job_id) if job_id else None)
+    return row is not None
 
 
 def get_suppression(conn: psycopg.Connection, *, app_id: int, email: str) -> Suppression | None:

@@ -1,13 +1,20 @@
 -- insert_suppression --
 -- Add an address to an app's list; nothing (no row) when it is already there.
-INSERT INTO suppressions (app_id, email, reason, source)
-VALUES (%(app_id)s, lower(%(email)s), %(reason)s, %(source)s)
+INSERT INTO suppressions (app_id, email, reason, source, scope)
+VALUES (%(app_id)s, lower(%(email)s), %(reason)s, %(source)s, %(scope)s)
 ON CONFLICT ON CONSTRAINT suppressions_pkey DO NOTHING
-RETURNING email, reason, source, created_at;
+RETURNING email, reason, source, scope, created_at;
+
+-- widen_suppression --
+-- A bulk-only entry of an app's list becomes one for all mail; the entry, when it was bulk-only.
+UPDATE suppressions
+SET scope = 'all'
+WHERE app_id = %(app_id)s AND email = lower(%(email)s) AND scope = 'bulk'
+RETURNING email, reason, source, scope, created_at;
 
 -- get_suppression --
 -- One entry of an app's list, the address matched case-insensitively.
-SELECT email, reason, source, created_at
+SELECT email, reason, source, scope, created_at
 FROM suppressions
 WHERE app_id = %(app_id)s AND email = lower(%(email)s);
 
@@ -20,7 +27,7 @@ RETURNING email;
 -- list_suppressions --
 -- One page of an app's list, newest first (ties by address), after the cursor's position if any;
 -- optionally only one address.
-SELECT email, reason, source, created_at
+SELECT email, reason, source, scope, created_at
 FROM suppressions
 WHERE app_id = %(app_id)s
   AND (%(email)s::text IS NULL OR email = lower(%(email)s::text))
@@ -36,12 +43,12 @@ LIMIT %(limit)s;
 SELECT app_id, email FROM mailer_suppress_from_events(%(event_ids)s::bigint[]);
 
 -- list_suppressed_recipients --
--- The recipients of these jobs whose address is on their app's list (one lookup per send batch). The jobs
--- are claimed ones: in jobs_live (0028).
+-- The recipients of these jobs whose address is on their app's list (one lookup per send batch): an entry
+-- of scope 'bulk' counts for bulk jobs only. The jobs are claimed ones: in jobs_live (0028).
 SELECT r.job_id, r.kind, r.position, r.email
 FROM recipients r
 JOIN jobs j ON j.id = r.job_id AND j.status IN ('scheduled', 'queued', 'sending')
-JOIN suppressions s ON s.app_id = j.app_id AND s.email = lower(r.email)
+JOIN suppressions s ON s.app_id = j.app_id AND s.email = lower(r.email) AND (s.scope = 'all' OR j.priority = 'bulk')
 WHERE r.job_id = ANY(%(job_ids)s);
 
 -- mark_jobs_suppressed --
@@ -85,3 +92,31 @@ SELECT job_id, 'recipients_suppressed',
 FROM marked
 GROUP BY job_id
 RETURNING job_id;
+
+-- enqueue_unsubscribed_webhook --
+-- An `email.unsubscribed` message for the app's webhooks (one-click unsubscribe), when an enabled endpoint of a
+-- live app takes that type; fanned out by the worker as the trigger's messages are (0020/0029).
+WITH message AS (
+    INSERT INTO webhook_messages (app_id, recipient_id, type, body, created_at)
+    SELECT a.id, NULL, 'email.unsubscribed',
+           jsonb_build_object(
+               'type', 'email.unsubscribed',
+               'timestamp', webhook_rfc3339(clock_timestamp()),
+               'data', jsonb_build_object(
+                   'job_id', %(job_id)s::text,
+                   'recipient', lower(%(email)s::text),
+                   'message_id', NULL,
+                   'status', 'unsubscribed',
+                   'metadata', (SELECT j.metadata FROM jobs j WHERE j.id = %(job_id)s::uuid AND j.app_id = a.id),
+                   'event', jsonb_build_object('type', 'unsubscribed', 'at', webhook_rfc3339(clock_timestamp()),
+                                               'source', 'one-click'))),
+           clock_timestamp()
+    FROM apps a
+    WHERE a.id = %(app_id)s AND a.revoked_at IS NULL
+      AND EXISTS (SELECT 1 FROM webhook_endpoints e
+                  WHERE e.app_id = a.id AND e.disabled_at IS NULL AND e.events && ARRAY['*', 'unsubscribed'])
+    RETURNING id, created_at
+)
+INSERT INTO webhook_fan_outs (message_id, message_created_at)
+SELECT id, created_at FROM message
+RETURNING message_id;

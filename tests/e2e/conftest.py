@@ -106,6 +106,7 @@ def running_system(database_url: str, log_dir: pathlib.Path, bouncer: pgcluster.
         "MAILER_SEND_BACKOFF_BASE_S": "0.2",
         "MAILER_SEND_BACKOFF_CAP_S": "1",
         "PYTHONUNBUFFERED": "1",
+        "MAILER_PUBLIC_URL": web_url,  # as `mailer dev` does: bulk mail's unsubscribe links point at this web
         **extra_env,
     }
     system = System(web_url, sim_url, api_key, env, {}, log_dir)

@@ -175,3 +175,46 @@ def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline
 
     for name in ("jobs-before.png", "jobs-sent.png", "job.png", "template.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_the_unsubscribe_link_of_a_sent_bulk_message_works_in_a_browser(
+    database_url: str, tmp_path: pathlib.Path, browser
+):
+    """Issue 22: open the List-Unsubscribe link as the simulator recorded it, press the button, and the address
+    is on /suppressions with scope bulk."""
+    from selenium.webdriver.common.by import By
+
+    from tests.e2e.conftest import wait_until
+
+    driver = browser
+    with running_system(database_url, tmp_path) as system:
+        queued = requests.post(
+            f"{system.web_url}/queue",
+            json={"from": {"email": "news@example.com"}, "to": [{"email": "Ann@example.org"}],
+                  "subject": "Our news", "text": "News", "priority": "bulk"},
+            headers=system.auth, timeout=5,
+        )
+        assert queued.status_code == 202, queued.text
+        job_id = queued.json()["id"]
+
+        def recorded() -> dict | None:
+            messages = requests.get(f"{system.simulator_url}/_sim/sends", timeout=5).json()["messages"]
+            return next((m for m in messages if m["custom_id"] == job_id), None)
+
+        message = wait_until(recorded, 30, message="the bulk message at the simulator")
+        assert message["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        link = message["headers"]["List-Unsubscribe"].strip("<>")
+        assert link.startswith(f"{system.web_url}/unsubscribe/")
+
+        driver.get(link)
+        assert "ann@example.org" in driver.find_element(By.TAG_NAME, "body").text
+        assert driver.find_elements(By.TAG_NAME, "script") == []
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait_until(lambda: "Unsubscribed" in driver.find_element(By.TAG_NAME, "h1").text, 10,
+                   message="the confirmation page")
+        driver.save_screenshot(str(tmp_path / "unsubscribed.png"))
+
+        listed = requests.get(f"{system.web_url}/suppressions", headers=system.auth, timeout=5).json()["items"]
+        assert [(item["email"], item["scope"], item["source"]) for item in listed] == [
+            ("ann@example.org", "bulk", "unsubscribe")
+        ]

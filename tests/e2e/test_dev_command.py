@@ -100,6 +100,8 @@ def test_mailer_dev_serves_the_dashboard_cookie_without_secure_over_its_plain_ht
         assert login.status_code == 302, login.text
         cookie = login.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "Secure" not in cookie  # a browser keeps it on plain http too
+        # Issue 22: it sets MAILER_PUBLIC_URL to its own address, so web warns of no missing one (it would by now).
+        assert "MAILER_PUBLIC_URL is not set" not in output.read_text()
     finally:
         children = _descendants(dev.pid)
         os.killpg(dev.pid, signal.SIGINT)

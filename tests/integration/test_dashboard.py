@@ -194,9 +194,10 @@ def test_the_job_page_shows_recipients_the_timeline_and_the_request_id(client, c
 
 def test_the_suppressions_page_lists_the_apps_list(client, conn, api_key):
     auth = {"Authorization": f"Bearer {api_key}"}
-    client.post("/suppressions", json={"email": "gone@example.org", "reason": "asked"}, headers=auth)
+    client.post("/suppressions", json={"email": "gone@example.org", "reason": "asked", "scope": "bulk"}, headers=auth)
     page = client.get(f"/dashboard/apps/{app_id_of(conn, 'billing')}/suppressions", headers=auth)
     assert "gone@example.org" in page.text and "asked" in page.text
+    assert "<td>bulk</td>" in page.text  # issue 22: the scope of each entry
     bad = client.get(f"/dashboard/apps/{app_id_of(conn, 'billing')}/suppressions?cursor=zzz", headers=auth)
     assert bad.status_code == 200 and "not valid" in bad.text
 

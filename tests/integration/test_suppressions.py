@@ -63,7 +63,7 @@ def test_post_adds_the_address_lower_cased_and_get_lists_it(client, auth) -> Non
     response = suppress(client, auth, "Ann@Example.ORG", "asked us by phone")
 
     assert response.status_code == 201
-    assert list(response.json) == ["email", "reason", "source", "created_at"]
+    assert list(response.json) == ["email", "reason", "source", "scope", "created_at"]
     assert response.json["email"] == "ann@example.org"
     assert (response.json["reason"], response.json["source"]) == ("asked us by phone", "api")
     assert response.json["created_at"].endswith("Z")

@@ -589,3 +589,32 @@ def test_the_template_limits_of_issue_21_are_read_and_bounded():
                       ("MAILER_TEMPLATE_MAX_OUTPUT_BYTES", str(17 * MIB))):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: raw})
+
+
+def test_the_unsubscribe_settings_of_issue_22():
+    defaults = Settings.from_env({})
+    assert defaults.public_url is None  # bulk mail goes without unsubscribe headers
+    assert (defaults.unsubscribes_per_address_per_min, defaults.unsubscribes_per_min) == (30, 600)
+    read = Settings.from_env({
+        "MAILER_PUBLIC_URL": "https://mail.example.com/base/", "MAILER_UNSUBSCRIBES_PER_ADDRESS_PER_MIN": "3",
+        "MAILER_UNSUBSCRIBES_PER_MIN": "0",
+    })
+    assert read.public_url == "https://mail.example.com/base"  # no trailing slash: links append /unsubscribe/...
+    assert (read.unsubscribes_per_address_per_min, read.unsubscribes_per_min) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("MAILER_PUBLIC_URL", "mail.example.com"),
+        ("MAILER_PUBLIC_URL", "ftp://mail.example.com"),
+        ("MAILER_PUBLIC_URL", "https://user:pw@mail.example.com"),
+        ("MAILER_PUBLIC_URL", "https://mail.example.com/?a=1"),
+        ("MAILER_PUBLIC_URL", "https://mail.example.com/" + "x" * 200),
+        ("MAILER_UNSUBSCRIBES_PER_ADDRESS_PER_MIN", "-1"),
+        ("MAILER_UNSUBSCRIBES_PER_MIN", "nan"),
+    ],
+)
+def test_a_bad_unsubscribe_setting_is_a_config_error_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: raw})
