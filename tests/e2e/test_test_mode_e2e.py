@@ -23,10 +23,14 @@ pytestmark = pytest.mark.e2e
 DOMAIN = "simulator.mailer.test"
 # Address -> the webhook types its recipient's story gives, in order.
 EXPECTED = {
+    f"delivered@{DOMAIN}": ["email.sent", "email.delivered"],
     f"opened@{DOMAIN}": ["email.sent", "email.delivered", "email.opened"],
     f"clicked@{DOMAIN}": ["email.sent", "email.delivered", "email.opened", "email.clicked"],
     f"bounced@{DOMAIN}": ["email.sent", "email.bounced"],
+    f"deferred@{DOMAIN}": ["email.sent", "email.deferred"],
+    f"blocked@{DOMAIN}": ["email.sent", "email.blocked"],
     f"spam@{DOMAIN}": ["email.sent", "email.delivered", "email.spam"],
+    f"unsubscribed@{DOMAIN}": ["email.sent", "email.delivered", "email.opened", "email.unsubscribed"],
     f"rejected@{DOMAIN}": ["email.failed"],
     "ann@example.org": ["email.sent", "email.delivered"],
 }
@@ -97,7 +101,8 @@ def test_a_test_apps_mail_goes_through_every_step_but_mailjet(database_url: str,
         assert rejected["status"] == "failed" and f"rejected@{DOMAIN}" in rejected["last_error"]
         suppressions = wait_until(lambda: requests.get(f"{system.web_url}/suppressions", headers=auth,
                                                        timeout=5).json()["items"], 5)
-        assert sorted(item["email"] for item in suppressions) == [f"bounced@{DOMAIN}", f"spam@{DOMAIN}"]
+        assert sorted(item["email"] for item in suppressions) == [
+            f"{local}@{DOMAIN}" for local in ("blocked", "bounced", "spam", "unsubscribed")]
         sent_to_simulator = requests.get(f"{system.simulator_url}/_sim/sends", timeout=5).json()["calls"]
     assert mailjet_calls == []  # nothing of the test app ever reached MAILJET_API_URL
     assert sent_to_simulator == 0
