@@ -22,6 +22,8 @@ CREATE TABLE webhook_replays (
 -- At most one running replay per endpoint; the API answers 409 for a second one.
 CREATE UNIQUE INDEX webhook_replays_running_key ON webhook_replays (endpoint_id) WHERE finished_at IS NULL;
 CREATE INDEX webhook_replays_app_idx ON webhook_replays (app_id);
+-- The worker's look for running replays, every tick: finished ones are never read again.
+CREATE INDEX webhook_replays_running_idx ON webhook_replays (id) WHERE finished_at IS NULL;
 
 -- The replay a delivery was (last) queued by; NULL for a live one. No foreign key: the table is partitioned
 -- and a replay row outlives nothing it would protect.

@@ -248,3 +248,16 @@ def test_a_live_delivery_is_not_starved_by_a_large_replay(client, auth, conn, po
     # Behind at most the replay's lane (50 waiting unattempted) and one claim's worth of the next top-up.
     assert replayed_first <= settings.webhook_replay_in_flight + webhook_delivery.CLAIM_BATCH
     assert len(receiver.requests) < 3000  # the replay was still going on
+
+
+def test_the_openapi_document_describes_the_replay(client):
+    document = client.get("/openapi.json").json
+    paths = document["paths"]
+    operation = paths["/webhooks/{endpoint_id}/replay"]["post"]
+    assert {"202", "404", "409", "422"} <= set(operation["responses"])
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in body:
+        body = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    assert set(body["properties"]) == {"since", "until", "types"}
+    assert set(body["required"]) == {"since", "until"}
+    assert "/webhooks/{endpoint_id}/replays/{replay_id}" in paths
