@@ -7,9 +7,11 @@ WHERE app_id = %(app_id)s AND created_at >= %(since)s AND created_at < %(until)s
   AND substr(type, 7) = ANY(%(statuses)s::text[]);
 
 -- insert_webhook_replay --
--- Record a replay to expand in the background; nothing when one of the endpoint's is still running.
-INSERT INTO webhook_replays (endpoint_id, app_id, since, until, statuses, matched)
-VALUES (%(endpoint_id)s, %(app_id)s, %(since)s, %(until)s, %(statuses)s, %(matched)s)
+-- Record a replay to expand in the background (done at once when nothing matched, so that it blocks no
+-- other); nothing when one of the endpoint's is still running.
+INSERT INTO webhook_replays (endpoint_id, app_id, since, until, statuses, matched, outcome, finished_at)
+VALUES (%(endpoint_id)s, %(app_id)s, %(since)s, %(until)s, %(statuses)s, %(matched)s,
+        CASE WHEN %(matched)s = 0 THEN 'done' END, CASE WHEN %(matched)s = 0 THEN now() END)
 ON CONFLICT (endpoint_id) WHERE finished_at IS NULL DO NOTHING
 RETURNING id, endpoint_id, since, until, statuses, matched, queued, outcome, created_at, finished_at;
 
