@@ -23,6 +23,8 @@ from mailer.store import webhooks as endpoints_store
 TYPE_PREFIX = "email."
 # One expansion round tops up running replays for at most this long (it runs before each webhook dispatch).
 EXPAND_BUDGET_S = 0.5
+# A window cut to the request's time keeps since < until (the table's check) when since is that very instant.
+_EPSILON = dt.timedelta(microseconds=1)
 
 
 def start(
@@ -57,9 +59,6 @@ def start(
     if row is None:
         raise errors.Conflict("a replay of this webhook is still running; wait until it is done")
     return answer(row)
-
-
-_EPSILON = dt.timedelta(microseconds=1)
 
 
 def _check_window(since: dt.datetime, until: dt.datetime, now: dt.datetime, settings: Settings) -> None:
