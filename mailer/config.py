@@ -118,6 +118,10 @@ class Settings:
     webhook_dns_timeout_s: float = 2.0
     webhook_dns_threads: int = 16  # resolver threads a process has for subscriber host names; an app a quarter
     webhook_expand_batch: int = 1000
+    # Issue 22, replay by window: the longest window one replay may span, and the replayed deliveries of an
+    # endpoint waiting unattempted at once (live ones queue behind at most that many).
+    webhook_replay_max_days: int = 31
+    webhook_replay_in_flight: int = 100
     webhook_secret_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     # Issue 21, stored templates (services/templates.py): live templates one app may have; versions one template
     # may have (GET /templates/{id} shows them all); compiled versions each process keeps (about 50 KB each
@@ -295,6 +299,12 @@ class Settings:
             ),
             template_request_render_ms=reader.integer(
                 "MAILER_TEMPLATE_REQUEST_RENDER_MS", defaults.template_request_render_ms, minimum=1, maximum=600_000
+            ),
+            webhook_replay_max_days=reader.integer(
+                "MAILER_WEBHOOK_REPLAY_MAX_DAYS", defaults.webhook_replay_max_days, minimum=1, maximum=3660
+            ),
+            webhook_replay_in_flight=reader.integer(
+                "MAILER_WEBHOOK_REPLAY_IN_FLIGHT", defaults.webhook_replay_in_flight, minimum=1, maximum=100_000
             ),
             webhook_secret_keys=tuple(
                 key.strip() for key in (reader.text("MAILER_WEBHOOK_SECRET_KEYS") or "").split(",") if key.strip()

@@ -42,6 +42,7 @@ from mailer import db
 from mailer.domain import errors, statuses
 from mailer.mailjet import events as mailjet_events
 from mailer.store import metrics as store
+from mailer.store import webhook_replays as replay_store
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,10 @@ DATABASE_READS = Counter(
 WEBHOOK_DELIVERIES = Counter(
     "mailer_webhook_deliveries", "Outbound webhook attempts by outcome: succeeded, retry (will be attempted "
     "again), failed (out of retries), disabled (the endpoint is)", ["outcome"],
+)
+WEBHOOK_REPLAY_QUEUED = Counter(
+    "mailer_webhook_replay_queued", "Webhook messages queued again for delivery by replays by window "
+    "(POST /webhooks/{id}/replay), as the worker expands them",
 )
 FROM_REFUSED = Counter(
     "mailer_from_refused", "Messages refused (422) because their app may not send from their from domain "
@@ -361,6 +366,11 @@ def replica_measured(lag_s: float | None, usable: bool) -> None:
     REPLICA_USABLE.set(1 if usable else 0)
 
 
+def webhook_replay_queued(count: int) -> None:
+    """Count messages a replay by window queued again."""
+    WEBHOOK_REPLAY_QUEUED.inc(count)
+
+
 def webhook_postponed() -> None:
     """Count one delivery put back because its host is over its rate."""
     WEBHOOK_POSTPONED.inc()
@@ -377,6 +387,7 @@ class _Reading:
     at: float
     waiting: list[dict[str, Any]] | None = None
     backlog: int = 0
+    replays: int = 0
     oldest: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -404,11 +415,12 @@ class DatabaseGauges:
                 store.limit_metrics_statement_time(conn, timeout_ms=SCRAPE_STATEMENT_MS)
                 waiting = store.count_waiting_jobs(conn)
                 backlog = store.count_pending_webhook_deliveries(conn)
+                replays = replay_store.count_running_webhook_replays(conn)
                 oldest = store.oldest_transaction(conn)
         except (errors.DatabaseUnavailable, psycopg.Error) as exc:
             log.warning("metrics: database gauges unavailable (%s)", type(exc).__name__)
             return _Reading(at=time.monotonic())  # kept for the interval too: a database that is down
-        return _Reading(at=time.monotonic(), waiting=waiting, backlog=backlog, oldest=oldest)
+        return _Reading(at=time.monotonic(), waiting=waiting, backlog=backlog, replays=replays, oldest=oldest)
 
     def collect(self) -> Iterator[Metric]:
         reading = self._reading()
@@ -428,6 +440,11 @@ class DatabaseGauges:
         webhooks = GaugeMetricFamily("mailer_webhook_backlog", "Outbound webhook deliveries still to be made")
         webhooks.add_metric([], reading.backlog)
         yield webhooks
+        replays = GaugeMetricFamily(
+            "mailer_webhook_replays_running", "Replays by window (POST /webhooks/{id}/replay) not yet fully queued"
+        )
+        replays.add_metric([], reading.replays)
+        yield replays
         yield from _transaction_gauges(reading.oldest)
 
 

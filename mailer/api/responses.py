@@ -227,6 +227,8 @@ class WebhookDeliverySchema(Schema):
     next_attempt_at = _nullable_instant()
     created_at = _instant()
     last_attempt_at = _nullable_instant()
+    replay_id = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "the replay by window that queued it again (POST /webhooks/{id}/replay); null for a live one"})
     attempts = fields.List(fields.Nested(DeliveryAttemptSchema), required=True)
 
 

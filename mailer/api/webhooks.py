@@ -9,11 +9,11 @@ import flask
 from marshmallow import Schema, ValidationError
 
 from mailer import db
-from mailer.api import apidoc, auth, body, responses, schemas
+from mailer.api import apidoc, auth, body, replay_schemas, responses, schemas
 from mailer.api.errors import details_from_marshmallow
 from mailer.config import Settings
 from mailer.domain import errors
-from mailer.services import webhooks
+from mailer.services import webhook_replays, webhooks
 
 bp = flask.Blueprint("webhooks", __name__)
 bp.before_request(auth.require_app_key)
@@ -146,3 +146,30 @@ def replay_webhook_delivery(endpoint_id: str, delivery_id: int) -> tuple[flask.R
             conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id), delivery_id=delivery_id
         )
     return flask.jsonify(replayed), 202
+
+
+@bp.post("/webhooks/<endpoint_id>/replay")
+@apidoc.operation(
+    body=replay_schemas.ReplaySchema, responses={202: replay_schemas.WebhookReplaySchema}, path=_ID,
+    errors=(404, 409),
+)
+def replay_webhook_window(endpoint_id: str) -> tuple[flask.Response, int]:
+    """Deliver every matching event of [since, until) again, with its original webhook-id, in the background:
+    202 with how many (409 while one of the endpoint's replays runs or it is disabled)."""
+    loaded = _load(replay_schemas.ReplaySchema(), body.json_body(), "request")
+    with db.connection(_pool()) as conn:
+        started = webhook_replays.start(
+            conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id), since=loaded["since"],
+            until=loaded["until"], types=loaded["types"], settings=_settings(),
+        )
+    return flask.jsonify(started), 202
+
+
+@bp.get("/webhooks/<endpoint_id>/replays/<int:replay_id>")
+@apidoc.operation(responses={200: replay_schemas.WebhookReplaySchema}, path=_ID, errors=(404,))
+def get_webhook_replay(endpoint_id: str, replay_id: int) -> flask.Response:
+    """One replay by window and how far it has got."""
+    with db.connection(_pool()) as conn:
+        return flask.jsonify(webhook_replays.get(
+            conn, app_id=auth.current_app_id(), endpoint_id=_endpoint_id(endpoint_id), replay_id=replay_id
+        ))

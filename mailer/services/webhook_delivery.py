@@ -16,7 +16,7 @@ from cryptography.fernet import MultiFernet
 
 from mailer import db, metrics
 from mailer.config import Settings
-from mailer.services import ssrf, webhook_secrets
+from mailer.services import ssrf, webhook_replays, webhook_secrets
 from mailer.services.webhook_pacing import JITTER, host_bucket, host_of, postponed, put_back
 from mailer.services.webhook_post import Attempt, post
 from mailer.store import webhooks as store
@@ -49,7 +49,8 @@ class Delivered:
 
 
 def expand(pool: psycopg_pool.ConnectionPool, settings: Settings, budget_s: float = EXPAND_BUDGET_S) -> int:
-    """Write the deliveries of committed status changes, a bounded batch per transaction; how many."""
+    """Write the deliveries of committed status changes, a bounded batch per transaction, then top up the
+    running replays (behind the live ones); how many."""
     batch, total = settings.webhook_expand_batch, 0
     deadline = time.monotonic() + budget_s
     while True:
@@ -57,7 +58,7 @@ def expand(pool: psycopg_pool.ConnectionPool, settings: Settings, budget_s: floa
             written = store.expand_webhook_fan_outs(conn, max_rows=batch)
         total += written
         if written < batch or time.monotonic() >= deadline:
-            return total
+            return total + webhook_replays.expand(pool, settings)
 
 
 def claim(pool: psycopg_pool.ConnectionPool, settings: Settings, limit: int = CLAIM_BATCH) -> list[ClaimedDelivery]:

@@ -215,6 +215,7 @@ def _delivery(row: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, 
         "next_attempt_at": rfc3339(row["next_attempt_at"]) if pending else None,
         "created_at": rfc3339(row["created_at"]),
         "last_attempt_at": rfc3339(row["last_attempt_at"]),
+        "replay_id": row["replay_id"],
         "attempts": attempts,
     }
 

@@ -161,7 +161,7 @@ RETURNING id;
 -- list_webhook_deliveries --
 -- An endpoint's deliveries, newest first, after a keyset cursor (the last id seen).
 SELECT d.id, d.message_id, m.type, d.status, d.attempts, d.next_attempt_at,
-       coalesce(d.in_flight_until > now(), false) AS in_flight, d.last_attempt_at, d.created_at
+       coalesce(d.in_flight_until > now(), false) AS in_flight, d.last_attempt_at, d.created_at, d.replay_id
 FROM webhook_deliveries d
 JOIN webhook_messages m ON m.id = d.message_id AND m.created_at = d.message_created_at
 WHERE d.endpoint_id = %(endpoint_id)s
@@ -205,3 +205,4 @@ UPDATE webhook_endpoints
 SET secret = %(secret)s, previous_secret = %(previous_secret)s
 WHERE id = %(id)s AND secret = %(old_secret)s AND previous_secret IS NOT DISTINCT FROM %(old_previous_secret)s
 RETURNING id;
+

@@ -618,3 +618,14 @@ def test_the_unsubscribe_settings_of_issue_22():
 def test_a_bad_unsubscribe_setting_is_a_config_error_naming_the_variable(name, raw):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: raw})
+
+
+def test_the_webhook_replay_settings():
+    defaults = Settings.from_env({})
+    assert (defaults.webhook_replay_max_days, defaults.webhook_replay_in_flight) == (31, 100)
+    read = Settings.from_env({"MAILER_WEBHOOK_REPLAY_MAX_DAYS": "7", "MAILER_WEBHOOK_REPLAY_IN_FLIGHT": "20"})
+    assert (read.webhook_replay_max_days, read.webhook_replay_in_flight) == (7, 20)
+    for name, raw in (("MAILER_WEBHOOK_REPLAY_MAX_DAYS", "0"), ("MAILER_WEBHOOK_REPLAY_IN_FLIGHT", "0"),
+                      ("MAILER_WEBHOOK_REPLAY_IN_FLIGHT", "many")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: raw})
