@@ -81,8 +81,10 @@ LEFT JOIN unnest(%(known)s::text[]) AS known(key) ON known.key = v.template_id::
 -- Make an existing version the active one; no row when the template or the version is not there.
 UPDATE templates
 SET active_version = %(version)s, updated_at = now()
+-- Versions are numbered 1..latest_version without gaps and never deleted, so the locked row alone says
+-- whether one exists (re-checked on its newest state when this UPDATE waited on a POST /versions).
 WHERE id = %(id)s AND app_id = %(app_id)s AND deleted_at IS NULL
-  AND EXISTS (SELECT FROM template_versions WHERE template_id = %(id)s AND version = %(version)s)
+  AND %(version)s BETWEEN 1 AND latest_version
 RETURNING id, app_id, name, active_version, latest_version, created_at, updated_at;
 
 -- lock_template --

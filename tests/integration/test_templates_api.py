@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from mailer.services import templates as template_service
+from mailer.store import templates as template_store
 from tests.integration.conftest import app_with, make_key
 
 RECEIPT = {
@@ -239,3 +244,38 @@ def test_the_dashboards_listing_has_each_template_with_its_versions(client, auth
     assert last is None
     assert [(item["id"], [v["version"] for v in item["versions"]]) for item in items] == [(other, [1]), (first, [1, 2])]
     assert items[1]["versions"][1]["subject"] == "second subject" and "html" not in items[1]["versions"][1]
+
+
+def test_patch_during_a_version_insert_waits_for_it_and_sees_its_version(client, auth, conn, database_url):
+    template_id = uuid.UUID(create(client, auth)["id"])
+    client.post(f"/templates/{template_id}/versions", json={"subject": "s", "text": "two"}, headers=auth)
+    app_id = conn.execute("SELECT app_id FROM templates WHERE id = %s", (template_id,)).fetchone()[0]
+    with psycopg.connect(database_url, row_factory=dict_row) as adding, \
+            psycopg.connect(database_url, row_factory=dict_row) as patching:
+        added = template_store.insert_template_version(
+            adding, app_id=app_id, template_id=template_id, source={"subject": "s", "text": "t"}, max_versions=100
+        )
+        assert added is not None and added["version"] == 3  # not committed: the template's row stays locked
+        # Version 3 does not exist yet for anyone else: refused at once, without waiting.
+        assert template_store.set_template_active_version(
+            patching, app_id=app_id, template_id=template_id, version=3) is None
+        patching.rollback()
+        result: dict[str, Any] = {}
+
+        def patch() -> None:
+            result["row"] = template_store.set_template_active_version(
+                patching, app_id=app_id, template_id=template_id, version=2
+            )
+            patching.commit()
+
+        thread = threading.Thread(target=patch)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not conn.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s AND wait_event_type"
+                               " = 'Lock')", (patching.info.backend_pid,)).fetchone()[0]:
+            assert time.monotonic() < deadline and thread.is_alive(), f"the PATCH never waited: {result}"
+            time.sleep(0.01)
+        adding.commit()
+        thread.join(10)
+        assert not thread.is_alive()
+    assert (result["row"]["active_version"], result["row"]["latest_version"]) == (2, 3)
