@@ -16,7 +16,6 @@ from mailer.domain import errors, templating
 from mailer.services import templates
 from mailer.store import templates as store
 
-
 # Distinct (template, version) pairs one request may name: each may be read and compiled (up to 3 x 128 KB).
 MAX_TEMPLATES_PER_REQUEST = 20
 
