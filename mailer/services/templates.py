@@ -201,18 +201,21 @@ def list_page(
     return [view(row) for row in rows[:limit]], rows[limit - 1] if more else None
 
 
-def list_with_versions(
-    conn: psycopg.Connection, *, app_id: int, after: tuple[Any, uuid.UUID] | None, limit: int
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """list_page, each template with `versions`: [{version, subject, created_at}] oldest first (no bodies)."""
-    items, last = list_page(conn, app_id=app_id, after=after, limit=limit)
-    versions: dict[str, list[dict[str, Any]]] = {item["id"]: [] for item in items}
-    ids = [uuid.UUID(item["id"]) for item in items]
-    for row in store.list_versions_of_templates(conn, app_id=app_id, template_ids=ids) if ids else []:
-        versions[str(row["template_id"])].append(
-            {"version": row["version"], "subject": row["subject"], "created_at": rfc3339(row["created_at"])}
-        )
-    return [{**item, "versions": versions[item["id"]]} for item in items], last
+def page_of(
+    conn: psycopg.Connection, *, app_id: int, template_id: uuid.UUID, version: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A template with `versions` [{version, created_at}] (no source), and the source of the chosen version
+    (the active one when None or not a version of it); NotFound for others'."""
+    template = get_template(conn, app_id=app_id, template_id=template_id)
+    dates = store.list_template_version_dates(conn, app_id=app_id, template_id=template_id)
+    chosen = version if version is not None and 1 <= version <= template["latest_version"] else None
+    shown = store.get_template_version(
+        conn, app_id=app_id, template_id=template_id, version=chosen or template["active_version"]
+    )
+    if shown is None:  # deleted since get_template (outside a snapshot)
+        raise errors.NotFound(f"no template {template_id}")
+    versions = [{"version": row["version"], "created_at": rfc3339(row["created_at"])} for row in dates]
+    return {**view(template), "versions": versions}, version_view(shown)
 
 
 def get_with_versions(conn: psycopg.Connection, *, app_id: int, template_id: uuid.UUID) -> dict[str, Any]:

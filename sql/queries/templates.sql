@@ -112,10 +112,10 @@ SET deleted_at = now(), updated_at = now()
 WHERE id = %(id)s AND app_id = %(app_id)s AND deleted_at IS NULL
 RETURNING id;
 
--- list_versions_of_templates --
--- The versions (number, subject, when) of some live templates of the app, without their bodies: a listing.
-SELECT v.template_id, v.version, v.subject, v.created_at
+-- list_template_version_dates --
+-- The versions (number, when) of a live template of the app, oldest first, without their source: a listing.
+SELECT v.version, v.created_at
 FROM template_versions v
 JOIN templates t ON t.id = v.template_id
-WHERE t.id = ANY(%(template_ids)s::uuid[]) AND t.app_id = %(app_id)s AND t.deleted_at IS NULL
-ORDER BY v.template_id, v.version;
+WHERE t.id = %(template_id)s AND t.app_id = %(app_id)s AND t.deleted_at IS NULL
+ORDER BY v.version;
