@@ -213,12 +213,24 @@ def test_templates_per_app_and_versions_per_template_are_bounded(settings, conn)
 
 
 def test_the_compiled_cache_is_bounded_and_keeps_the_recent():
-    cache = template_service.CompiledCache(2)
+    cache = template_service.CompiledCache(2, max_bytes=1000)
     keys = [(uuid.uuid4(), 1) for _ in range(3)]
     for key in keys:
-        cache.put(key, object())  # type: ignore[arg-type]
+        cache.put(key, object(), 10)  # type: ignore[arg-type]
         cache.get(keys[0])  # the first stays recent
     assert set(cache.held()) == {keys[0], keys[2]}
+
+
+def test_the_compiled_cache_is_bounded_by_source_size_too():
+    cache = template_service.CompiledCache(10, max_bytes=100)
+    keys = [(uuid.uuid4(), 1) for _ in range(4)]
+    cache.put(keys[0], object(), 60)  # type: ignore[arg-type]
+    cache.put(keys[1], object(), 30)  # type: ignore[arg-type]
+    cache.put(keys[2], object(), 30)  # type: ignore[arg-type]  # 120 bytes: the oldest goes
+    assert cache.held() == [keys[1], keys[2]]
+    cache.put(keys[3], object(), 101)  # type: ignore[arg-type]  # larger than the whole cache: not kept
+    assert cache.held() == [keys[1], keys[2]]
+    assert template_service.source_bytes({"subject": "ab", "html": None, "text": "cde", "variables": {}}) == 7
 
 
 def test_the_openapi_document_describes_the_template_endpoints_from_their_schemas(client):
