@@ -125,10 +125,12 @@ class Settings:
     webhook_secret_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     # Issue 21, stored templates (services/templates.py): live templates one app may have; versions one template
     # may have (GET /templates/{id} shows them all); compiled versions each process keeps (about 50 KB each
-    # for a 3 KB template, so 256 are some 13 MB at most).
+    # for a 3 KB template, so 256 are some 13 MB), and the source bytes those may add up to, since one version
+    # may have 3 x 128 KB (compiled some 15 times larger: 4 MiB of source is some 60 MB at most).
     template_max_per_app: int = 1000
     template_max_versions: int = 100
     template_cache_size: int = 256
+    template_cache_bytes: int = 4 * MIB
     # All the renders of one request (a batch of 500, or a hostile template each of whose renders stops at its
     # own time limit) end after this: a 422, so that no request holds a web thread for long. A 3 KB receipt
     # renders in 50 to 100 µs (2 cores, idle to busy), a 500-message batch of it in 25 to 50 ms.
@@ -296,6 +298,9 @@ class Settings:
             ),
             template_cache_size=reader.integer(
                 "MAILER_TEMPLATE_CACHE_SIZE", defaults.template_cache_size, minimum=0, maximum=100_000
+            ),
+            template_cache_bytes=reader.integer(
+                "MAILER_TEMPLATE_CACHE_BYTES", defaults.template_cache_bytes, minimum=0, maximum=1024 * MIB
             ),
             template_request_render_ms=reader.integer(
                 "MAILER_TEMPLATE_REQUEST_RENDER_MS", defaults.template_request_render_ms, minimum=1, maximum=600_000

@@ -35,7 +35,7 @@ _CONVERTER_SCHEMAS: dict[str, dict[str, Any]] = {
 ERRORS = {
     400: "The body is not JSON, or nests deeper than MAILER_MAX_JSON_DEPTH (malformed_request).",
     401: "Missing or bad credentials (unauthorized).",
-    404: "No such id for this app, or no such route (not_found).",
+    404: "No such id for this app, or a template it does not have named in a message, or no such route (not_found).",
     409: "The state does not allow it (conflict).",
     413: "The body is larger than MAILER_MAX_BODY_BYTES (payload_too_large).",
     422: "Validation failed; `details` names each bad field (validation_error).",

@@ -44,7 +44,7 @@ def _identify_caller() -> None:
         "name": "Idempotency-Key", "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
         "description": "a repeat with the same key and body returns the first answer; with another body it is 422",
     }],
-    errors=(409,),
+    errors=(404, 409),  # 404: a message names a template the app does not have
 )
 def queue_mail() -> tuple[flask.Response, int]:
     """Validate one message or a batch, store it durably, answer 202 with the job id(s)."""

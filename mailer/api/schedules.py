@@ -84,7 +84,7 @@ def _rendered(conn: Any, loaded: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.post("/schedules")
-@apidoc.operation(body=ScheduleCreateSchema, responses={201: responses.ScheduleSchema})
+@apidoc.operation(body=ScheduleCreateSchema, responses={201: responses.ScheduleSchema}, errors=(404,))
 def create_schedule() -> tuple[flask.Response, int]:
     """Create a recurring schedule; 201 with its next occurrence and the 5 after."""
     loaded = _load(ScheduleCreateSchema(), body.json_body())

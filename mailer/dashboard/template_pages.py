@@ -58,17 +58,15 @@ def template_page(app_id: int, template_id: str) -> ResponseReturnValue:
     views._app(app_id)
     parsed = _template_id(template_id)
     settings = _settings()
-    with db.snapshot(views._pool()) as conn:  # the template and its versions as of one moment
-        template = templates.get_with_versions(conn, app_id=app_id, template_id=parsed)
     args = flask.request.args
-    versions = {version["version"]: version for version in template["versions"]}
     failure: errors.MailerError | None = None
     preview = None
     try:
         version = dashboard.preview_version(args.get("version"))
     except errors.ValidationFailed as exc:
         version, failure = None, exc
-    shown = versions.get(version or template["active_version"]) or versions[template["active_version"]]
+    with db.snapshot(views._pool()) as conn:  # the template, its versions and the shown one as of one moment
+        template, shown = templates.page_of(conn, app_id=app_id, template_id=parsed, version=version)
     typed = args.get("variables")
     variables_text = dashboard.example_variables(shown["variables"]) if typed is None else typed
     # The bound is for what a form sends; the schema's own example (stored, so already bounded) always renders.

@@ -16,6 +16,9 @@ from mailer.domain import errors, templating
 from mailer.services import templates
 from mailer.store import templates as store
 
+# Distinct (template, version) pairs one request may name: each may be read and compiled (up to 3 x 128 KB).
+MAX_TEMPLATES_PER_REQUEST = 20
+
 
 @dataclasses.dataclass(frozen=True)
 class _Found:
@@ -34,19 +37,21 @@ def render_messages(
     """Loaded messages with those that name a template rendered: subject, html and text filled in, and
     `template` as {"id", "version"} of the version used. 404 for a template the app does not have, 422 for
     missing or invalid variables (in a batch under the message's index, as schema errors are)."""
-    found = _find_versions(conn, app_id, messages, settings)
+    deadline = time.monotonic() + settings.template_request_render_ms / 1000  # reading and compiling count too
+    found = _find_versions(conn, app_id, messages, batch, settings)
     out: list[dict[str, Any]] = []
     problems: dict[str, Any] = {}
     missing: dict[str, Any] = {}
     rendered_count = 0
-    deadline = time.monotonic() + settings.template_request_render_ms / 1000
+    tried = 0
     for index, message in enumerate(messages):
         ref = message.get("template")
         if ref is None:
             out.append(message)
             continue
-        if time.monotonic() > deadline:
-            metrics.templates_rendered(0, len(messages) - index)
+        # The first templated message is always rendered: a request that fits alone is never refused by the clock.
+        if tried and time.monotonic() > deadline:
+            metrics.templates_rendered(0, _templated(messages[index:]))
             raise errors.ValidationFailed(
                 f"rendering the messages of this request took longer than {settings.template_request_render_ms} ms",
                 {"template": [
@@ -54,6 +59,7 @@ def render_messages(
                     "(MAILER_TEMPLATE_REQUEST_RENDER_MS); send fewer messages per request"
                 ]},
             )
+        tried += 1
         version = found.get((ref["id"], ref.get("version")))
         if version is None:
             missing[str(index)] = {"template": [_unknown(ref)]}
@@ -81,6 +87,10 @@ def render_messages(
     return out
 
 
+def _templated(messages: Sequence[Mapping[str, Any]]) -> int:
+    return sum(1 for message in messages if message.get("template") is not None)
+
+
 def _unknown(ref: Mapping[str, Any]) -> str:
     if ref.get("version") is None:
         return f"no template {ref['id']}"
@@ -88,19 +98,28 @@ def _unknown(ref: Mapping[str, Any]) -> str:
 
 
 def _find_versions(
-    conn: psycopg.Connection, app_id: int, messages: Sequence[Mapping[str, Any]], settings: Settings
+    conn: psycopg.Connection, app_id: int, messages: Sequence[Mapping[str, Any]], batch: bool, settings: Settings
 ) -> dict[tuple[uuid.UUID, int | None], _Found]:
-    wanted = list(dict.fromkeys(
-        (message["template"]["id"], message["template"].get("version"))
-        for message in messages if message.get("template") is not None
-    ))
+    wanted: dict[tuple[uuid.UUID, int | None], None] = {}
+    for index, message in enumerate(messages):
+        if message.get("template") is None:
+            continue
+        wanted[(message["template"]["id"], message["template"].get("version"))] = None
+        if len(wanted) > MAX_TEMPLATES_PER_REQUEST:
+            problem = {"template": [
+                f"one request may name at most {MAX_TEMPLATES_PER_REQUEST} distinct templates (template, version)"
+            ]}
+            metrics.templates_rendered(0, _templated(messages))
+            raise errors.ValidationFailed(
+                problem["template"][0], {"messages": {str(index): problem}} if batch else problem
+            )
     if not wanted:
         return {}
     cache = templates.cache_for(settings)
     named = {template_id for template_id, _ in wanted}
     known = [f"{template_id}:{version}" for template_id, version in cache.held() if template_id in named]
     found: dict[tuple[uuid.UUID, int | None], _Found] = {}
-    for row in store.find_template_versions(conn, app_id=app_id, wanted=wanted, known=known):
+    for row in store.find_template_versions(conn, app_id=app_id, wanted=list(wanted), known=known):
         key = (row["template_id"], row["version"])
         compiled = cache.get(key) if not row["has_source"] else None
         if compiled is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import uuid
 from collections.abc import Mapping
@@ -20,33 +21,41 @@ SOURCE_FIELDS = ("subject", "html", "text", "variables")
 
 
 class CompiledCache:
-    """Compiled versions by (template id, version), least recently used first out; safe across threads.
+    """Compiled versions by (template id, version), least recently used first out, at most `size` of them and
+    `max_bytes` of source (an estimate of their memory); safe across threads.
 
     Versions never change (a trigger refuses it, sql/migrations/0037), so an entry never goes stale.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int) -> None:
         self._size = size
-        self._entries: collections.OrderedDict[tuple[uuid.UUID, int], templating.Compiled] = collections.OrderedDict()
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: collections.OrderedDict[tuple[uuid.UUID, int], tuple[templating.Compiled, int]] = (
+            collections.OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def get(self, key: tuple[uuid.UUID, int]) -> templating.Compiled | None:
         """The compiled version, if this process has it."""
         with self._lock:
             found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
+            if found is None:
+                return None
+            self._entries.move_to_end(key)
+            return found[0]
 
-    def put(self, key: tuple[uuid.UUID, int], compiled: templating.Compiled) -> None:
-        """Keep a compiled version, dropping the least recently used beyond the size."""
-        if self._size <= 0:
+    def put(self, key: tuple[uuid.UUID, int], compiled: templating.Compiled, source_bytes: int) -> None:
+        """Keep a compiled version, dropping the least recently used beyond the bounds (one larger than all of
+        max_bytes is not kept)."""
+        if self._size <= 0 or source_bytes > self._max_bytes:
             return
         with self._lock:
-            self._entries[key] = compiled
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            self._bytes += source_bytes - (old[1] if old else 0)
+            self._entries[key] = (compiled, source_bytes)
+            while len(self._entries) > self._size or self._bytes > self._max_bytes:
+                self._bytes -= self._entries.popitem(last=False)[1][1]
 
     def held(self) -> list[tuple[uuid.UUID, int]]:
         """What the cache holds now."""
@@ -54,16 +63,17 @@ class CompiledCache:
             return list(self._entries)
 
 
-_caches: dict[int, CompiledCache] = {}
+_caches: dict[tuple[int, int], CompiledCache] = {}
 _caches_lock = threading.Lock()
 
 
 def cache_for(settings: Settings) -> CompiledCache:
-    """The process's cache of compiled versions (one per cache size: tests use several settings)."""
+    """The process's cache of compiled versions (one per cache bounds: tests use several settings)."""
+    bounds = (settings.template_cache_size, settings.template_cache_bytes)
     with _caches_lock:
-        found = _caches.get(settings.template_cache_size)
+        found = _caches.get(bounds)
         if found is None:
-            found = _caches[settings.template_cache_size] = CompiledCache(settings.template_cache_size)
+            found = _caches[bounds] = CompiledCache(*bounds)
         return found
 
 
@@ -81,8 +91,15 @@ def compiled_version(row: Mapping[str, Any], settings: Settings) -> templating.C
     found = cache.get(key)
     if found is None:
         found = templating.check(source_of(row), templating.Limits.from_settings(settings))
-        cache.put(key, found)
+        cache.put(key, found, source_bytes(row))
     return found
+
+
+def source_bytes(row: Mapping[str, Any]) -> int:
+    """A version's source size in characters, the estimate of its compiled size the cache is bounded by."""
+    parts = [row.get(field) for field in ("subject", "html", "text")]
+    variables = row.get("variables")
+    return sum(len(part) for part in parts if part) + (len(json.dumps(variables)) if variables is not None else 0)
 
 
 # --- templates and versions ---
@@ -106,7 +123,7 @@ def create(
             f"an app may have at most {limit} templates (MAILER_TEMPLATE_MAX_PER_APP); delete one to add another",
             {"templates": [f"at most {limit} templates per app"], "limit": limit},
         )
-    cache_for(settings).put((template_id, 1), compiled)
+    cache_for(settings).put((template_id, 1), compiled, source_bytes(source))
     return {"id": str(template_id), "name": created["name"], "version": 1, "active_version": 1}
 
 
@@ -125,7 +142,7 @@ def add_version(
             f"a template may have at most {limit} versions (MAILER_TEMPLATE_MAX_VERSIONS); create a new template",
             {"versions": [f"at most {limit} versions per template"], "limit": limit},
         )
-    cache_for(settings).put((template_id, added["version"]), compiled)
+    cache_for(settings).put((template_id, added["version"]), compiled, source_bytes(source))
     template = get_template(conn, app_id=app_id, template_id=template_id)
     return {**view(template), "version": added["version"]}
 
@@ -201,18 +218,21 @@ def list_page(
     return [view(row) for row in rows[:limit]], rows[limit - 1] if more else None
 
 
-def list_with_versions(
-    conn: psycopg.Connection, *, app_id: int, after: tuple[Any, uuid.UUID] | None, limit: int
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """list_page, each template with `versions`: [{version, subject, created_at}] oldest first (no bodies)."""
-    items, last = list_page(conn, app_id=app_id, after=after, limit=limit)
-    versions: dict[str, list[dict[str, Any]]] = {item["id"]: [] for item in items}
-    ids = [uuid.UUID(item["id"]) for item in items]
-    for row in store.list_versions_of_templates(conn, app_id=app_id, template_ids=ids) if ids else []:
-        versions[str(row["template_id"])].append(
-            {"version": row["version"], "subject": row["subject"], "created_at": rfc3339(row["created_at"])}
-        )
-    return [{**item, "versions": versions[item["id"]]} for item in items], last
+def page_of(
+    conn: psycopg.Connection, *, app_id: int, template_id: uuid.UUID, version: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A template with `versions` [{version, created_at}] (no source), and the source of the chosen version
+    (the active one when None or not a version of it); NotFound for others'."""
+    template = get_template(conn, app_id=app_id, template_id=template_id)
+    dates = store.list_template_version_dates(conn, app_id=app_id, template_id=template_id)
+    chosen = version if version is not None and 1 <= version <= template["latest_version"] else None
+    shown = store.get_template_version(
+        conn, app_id=app_id, template_id=template_id, version=chosen or template["active_version"]
+    )
+    if shown is None:  # deleted since get_template (outside a snapshot)
+        raise errors.NotFound(f"no template {template_id}")
+    versions = [{"version": row["version"], "created_at": rfc3339(row["created_at"])} for row in dates]
+    return {**view(template), "versions": versions}, version_view(shown)
 
 
 def get_with_versions(conn: psycopg.Connection, *, app_id: int, template_id: uuid.UUID) -> dict[str, Any]:

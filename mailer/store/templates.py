@@ -66,11 +66,11 @@ def list_template_versions(conn: psycopg.Connection, *, app_id: int, template_id
     return _run.all_rows(conn, "list_template_versions", app_id=app_id, template_id=template_id)
 
 
-def list_versions_of_templates(
-    conn: psycopg.Connection, *, app_id: int, template_ids: Sequence[uuid.UUID]
+def list_template_version_dates(
+    conn: psycopg.Connection, *, app_id: int, template_id: uuid.UUID
 ) -> list[dict[str, Any]]:
-    """The versions (number, subject, created_at; no bodies) of some live templates of the app."""
-    return _run.all_rows(conn, "list_versions_of_templates", app_id=app_id, template_ids=list(template_ids))
+    """The versions (number, created_at; no source) of a live template, oldest first."""
+    return _run.all_rows(conn, "list_template_version_dates", app_id=app_id, template_id=template_id)
 
 
 def get_template_version(

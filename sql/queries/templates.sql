@@ -81,8 +81,10 @@ LEFT JOIN unnest(%(known)s::text[]) AS known(key) ON known.key = v.template_id::
 -- Make an existing version the active one; no row when the template or the version is not there.
 UPDATE templates
 SET active_version = %(version)s, updated_at = now()
+-- Versions are numbered 1..latest_version without gaps and never deleted, so the locked row alone says
+-- whether one exists (re-checked on its newest state when this UPDATE waited on a POST /versions).
 WHERE id = %(id)s AND app_id = %(app_id)s AND deleted_at IS NULL
-  AND EXISTS (SELECT FROM template_versions WHERE template_id = %(id)s AND version = %(version)s)
+  AND %(version)s BETWEEN 1 AND latest_version
 RETURNING id, app_id, name, active_version, latest_version, created_at, updated_at;
 
 -- lock_template --
@@ -110,10 +112,10 @@ SET deleted_at = now(), updated_at = now()
 WHERE id = %(id)s AND app_id = %(app_id)s AND deleted_at IS NULL
 RETURNING id;
 
--- list_versions_of_templates --
--- The versions (number, subject, when) of some live templates of the app, without their bodies: a listing.
-SELECT v.template_id, v.version, v.subject, v.created_at
+-- list_template_version_dates --
+-- The versions (number, when) of a live template of the app, oldest first, without their source: a listing.
+SELECT v.version, v.created_at
 FROM template_versions v
 JOIN templates t ON t.id = v.template_id
-WHERE t.id = ANY(%(template_ids)s::uuid[]) AND t.app_id = %(app_id)s AND t.deleted_at IS NULL
-ORDER BY v.template_id, v.version;
+WHERE t.id = %(template_id)s AND t.app_id = %(app_id)s AND t.deleted_at IS NULL
+ORDER BY v.version;

@@ -9,12 +9,14 @@ import html.parser
 import json
 import re
 import urllib.parse
+import uuid
 
 import psycopg
 import pytest
 
 from mailer.config import Settings
 from mailer.dashboard import template_pages
+from mailer.services import templates
 from tests.integration.conftest import app_with, make_key
 
 OPERATOR = "operator-token-for-tests-0123"
@@ -272,3 +274,13 @@ def test_the_job_page_names_the_template_and_version_it_was_rendered_from(client
     assert f'href="{page_url(billing, template_id, version=1)}"' in line.group(1)
     assert template_id in line.group(1) and "version 1" in line.group(1)
     assert 'id="job-template"' not in client.get(f"/dashboard/apps/{billing}/jobs/{plain}", headers=auth).text
+
+
+def test_the_template_page_reads_only_the_shown_versions_source(client, conn, auth):
+    billing = app_id_of(conn, "billing")
+    template_id = create(client, auth)
+    client.post(f"/templates/{template_id}/versions", json={"subject": "v2", "text": "two"}, headers=auth)
+    for asked, shown_version in ((2, 2), (None, 1), (7, 1)):  # an unknown version shows the active one's source
+        stored, shown = templates.page_of(conn, app_id=billing, template_id=uuid.UUID(template_id), version=asked)
+        assert [set(v) for v in stored["versions"]] == [{"version", "created_at"}] * 2  # numbers and dates only
+        assert shown["version"] == shown_version and shown["text"] == ("two" if shown_version == 2 else RECEIPT["text"])

@@ -79,6 +79,9 @@ def test_every_error_response_is_the_shared_error_schema(client) -> None:
     assert {"400", "401", "404", "409", "413", "422", "429", "503"} <= statuses
     queue = document["paths"]["/queue"]["post"]["responses"]
     assert "Retry-After" in queue["429"]["headers"]
+    # A message naming a template the app does not have is 404.
+    assert "404" in queue and "404" in document["paths"]["/schedules"]["post"]["responses"]
+    assert "404" in document["paths"]["/schedules/{schedule_id}"]["patch"]["responses"]
 
 
 def test_security_schemes_bearer_for_the_api_basic_for_events_none_for_operations(client) -> None:

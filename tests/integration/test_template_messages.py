@@ -7,9 +7,10 @@ import datetime as dt
 
 import psycopg
 import requests
+from prometheus_client import REGISTRY
 from psycopg import sql
 
-from mailer.services import scheduling
+from mailer.services import scheduling, template_messages
 from tests.integration.conftest import app_with, make_key
 from tests.integration.sending_support import run_sender
 
@@ -223,11 +224,31 @@ def test_the_renders_of_one_request_are_bounded_in_time(settings, conn):
         client = application.test_client()
         template_id = create_template(client, auth)
         before = counts(conn)
-        body = {"messages": [templated({"id": template_id}, to=f"p{n}@example.org") for n in range(500)]}
+        plain = {"from": {"email": "billing@example.com"}, "to": [{"email": "ann@example.org"}], "subject": "s",
+                 "text": "t"}
+        body = {"messages": [templated({"id": template_id}, to=f"p{n}@example.org") for n in range(250)]
+                + [plain] * 250}
+        refused = REGISTRY.get_sample_value("mailer_template_renders_total", {"outcome": "refused"}) or 0
         details = error_details(client.post("/queue", json=body, headers=auth), 422)
         assert "MAILER_TEMPLATE_REQUEST_RENDER_MS" in details["template"][0]
         assert counts(conn) == before
-        assert client.post("/queue", json=body | {"messages": body["messages"][:1]}, headers=auth).status_code == 202
+        # Only the templated messages left unrendered are counted, not the plain ones after them.
+        assert 1 <= REGISTRY.get_sample_value("mailer_template_renders_total", {"outcome": "refused"}) - refused <= 250
+        # The first templated message is always rendered, however short the budget.
+        assert client.post("/queue", json={"messages": [plain, body["messages"][0]]}, headers=auth).status_code == 202
+
+
+def test_one_request_names_a_bounded_number_of_templates(client, auth, conn):
+    template_id = create_template(client, auth)
+    limit = template_messages.MAX_TEMPLATES_PER_REQUEST
+    before = counts(conn)
+    over = {"messages": [templated({"id": template_id, "version": n}) for n in range(1, limit + 2)]}
+    details = error_details(client.post("/queue", json=over, headers=auth), 422)
+    assert list(details["messages"]) == [str(limit)] and f"at most {limit}" in details["messages"][str(limit)][
+        "template"][0]
+    assert counts(conn) == before
+    # As many as the limit are read (here the versions past 1 do not exist: 404, not the limit's 422).
+    error_details(client.post("/queue", json={"messages": over["messages"][:limit]}, headers=auth), 404, "not_found")
 
 
 def test_a_slow_or_oversized_render_is_422_and_stores_nothing(settings, conn):

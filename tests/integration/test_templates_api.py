@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from mailer.services import templates as template_service
+from mailer.store import templates as template_store
 from tests.integration.conftest import app_with, make_key
 
 RECEIPT = {
@@ -208,12 +213,24 @@ def test_templates_per_app_and_versions_per_template_are_bounded(settings, conn)
 
 
 def test_the_compiled_cache_is_bounded_and_keeps_the_recent():
-    cache = template_service.CompiledCache(2)
+    cache = template_service.CompiledCache(2, max_bytes=1000)
     keys = [(uuid.uuid4(), 1) for _ in range(3)]
     for key in keys:
-        cache.put(key, object())  # type: ignore[arg-type]
+        cache.put(key, object(), 10)  # type: ignore[arg-type]
         cache.get(keys[0])  # the first stays recent
     assert set(cache.held()) == {keys[0], keys[2]}
+
+
+def test_the_compiled_cache_is_bounded_by_source_size_too():
+    cache = template_service.CompiledCache(10, max_bytes=100)
+    keys = [(uuid.uuid4(), 1) for _ in range(4)]
+    cache.put(keys[0], object(), 60)  # type: ignore[arg-type]
+    cache.put(keys[1], object(), 30)  # type: ignore[arg-type]
+    cache.put(keys[2], object(), 30)  # type: ignore[arg-type]  # 120 bytes: the oldest goes
+    assert cache.held() == [keys[1], keys[2]]
+    cache.put(keys[3], object(), 101)  # type: ignore[arg-type]  # larger than the whole cache: not kept
+    assert cache.held() == [keys[1], keys[2]]
+    assert template_service.source_bytes({"subject": "ab", "html": None, "text": "cde", "variables": {}}) == 7
 
 
 def test_the_openapi_document_describes_the_template_endpoints_from_their_schemas(client):
@@ -230,12 +247,36 @@ def test_the_openapi_document_describes_the_template_endpoints_from_their_schema
     assert "template" in schemas["JobStatus"]["properties"] and "template" in schemas["Schedule"]["properties"]
 
 
-def test_the_dashboards_listing_has_each_template_with_its_versions(client, auth, conn):
-    app_id = conn.execute("SELECT id FROM apps WHERE name = 'billing'").fetchone()[0]
-    first = create(client, auth, name="first")["id"]
-    client.post(f"/templates/{first}/versions", json={"subject": "second subject", "text": "t"}, headers=auth)
-    other = create(client, auth, name="other")["id"]
-    items, last = template_service.list_with_versions(conn, app_id=app_id, after=None, limit=10)
-    assert last is None
-    assert [(item["id"], [v["version"] for v in item["versions"]]) for item in items] == [(other, [1]), (first, [1, 2])]
-    assert items[1]["versions"][1]["subject"] == "second subject" and "html" not in items[1]["versions"][1]
+def test_patch_during_a_version_insert_waits_for_it_and_sees_its_version(client, auth, conn, database_url):
+    template_id = uuid.UUID(create(client, auth)["id"])
+    client.post(f"/templates/{template_id}/versions", json={"subject": "s", "text": "two"}, headers=auth)
+    app_id = conn.execute("SELECT app_id FROM templates WHERE id = %s", (template_id,)).fetchone()[0]
+    with psycopg.connect(database_url, row_factory=dict_row) as adding, \
+            psycopg.connect(database_url, row_factory=dict_row) as patching:
+        added = template_store.insert_template_version(
+            adding, app_id=app_id, template_id=template_id, source={"subject": "s", "text": "t"}, max_versions=100
+        )
+        assert added is not None and added["version"] == 3  # not committed: the template's row stays locked
+        # Version 3 does not exist yet for anyone else: refused at once, without waiting.
+        assert template_store.set_template_active_version(
+            patching, app_id=app_id, template_id=template_id, version=3) is None
+        patching.rollback()
+        result: dict[str, Any] = {}
+
+        def patch() -> None:
+            result["row"] = template_store.set_template_active_version(
+                patching, app_id=app_id, template_id=template_id, version=2
+            )
+            patching.commit()
+
+        thread = threading.Thread(target=patch)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not conn.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s AND wait_event_type"
+                               " = 'Lock')", (patching.info.backend_pid,)).fetchone()[0]:
+            assert time.monotonic() < deadline and thread.is_alive(), f"the PATCH never waited: {result}"
+            time.sleep(0.01)
+        adding.commit()
+        thread.join(10)
+        assert not thread.is_alive()
+    assert (result["row"]["active_version"], result["row"]["latest_version"]) == (2, 3)

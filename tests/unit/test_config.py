@@ -560,15 +560,17 @@ def test_the_read_replica_settings():
 def test_the_stored_template_bounds_of_issue_21():
     defaults = Settings.from_env({})
     assert (defaults.template_max_per_app, defaults.template_max_versions, defaults.template_cache_size,
-            defaults.template_request_render_ms) == (1000, 100, 256, 2000)
+            defaults.template_request_render_ms, defaults.template_cache_bytes) == (1000, 100, 256, 2000, 4 << 20)
     read = Settings.from_env({
         "MAILER_TEMPLATE_MAX_PER_APP": "5", "MAILER_TEMPLATE_MAX_VERSIONS": "2", "MAILER_TEMPLATE_CACHE_SIZE": "0",
-        "MAILER_TEMPLATE_REQUEST_RENDER_MS": "50",
+        "MAILER_TEMPLATE_REQUEST_RENDER_MS": "50", "MAILER_TEMPLATE_CACHE_BYTES": "0",
     })
+    assert read.template_cache_bytes == 0
     assert (read.template_max_per_app, read.template_max_versions, read.template_cache_size,
             read.template_request_render_ms) == (5, 2, 0, 50)
     for name, raw in (("MAILER_TEMPLATE_MAX_PER_APP", "0"), ("MAILER_TEMPLATE_MAX_VERSIONS", "many"),
-                      ("MAILER_TEMPLATE_CACHE_SIZE", "-1"), ("MAILER_TEMPLATE_REQUEST_RENDER_MS", "0")):
+                      ("MAILER_TEMPLATE_CACHE_SIZE", "-1"), ("MAILER_TEMPLATE_REQUEST_RENDER_MS", "0"),
+                      ("MAILER_TEMPLATE_CACHE_BYTES", "-1")):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: raw})
 
