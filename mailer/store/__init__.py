@@ -31,6 +31,7 @@ from mailer.store.logs import (
     force_custom_plans,
     get_today_counts,
     list_daily_counts,
+    list_daily_counts_of_all_apps,
     list_logs,
     list_recipients_of_jobs,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "lease_rate_limit_tokens",
     "list_apps",
     "list_daily_counts",
+    "list_daily_counts_of_all_apps",
     "list_job_events",
     "list_logs",
     "list_recipient_events",

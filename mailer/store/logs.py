@@ -70,3 +70,8 @@ def get_today_counts(conn: psycopg.Connection, *, app_id: int) -> dict[str, int]
 def list_daily_counts(conn: psycopg.Connection, *, app_id: int, since: dt.date, until: dt.date) -> list[dict[str, Any]]:
     """The app's counters (day, kind, count) for the UTC days since..until, both included."""
     return _run.all_rows(conn, "list_daily_counts", app_id=app_id, since=since, until=until)
+
+
+def list_daily_counts_of_all_apps(conn: psycopg.Connection, *, since: dt.date, until: dt.date) -> list[dict[str, Any]]:
+    """Every app's counters (app_id, day, kind, count) for the UTC days since..until, both included."""
+    return _run.all_rows(conn, "list_daily_counts_of_all_apps", since=since, until=until)

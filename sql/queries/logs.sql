@@ -64,3 +64,12 @@ FROM job_counts
 WHERE app_id = %(app_id)s AND day BETWEEN %(since)s::date AND %(until)s::date
 GROUP BY day, kind
 ORDER BY day, kind;
+
+-- list_daily_counts_of_all_apps --
+-- Every app's counters for a range of UTC days (both ends included), for the operator's overview: one read of
+-- job_counts_day_idx, however many apps.
+SELECT app_id, day, kind, sum(count)::bigint AS count
+FROM job_counts
+WHERE day BETWEEN %(since)s::date AND %(until)s::date
+GROUP BY app_id, day, kind
+ORDER BY app_id, day, kind;
