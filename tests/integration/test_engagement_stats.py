@@ -1,0 +1,239 @@
+"""GET /stats' recipients per milestone (migration 0042): counted once per recipient from its status changes, by
+every writer (POST /events, test mode, the sender), on the UTC day of the change, with rates over delivered."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import json
+import pathlib
+import re
+import uuid
+
+import psycopg
+import pytest
+
+from mailer.services import apps
+from tests.integration.sending_support import message, run_sender
+from tests.integration.webhooks_support import BIG_ID, mark_sent, post_events, queue
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
+KINDS = ("delivered", "opened", "clicked", "bounced", "blocked", "spam", "unsubscribed")
+DOMAIN = "simulator.mailer.test"
+OPERATOR = "operator-token-for-tests-0123"
+
+
+def today() -> str:
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def stats(client, auth) -> dict:  # type: ignore[no-untyped-def]
+    """Today's /stats (a one-day range): the day, and the totals."""
+    response = client.get(f"/stats?since={today()}&until={today()}", headers=auth)
+    assert response.status_code == 200, response.json
+    [day] = response.json["days"]
+    return {"day": day, "totals": response.json["totals"]}
+
+
+def engagement(day: dict) -> dict[str, int]:
+    return {kind: day[kind] for kind in KINDS}
+
+
+def counts(**given: int) -> dict[str, int]:
+    return {kind: given.get(kind, 0) for kind in KINDS}
+
+
+def event(name: str, message_id: int, **extra: object) -> dict:
+    return {"event": name, "time": int(dt.datetime.now(dt.UTC).timestamp()) - 60, "MessageID": message_id,
+            "email": "ann@example.org", **extra}
+
+
+def sent_job(client, auth, conn: psycopg.Connection, message_id: int) -> str:  # type: ignore[no-untyped-def]
+    job_id = queue(client, auth)
+    mark_sent(conn, job_id, message_id)
+    return job_id
+
+
+def test_the_mailjet_sample_payload_counts_each_recipient_by_its_final_status(client, auth, conn) -> None:
+    raw = json.loads((FIXTURES / "webhook_v2.json").read_text())
+    for message_id in sorted({item["MessageID"] for item in raw}):
+        sent_job(client, auth, conn, message_id)
+    post_events(client, raw)
+
+    answer = stats(client, auth)
+    # alice: sent, open, click and unsub in one POST move her straight to `unsubscribed` (delivered, unsubscribed);
+    # bob: spam (delivered, spam); a hard bounce; a block (never sent: not delivered).
+    assert engagement(answer["day"]) == counts(delivered=2, bounced=1, blocked=1, spam=1, unsubscribed=1)
+    assert answer["day"]["rates"] == {"opened": 0.0, "clicked": 0.0, "bounced": 0.5, "blocked": 0.5, "spam": 0.5,
+                                      "unsubscribed": 0.5}
+    assert engagement(answer["totals"]) == engagement(answer["day"])
+    assert answer["totals"]["created"] == 4
+
+    post_events(client, raw)  # Mailjet's retry of the same batch: nothing new
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=2, bounced=1, blocked=1, spam=1, unsubscribed=1)
+
+
+def test_events_one_at_a_time_count_each_milestone_once(client, auth, conn) -> None:
+    sent_job(client, auth, conn, BIG_ID)
+    post_events(client, [event("sent", BIG_ID)])
+    post_events(client, [event("open", BIG_ID)])
+    post_events(client, [event("open", BIG_ID, time=1)])  # a second open: same status, no count
+    post_events(client, [event("click", BIG_ID, url="https://example.com/")])
+    post_events(client, [event("spam", BIG_ID, source="JMRPP")])
+
+    day = stats(client, auth)["day"]
+    assert engagement(day) == counts(delivered=1, opened=1, clicked=1, spam=1)
+    assert day["rates"] == {"opened": 1.0, "clicked": 1.0, "bounced": 0.0, "blocked": 0.0, "spam": 1.0,
+                            "unsubscribed": 0.0}
+
+
+def test_a_click_alone_counts_delivered_opened_and_clicked(client, auth, conn) -> None:
+    for offset in range(3):
+        sent_job(client, auth, conn, BIG_ID + offset)
+    post_events(client, [event("click", BIG_ID, url="https://example.com/")])
+    post_events(client, [event("sent", BIG_ID + 1), event("sent", BIG_ID + 2), event("open", BIG_ID + 2)])
+
+    day = stats(client, auth)["day"]
+    assert engagement(day) == counts(delivered=3, opened=2, clicked=1)
+    assert day["rates"]["opened"] == 0.6667 and day["rates"]["clicked"] == 0.3333
+
+
+def test_a_day_without_deliveries_has_null_rates_and_the_counters_are_per_app(client, auth, conn) -> None:
+    sent_job(client, auth, conn, BIG_ID)
+    post_events(client, [event("blocked", BIG_ID, error="preblocked")])
+    _, other_key = apps.create_app(conn, "shop")
+    day = stats(client, auth)["day"]
+    assert engagement(day) == counts(blocked=1)
+    assert day["rates"] == dict.fromkeys(KINDS[1:])
+    assert engagement(stats(client, {"Authorization": f"Bearer {other_key}"})["day"]) == counts()
+
+
+def test_a_test_app_counts_what_each_magic_address_does(client, conn, settings) -> None:
+    _, key = apps.create_app(conn, "sandbox", test=True)
+    auth = {"Authorization": f"Bearer {key}"}
+    for local in ("delivered", "opened", "clicked", "bounced", "deferred", "blocked", "spam", "unsubscribed"):
+        assert client.post("/queue", json=message(f"{local}@{DOMAIN}"), headers=auth).status_code == 202
+    assert run_sender(settings).sent == 8
+
+    statuses = dict(conn.execute("SELECT split_part(email, '@', 1), status FROM recipients").fetchall())
+    assert statuses["unsubscribed"] == "unsubscribed" and statuses["deferred"] == "deferred"
+    day = stats(client, auth)["day"]
+    # delivered: delivered, opened, clicked, spam, unsubscribed (whose timeline is delivered, opened, unsubscribed,
+    # applied one by one: its open counts); deferred is no milestone.
+    assert engagement(day) == counts(delivered=5, opened=3, clicked=1, bounced=1, blocked=1, spam=1, unsubscribed=1)
+    assert day["rates"] == {"opened": 0.6, "clicked": 0.2, "bounced": 0.2, "blocked": 0.2, "spam": 0.2,
+                            "unsubscribed": 0.2}
+    assert (day["created"], day["sent"]) == (8, 8)
+
+
+def test_a_failed_recipient_retried_and_delivered_counts_once_and_a_reset_counts_again(client, auth, conn) -> None:
+    job_id = queue(client, auth)
+    conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", (job_id,))
+    conn.execute("UPDATE recipients SET status = 'failed' WHERE job_id = %s", (job_id,))
+    assert client.post(f"/queue/{job_id}/retry", headers=auth).status_code == 202  # recipients back to pending
+    assert conn.execute("SELECT status FROM recipients WHERE job_id = %s", (job_id,)).fetchone() == ("pending",)
+    mark_sent(conn, job_id, BIG_ID)
+    post_events(client, [event("sent", BIG_ID)])
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=1)
+
+    # A recipient sent anew (its status reset to pending, as a retry does) is a new delivery.
+    conn.execute("UPDATE recipients SET status = 'pending' WHERE job_id = %s", (job_id,))
+    conn.execute("UPDATE recipients SET status = 'delivered' WHERE job_id = %s", (job_id,))
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=2)
+
+
+def test_a_recipient_stored_with_a_status_counts_its_milestones(client, auth, conn) -> None:
+    job_id = queue(client, auth)
+    conn.execute(
+        "INSERT INTO recipients (job_id, kind, position, email, status)"
+        " VALUES (%s, 'cc', 0, 'cc@example.org', 'clicked')",
+        (job_id,),
+    )
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=1, opened=1, clicked=1)
+
+
+def test_concurrent_writers_on_one_app_and_day_lose_no_count(client, auth, conn, database_url) -> None:
+    writers, each = 6, 20
+    jobs = [queue(client, auth, *(f"r{w}-{n}@example.org" for n in range(each))) for w in range(writers)]
+
+    def deliver(job_id: str) -> None:
+        with psycopg.connect(database_url) as own:  # a session (and a shard) of its own, one change per statement
+            for position in range(each):
+                with own.transaction():
+                    own.execute("UPDATE recipients SET status = 'opened' WHERE job_id = %s AND position = %s",
+                                (job_id, position))
+
+    with concurrent.futures.ThreadPoolExecutor(writers) as pool:
+        list(pool.map(deliver, jobs, timeout=60))
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=writers * each, opened=writers * each)
+
+
+def test_the_migration_counted_what_recipients_already_said(conn) -> None:
+    # The backfill's statement (0042) over rows stored without the counting trigger: one app, two days.
+    app_id = apps.create_app(conn, "old")[0].id
+    conn.execute("ALTER TABLE recipients DISABLE TRIGGER recipients_activity")
+    conn.execute("ALTER TABLE recipients DISABLE TRIGGER recipients_activity_insert")
+    try:
+        job = conn.execute("INSERT INTO jobs (id, app_id, status, priority, message, run_at) VALUES (%s, %s, 'sent',"
+                           " 'bulk', '{}', now()) RETURNING id", (uuid.uuid4(), app_id)).fetchone()[0]
+        for position, (status, day) in enumerate([("clicked", "2026-03-01"), ("spam", "2026-03-01"),
+                                                  ("bounced", "2026-03-02"), ("sent", "2026-03-02")]):
+            conn.execute("INSERT INTO recipients (job_id, kind, position, email, status, updated_at)"
+                         " VALUES (%s, 'to', %s, 'a@example.org', %s, %s)", (job, position, status, f"{day}T23:00Z"))
+    finally:
+        conn.execute("ALTER TABLE recipients ENABLE TRIGGER recipients_activity")
+        conn.execute("ALTER TABLE recipients ENABLE TRIGGER recipients_activity_insert")
+    migration = (pathlib.Path(__file__).resolve().parents[2] / "sql" / "migrations" / "0042_engagement_counters.sql")
+    backfill = migration.read_text().split("-- What exists already")[1].split("\n", 2)[2]
+    conn.execute(backfill)  # type: ignore[arg-type]
+    found = conn.execute("SELECT day::text, kind, sum(count)::int FROM job_counts"
+                         " WHERE app_id = %s AND kind <> ALL ('{created,sent}') GROUP BY 1, 2 ORDER BY 1, 2",
+                         (app_id,)).fetchall()
+    assert found == [("2026-03-01", "clicked", 1), ("2026-03-01", "delivered", 2), ("2026-03-01", "opened", 1),
+                     ("2026-03-01", "spam", 1), ("2026-03-02", "bounced", 1)]
+
+
+# --- the dashboard ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(settings):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(settings, operator_token=OPERATOR, secret_key="dashboard-test-secret-key")
+
+
+def cell(html: str, cell_id: str) -> str:
+    match = re.search(rf'id="{cell_id}">([^<]*)<', html)
+    assert match, cell_id
+    return match.group(1)
+
+
+def test_the_app_page_and_the_operator_page_show_the_recipients(client, auth, conn) -> None:
+    for offset in range(4):
+        sent_job(client, auth, conn, BIG_ID + offset)
+    post_events(client, [event("sent", BIG_ID + n) for n in range(4)] + [event("open", BIG_ID)])
+    _, other_key = apps.create_app(conn, "shop")
+    other = {"Authorization": f"Bearer {other_key}"}
+    mark_sent(conn, queue(client, other), BIG_ID + 10)
+    post_events(client, [event("click", BIG_ID + 10, url="https://example.com/")])
+    app_id = conn.execute("SELECT id FROM apps WHERE name = 'billing'").fetchone()[0]
+
+    page = client.get(f"/dashboard/apps/{app_id}", headers=auth).text
+    assert cell(page, "total-delivered") == "4" and cell(page, "total-opened") == "1"
+    assert cell(page, "total-rate-opened") == "25.0 %" and cell(page, "total-rate-bounced") == "0.0 %"
+    assert page.count('<rect class="delivered"') == 14
+    assert client.get("/dashboard", headers=auth).status_code == 302  # an app's key: its own page only
+
+    form = client.get("/dashboard/login").text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert csrf
+    login = client.post("/dashboard/login", data={"token": OPERATOR, "csrf_token": csrf.group(1), "next": ""})
+    assert login.status_code in (302, 303), login.text
+    overview = client.get("/dashboard").text
+    assert cell(overview, "total-delivered") == "5" and cell(overview, "total-clicked") == "1"
+    assert cell(overview, "total-rate-opened") == "40.0 %"  # billing's open and shop's click: 2 of 5
+    rows = {name: row for row in overview.split("<tr>") for name in ("billing", "shop") if f">{name}</a>" in row}
+    assert '<td class="num delivered">4</td>' in rows["billing"]
+    assert '<td class="num opened">25.0 %</td>' in rows["billing"]
+    assert '<td class="num clicked">100.0 %</td>' in rows["shop"]
