@@ -13,6 +13,7 @@ import uuid
 import psycopg
 import pytest
 
+from mailer.api import responses
 from mailer.services import apps
 from tests.integration.sending_support import message, run_sender
 from tests.integration.webhooks_support import BIG_ID, mark_sent, post_events, queue
@@ -237,3 +238,17 @@ def test_the_app_page_and_the_operator_page_show_the_recipients(client, auth, co
     assert '<td class="num delivered">4</td>' in rows["billing"]
     assert '<td class="num opened">25.0 %</td>' in rows["billing"]
     assert '<td class="num clicked">100.0 %</td>' in rows["shop"]
+
+
+def test_openapi_names_every_field_the_answer_carries(client, auth, conn) -> None:
+    sent_job(client, auth, conn, BIG_ID)
+    post_events(client, [event("open", BIG_ID)])
+    answer = client.get("/stats", headers=auth).json
+    schemas = client.get("/openapi.json").json["components"]["schemas"]
+    ref = schemas["Stats"]["properties"]["days"]["items"]
+    day_schema = schemas[(ref.get("$ref") or ref["allOf"][0]["$ref"]).rsplit("/", 1)[1]]
+    assert set(answer) == set(schemas["Stats"]["properties"]) == set(schemas["Stats"]["required"])
+    assert set(answer["days"][-1]) == set(day_schema["properties"]) == set(day_schema["required"])
+    assert set(answer["days"][-1]["rates"]) == set(schemas["Rates"]["properties"])
+    assert answer["days"][-1]["rates"]["opened"] == 1.0
+    assert responses.StatsSchema().validate(answer) == {}
