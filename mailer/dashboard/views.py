@@ -145,7 +145,7 @@ def index() -> ResponseReturnValue:
     since = until - dt.timedelta(days=logs.STATS_DEFAULT_DAYS - 1)
     overview = reads.listing(lambda conn: dashboard.apps_overview(conn, since=since, until=until))
     return _render("apps.html", apps=overview["apps"], days=overview["days"], totals=overview["totals"],
-                   chart=chart.daily_bars(overview["days"]), engagement=chart.engagement_bars(overview["days"]))
+                   engagement=chart.engagement_bars(overview["days"]))
 
 
 @bp.get("/apps/<int:app_id>")

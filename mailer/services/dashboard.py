@@ -105,17 +105,20 @@ def check_login_allowed(conn: psycopg.Connection, settings: Settings, address: s
 
 def apps_overview(conn: psycopg.Connection, *, since: dt.date, until: dt.date) -> dict[str, Any]:
     """Every app (revoked ones too) with its counters of `until` and its totals since..until, and the days and
-    totals across all apps, for the operator: one read of the counters."""
+    totals across all live apps (test apps' simulated opens would skew them), for the operator: one read of the
+    counters."""
     rows = store.list_daily_counts_of_all_apps(conn, since=since, until=until)
     by_app: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
     for row in rows:
         by_app[row["app_id"]].append(row)
-    apps = []
+    apps, live = [], []
     for app in store.list_apps(conn):
         stats = logs.stats_of_days(by_app.get(app.id, []), since, until)
         apps.append({"id": app.id, "name": app.name, "active": app.revoked_at is None, "test": app.test,
                      "today": stats["days"][-1], "totals": stats["totals"]})
-    return {"apps": apps, **logs.stats_of_days(rows, since, until)}
+        if not app.test:
+            live.extend(by_app.get(app.id, []))
+    return {"apps": apps, **logs.stats_of_days(live, since, until)}
 
 
 def find_app(conn: psycopg.Connection, *, app_id: int) -> apps_store.App:

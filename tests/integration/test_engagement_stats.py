@@ -219,6 +219,9 @@ def test_the_app_page_and_the_operator_page_show_the_recipients(client, auth, co
     mark_sent(conn, queue(client, other), BIG_ID + 10)
     post_events(client, [event("click", BIG_ID + 10, url="https://example.com/")])
     app_id = conn.execute("SELECT id FROM apps WHERE name = 'billing'").fetchone()[0]
+    sandbox = apps.create_app(conn, "sandbox", test=True)[0]
+    conn.execute("INSERT INTO job_counts (app_id, day, kind, shard, count)"
+                 " VALUES (%s, (now() AT TIME ZONE 'UTC')::date, 'delivered', 0, 7)", (sandbox.id,))
 
     page = client.get(f"/dashboard/apps/{app_id}", headers=auth).text
     assert cell(page, "total-delivered") == "4" and cell(page, "total-opened") == "1"
@@ -234,7 +237,9 @@ def test_the_app_page_and_the_operator_page_show_the_recipients(client, auth, co
     overview = client.get("/dashboard").text
     assert cell(overview, "total-delivered") == "5" and cell(overview, "total-clicked") == "1"
     assert cell(overview, "total-rate-opened") == "40.0 %"  # billing's open and shop's click: 2 of 5
-    rows = {name: row for row in overview.split("<tr>") for name in ("billing", "shop") if f">{name}</a>" in row}
+    rows = {name: row for row in overview.split("<tr>") for name in ("billing", "shop", "sandbox")
+            if f">{name}</a>" in row}
+    assert '<td class="num delivered">7</td>' in rows["sandbox"]  # shown in its row, left out of the live totals
     assert '<td class="num delivered">4</td>' in rows["billing"]
     assert '<td class="num opened">25.0 %</td>' in rows["billing"]
     assert '<td class="num clicked">100.0 %</td>' in rows["shop"]
