@@ -16,6 +16,7 @@ import pytest
 from mailer.api import responses
 from mailer.services import apps
 from tests.integration.sending_support import message, run_sender
+from tests.integration.test_logs_api import _not_at_midnight  # noqa: F401  # autouse: no test across 00:00 UTC
 from tests.integration.webhooks_support import BIG_ID, mark_sent, post_events, queue
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -141,6 +142,21 @@ def test_a_failed_recipient_retried_and_delivered_counts_once_and_a_reset_counts
     conn.execute("UPDATE recipients SET status = 'pending' WHERE job_id = %s", (job_id,))
     conn.execute("UPDATE recipients SET status = 'delivered' WHERE job_id = %s", (job_id,))
     assert engagement(stats(client, auth)["day"]) == counts(delivered=2)
+
+
+def test_a_milestone_counts_on_the_utc_day_of_its_change_not_of_the_job(client, auth, conn) -> None:
+    created = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    job_id = queue(client, auth)
+    conn.execute("UPDATE jobs SET created_at = %s WHERE id = %s", (created, job_id))
+    conn.execute("UPDATE job_counts SET day = %s WHERE kind = 'created'", (created.date(),))  # as if queued then
+    mark_sent(conn, job_id, BIG_ID)
+    post_events(client, [event("open", BIG_ID, time=int(created.timestamp()))])  # Mailjet's time: not the day
+
+    response = client.get(f"/stats?since={created.date()}", headers=auth)
+    days = {day["date"]: day for day in response.json["days"]}
+    assert (days[created.date().isoformat()]["created"], days[created.date().isoformat()]["opened"]) == (1, 0)
+    assert engagement(days[today()]) == counts(delivered=1, opened=1)
+    assert engagement(response.json["totals"]) == counts(delivered=1, opened=1)
 
 
 def test_a_recipient_stored_with_a_status_counts_its_milestones(client, auth, conn) -> None:
