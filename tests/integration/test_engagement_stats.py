@@ -1,5 +1,6 @@
-"""GET /stats' recipients per milestone (migration 0042): counted once per recipient from its status changes, by
-every writer (POST /events, test mode, the sender), on the UTC day of the change, with rates over delivered."""
+"""GET /stats' recipients per milestone (migrations 0042, 0045): counted once per recipient from every event applied
+to it and every status change, by every writer (POST /events, test mode, the sender), on the UTC day of the change,
+with rates over delivered."""
 
 from __future__ import annotations
 
@@ -56,23 +57,62 @@ def sent_job(client, auth, conn: psycopg.Connection, message_id: int) -> str:  #
     return job_id
 
 
-def test_the_mailjet_sample_payload_counts_each_recipient_by_its_final_status(client, auth, conn) -> None:
+def test_the_mailjet_sample_payload_counts_every_milestone_of_each_recipient(client, auth, conn) -> None:
     raw = json.loads((FIXTURES / "webhook_v2.json").read_text())
     for message_id in sorted({item["MessageID"] for item in raw}):
         sent_job(client, auth, conn, message_id)
     post_events(client, raw)
 
     answer = stats(client, auth)
-    # alice: sent, open, click and unsub in one POST move her straight to `unsubscribed` (delivered, unsubscribed);
-    # bob: spam (delivered, spam); a hard bounce; a block (never sent: not delivered).
-    assert engagement(answer["day"]) == counts(delivered=2, bounced=1, blocked=1, spam=1, unsubscribed=1)
-    assert answer["day"]["rates"] == {"opened": 0.0, "clicked": 0.0, "bounced": 0.5, "blocked": 0.5, "spam": 0.5,
+    # alice: sent, open, click and unsub in one grouped POST move her straight to `unsubscribed`, and count
+    # delivered, opened, clicked and unsubscribed once each; bob: spam (delivered, spam); a hard bounce; a block
+    # (never sent: not delivered).
+    expected = counts(delivered=2, opened=1, clicked=1, bounced=1, blocked=1, spam=1, unsubscribed=1)
+    assert engagement(answer["day"]) == expected
+    assert answer["day"]["rates"] == {"opened": 0.5, "clicked": 0.5, "bounced": 0.5, "blocked": 0.5, "spam": 0.5,
                                       "unsubscribed": 0.5}
     assert engagement(answer["totals"]) == engagement(answer["day"])
     assert answer["totals"]["created"] == 4
+    alice = conn.execute("SELECT r.status, r.milestones FROM recipients r"
+                         " WHERE r.message_id = %s", (raw[0]["MessageID"],)).fetchone()
+    assert alice == ("unsubscribed", 1 | 2 | 4 | 64)
 
     post_events(client, raw)  # Mailjet's retry of the same batch: nothing new
-    assert engagement(stats(client, auth)["day"]) == counts(delivered=2, bounced=1, blocked=1, spam=1, unsubscribed=1)
+    assert engagement(stats(client, auth)["day"]) == expected
+
+
+def test_an_open_after_spam_counts_opened_and_writes_no_activity(client, auth, conn) -> None:
+    sent_job(client, auth, conn, BIG_ID)
+    post_events(client, [event("spam", BIG_ID, source="JMRPP")])
+    post_events(client, [event("open", BIG_ID)])  # ranked below spam: the status stays
+
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=1, opened=1, spam=1)
+    assert conn.execute("SELECT status FROM recipients").fetchone() == ("spam",)
+    activity = conn.execute("SELECT status FROM recipient_activity WHERE status <> 'sent' ORDER BY id").fetchall()
+    assert activity == [("spam",)]  # the feed reports status changes only
+    post_events(client, [event("open", BIG_ID, time=1)])  # a second open: nothing new
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=1, opened=1, spam=1)
+
+
+def test_a_bounce_after_an_open_counts_bounced(client, auth, conn) -> None:
+    sent_job(client, auth, conn, BIG_ID)
+    post_events(client, [event("open", BIG_ID)])
+    post_events(client, [event("bounce", BIG_ID, hard_bounce=True, error="user unknown")])
+
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=1, opened=1, bounced=1)
+    assert conn.execute("SELECT status FROM recipients").fetchone() == ("opened",)
+
+
+def test_each_status_implies_the_milestones_of_the_readme_table(conn) -> None:
+    implied = dict(conn.execute(
+        "SELECT status, mailer_recipient_milestones(status) FROM recipient_statuses ORDER BY rank, status"
+    ).fetchall())
+    assert implied == {
+        "pending": [], "sent": [], "deferred": [], "delivered": ["delivered"], "blocked": ["blocked"],
+        "bounced": ["bounced"], "opened": ["delivered", "opened"], "clicked": ["delivered", "opened", "clicked"],
+        "unsubscribed": ["delivered", "unsubscribed"], "spam": ["delivered", "spam"], "failed": [], "suppressed": []}
+    every = conn.execute("SELECT mailer_milestone_kinds(127::smallint)").fetchone()[0]
+    assert every == list(KINDS)
 
 
 def test_events_one_at_a_time_count_each_milestone_once(client, auth, conn) -> None:
@@ -128,20 +168,27 @@ def test_a_test_app_counts_what_each_magic_address_does(client, conn, settings) 
     assert (day["created"], day["sent"]) == (8, 8)
 
 
+def retry(client, auth, conn: psycopg.Connection, job_id: str, recipient_status: str) -> None:  # type: ignore[no-untyped-def]
+    """The job failed with its recipients in this status; POST /queue/{id}/retry resets them to pending."""
+    conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", (job_id,))
+    conn.execute("UPDATE recipients SET status = %s WHERE job_id = %s", (recipient_status, job_id))
+    assert client.post(f"/queue/{job_id}/retry", headers=auth).status_code == 202
+    assert conn.execute("SELECT status, milestones FROM recipients WHERE job_id = %s", (job_id,)).fetchone() == (
+        "pending", 0)
+
+
 def test_a_failed_recipient_retried_and_delivered_counts_once_and_a_reset_counts_again(client, auth, conn) -> None:
     job_id = queue(client, auth)
-    conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", (job_id,))
-    conn.execute("UPDATE recipients SET status = 'failed' WHERE job_id = %s", (job_id,))
-    assert client.post(f"/queue/{job_id}/retry", headers=auth).status_code == 202  # recipients back to pending
-    assert conn.execute("SELECT status FROM recipients WHERE job_id = %s", (job_id,)).fetchone() == ("pending",)
+    retry(client, auth, conn, job_id, "failed")
     mark_sent(conn, job_id, BIG_ID)
-    post_events(client, [event("sent", BIG_ID)])
-    assert engagement(stats(client, auth)["day"]) == counts(delivered=1)
+    post_events(client, [event("sent", BIG_ID), event("open", BIG_ID)])
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=1, opened=1)
+    assert conn.execute("SELECT milestones FROM recipients WHERE job_id = %s", (job_id,)).fetchone() == (3,)
 
-    # A recipient sent anew (its status reset to pending, as a retry does) is a new delivery.
-    conn.execute("UPDATE recipients SET status = 'pending' WHERE job_id = %s", (job_id,))
+    # A recipient sent anew (a retry resets its status to pending and clears its milestones) is a new delivery.
+    retry(client, auth, conn, job_id, "suppressed")
     conn.execute("UPDATE recipients SET status = 'delivered' WHERE job_id = %s", (job_id,))
-    assert engagement(stats(client, auth)["day"]) == counts(delivered=2)
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=2, opened=1)
 
 
 def test_a_milestone_counts_on_the_utc_day_of_its_change_not_of_the_job(client, auth, conn) -> None:
