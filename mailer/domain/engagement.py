@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 JOB_KINDS = ("created", "sent", "failed", "suppressed", "cancelled")
-# Recipients per milestone (migration 0042, mailer_recipient_milestones): delivered first, the base of the rates.
+# Recipients per milestone (migrations 0042, 0045: mailer_milestone_kinds): delivered first, the base of the rates.
 RECIPIENT_KINDS = ("delivered", "opened", "clicked", "bounced", "blocked", "spam", "unsubscribed")
 RATE_KINDS = RECIPIENT_KINDS[1:]
 RATE_DIGITS = 4
