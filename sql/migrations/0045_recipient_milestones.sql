@@ -207,10 +207,11 @@ BEGIN
         GROUP BY i.recipient_id, i.recipient_job_id, b.status, b.rank, b.bits
     ), changed AS (
         -- One update of each recipient: its MessageID when it has none, its status when the new one ranks higher,
-        -- never lower, its milestones when a new event proves one it lacks (an open after spam). The rank of the current status is a subquery (not a join) so that a concurrent update is
-        -- re-checked against the row's newest status. The keys as arrays too: the months of these jobs only
-        -- (run-time pruning), reached by the primary key; joined to `targets` alone, a month partition without
-        -- statistics yet is hashed whole for every batch.
+        -- never lower, its milestones when a new event proves one it lacks (an open after spam). The rank of the
+        -- current status is a subquery (not a join) so that a concurrent update is re-checked against the row's
+        -- newest status (its milestones too: `r.milestones` is the newest row's). The keys as arrays too: the
+        -- months of these jobs only (run-time pruning), reached by the primary key; joined to `targets` alone, a
+        -- month partition without statistics yet is hashed whole for every batch.
         UPDATE recipients AS r
         SET message_id = coalesce(r.message_id, t.message_id),
             status = CASE WHEN t.rank > (SELECT rs.rank FROM recipient_statuses AS rs WHERE rs.status = r.status)
