@@ -116,8 +116,19 @@ def test_schema_violations_are_named_by_path():
     compiled = templating.check(source(html="x", variables=schema), LIMITS)
     variables = {"items": [{"price": 1}, {"price": 2}, {"price": "abc"}]}
     assert details(templating.render, compiled, variables, LIMITS) == {
-        "variables": ['variables: "name" is a required property',
-                      'variables.items[2].price: "abc" is not of type "number"']
+        "variables": ["variables.name: is required", 'variables.items[2].price: "abc" is not of type "number"']
+    }
+
+
+def test_a_variable_the_template_reads_and_the_schema_requires_is_named_once():
+    schema = {"type": "object", "required": ["name", "code"],
+              "properties": {"order": {"type": "object", "required": ["id"]}}}
+    compiled = templating.check(source(html="{{ name }} {{ order }}", variables=schema), LIMITS)
+    assert details(templating.render, compiled, {}, LIMITS) == {
+        "variables": ["variables.name: is required", "variables.order: is required", "variables.code: is required"]
+    }
+    assert details(templating.render, compiled, {"name": "Ann", "code": 1, "order": {}}, LIMITS) == {
+        "variables": ["variables.order.id: is required"]
     }
 
 
