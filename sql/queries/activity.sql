@@ -1,6 +1,6 @@
 -- activity_page --
 -- One page of GET /activity: the app's recipient status changes after the cursor (xid, id), oldest first, each
--- with its outbound webhook body (as webhook_enqueue builds it, migration 0029). Only changes whose transaction
+-- with its outbound webhook body (as webhook_enqueue builds it, migration 0044). Only changes whose transaction
 -- ended before this statement's snapshot (xid below its xmin) are read: any writer still open, and any later
 -- one, has an xid at or above it, so nothing can commit behind the page. The watermark comes back even on an
 -- empty page (one row of NULLs then). The event detail is the recipient's latest Mailjet event of that status
@@ -28,19 +28,7 @@ SELECT w.xmin::text AS watermark, p.id, p.xid::text AS xid,
                'status', p.status,
                'metadata', (SELECT j.metadata FROM jobs j WHERE j.id = p.job_id),
                'event', coalesce(
-                   (SELECT jsonb_build_object('type', me.status, 'at', webhook_rfc3339(me.occurred_at),
-                                              'mailjet_event', me.name)
-                           || jsonb_strip_nulls(jsonb_build_object(
-                               'url', webhook_json_safe(me.payload -> 'url'),
-                               'ip', webhook_json_safe(me.payload -> 'ip'),
-                               'geo', webhook_json_safe(me.payload -> 'geo'),
-                               'agent', webhook_json_safe(me.payload -> 'agent'),
-                               'error', webhook_json_safe(me.payload -> 'error'),
-                               'error_related_to', webhook_json_safe(me.payload -> 'error_related_to'),
-                               'hard_bounce', webhook_json_safe(me.payload -> 'hard_bounce'),
-                               'smtp_reply', webhook_json_safe(me.payload -> 'smtp_reply'),
-                               'source', webhook_json_safe(me.payload -> 'source'),
-                               'comment', webhook_json_safe(me.payload -> 'comment')))
+                   (SELECT webhook_event_detail(me.status, me.occurred_at, me.name, me.payload)
                     FROM mailjet_events me
                     WHERE me.recipient_id = p.recipient_id AND me.status = p.status AND me.received_at <= p.created_at
                     ORDER BY me.occurred_at DESC, me.id DESC
