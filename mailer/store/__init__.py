@@ -50,6 +50,7 @@ from mailer.store.suppressions import (
     mark_jobs_suppressed,
     suppress_from_events,
     suppress_recipients,
+    unsubscribe_recipients,
     widen_suppression,
 )
 from mailer.store.wakeups import await_wakers, wake_senders
@@ -98,6 +99,7 @@ __all__ = [
     "set_recipient_message_ids",
     "suppress_from_events",
     "suppress_recipients",
+    "unsubscribe_recipients",
     "take_rate_limit_tokens",
     "wake_senders",
     "widen_suppression",

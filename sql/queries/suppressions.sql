@@ -120,3 +120,27 @@ WITH message AS (
 INSERT INTO webhook_fan_outs (message_id, message_created_at)
 SELECT id, created_at FROM message
 RETURNING message_id;
+
+-- unsubscribe_recipients --
+-- The recipients a one-click link names (its job, its address in any case, of its app) move to `unsubscribed`
+-- when their status ranks below it (spam, failed, suppressed stay), as Mailjet's `unsub` moves them
+-- (mailer_record_events, 0034): the triggers on recipients then feed /activity and fan out `email.unsubscribed`.
+-- The rows are locked in id order before the suppression is written, the order mailer_record_events takes
+-- (recipients, then suppressions), so the two cannot deadlock. The ids of the recipients moved.
+WITH target AS (
+    SELECT r.id, r.job_id
+    FROM recipients r
+    WHERE r.job_id = %(job_id)s AND lower(r.email) = lower(%(email)s)
+      AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = %(job_id)s AND j.app_id = %(app_id)s)
+      AND (SELECT rank FROM recipient_statuses WHERE status = r.status)
+          < (SELECT rank FROM recipient_statuses WHERE status = 'unsubscribed')
+    ORDER BY r.id
+    FOR UPDATE OF r
+)
+UPDATE recipients AS r
+SET status = 'unsubscribed', updated_at = now()
+FROM target t
+WHERE r.id = t.id AND r.job_id = t.job_id
+  AND (SELECT rank FROM recipient_statuses WHERE status = r.status)
+      < (SELECT rank FROM recipient_statuses WHERE status = 'unsubscribed')
+RETURNING r.id;

@@ -1,0 +1,131 @@
+"""A one-click unsubscribe moves its recipient to `unsubscribed`: /status, /activity and one `email.unsubscribed`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from mailer.services import unsubscribe
+from tests.integration.webhooks_support import BIG_ID, deliveries, mark_sent, messages, post_events, register, set_status
+
+HOOK = "https://93.184.215.14/hooks/unsub"  # a public IP literal: never called here
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+@pytest.fixture
+def app_id(conn: psycopg.Connection, auth: dict[str, str]) -> int:
+    row = conn.execute("SELECT id FROM apps WHERE name = 'billing'").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def sent_bulk(client, auth, conn, *to: str) -> str:  # type: ignore[no-untyped-def]
+    """A bulk job to `to`, as the sender leaves it once Mailjet accepted it (each recipient `sent`)."""
+    body = {"from": {"email": "news@example.com"}, "to": [{"email": a} for a in to], "subject": "News",
+            "text": "hi", "priority": "bulk", "metadata": {"list": "weekly"}}
+    response = client.post("/queue", json=body, headers=auth)
+    assert response.status_code == 202, response.data
+    job_id = str(response.json["id"])
+    mark_sent(conn, job_id)
+    return job_id
+
+
+def token_for(conn: psycopg.Connection, app_id: int, job_id: str, email: str) -> str:
+    return unsubscribe.make_token(unsubscribe.fernet(conn), app_id=app_id, job_id=uuid.UUID(job_id), email=email)
+
+
+def statuses(client, auth, job_id: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {r["email"]: r["status"] for r in client.get(f"/status/{job_id}", headers=auth).json["recipients"]}
+
+
+def activity(client, auth, types: str = "email.unsubscribed") -> list[dict]:  # type: ignore[no-untyped-def]
+    response = client.get("/activity", query_string={"types": types, "limit": 1000}, headers=auth)
+    assert response.status_code == 200, response.data
+    return list(response.json["items"])
+
+
+def test_a_click_moves_the_recipient_and_fires_one_webhook_the_feed_shows(client, auth, conn, app_id) -> None:
+    register(client, auth, HOOK, ["unsubscribed"])
+    job_id = sent_bulk(client, auth, conn, "Ann@Example.org", "bob@example.org")
+    set_status(conn, job_id, "delivered")
+    token = token_for(conn, app_id, job_id, "ann@example.org")
+
+    assert client.post(f"/unsubscribe/{token}", data=ONE_CLICK).status_code == 200
+
+    assert statuses(client, auth, job_id) == {"Ann@Example.org": "unsubscribed", "bob@example.org": "delivered"}
+    [item] = activity(client, auth)
+    assert item["data"]["recipient"] == "Ann@Example.org" and item["data"]["job_id"] == job_id
+    [(_, kind, body)] = messages(conn)
+    assert kind == "email.unsubscribed" == item["type"]
+    assert body["data"]["event"]["type"] == "unsubscribed" and body["data"]["event"]["at"]
+    for key in ("job_id", "recipient", "message_id", "status", "metadata"):
+        assert body["data"][key] == item["data"][key], key
+    assert body["data"]["message_id"] == str(BIG_ID) and body["data"]["metadata"] == {"list": "weekly"}
+    assert deliveries(conn) == [(HOOK, "email.unsubscribed", "pending")]
+    assert conn.execute("SELECT email, scope, source FROM suppressions").fetchall() == [
+        ("ann@example.org", "bulk", "unsubscribe")]
+
+    assert client.post(f"/unsubscribe/{token}", data=ONE_CLICK).status_code == 200  # a second click: nothing new
+    assert len(activity(client, auth)) == 1 and len(messages(conn)) == 1
+    assert deliveries(conn) == [(HOOK, "email.unsubscribed", "pending")]
+
+
+def test_a_token_whose_message_is_gone_still_suppresses_and_fires_once(client, auth, conn, app_id) -> None:
+    register(client, auth, HOOK, ["*"])
+    token = token_for(conn, app_id, str(uuid.uuid4()), "ann@example.org")  # deleted by retention, say
+    for _ in range(2):
+        assert client.post(f"/unsubscribe/{token}", data=ONE_CLICK).status_code == 200
+    assert conn.execute("SELECT scope FROM suppressions").fetchall() == [("bulk",)]
+    [(_, kind, body)] = messages(conn)
+    assert kind == "email.unsubscribed" and body["data"]["message_id"] is None
+    assert body["data"]["event"]["source"] == "one-click"
+    assert deliveries(conn) == [(HOOK, "email.unsubscribed", "pending")]
+    assert activity(client, auth) == []
+
+
+def test_a_recipient_already_spam_stays_spam(client, auth, conn, app_id) -> None:
+    register(client, auth, HOOK, ["*"])
+    job_id = sent_bulk(client, auth, conn, "ann@example.org")
+    set_status(conn, job_id, "spam")
+    before = len(messages(conn))
+    assert client.post(f"/unsubscribe/{token_for(conn, app_id, job_id, 'ann@example.org')}").status_code == 200
+    assert statuses(client, auth, job_id) == {"ann@example.org": "spam"}
+    assert activity(client, auth) == []
+    # The entry is new, so the unsubscribe still fires its one email.unsubscribed (by hand: no status moved).
+    assert [kind for _, kind, _ in messages(conn)[before:]] == ["email.unsubscribed"]
+
+
+def test_an_address_already_on_the_list_still_moves_its_recipient_once(client, auth, conn, app_id) -> None:
+    register(client, auth, HOOK, ["unsubscribed"])
+    client.post("/suppressions", json={"email": "ann@example.org"}, headers=auth)
+    job_id = sent_bulk(client, auth, conn, "ann@example.org")
+    token = token_for(conn, app_id, job_id, "ann@example.org")
+    for _ in range(2):
+        assert client.post(f"/unsubscribe/{token}").json["scope"] == "all"
+    assert statuses(client, auth, job_id) == {"ann@example.org": "unsubscribed"}
+    assert [kind for _, kind, _ in messages(conn)] == ["email.unsubscribed"]
+
+
+def test_mailjet_s_unsub_and_the_link_agree(client, auth, conn, app_id) -> None:
+    register(client, auth, HOOK, ["unsubscribed"])
+    linked = sent_bulk(client, auth, conn, "ann@example.org")
+    by_mailjet = sent_bulk(client, auth, conn, "bob@example.org")
+    conn.execute("UPDATE recipients SET message_id = %s WHERE job_id = %s", (BIG_ID + 100, by_mailjet))
+    client.post(f"/unsubscribe/{token_for(conn, app_id, linked, 'ann@example.org')}")
+    post_events(client, [{"event": "unsub", "time": int(time.time()), "MessageID": BIG_ID + 100,
+                          "email": "bob@example.org"}])
+    # The same status, the same webhook type; Mailjet's event says so in data.event.mailjet_event.
+    assert statuses(client, auth, linked) == {"ann@example.org": "unsubscribed"}
+    assert statuses(client, auth, by_mailjet) == {"bob@example.org": "unsubscribed"}
+    kinds = {body["data"]["recipient"]: (kind, body["data"]["event"].get("mailjet_event"))
+             for _, kind, body in messages(conn)}
+    assert kinds == {"ann@example.org": ("email.unsubscribed", None),
+                     "bob@example.org": ("email.unsubscribed", "unsub")}
+    # Mailjet's unsub after the link's: the status stays, and nothing fires a second time.
+    post_events(client, [{"event": "unsub", "time": int(time.time()), "MessageID": BIG_ID,
+                          "email": "ann@example.org"}])
+    assert len(messages(conn)) == 2
+    assert len(activity(client, auth)) == 2
