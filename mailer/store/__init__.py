@@ -99,8 +99,8 @@ __all__ = [
     "set_recipient_message_ids",
     "suppress_from_events",
     "suppress_recipients",
-    "unsubscribe_recipients",
     "take_rate_limit_tokens",
+    "unsubscribe_recipients",
     "wake_senders",
     "widen_suppression",
 ]

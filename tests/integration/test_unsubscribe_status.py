@@ -9,7 +9,15 @@ import psycopg
 import pytest
 
 from mailer.services import unsubscribe
-from tests.integration.webhooks_support import BIG_ID, deliveries, mark_sent, messages, post_events, register, set_status
+from tests.integration.webhooks_support import (
+    BIG_ID,
+    deliveries,
+    mark_sent,
+    messages,
+    post_events,
+    register,
+    set_status,
+)
 
 HOOK = "https://93.184.215.14/hooks/unsub"  # a public IP literal: never called here
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
