@@ -92,6 +92,11 @@ def get(conn: psycopg.Connection, *, app_id: int, endpoint_id: uuid.UUID, replay
     return answer(row)
 
 
+def recent(conn: psycopg.Connection, *, endpoint_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    """An endpoint's latest replays, newest first, as the API shows each (the caller checked the endpoint's app)."""
+    return [answer(row) for row in store.list_webhook_replays(conn, endpoint_id=endpoint_id, limit=limit)]
+
+
 def answer(row: dict[str, Any]) -> dict[str, Any]:
     """A replay as the API shows it."""
     return {

@@ -87,3 +87,11 @@ RETURNING id;
 -- count_running_webhook_replays --
 -- Replays not finished yet, for the metrics.
 SELECT count(*) AS running FROM webhook_replays WHERE finished_at IS NULL;
+
+-- list_webhook_replays --
+-- An endpoint's latest replays, newest first (for the dashboard; replays are started by hand, so few).
+SELECT id, endpoint_id, since, until, statuses, matched, queued, outcome, created_at, finished_at
+FROM webhook_replays
+WHERE endpoint_id = %(endpoint_id)s
+ORDER BY id DESC
+LIMIT %(limit)s;
