@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
 
@@ -137,3 +139,54 @@ def test_mailjet_s_unsub_and_the_link_agree(client, auth, conn, app_id) -> None:
                           "email": "ann@example.org"}])
     assert len(messages(conn)) == 2
     assert len(activity(client, auth)) == 2
+
+
+def test_a_click_and_mailjet_s_unsub_at_once_cannot_deadlock(client, auth, conn, database_url, app_id, monkeypatch):
+    # Mailjet's unsub (mailer_record_events) locks the recipient, then writes the suppression. The link's
+    # transaction takes them in the same order: here Mailjet's event arrives between the link's two writes and
+    # waits for the recipient's lock, and the link commits. In the other order they would deadlock.
+    from mailer import store
+    from mailer.mailjet.events import parse_events
+    from mailer.services import tracking
+
+    job_id = sent_bulk(client, auth, conn, "ann@example.org")
+    token = token_for(conn, app_id, job_id, "ann@example.org")
+    event = json.dumps([{"event": "unsub", "time": int(time.time()), "MessageID": BIG_ID,
+                         "email": "ann@example.org"}]).encode()
+    outcome: list[object] = []
+    original = store.insert_suppression
+
+    def mailjet() -> None:
+        with psycopg.connect(database_url, autocommit=True) as other:
+            outcome.append(other.info.backend_pid)
+            try:
+                outcome.append(tracking.record_events(other, parse_events(event)))
+            except psycopg.Error as exc:
+                outcome.append(exc)
+
+    def then_mailjet(*args, **kwargs):  # type: ignore[no-untyped-def]
+        added = original(*args, **kwargs)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and thread.is_alive():
+            if len(outcome) == 1 and watcher.execute(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (outcome[0],)
+            ).fetchone() == (True,):
+                waited.append(True)
+                break
+            time.sleep(0.02)
+        return added
+
+    thread = threading.Thread(target=mailjet)
+    waited: list[bool] = []
+    monkeypatch.setattr(store, "insert_suppression", then_mailjet)
+    with psycopg.connect(database_url, autocommit=True) as watcher:
+        result = unsubscribe.unsubscribe(conn, token)
+    thread.join(timeout=30)
+
+    assert waited == [True]  # Mailjet's event waited for the link's lock on the recipient
+    assert result["scope"] == "bulk" and not thread.is_alive()
+    assert isinstance(outcome[1], tracking.Recorded), outcome
+    assert statuses(client, auth, job_id) == {"ann@example.org": "unsubscribed"}
+    # Mailjet's unsub widens the link's entry to all mail (migration 0041), as it does any bulk-only entry.
+    assert conn.execute("SELECT scope FROM suppressions").fetchall() == [("all",)]
