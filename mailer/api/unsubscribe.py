@@ -53,8 +53,10 @@ def confirm_page(token: str) -> flask.Response:
     responses={200: responses.UnsubscribedSchema}, auth="none", errors=(404, 429),
     description="The body is RFC 8058's `List-Unsubscribe=One-Click` (application/x-www-form-urlencoded), or "
     "empty; it is not otherwise read. A browser (Accept: text/html) gets a confirmation page instead of JSON. "
-    "The address is suppressed with scope `bulk` (source `unsubscribe`), and `email.unsubscribed` goes to the "
-    "app's webhooks the first time. Rate-limited per client address (MAILER_UNSUBSCRIBES_PER_ADDRESS_PER_MIN) "
+    "The address is suppressed with scope `bulk` (source `unsubscribe`), and the message's recipient of that "
+    "address moves to `unsubscribed` (in /status and GET /activity) unless its status is already there or beyond; "
+    "`email.unsubscribed` goes to the app's webhooks once, the first time. Rate-limited per client address "
+    "(MAILER_UNSUBSCRIBES_PER_ADDRESS_PER_MIN) "
     "and in all (MAILER_UNSUBSCRIBES_PER_MIN).",
 )
 def one_click(token: str) -> flask.Response:
