@@ -237,7 +237,9 @@ def webhooks_page(app_id: int, replay_failure: dict[str, Any] | None = None) -> 
             endpoint["deliveries"] = webhooks.list_deliveries(
                 conn, app_id=app_id, endpoint_id=endpoint_id, limit=RECENT_DELIVERIES, cursor=None, status=None,
             )["items"]
-            endpoint["replays"] = webhook_replays.recent(conn, endpoint_id=endpoint_id, limit=RECENT_REPLAYS)
+            endpoint["replays"] = webhook_replays.recent(
+                conn, app_id=app_id, endpoint_id=endpoint_id, limit=RECENT_REPLAYS
+            )
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     window = {"since": _instant(now - dt.timedelta(days=1)), "until": _instant(now), "types": []}
     return _render("webhooks.html", app_id, endpoints=endpoints, window=window, failure=replay_failure,

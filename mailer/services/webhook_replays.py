@@ -92,9 +92,10 @@ def get(conn: psycopg.Connection, *, app_id: int, endpoint_id: uuid.UUID, replay
     return answer(row)
 
 
-def recent(conn: psycopg.Connection, *, endpoint_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
-    """An endpoint's latest replays, newest first, as the API shows each (the caller checked the endpoint's app)."""
-    return [answer(row) for row in store.list_webhook_replays(conn, endpoint_id=endpoint_id, limit=limit)]
+def recent(conn: psycopg.Connection, *, app_id: int, endpoint_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    """The latest replays of one of the app's endpoints, newest first, as the API shows each."""
+    rows = store.list_webhook_replays(conn, app_id=app_id, endpoint_id=endpoint_id, limit=limit)
+    return [answer(row) for row in rows]
 
 
 def answer(row: dict[str, Any]) -> dict[str, Any]:

@@ -89,9 +89,10 @@ RETURNING id;
 SELECT count(*) AS running FROM webhook_replays WHERE finished_at IS NULL;
 
 -- list_webhook_replays --
--- An endpoint's latest replays, newest first (for the dashboard; replays are started by hand, so few).
+-- An endpoint's latest replays, newest first, for the dashboard: among the app's (webhook_replays_app_idx; replays
+-- are started by hand, so an app has few).
 SELECT id, endpoint_id, since, until, statuses, matched, queued, outcome, created_at, finished_at
 FROM webhook_replays
-WHERE endpoint_id = %(endpoint_id)s
+WHERE app_id = %(app_id)s AND endpoint_id = %(endpoint_id)s
 ORDER BY id DESC
 LIMIT %(limit)s;
