@@ -48,7 +48,7 @@ def enqueue_unsubscribed_webhook(
 
 
 def unsubscribe_recipients(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID, email: str) -> list[int]:
-    """Move the job's recipients of this address to `unsubscribed` where it ranks higher; the ids moved."""
+    """Move the job's first To recipient of this address to `unsubscribed` when it is sent and below it; its id."""
     rows = _run.all_rows(conn, "unsubscribe_recipients", app_id=app_id, job_id=job_id, email=email)
     return [int(row["id"]) for row in rows]
 

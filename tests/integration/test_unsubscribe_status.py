@@ -32,14 +32,17 @@ def app_id(conn: psycopg.Connection, auth: dict[str, str]) -> int:
     return int(row[0])
 
 
-def sent_bulk(client, auth, conn, *to: str) -> str:  # type: ignore[no-untyped-def]
+def sent_bulk(client, auth, conn, *to: str, cc: tuple[str, ...] = (), sent: bool = True) -> str:  # type: ignore[no-untyped-def]
     """A bulk job to `to`, as the sender leaves it once Mailjet accepted it (each recipient `sent`)."""
     body = {"from": {"email": "news@example.com"}, "to": [{"email": a} for a in to], "subject": "News",
             "text": "hi", "priority": "bulk", "metadata": {"list": "weekly"}}
+    if cc:
+        body["cc"] = [{"email": a} for a in cc]
     response = client.post("/queue", json=body, headers=auth)
     assert response.status_code == 202, response.data
     job_id = str(response.json["id"])
-    mark_sent(conn, job_id)
+    if sent:
+        mark_sent(conn, job_id)
     return job_id
 
 
@@ -190,3 +193,51 @@ def test_a_click_and_mailjet_s_unsub_at_once_cannot_deadlock(client, auth, conn,
     assert statuses(client, auth, job_id) == {"ann@example.org": "unsubscribed"}
     # Mailjet's unsub widens the link's entry to all mail (migration 0041), as it does any bulk-only entry.
     assert conn.execute("SELECT scope FROM suppressions").fetchall() == [("all",)]
+
+
+def test_only_the_first_to_recipient_moves_not_the_same_address_in_cc_or_again_in_to(client, auth, conn, app_id):
+    register(client, auth, HOOK, ["unsubscribed"])
+    job_id = sent_bulk(client, auth, conn, "bob@example.org", "ann@example.org", "ANN@example.org",
+                       cc=("Ann@Example.org",))
+    set_status(conn, job_id, "delivered")
+    assert client.post(f"/unsubscribe/{token_for(conn, app_id, job_id, 'ann@example.org')}").status_code == 200
+    moved = conn.execute("SELECT kind, position, status FROM recipients WHERE job_id = %s ORDER BY kind, position",
+                         (job_id,)).fetchall()
+    assert moved == [("cc", 0, "delivered"), ("to", 0, "delivered"), ("to", 1, "unsubscribed"),
+                     ("to", 2, "delivered")]
+    assert len(activity(client, auth)) == 1  # one click, one change, one webhook
+    assert [kind for _, kind, _ in messages(conn)] == ["email.unsubscribed"]
+
+
+def test_a_pending_recipient_of_a_requeued_job_is_left_to_the_sender(client, auth, conn, app_id) -> None:
+    register(client, auth, HOOK, ["unsubscribed"])
+    job_id = sent_bulk(client, auth, conn, "ann@example.org", sent=False)
+    assert client.post(f"/unsubscribe/{token_for(conn, app_id, job_id, 'ann@example.org')}").status_code == 200
+    # Still pending: the sender finds the address on the list and makes it `suppressed`, not the link.
+    assert statuses(client, auth, job_id) == {"ann@example.org": "pending"}
+    assert activity(client, auth) == []
+    # No status moved and the entry is new: the one email.unsubscribed is sent by hand.
+    assert [kind for _, kind, _ in messages(conn)] == ["email.unsubscribed"]
+
+
+def _plan_nodes(plan: dict) -> list[dict]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _plan_nodes(child))]
+
+
+def test_the_update_plans_and_locks_one_month_partition_of_recipients(client, auth, conn, app_id) -> None:
+    from mailer.store.queries import query
+
+    conn.execute("SELECT mailer_ensure_month_partitions('recipients', 'uuid7', '2024-01-01', '2026-12-01')")
+    job_id = sent_bulk(client, auth, conn, "ann@example.org")
+    params = {"app_id": app_id, "job_id": uuid.UUID(job_id), "email": "ann@example.org"}
+    with conn.transaction() as tx:
+        [[plan]] = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + query("unsubscribe_recipients"), params).fetchone()  # type: ignore[misc]
+        locked = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' "
+            "AND relation::regclass::text LIKE 'recipients%%'").fetchone()
+        raise psycopg.Rollback(tx)
+    [update] = [node for node in _plan_nodes(plan["Plan"]) if node["Node Type"] == "ModifyTable"]
+    targets = [t["Relation Name"] for t in update.get("Target Tables", [update])]
+    assert len(targets) == 1 and targets[0].startswith("recipients_"), targets
+    assert locked is not None and locked[0] < 40, locked  # one partition and its indexes (15), not 36 months of them
