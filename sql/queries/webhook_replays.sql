@@ -89,8 +89,8 @@ RETURNING id;
 SELECT count(*) AS running FROM webhook_replays WHERE finished_at IS NULL;
 
 -- list_webhook_replays --
--- An endpoint's latest replays, newest first, for the dashboard: among the app's (webhook_replays_app_idx; replays
--- are started by hand, so an app has few).
+-- An endpoint's latest replays, newest first, for the dashboard: webhook_replays_endpoint_idx (0043) read from the
+-- newest, stopping at the limit; the app_id test keeps another app's endpoint out.
 SELECT id, endpoint_id, since, until, statuses, matched, queued, outcome, created_at, finished_at
 FROM webhook_replays
 WHERE app_id = %(app_id)s AND endpoint_id = %(endpoint_id)s

@@ -190,3 +190,22 @@ def test_a_page_reads_the_feeds_index_backwards_from_the_cursor_at_most_the_boun
     assert nodes and all(node["Node Type"] in {"Index Scan", "Index Only Scan"} for node in nodes), nodes
     assert all("app_id_xid_id" in node["Index Name"] and node["Scan Direction"] == "Backward" for node in nodes)
     assert sum(node["Actual Rows"] * node["Actual Loops"] for node in nodes) <= 501  # the bound, from the cursor
+
+
+def test_an_endpoints_latest_replays_are_read_along_its_own_index_not_among_the_apps(client, conn, api_key) -> None:
+    # 30,000 finished replays on one endpoint of the app, a few on another: the page's read of the other's latest.
+    auth = {"Authorization": f"Bearer {api_key}"}
+    app_id = app_id_of(conn, "billing")
+    busy, quiet = register(client, auth, HOOK)["id"], register(client, auth, HOOK + "/2")["id"]
+    conn.execute(
+        "INSERT INTO webhook_replays (endpoint_id, app_id, since, until, statuses, matched, outcome, finished_at) "
+        "SELECT CASE WHEN n %% 5000 = 0 THEN %s ELSE %s END::uuid, %s, now() - interval '1 day', now(), "
+        "ARRAY['sent'], 0, 'done', now() FROM generate_series(1, 30000) AS n", (quiet, busy, app_id))
+    conn.execute("ANALYZE webhook_replays")
+    params = {"app_id": app_id, "endpoint_id": quiet, "limit": 5}
+    [[plan]] = conn.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) " + query("list_webhook_replays"), params).fetchone()  # type: ignore[misc]
+    nodes = [node for node in _plan_nodes(plan["Plan"]) if node.get("Relation Name") == "webhook_replays"]
+    assert [(node["Node Type"], node.get("Index Name")) for node in nodes] == [
+        ("Index Scan", "webhook_replays_endpoint_idx")], nodes
+    assert sum(node["Actual Rows"] + node.get("Rows Removed by Filter", 0) for node in nodes) == 5
