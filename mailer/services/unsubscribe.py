@@ -98,8 +98,8 @@ def address_of(conn: psycopg.Connection, token: str) -> str:
 
 def unsubscribe(conn: psycopg.Connection, token: str) -> dict[str, Any]:
     """Suppress the token's address for its app's bulk mail and move its recipient to `unsubscribed`; idempotent:
-    `email.unsubscribed` fires once, from the status change (the triggers on recipients) or, with no recipient to
-    move (gone by retention, or already at or past unsubscribed), by hand when the entry is new."""
+    `email.unsubscribed` fires once per recipient moved (the triggers on recipients) or, with none to move (gone by
+    retention, not sent yet, or already at or past unsubscribed), by hand when the entry is new."""
     try:
         app_id, job_id, email = read_token(fernet(conn), token)
     except errors.NotFound:

@@ -241,3 +241,14 @@ def test_the_update_plans_and_locks_one_month_partition_of_recipients(client, au
     targets = [t["Relation Name"] for t in update.get("Target Tables", [update])]
     assert len(targets) == 1 and targets[0].startswith("recipients_"), targets
     assert locked is not None and locked[0] < 40, locked  # one partition and its indexes (15), not 36 months of them
+
+
+def test_each_messages_link_fires_for_its_own_recipient_and_a_repeat_fires_none(client, auth, conn, app_id) -> None:
+    # What README and the OpenAPI text say: one email.unsubscribed per message's recipient a link unsubscribes.
+    register(client, auth, HOOK, ["unsubscribed"])
+    first, second = (sent_bulk(client, auth, conn, "ann@example.org") for _ in range(2))
+    for job_id in (first, second, first, second):
+        assert client.post(f"/unsubscribe/{token_for(conn, app_id, job_id, 'ann@example.org')}").status_code == 200
+    assert [body["data"]["job_id"] for _, _, body in messages(conn)] == [first, second]
+    assert statuses(client, auth, first) == statuses(client, auth, second) == {"ann@example.org": "unsubscribed"}
+    assert "per message's recipient" in client.get("/openapi.json").text
