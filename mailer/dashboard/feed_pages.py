@@ -55,11 +55,14 @@ def activity_page(app_id: int) -> str:
             problems["before"] = ["is not a position from this page"]
     if problems:
         types, before, given = None, None, {}
+    # The type box shows what was asked, a list of several included (its own option), so Filter keeps it.
+    chosen = ",".join(rules.TYPE_PREFIX + t for t in types) if types else ""
     page = reads.listing(lambda conn: activity.recent_page(
         conn, app_id=app_id, before=before, types=types, limit=ACTIVITY_PER_PAGE, scan_limit=ACTIVITY_SCAN_ROWS))
     older = views._link(".activity_page", app_id, {**given, "before": page["older"]}) if page["older"] else None
     return views._render(
         "activity.html", app_id, page=page, filters=given, problems=problems, types=EVENT_NAMES, older=older,
+        chosen=chosen,
         first=views._link(".activity_page", app_id, {k: v for k, v in given.items() if k != "before"}),
     )
 

@@ -209,3 +209,24 @@ def test_an_endpoints_latest_replays_are_read_along_its_own_index_not_among_the_
     assert [(node["Node Type"], node.get("Index Name")) for node in nodes] == [
         ("Index Scan", "webhook_replays_endpoint_idx")], nodes
     assert sum(node["Actual Rows"] + node.get("Rows Removed by Filter", 0) for node in nodes) == 5
+
+
+def selected(text: str) -> list[str]:
+    return re.findall(r'<option value="([^"]*)"\s*selected', text)
+
+
+def test_the_type_box_keeps_what_was_asked_a_list_of_types_included(client, conn, api_key) -> None:
+    auth = {"Authorization": f"Bearer {api_key}"}
+    url = f"/dashboard/apps/{app_id_of(conn, 'billing')}/activity"
+    job_id = queue(client, auth, "ann@example.org", "bob@example.org")
+    mark_sent(conn, job_id)
+    conn.execute("UPDATE recipients SET status = CASE position WHEN 0 THEN 'delivered' ELSE 'bounced' END "
+                 "WHERE job_id = %s", (job_id,))
+
+    two = client.get(url, query_string={"types": "sent, email.delivered"}, headers=auth).text
+    assert selected(two) == ["email.sent,email.delivered"]
+    # Filter sends the box's value: the same two types again, not "any".
+    again = client.get(url, query_string={"types": selected(two)[0]}, headers=auth).text
+    assert sorted(c[0] for c in changes(again)) == ["email.delivered", "email.sent", "email.sent"]
+    assert selected(client.get(url, query_string={"types": "bounced"}, headers=auth).text) == ["email.bounced"]
+    assert selected(client.get(url, headers=auth).text) == []
