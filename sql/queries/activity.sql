@@ -40,3 +40,29 @@ SELECT w.xmin::text AS watermark, p.id, p.xid::text AS xid,
 FROM watermark w
 LEFT JOIN page p ON true
 ORDER BY p.xid, p.id;
+
+-- activity_recent --
+-- The dashboard's activity page: the app's recipient status changes newest first (the feed's order, (xid, id),
+-- backwards) before the keyset position, of these statuses. At most `scan_limit` changes are read (index
+-- recipient_activity_app_xid_idx backwards), whichever their status, so a rare type costs a bounded read per
+-- page; each row also carries how many were read and the oldest of them, where the next page goes on from. No
+-- row at all when there is nothing before the position.
+WITH scanned AS MATERIALIZED (
+    SELECT a.id, a.xid, a.created_at, a.status, a.email, a.job_id
+    FROM recipient_activity a
+    WHERE a.app_id = %(app_id)s AND (a.xid, a.id) < (%(before_xid)s::xid8, %(before_id)s::bigint)
+    ORDER BY a.xid DESC, a.id DESC
+    LIMIT %(scan_limit)s
+), edge AS (
+    SELECT s.xid, s.id, (SELECT count(*) FROM scanned) AS scanned FROM scanned s ORDER BY s.xid, s.id LIMIT 1
+), page AS (
+    SELECT s.* FROM scanned s
+    WHERE %(types)s::text[] IS NULL OR s.status = ANY(%(types)s::text[])
+    ORDER BY s.xid DESC, s.id DESC
+    LIMIT %(limit)s
+)
+SELECT e.scanned, e.xid::text AS edge_xid, e.id AS edge_id,
+       p.id, p.xid::text AS xid, p.created_at, p.status, p.email, p.job_id
+FROM edge e
+LEFT JOIN page p ON true
+ORDER BY p.xid DESC, p.id DESC;
