@@ -11,7 +11,9 @@ phase, read from /proc, so neither Python nor the network counts, and the WAL wr
 (pg_current_wal_lsn). The end-to-end benchmark (bench/run.py) is what the issue measures; this isolates
 PostgreSQL's share, which varies far less between runs (docs/scaling.md builds on it).
 `--statements` adds pg_stat_statements' top statements (the queries that triggers run included), with
-how often each was planned: a statement planned on every call is worth a look.
+how often each was planned: a statement planned on every call is worth a look. `--endpoints N` gives the
+app N enabled webhook endpoints wanting every event, so each status change is fanned out (webhook_enqueue,
+and for the three events the Mailjet event detail of the body); the deliveries are not expanded.
 
 To compare two revisions, run this file in a checkout of each (it measures the checkout it is in):
     git worktree add ../before REV && (cd ../before && python "$OLDPWD/bench/pg_cost.py")
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--statements", action="store_true", help="print pg_stat_statements' top statements")
     parser.add_argument("--undated", action="store_true",
                         help="events with a `time` a year old: stamped with their arrival, deduplicated by fingerprint")
+    parser.add_argument("--endpoints", type=int, default=0,
+                        help="webhook endpoints of the app (every event): each status change is fanned out")
     args = parser.parse_args(argv)
     base = pathlib.Path(tempfile.mkdtemp(prefix="mailer-pg-cost-"))
     base.chmod(0o755)  # the postgres user must reach pg/ below it
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         totals, event_costs, wal_sends, wal_events = [], [], [], []
         for round_no in range(args.rounds):
             url = _fresh_database(cluster, f"round{round_no}")
-            phases, wal_send = _measure(url, args.emails)
+            phases, wal_send = _measure(url, args.emails, endpoints=args.endpoints)
             events_cpu, wal_event = _measure_events(url, args.emails, undated=args.undated)
             totals.append(sum(phases))
             event_costs.append(events_cpu)
@@ -101,12 +105,17 @@ def _fresh_database(cluster: pgcluster.Cluster, name: str) -> str:
     return url
 
 
-def _measure(url: str, emails: int) -> tuple[tuple[float, float, float], float]:
+def _measure(url: str, emails: int, endpoints: int = 0) -> tuple[tuple[float, float, float], float]:
     """CPU µs per email of the server process (queueing, claiming, recording), and WAL bytes per email."""
     with psycopg.connect(url) as conn:
         conn.execute("SET pg_stat_statements.track = 'all'")
         conn.execute("SET pg_stat_statements.track_planning = on")  # a statement planned on every call shows
         app, _ = apps.create_app(conn, "bench")
+        conn.execute(  # as bench/webhook_fan_out.py registers them: no API call, no URL check
+            "INSERT INTO webhook_endpoints (app_id, url, events, secret) "
+            "SELECT %s, 'https://hooks.example/' || n, '{*}', 'whsec_bench' FROM generate_series(1, %s) AS n",
+            (app.id, endpoints),
+        )
         conn.commit()
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         conn.commit()

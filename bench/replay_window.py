@@ -124,8 +124,12 @@ def _run(url: str, settings: Settings, receiver: _Receiver, events: int) -> None
               f"{settings.webhook_expand_batch}: median {statistics.median(chunk_ms):.1f} ms, "
               f"max {chunk_ms[-1]:.1f} ms")
 
-        # A replay through the real lane while live deliveries arrive: how long each live one waits.
+        # The baseline: a live delivery on an idle lane (nothing replayed), the same probe as below.
         conn.execute("UPDATE webhook_deliveries SET status = 'succeeded'")
+        idle = [_live_wait(conn, pool, settings, receiver, app.id, endpoint["id"])[0] for _ in range(LIVE_PROBES)]
+        print(f"live, no replay: live delivery waits {', '.join(f'{w:.0f}' for w in idle)} ms")
+
+        # A replay through the real lane while live deliveries arrive: how long each live one waits.
         replay = webhook_replays.start(conn, app_id=app.id, endpoint_id=endpoint["id"], since=since, until=now,
                                        types=None, settings=settings)
         waits, probes, posted = [], 0, 0
@@ -133,25 +137,32 @@ def _run(url: str, settings: Settings, receiver: _Receiver, events: int) -> None
         while probes < LIVE_PROBES:
             posted += len(webhook_delivery.deliver_due_batch(pool, settings))
             if posted >= (probes + 1) * 300:
-                msg = conn.execute(
-                    "INSERT INTO webhook_messages (app_id, type, body) VALUES (%s, 'email.opened', '{}')"
-                    " RETURNING id, created_at", (app.id,)).fetchone()
-                if msg is None:
-                    raise RuntimeError("no live message written")
-                conn.execute("INSERT INTO webhook_deliveries (message_id, message_created_at, endpoint_id, "
-                             "next_attempt_at) VALUES (%s, %s, %s, %s)", (msg[0], msg[1], endpoint["id"], msg[1]))
-                queued_at = time.monotonic()
-                while msg[0] not in receiver.arrived:
-                    if time.monotonic() - queued_at > LIVE_WAIT_MAX_S:
-                        raise RuntimeError(f"a live delivery waited over {LIVE_WAIT_MAX_S} s: starved")
-                    posted += len(webhook_delivery.deliver_due_batch(pool, settings))
-                waits.append((receiver.arrived[msg[0]] - queued_at) * 1000)
+                wait_ms, replayed = _live_wait(conn, pool, settings, receiver, app.id, endpoint["id"])
+                waits.append(wait_ms)
+                posted += replayed
                 probes += 1
         elapsed = time.perf_counter() - started
         print(f"live under replay: {posted} replayed posts in {elapsed:.1f} s ({posted / elapsed:,.0f}/s, "
               f"per-endpoint concurrency {webhook_delivery.per_endpoint_limit(settings)}); live delivery waits "
               f"{', '.join(f'{w:.0f}' for w in waits)} ms (lane {settings.webhook_replay_in_flight})")
 
+
+def _live_wait(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, settings: Settings,
+               receiver: _Receiver, app_id: int, endpoint_id: str) -> tuple[float, int]:
+    """Queue one live delivery and deliver until it arrives: its wait in ms, and the other posts meanwhile."""
+    msg = conn.execute(
+        "INSERT INTO webhook_messages (app_id, type, body) VALUES (%s, 'email.opened', '{}')"
+        " RETURNING id, created_at", (app_id,)).fetchone()
+    if msg is None:
+        raise RuntimeError("no live message written")
+    conn.execute("INSERT INTO webhook_deliveries (message_id, message_created_at, endpoint_id, "
+                 "next_attempt_at) VALUES (%s, %s, %s, %s)", (msg[0], msg[1], endpoint_id, msg[1]))
+    queued_at, posted = time.monotonic(), 0
+    while msg[0] not in receiver.arrived:
+        if time.monotonic() - queued_at > LIVE_WAIT_MAX_S:
+            raise RuntimeError(f"a live delivery waited over {LIVE_WAIT_MAX_S} s: starved")
+        posted += max(0, len(webhook_delivery.deliver_due_batch(pool, settings)) - 1)
+    return (receiver.arrived[msg[0]] - queued_at) * 1000, posted
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -178,6 +178,7 @@ def _retention_run(args: argparse.Namespace) -> int:
     print(f"month partitions dropped: {dropped}")
     print(f"unmatched Mailjet events deleted: {removed.unmatched_events_deleted}")
     print(f"finished queue jobs deleted: {removed.queue_jobs_deleted}")
+    print(f"finished webhook replays deleted: {removed.webhook_replays_deleted}")
     if not removed.complete:
         print("stopped at the time budget; run it again to continue")
     return 0

@@ -93,7 +93,7 @@ class Settings:
     # this after the claim; jobs not tried by then go back to the queue, so a claim holds jobs for a bounded time.
     send_call_window_s: float = 50.0
     # Mailjet lists an accepted message in /v3/REST/message only some time later: a lookup that does not find an
-    # attempt younger than this looks again once it is this old, instead of resending (services/sending.py).
+    # attempt younger than this looks again once it is this old, instead of resending (services/send_calls.py).
     send_listing_delay_s: float = 10.0
     # Sender liveness (services/liveness.py, services/recovery.py): a sender whose lock nobody holds is dead once
     # it has not been seen for the grace (counted from the database's start at the earliest, so live workers can
@@ -480,7 +480,7 @@ class Settings:
     @property
     def send_claim_bound_s(self) -> float:
         """The longest a live claim takes: past it, its sender stops renewing its lease (services/liveness.py)."""
-        # The results' recording is retried for up to MAILER_DB_TIMEOUT_S (services/sending.py).
+        # The results' recording is retried for up to MAILER_DB_TIMEOUT_S (services/send_recording.py).
         return self.send_call_window_s + self.mailjet_timeout_s + self.db_timeout_s + CLAIM_MARGIN_S
 
     def require_database_url(self) -> str:

@@ -53,8 +53,13 @@ def confirm_page(token: str) -> flask.Response:
     responses={200: responses.UnsubscribedSchema}, auth="none", errors=(404, 429),
     description="The body is RFC 8058's `List-Unsubscribe=One-Click` (application/x-www-form-urlencoded), or "
     "empty; it is not otherwise read. A browser (Accept: text/html) gets a confirmation page instead of JSON. "
-    "The address is suppressed with scope `bulk` (source `unsubscribe`), and `email.unsubscribed` goes to the "
-    "app's webhooks the first time. Rate-limited per client address (MAILER_UNSUBSCRIBES_PER_ADDRESS_PER_MIN) "
+    "The address is suppressed with scope `bulk` (source `unsubscribe`), and the message's first To recipient of "
+    "that address moves to `unsubscribed` (in /status and GET /activity) when it was sent and ranks below it "
+    "(a `pending`, `spam`, `failed` or `suppressed` one stays). `email.unsubscribed` goes to the app's webhooks "
+    "once per message's recipient a link unsubscribes (when none moves, once if the address was not on the list): "
+    "another message's link for the same address fires it again; a repeat of the same link fires none. "
+    "Rate-limited per client address "
+    "(MAILER_UNSUBSCRIBES_PER_ADDRESS_PER_MIN) "
     "and in all (MAILER_UNSUBSCRIBES_PER_MIN).",
 )
 def one_click(token: str) -> flask.Response:

@@ -71,6 +71,7 @@ class DashboardSessions(flask.sessions.SecureCookieSessionInterface):
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Configure the session cookie and register the dashboard's blueprint."""
     from mailer.dashboard import (
+        feed_pages,  # noqa: F401  # adds its routes to views.bp before it registers
         template_pages,  # noqa: F401  # adds its routes to views.bp before it registers
         views,
     )

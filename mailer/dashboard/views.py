@@ -17,12 +17,14 @@ from mailer.api import reads, schemas
 from mailer.api.errors import details_from_marshmallow
 from mailer.dashboard import access, chart
 from mailer.domain import errors, statuses
-from mailer.services import dashboard, logs, status, suppressions, webhooks
+from mailer.domain.webhooks import EVENT_NAMES
+from mailer.services import dashboard, logs, status, suppressions, webhook_replays, webhooks
 
 bp = flask.Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
 PUBLIC_ENDPOINTS = frozenset({"dashboard.login_form", "dashboard.login"})
 RECENT_DELIVERIES = 10
+RECENT_REPLAYS = 5
 REFRESH_S = 3
 # Only what the pages themselves need: no scripts at all, styles inline, forms back to us.
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
@@ -225,16 +227,31 @@ def suppression_list(app_id: int) -> str:
 
 @bp.get("/apps/<int:app_id>/webhooks")
 def webhook_list(app_id: int) -> str:
-    """The app's webhook endpoints, each with its recent deliveries and their attempts."""
+    """The app's webhook endpoints, each with its recent deliveries and their attempts, and its replays."""
     _app(app_id)
+    return webhooks_page(app_id)
+
+
+def webhooks_page(app_id: int, replay_failure: dict[str, Any] | None = None) -> str:
+    """The webhooks page; `replay_failure` shows a refused replay form again (feed_pages.replay_window)."""
     with db.connection(_pool()) as conn:
         endpoints = webhooks.list_endpoints(conn, app_id=app_id)
         for endpoint in endpoints:
+            endpoint_id = uuid.UUID(endpoint["id"])
             endpoint["deliveries"] = webhooks.list_deliveries(
-                conn, app_id=app_id, endpoint_id=uuid.UUID(endpoint["id"]), limit=RECENT_DELIVERIES, cursor=None,
-                status=None,
+                conn, app_id=app_id, endpoint_id=endpoint_id, limit=RECENT_DELIVERIES, cursor=None, status=None,
             )["items"]
-    return _render("webhooks.html", app_id, endpoints=endpoints)
+            endpoint["replays"] = webhook_replays.recent(
+                conn, app_id=app_id, endpoint_id=endpoint_id, limit=RECENT_REPLAYS
+            )
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    window = {"since": _instant(now - dt.timedelta(days=1)), "until": _instant(now), "types": []}
+    return _render("webhooks.html", app_id, endpoints=endpoints, window=window, failure=replay_failure,
+                   event_names=EVENT_NAMES)
+
+
+def _instant(at: dt.datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @bp.post("/apps/<int:app_id>/webhooks/<endpoint_id>/deliveries/<int:delivery_id>/replay")
@@ -260,6 +277,14 @@ def _load(schema: Schema, data: dict[str, str]) -> tuple[dict[str, Any], dict[st
         return schema.load(data), {}  # type: ignore[return-value]  # a dict: not many=True
     except ValidationError as exc:
         return {}, details_from_marshmallow(exc.messages)
+
+
+def _load_or_raise(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+    """A form validated by the API's own schema; ValidationFailed as the API would answer it."""
+    loaded, problems = _load(schema, data)
+    if problems:
+        raise errors.ValidationFailed("the form is not valid", problems)
+    return loaded
 
 
 def _link(endpoint: str, app_id: int, params: dict[str, str]) -> str:

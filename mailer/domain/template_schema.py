@@ -1,10 +1,11 @@
 """A template's variables schema: checked with `jsonschema`, applied per message with `jsonschema_rs` first.
 
 `jsonschema` (Python) chooses the draft from `$schema` (2020-12 by default) and checks the schema against its
-metaschema, once. Variables are validated and the errors worded by `jsonschema_rs` alone: ~1 µs a receipt
-against ~150 µs (bench/render_cost.py), and its regex engine never backtracks, where Python's re, running a
-`pattern` such as `^(a+)+$`, may take minutes on 40 characters. Both follow the same drafts;
-tests/unit/test_templating.py keeps them in agreement on every keyword a template schema is likely to use.
+metaschema, once. Variables are validated and the errors worded by `jsonschema_rs` alone (a missing property
+in our own words): ~1 µs a receipt against ~150 µs (bench/render_cost.py), and its regex engine never
+backtracks, where Python's re, running a `pattern` such as `^(a+)+$`, may take minutes on 40 characters. Both
+follow the same drafts; tests/unit/test_templating.py keeps them in agreement on every keyword a template schema
+is likely to use.
 """
 
 from __future__ import annotations
@@ -98,6 +99,14 @@ class VariablesSchema:
             if self._fast.is_valid(variables):
                 return []
             errors = sorted(self._fast.iter_errors(variables), key=lambda e: [str(k) for k in e.instance_path])
-            return [short(f"{path('variables', error.instance_path)}: {error.message}") for error in errors]
+            return [short(_worded(error)) for error in errors]
         except ValueError as exc:  # a value JSON cannot hold (never from a JSON request)
             return [short(f"variables: not JSON: {exc}")]
+
+
+def _worded(error: jsonschema_rs.ValidationError) -> str:
+    """One violation as a client reads it; a missing property in the words a template's own missing name gets
+    (`variables.name: is required`), so that a name both the template and the schema require is named once."""
+    if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Required):
+        return f"{path('variables', [*error.instance_path, error.kind.property])}: is required"
+    return f"{path('variables', error.instance_path)}: {error.message}"

@@ -198,8 +198,8 @@ def render(compiled: Compiled, variables: Mapping[str, Any], limits: Limits) -> 
     problems = [f"variables.{name}: is required" for name in compiled._required if name not in variables]
     if compiled._schema is not None:
         problems += compiled._schema.problems(variables)
-    if problems:
-        raise ValidationFailed("the variables do not fit the template", {"variables": problems})
+    if problems:  # a name the template reads and the schema requires too is named once
+        raise ValidationFailed("the variables do not fit the template", {"variables": list(dict.fromkeys(problems))})
     out: dict[str, str | None] = dict.fromkeys(PARTS)
     size = 0
     with template_budget.Spending(limits.render_timeout_ms, limits.max_output_bytes):

@@ -167,6 +167,7 @@ class Removed:
     bodies_purged: int = 0
     unmatched_events_deleted: int = 0
     queue_jobs_deleted: int = 0
+    webhook_replays_deleted: int = 0
     complete: bool = True
 
     def total(self) -> int:
@@ -193,6 +194,8 @@ def run(
             conn, days=min(UNMATCHED_EVENT_DAYS, policy.days), limit=policy.batch)),
         ("queue_jobs_deleted", lambda: store.delete_finished_queue_jobs(
             conn, hours=QUEUE_JOB_HOURS, limit=policy.batch)),
+        ("webhook_replays_deleted", lambda: store.delete_finished_webhook_replays(
+            conn, days=policy.days, limit=policy.batch)),
     ]
     for name, step in steps:
         while True:

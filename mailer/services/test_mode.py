@@ -57,7 +57,7 @@ def record_events_apart(
             return record_events(conn, sent)
     except Exception as exc:
         if conn.broken or conn.closed:
-            raise  # the connection itself: the whole record is tried again (services/sending.py)
+            raise  # the connection itself: the whole record is tried again (services/send_recording.py)
         # The error's class only: its text may quote the messages' data.
         log.error("test mode: recording the events of %d sent test jobs failed (%s); they stay sent without events",
                   len(sent), type(exc).__name__, extra={"job_ids": [str(job.id) for job, _ in sent]})

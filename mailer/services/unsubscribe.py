@@ -97,18 +97,21 @@ def address_of(conn: psycopg.Connection, token: str) -> str:
 
 
 def unsubscribe(conn: psycopg.Connection, token: str) -> dict[str, Any]:
-    """Suppress the token's address for its app's bulk mail; idempotent: `email.unsubscribed` fires only when
-    the address was not suppressed yet."""
+    """Suppress the token's address for its app's bulk mail and move its recipient to `unsubscribed`; idempotent:
+    `email.unsubscribed` fires once per recipient moved (the triggers on recipients) or, with none to move (gone by
+    retention, not sent yet, or already at or past unsubscribed), by hand when the entry is new."""
     try:
         app_id, job_id, email = read_token(fernet(conn), token)
     except errors.NotFound:
         metrics.unsubscribe("bad_token")
         raise
     with conn.transaction():
+        # Recipients first, then the list: the order mailer_record_events locks them in (no deadlock).
+        moved = store.unsubscribe_recipients(conn, app_id=app_id, job_id=job_id, email=email)
         added = store.insert_suppression(
             conn, app_id=app_id, email=email, reason="one-click unsubscribe", source=SOURCE, scope=suppressions.BULK
         )
-        if added is not None:
+        if added is not None and not moved:
             store.enqueue_unsubscribed_webhook(conn, app_id=app_id, email=email, job_id=job_id)
         entry = added or store.get_suppression(conn, app_id=app_id, email=email)
     metrics.unsubscribe("added" if added is not None else "already")

@@ -92,6 +92,12 @@ def get(conn: psycopg.Connection, *, app_id: int, endpoint_id: uuid.UUID, replay
     return answer(row)
 
 
+def recent(conn: psycopg.Connection, *, app_id: int, endpoint_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    """The latest replays of one of the app's endpoints, newest first, as the API shows each."""
+    rows = store.list_webhook_replays(conn, app_id=app_id, endpoint_id=endpoint_id, limit=limit)
+    return [answer(row) for row in rows]
+
+
 def answer(row: dict[str, Any]) -> dict[str, Any]:
     """A replay as the API shows it."""
     return {

@@ -51,6 +51,7 @@ from mailer.store.suppressions import (
     mark_jobs_suppressed,
     suppress_from_events,
     suppress_recipients,
+    unsubscribe_recipients,
     widen_suppression,
 )
 from mailer.store.wakeups import await_wakers, wake_senders
@@ -101,6 +102,7 @@ __all__ = [
     "suppress_from_events",
     "suppress_recipients",
     "take_rate_limit_tokens",
+    "unsubscribe_recipients",
     "wake_senders",
     "widen_suppression",
 ]

@@ -25,3 +25,21 @@ def list_activity(
         conn, "activity_page", app_id=app_id, after_xid=str(after_xid), after_id=after_id,
         types=None if types is None else list(types), limit=limit,
     )
+
+
+def list_recent_activity(
+    conn: psycopg.Connection,
+    *,
+    app_id: int,
+    before_xid: int,
+    before_id: int,
+    types: Sequence[str] | None,
+    limit: int,
+    scan_limit: int,
+) -> list[dict[str, Any]]:
+    """Up to `limit` changes before (before_xid, before_id), newest first, among at most `scan_limit` read; every
+    row carries how many were read and the oldest read (an empty page is one row whose id is None, or none)."""
+    return _run.all_rows(
+        conn, "activity_recent", app_id=app_id, before_xid=str(before_xid), before_id=before_id,
+        types=None if types is None else list(types), limit=limit, scan_limit=scan_limit,
+    )

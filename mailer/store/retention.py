@@ -62,3 +62,8 @@ def drop_webhook_month(conn: psycopg.Connection, *, month: datetime.date, lock_t
 def delete_finished_queue_jobs(conn: psycopg.Connection, *, hours: int, limit: int) -> int:
     """Delete up to `limit` Procrastinate jobs finished more than `hours` ago; how many."""
     return _count(conn, "delete_finished_queue_jobs", "deleted", hours=hours, limit=limit)
+
+
+def delete_finished_webhook_replays(conn: psycopg.Connection, *, days: int, limit: int) -> int:
+    """Delete up to `limit` replays by window finished more than `days` ago; how many."""
+    return _count(conn, "delete_finished_webhook_replays", "deleted", days=days, limit=limit)

@@ -47,6 +47,12 @@ def enqueue_unsubscribed_webhook(
     return row is not None
 
 
+def unsubscribe_recipients(conn: psycopg.Connection, *, app_id: int, job_id: uuid.UUID, email: str) -> list[int]:
+    """Move the job's first To recipient of this address to `unsubscribed` when it is sent and below it; its id."""
+    rows = _run.all_rows(conn, "unsubscribe_recipients", app_id=app_id, job_id=job_id, email=email)
+    return [int(row["id"]) for row in rows]
+
+
 def get_suppression(conn: psycopg.Connection, *, app_id: int, email: str) -> Suppression | None:
     """One entry of an app's list (the address matched case-insensitively), or None."""
     row = _run.one_row(conn, "get_suppression", app_id=app_id, email=email)

@@ -55,3 +55,10 @@ def count_running_webhook_replays(conn: psycopg.Connection) -> int:
     """Replays not finished yet."""
     row = _run.one_row(conn, "count_running_webhook_replays")
     return int(row["running"]) if row else 0
+
+
+def list_webhook_replays(
+    conn: psycopg.Connection, *, app_id: int, endpoint_id: uuid.UUID, limit: int
+) -> list[dict[str, Any]]:
+    """The latest `limit` replays of one of the app's endpoints, newest first."""
+    return _run.all_rows(conn, "list_webhook_replays", app_id=app_id, endpoint_id=endpoint_id, limit=limit)

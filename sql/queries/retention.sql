@@ -104,3 +104,21 @@ WITH doomed AS (
     RETURNING 1
 )
 SELECT count(*) AS deleted FROM deleted;
+
+-- delete_finished_webhook_replays --
+-- Up to `limit` replays by window that finished more than `days` ago, oldest first (webhook_replays_finished_idx,
+-- 0043). A running one is never deleted; deliveries keep their replay_id (no foreign key, 0040).
+WITH doomed AS (
+    SELECT id
+    FROM webhook_replays
+    WHERE finished_at IS NOT NULL AND finished_at < now() - make_interval(days => %(days)s::integer)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM webhook_replays AS w
+    USING doomed
+    WHERE w.id = doomed.id
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM deleted;

@@ -120,3 +120,37 @@ WITH message AS (
 INSERT INTO webhook_fan_outs (message_id, message_created_at)
 SELECT id, created_at FROM message
 RETURNING message_id;
+
+-- unsubscribe_recipients --
+-- The recipient a one-click link names moves to `unsubscribed`, as Mailjet's `unsub` moves it (mailer_record_events,
+-- 0034): the triggers on recipients then feed /activity and fan out `email.unsubscribed`. The token names the
+-- message's first To recipient, so only that one moves (kind 'to', lowest position, its address in any case, of a
+-- job of its app): the same address in Cc, or twice in To, is another recipient. It moves from `sent` up to below
+-- `unsubscribed`: a `pending` one (a re-queued job) is the sender's (it would make it `suppressed`) and is not
+-- locked; spam, failed, suppressed stay. It is locked before the suppression is written, the order
+-- mailer_record_events takes (recipients, then suppressions), so the two cannot deadlock. The outer UPDATE names
+-- the partition key too, so it plans and locks one month partition, not all. The id of the recipient moved.
+WITH first_to AS (
+    SELECT r.id
+    FROM recipients r
+    WHERE r.job_id = %(job_id)s AND r.kind = 'to' AND lower(r.email) = lower(%(email)s)
+      AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = %(job_id)s AND j.app_id = %(app_id)s)
+    ORDER BY r.position
+    LIMIT 1
+), target AS (
+    SELECT r.id
+    FROM recipients r
+    WHERE r.job_id = %(job_id)s AND r.id = (SELECT id FROM first_to)
+      AND (SELECT rank FROM recipient_statuses WHERE status = r.status)
+          BETWEEN (SELECT rank FROM recipient_statuses WHERE status = 'sent')
+              AND (SELECT rank FROM recipient_statuses WHERE status = 'unsubscribed') - 1
+    FOR UPDATE OF r
+)
+UPDATE recipients AS r
+SET status = 'unsubscribed', updated_at = now()
+FROM target t
+WHERE r.id = t.id AND r.job_id = %(job_id)s
+  AND (SELECT rank FROM recipient_statuses WHERE status = r.status)
+      BETWEEN (SELECT rank FROM recipient_statuses WHERE status = 'sent')
+          AND (SELECT rank FROM recipient_statuses WHERE status = 'unsubscribed') - 1
+RETURNING r.id;

@@ -87,3 +87,12 @@ RETURNING id;
 -- count_running_webhook_replays --
 -- Replays not finished yet, for the metrics.
 SELECT count(*) AS running FROM webhook_replays WHERE finished_at IS NULL;
+
+-- list_webhook_replays --
+-- An endpoint's latest replays, newest first, for the dashboard: webhook_replays_endpoint_idx (0043) read from the
+-- newest, stopping at the limit; the app_id test keeps another app's endpoint out.
+SELECT id, endpoint_id, since, until, statuses, matched, queued, outcome, created_at, finished_at
+FROM webhook_replays
+WHERE app_id = %(app_id)s AND endpoint_id = %(endpoint_id)s
+ORDER BY id DESC
+LIMIT %(limit)s;

@@ -142,6 +142,15 @@ def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline
         assert "ann@example.org" in driver.find_element(By.ID, "recipients").text
         driver.save_screenshot(str(tmp_path / "job.png"))
 
+        # The activity page (issue 22): the recipient's changes newest first, each linking its job. The simulator
+        # may have sent an open (and a click) by now: they are newer, so on top.
+        driver.find_element(By.LINK_TEXT, "Activity").click()
+        changes = wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, "#activity tbody tr[data-type]"), "the feed")
+        kinds = [c.get_attribute("data-type") for c in changes]
+        assert kinds[-2:] == ["email.delivered", "email.sent"], kinds
+        assert set(kinds[:-2]) <= {"email.opened", "email.clicked"}, kinds
+        assert changes[0].find_element(By.LINK_TEXT, job_id)
+
         # A stored template: listed from the overview, its preview rendered in a sandboxed frame whose html
         # (a quote, a closing </iframe> and a script in it) stays inside the frame and runs nothing (twice
         # stopped: by the sandbox, and by the page's CSP, which a srcdoc frame inherits).
@@ -220,3 +229,5 @@ def test_the_unsubscribe_link_of_a_sent_bulk_message_works_in_a_browser(
         assert [(item["email"], item["scope"], item["source"]) for item in listed] == [
             ("ann@example.org", "bulk", "unsubscribe")
         ]
+        story = requests.get(f"{system.web_url}/status/{job_id}", headers=system.auth, timeout=5).json()
+        assert [r["status"] for r in story["recipients"]] == ["unsubscribed"]  # the link moved it

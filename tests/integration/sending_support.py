@@ -8,7 +8,7 @@ import requests
 from mailer import db
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import sending
+from mailer.services import send_results, sending
 
 
 def message(to: str) -> dict:
@@ -16,7 +16,7 @@ def message(to: str) -> dict:
     return {"from": {"email": "billing@example.com"}, "to": [{"email": to}], "subject": "Invoice", "text": "hi"}
 
 
-def run_sender(settings: Settings) -> sending.BatchOutcome:
+def run_sender(settings: Settings) -> send_results.BatchOutcome:
     """One pass of the sender, as a worker's send task makes it."""
     pool = db.create_pool(settings, name="test-sender")
     client = mailjet.MailjetClient(settings.mailjet_api_url, "key", "secret", timeout=settings.mailjet_timeout_s)

@@ -78,7 +78,7 @@ def queue(client, auth, **extra) -> str:
 
 
 def mark_sent(conn: psycopg.Connection, job_id: str, message_id: int, kind: str = "to", position: int = 0) -> None:
-    """What the sender records for an accepted message (services/sending.py `_record`)."""
+    """What the sender records for an accepted message (services/send_recording.py `record`)."""
     store.set_recipient_message_ids(
         conn, recipients=[{"job_id": job_id, "kind": kind, "position": position, "message_id": message_id,
                            "message_uuid": f"uuid-{message_id}"}]

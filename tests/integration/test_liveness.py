@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from mailer import config, db, store
 from mailer.domain import errors
-from mailer.services import liveness, rate_limits, recovery, sending
+from mailer.services import liveness, rate_limits, recovery, send_recording, send_results, sending
 from mailer.store import senders as senders_store
 from mailer.store.queries import query
 from tests.integration.sending_support import message, run_sender, sends
@@ -269,7 +269,7 @@ def test_a_late_result_of_a_claim_taken_over_changes_nothing(client, auth, setti
     assert {row[1:4] for row in before} == {("sending", 2, again)}
     late_before = REGISTRY.get_sample_value("mailer_send_late_results_total") or 0
 
-    results = sending._Results(sender_id=first)
+    results = send_results.Results(sender_id=first)
     if result == "sent":
         results.accepted = [(job, None) for job in claim.jobs]
     elif result == "failed":
@@ -279,7 +279,7 @@ def test_a_late_result_of_a_claim_taken_over_changes_nothing(client, auth, setti
     else:
         results.unsent = list(claim.jobs)
     with psycopg.connect(settings.database_url) as recording:
-        outcome = sending._record(recording, settings, results, None, False)
+        outcome = send_recording.record(recording, settings, results, None, False)
 
     assert snapshot(conn) == before
     assert (outcome.sent, outcome.failed, outcome.retried, outcome.released) == (0, 0, 0, 0)
@@ -298,7 +298,7 @@ def test_a_result_that_comes_back_after_a_takeover_during_the_call_is_dropped(
     ids = queue(client, auth, 2)
     requests.post(f"{simulator}/_sim/config", json={"latency_s": 1.5}, timeout=5).raise_for_status()
     first = liveness.current().sender_id
-    outcome: list[sending.BatchOutcome] = []
+    outcome: list[send_results.BatchOutcome] = []
     sender = threading.Thread(target=lambda: outcome.append(run_sender(send_settings)))
     sender.start()
     wait_for(lambda: conn.execute("SELECT count(*) FROM jobs WHERE status = 'sending'").fetchone() == (2,))
@@ -348,7 +348,7 @@ def test_a_claim_that_cannot_be_recorded_gives_up_its_sender_so_it_is_taken_over
     def database_gone(*args: object) -> None:
         raise psycopg.OperationalError("the database is away")
 
-    monkeypatch.setattr(sending, "_record", database_gone)
+    monkeypatch.setattr(send_recording, "record", database_gone)
     with pytest.raises(errors.DatabaseUnavailable):
         run_sender(send_settings)
     monkeypatch.undo()

@@ -412,7 +412,7 @@ def test_today_counts_creation_sending_failing_and_a_retry(client, auth, conn) -
     assert get_logs(client, auth)["today"] == {"created": 4, "sent": 0, "failed": 0}
     assert client.delete(f"/queue/{ids[3]}", headers=auth).status_code == 200  # cancelled: not in `today`
 
-    # As the sender records a batch (mailer/services/sending.py _record): claim, then sent / failed.
+    # As the sender records a batch (mailer/services/send_recording.py record): claim, then sent / failed.
     claimed = {str(job.id) for job in store.claim_due_jobs(conn, limit=3)}
     assert claimed == set(ids[:3])
     assert get_logs(client, auth)["today"] == {"created": 4, "sent": 0, "failed": 0}  # sending counts nothing

@@ -13,7 +13,7 @@ import pytest
 from mailer import db, pgcluster
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import rate_limits, sending
+from mailer.services import rate_limits, send_results, sending
 from tests.integration.conftest import app_with, make_key
 
 
@@ -204,9 +204,9 @@ def test_each_request_is_counted_once(settings, conn) -> None:
 # --- the global cap on Mailjet calls ------------------------------------------------------------
 
 
-def run_senders(settings: Settings, workers: int, batches_each: int) -> list[sending.BatchOutcome]:
+def run_senders(settings: Settings, workers: int, batches_each: int) -> list[send_results.BatchOutcome]:
     """`workers` threads, each with its own pool (as separate processes would have), sending batches."""
-    outcomes: list[sending.BatchOutcome] = []
+    outcomes: list[send_results.BatchOutcome] = []
     lock = threading.Lock()
 
     def work() -> None:

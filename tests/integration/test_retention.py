@@ -17,7 +17,7 @@ from mailer import db, metrics
 from mailer.config import Settings
 from mailer.services import queueing, retention
 from mailer.store import partitions as partitions_store
-from tests.integration.webhooks_support import expand
+from tests.integration.webhooks_support import expand, register
 
 MESSAGE: dict[str, Any] = {
     "from": {"email": "billing@example.com", "name": "Billing"},
@@ -431,6 +431,25 @@ def test_finished_procrastinate_jobs_older_than_a_week_are_deleted(conn) -> None
     remaining = [r[0] for r in conn.execute("SELECT id FROM procrastinate_jobs ORDER BY id")]
     assert remaining == kept
     assert count(conn, "SELECT count(*) FROM procrastinate_events WHERE job_id = ANY(%s)", gone) == 0
+
+
+def test_replays_finished_past_the_horizon_are_deleted_running_and_recent_ones_stay(client, auth, conn) -> None:
+    endpoint = register(client, auth, "https://93.184.215.14/hooks/replays")["id"]
+
+    def replay(finished_days_ago: int | None) -> int:
+        row = conn.execute(
+            "INSERT INTO webhook_replays (endpoint_id, app_id, since, until, statuses, matched, outcome, finished_at) "
+            "VALUES (%(e)s, %(a)s, now() - interval '1 day', now(), ARRAY['sent'], 0, "
+            "CASE WHEN %(d)s::integer IS NOT NULL THEN 'done' END, now() - make_interval(days => %(d)s::integer)) "
+            "RETURNING id", {"e": endpoint, "a": app_id(conn), "d": finished_days_ago}).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    gone = [replay(400), replay(366)]
+    kept = [replay(364), replay(None)]  # finished within the horizon; still running
+    removed = retention.run(conn, retention.Policy(body_days=30, days=365, batch=1))
+    assert removed.webhook_replays_deleted == len(gone)
+    assert [r[0] for r in conn.execute("SELECT id FROM webhook_replays ORDER BY id")] == kept
 
 
 # --- the periodic task ---------------------------------------------------------------------------------

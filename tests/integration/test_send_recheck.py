@@ -10,7 +10,7 @@ import psycopg
 import requests
 
 from mailer.config import Settings
-from mailer.services import sending
+from mailer.services import send_results, sending
 from tests.integration.sending_support import message, run_sender, script, sends
 
 
@@ -34,7 +34,7 @@ def job_row(conn: psycopg.Connection, job_id: str) -> tuple:
     ).fetchone()
 
 
-def send_when_due(settings: Settings, timeout_s: float = 20.0) -> sending.BatchOutcome:
+def send_when_due(settings: Settings, timeout_s: float = 20.0) -> send_results.BatchOutcome:
     """Run the sender until it claims something (the job comes due at its recheck time)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from mailer.domain import errors
-from mailer.services import liveness, sending
+from mailer.services import liveness, send_recording
 from mailer.store import senders as senders_store
 from tests.integration.sending_support import message, run_sender, sends
 
@@ -26,7 +26,7 @@ def test_results_recorded_after_one_database_failure_keep_their_message_ids(
     ids = queue(client, auth, 3)
     sender = liveness.current()
     first = sender.sender_id
-    real, calls = sending._record, []
+    real, calls = send_recording.record, []
 
     def fails_once(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(time.monotonic())
@@ -34,11 +34,11 @@ def test_results_recorded_after_one_database_failure_keep_their_message_ids(
             raise psycopg.OperationalError("the database is away")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sending, "_record", fails_once)
+    monkeypatch.setattr(send_recording, "record", fails_once)
     outcome = run_sender(send_settings)
 
     assert (len(calls), outcome.sent) == (2, 3)
-    assert calls[1] - calls[0] >= sending.RECORD_RETRY_FIRST_S * 0.9
+    assert calls[1] - calls[0] >= send_recording.RECORD_RETRY_FIRST_S * 0.9
     assert sends(simulator)["calls"] == 1
     stored = dict(conn.execute("SELECT job_id::text, message_id::text FROM recipients").fetchall())
     accepted = {m["custom_id"]: m["recipients"][0]["message_id"] for m in sends(simulator)["messages"]}
@@ -52,7 +52,7 @@ def test_a_retry_after_a_takeover_records_nothing(client, auth, send_settings, s
     queue(client, auth, 2)
     sender = liveness.current()
     first = sender.sender_id
-    real, calls = sending._record, []
+    real, calls = send_recording.record, []
 
     def taken_over_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
@@ -62,7 +62,7 @@ def test_a_retry_after_a_takeover_records_nothing(client, auth, send_settings, s
             raise psycopg.OperationalError("the database is away")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sending, "_record", taken_over_meanwhile)
+    monkeypatch.setattr(send_recording, "record", taken_over_meanwhile)
     outcome = run_sender(send_settings)
 
     assert (len(calls), outcome.sent) == (2, 0)
@@ -83,7 +83,7 @@ def test_a_database_failing_for_longer_than_the_bound_gives_up_the_sender(
         calls.append(time.monotonic())
         raise psycopg.OperationalError("the database is away")
 
-    monkeypatch.setattr(sending, "_record", database_gone)
+    monkeypatch.setattr(send_recording, "record", database_gone)
     started = time.monotonic()
     with pytest.raises(errors.DatabaseUnavailable):
         run_sender(settings)

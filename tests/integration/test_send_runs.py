@@ -14,7 +14,7 @@ import psycopg_pool
 from mailer import jobqueue, tasks
 from mailer.config import Settings
 from mailer.mailjet import send as mailjet
-from mailer.services import queueing, send_runs, sending
+from mailer.services import queueing, send_results, send_runs, sending
 from tests.integration.sending_support import message, sends
 
 TRANSACTIONAL = jobqueue.LANE_PRIORITY["transactional"]
@@ -99,7 +99,7 @@ def test_a_wakeup_fetched_meanwhile_hands_its_last_claim_to_the_running_sender(
     claims_by: list[str] = []
     real = sending.send_due_batch
 
-    def counted(*args: object, **kwargs: object) -> sending.BatchOutcome:
+    def counted(*args: object, **kwargs: object) -> send_results.BatchOutcome:
         claims_by.append(threading.current_thread().name)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -147,7 +147,7 @@ def test_the_running_sender_ends_at_its_next_short_claim_once_the_worker_is_stop
     claims = []
     real = sending.send_due_batch
 
-    def counted(*args: object, **kwargs: object) -> sending.BatchOutcome:
+    def counted(*args: object, **kwargs: object) -> send_results.BatchOutcome:
         claims.append(time.monotonic())
         return real(*args, **kwargs)  # type: ignore[arg-type]
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from mailer.services import apps, liveness, sending, tracking
+from mailer.services import apps, liveness, send_recording, tracking
 from mailer.store.jobs import ClaimedJob
 from tests.integration.sending_support import message, run_sender, script, sends
 
@@ -142,7 +142,7 @@ def test_test_mode_counts_once_when_recording_is_tried_again(conn, client, test_
     client.post("/queue", json=message(f"clicked@{DOMAIN}"), headers=test_auth)
     before = {name: _sample("mailer_test_mode_events_total", type=name) for name in ("sent", "open", "click")}
     answered = _sample("mailer_test_mode_messages_total", outcome="accepted")
-    real, calls = sending._record, []
+    real, calls = send_recording.record, []
 
     def fails_at_commit_once(conn: psycopg.Connection, *args: object, **kwargs: object) -> object:
         outcome = real(conn, *args, **kwargs)  # type: ignore[arg-type]
@@ -151,7 +151,7 @@ def test_test_mode_counts_once_when_recording_is_tried_again(conn, client, test_
             raise psycopg.OperationalError("the database is away")
         return outcome
 
-    monkeypatch.setattr(sending, "_record", fails_at_commit_once)
+    monkeypatch.setattr(send_recording, "record", fails_at_commit_once)
     assert run_sender(settings).sent == 1
 
     assert len(calls) == 2

@@ -80,7 +80,7 @@ def test_no_public_url_no_headers(client, auth, simulator, send_settings) -> Non
 
 
 def test_the_link_round_trip_suppresses_bulk_mail_only(client, auth, conn, simulator, unsub_settings) -> None:
-    queue(client, auth, "Ann@example.org")
+    first = queue(client, auth, "Ann@example.org")
     run_sender(unsub_settings)
     path = link_of(next(iter(sent_headers(simulator).values())))
 
@@ -95,6 +95,7 @@ def test_the_link_round_trip_suppresses_bulk_mail_only(client, auth, conn, simul
     assert answer.json == {"email": "ann@example.org", "scope": "bulk", "unsubscribed": True}
     [entry] = client.get("/suppressions", headers=auth).json["items"]
     assert (entry["email"], entry["scope"], entry["source"]) == ("ann@example.org", "bulk", "unsubscribe")
+    assert client.get(f"/status/{first}", headers=auth).json["recipients"][0]["status"] == "unsubscribed"
 
     bulk = queue(client, auth, "ann@example.org")
     transactional = queue(client, auth, "ann@example.org", priority="transactional")

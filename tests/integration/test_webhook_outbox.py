@@ -12,6 +12,7 @@ import pytest
 from mailer import db
 from mailer.mailjet import send as mailjet
 from mailer.services import sending
+from mailer.store.queries import query
 from tests.integration.conftest import make_key
 from tests.integration.webhooks_support import (
     BIG_ID,
@@ -151,6 +152,32 @@ def test_a_mailjet_driven_change_carries_a_curated_event(client, auth, conn):
     }
     assert body["data"]["message_id"] == str(BIG_ID)
     assert all(abs(number) <= 2**53 for number in _numbers(body))
+
+
+def test_the_event_detail_is_one_function_inlined_in_the_fan_out_and_the_feed(client, auth, conn):
+    register(client, auth, URL, ["clicked"])
+    job_id = queue(client, auth)
+    mark_sent(conn, job_id)
+    post_events(client, [{"event": "click", "time": int(time.time()) - 60, "MessageID": BIG_ID,
+                          "email": "ann@example.org", "url": "https://shop.example/", "source": 2**60}])
+    [recipient_id, app_id] = conn.execute(
+        "SELECT r.id, j.app_id FROM recipients r JOIN jobs j ON j.id = r.job_id WHERE r.job_id = %s", (job_id,)
+    ).fetchone()  # type: ignore[misc]
+    conn.execute("SET track_functions = 'all'")  # SQL functions too, unless the planner inlined them
+    with conn.transaction():
+        conn.execute("SELECT webhook_enqueue(ARRAY[%s]::bigint[])", (recipient_id,))  # the clicked change again
+        feed = conn.execute(query("activity_page"), {"app_id": app_id, "after_xid": "0", "after_id": 0,
+                                                     "types": ["clicked"], "limit": 10}).fetchall()
+        calls = dict(conn.execute(  # this transaction's own calls
+            "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE funcname LIKE 'webhook_%'").fetchall())
+    # sql/migrations/0044: a call of webhook_event_detail would mean a function call per row and another plan;
+    # its body ran inlined in both statements (ten webhook_json_safe each, never inlined: to_jsonb is stable).
+    assert "webhook_event_detail" not in calls, calls
+    assert (calls["webhook_enqueue"], calls["webhook_json_safe"]) == (1, 20), calls
+    [(_, _, first), (_, _, again)] = messages(conn)
+    [(_, _, _, from_feed)] = feed
+    assert first["data"]["event"] == again["data"]["event"] == from_feed["data"]["event"]
+    assert first["data"]["event"]["source"] == str(2**60)
 
 
 def test_a_hard_bounce_carries_its_error_fields(client, auth, conn):

@@ -8,7 +8,7 @@ import threading
 import time
 
 from mailer.config import Settings
-from mailer.services import send_runs, sending
+from mailer.services import send_results, send_runs
 
 
 def asking(runner: send_runs.Runner, wait_s: float) -> tuple[threading.Thread, list[str]]:
@@ -90,10 +90,10 @@ def test_a_claim_reads_the_tickets_it_covers_before_its_barrier(monkeypatch):
         order.append("tickets")
         return real_begins()
 
-    outcomes = iter([sending.BatchOutcome(claimed=3, sent=3), sending.BatchOutcome(claimed=2, sent=2),
-                     sending.BatchOutcome()])
+    outcomes = iter([send_results.BatchOutcome(claimed=3, sent=3), send_results.BatchOutcome(claimed=2, sent=2),
+                     send_results.BatchOutcome()])
 
-    def claim(*args: object, **kwargs: object) -> sending.BatchOutcome:
+    def claim(*args: object, **kwargs: object) -> send_results.BatchOutcome:
         order.append("claim")
         if order.count("claim") == 1:  # a wake-up asks while the running sender's first claim is under way
             threading.Thread(target=runner.ask, args=(5,), daemon=True).start()
@@ -122,7 +122,7 @@ def test_a_ticket_is_settled_once_the_claim_committed_not_after_its_mailjet_call
     answered = threading.Event()
     claims = 0
 
-    def claim(*args: object, on_claimed=None, **kwargs: object) -> sending.BatchOutcome:
+    def claim(*args: object, on_claimed=None, **kwargs: object) -> send_results.BatchOutcome:
         nonlocal claims
         claims += 1
         more = False
@@ -136,7 +136,7 @@ def test_a_ticket_is_settled_once_the_claim_committed_not_after_its_mailjet_call
                 time.sleep(0.001)
         if claims == 2:  # the claim after the barrier, which covers the ticket: its "call" lasts until answered
             assert answered.wait(5), "the ticket waited for the call to end"
-        return sending.BatchOutcome(claimed=0 if claims >= 3 else 1, sent=0 if claims >= 3 else 1, more=more)
+        return send_results.BatchOutcome(claimed=0 if claims >= 3 else 1, sent=0 if claims >= 3 else 1, more=more)
 
     monkeypatch.setattr(send_runs.wakeups, "await_wakers", lambda pool: None)
     monkeypatch.setattr(send_runs.sending, "send_due_batch", claim)

@@ -13,7 +13,7 @@ import jsonschema
 import jsonschema_rs
 import pytest
 
-from mailer.domain import template_schema, templating
+from mailer.domain import template_schema, template_size_checks, templating
 from mailer.domain.errors import ValidationFailed
 
 LIMITS = templating.Limits(max_source_bytes=64 * 1024, render_timeout_ms=200, max_output_bytes=1024 * 1024)
@@ -116,8 +116,19 @@ def test_schema_violations_are_named_by_path():
     compiled = templating.check(source(html="x", variables=schema), LIMITS)
     variables = {"items": [{"price": 1}, {"price": 2}, {"price": "abc"}]}
     assert details(templating.render, compiled, variables, LIMITS) == {
-        "variables": ['variables: "name" is a required property',
-                      'variables.items[2].price: "abc" is not of type "number"']
+        "variables": ["variables.name: is required", 'variables.items[2].price: "abc" is not of type "number"']
+    }
+
+
+def test_a_variable_the_template_reads_and_the_schema_requires_is_named_once():
+    schema = {"type": "object", "required": ["name", "code"],
+              "properties": {"order": {"type": "object", "required": ["id"]}}}
+    compiled = templating.check(source(html="{{ name }} {{ order }}", variables=schema), LIMITS)
+    assert details(templating.render, compiled, {}, LIMITS) == {
+        "variables": ["variables.name: is required", "variables.order: is required", "variables.code: is required"]
+    }
+    assert details(templating.render, compiled, {"name": "Ann", "code": 1, "order": {}}, LIMITS) == {
+        "variables": ["variables.order.id: is required"]
     }
 
 
@@ -326,7 +337,7 @@ def test_a_template_building_a_huge_value_is_refused_before_it_is_built(html):
 ])
 def test_a_number_too_large_to_compute_with_is_refused(html):
     details, elapsed = refused(html, {"n": 2 ** 80_000})  # no JSON request holds it: 4,300 digits at most
-    assert details == {"template": [f"a number larger than {templating.template_sandbox.MAX_INT_BITS} bits"]}
+    assert details == {"template": [f"a number larger than {template_size_checks.MAX_INT_BITS} bits"]}
     assert elapsed < SLOW_BOUND_S
 
 
