@@ -320,3 +320,15 @@ def test_openapi_names_every_field_the_answer_carries(client, auth, conn) -> Non
     assert set(answer["days"][-1]["rates"]) == set(schemas["Rates"]["properties"])
     assert answer["days"][-1]["rates"]["opened"] == 1.0
     assert responses.StatsSchema().validate(answer) == {}
+
+
+def test_a_one_click_unsubscribe_counts_unsubscribed_once(client, auth, conn) -> None:
+    from tests.integration.test_unsubscribe_status import ONE_CLICK, sent_bulk, token_for
+
+    app_id = conn.execute("SELECT id FROM apps WHERE name = 'billing'").fetchone()[0]
+    job_id = sent_bulk(client, auth, conn, "ann@example.org")
+    token = token_for(conn, app_id, job_id, "ann@example.org")
+    for _ in range(2):  # a second click moves nothing and counts nothing
+        assert client.post(f"/unsubscribe/{token}", data=ONE_CLICK).status_code == 200
+    # sent → unsubscribed proves the delivery too (the recipient had no delivered event yet).
+    assert engagement(stats(client, auth)["day"]) == counts(delivered=1, unsubscribed=1)
