@@ -1,23 +1,25 @@
--- Engagement counters (0042) count every milestone an event proves, not only those of the status it lands on.
--- A status is the highest-ranked event, so 0042 lost what a jump skipped: Mailjet's grouped callback (sent, open,
--- click and unsub of one recipient in one POST) counted delivered and unsubscribed, not the open and the click;
--- an open or a bounce arriving after a higher status (spam, unsubscribed) counted nothing.
+-- Engagement stats (issue 22), step 2 of 3 (0042: job_counts' kinds; 0046: the counting triggers and backfill).
+-- What a recipient status says happened to the mail: its milestones. A status is only the highest-ranked event
+-- (0001's ranks), so counting by status alone would lose what a jump skips: Mailjet's grouped callback (sent,
+-- open, click and unsub of one recipient in one POST) would count delivered and unsubscribed, not the open and
+-- the click; an open or a bounce arriving after a higher status (spam, unsubscribed) would count nothing.
 --
--- Each recipient now keeps the milestones it has reached as bits (`milestones`), ORed in by every writer that
+-- Each recipient keeps the milestones it has reached as bits (`milestones`), ORed in by every writer that
 -- applies Mailjet events, from each new event (mailer_record_events below; the sender's and recovery's
--- advance_recipient_statuses, sql/queries/events.sql). The triggers count what a row's effective milestones,
--- its bits plus those its status implies, gained: writers that only set a status (suppressions, the one-click
--- unsubscribe) count as before, and rows stored before this migration (bits 0) are judged by their status, so
--- nothing needs a backfill. A retry's reset to `pending` clears the bits (a new send counts its delivery again).
+-- advance_recipient_statuses, sql/queries/events.sql). 0046's triggers count what a row's effective
+-- milestones, its bits plus those its status implies, gained: writers that only set a status (suppressions,
+-- the one-click unsubscribe) count by status, and rows stored before this migration (bits 0) are judged by
+-- their status. A retry's reset to `pending` clears the bits (a new send counts its delivery again).
 --
--- A file of its own, not folded into 0042: each migration is one transaction, and ADD COLUMN takes an ACCESS
--- EXCLUSIVE lock on recipients; in 0042 it would have been held through the backfill (reads waiting too).
--- Here it is held for a catalog change only: a constant default is stored in the catalog, no row is rewritten.
+-- ADD COLUMN takes an ACCESS EXCLUSIVE lock on recipients, held here for a catalog change only (a constant
+-- default is stored in the catalog, no row is rewritten), never through 0046's backfill. It takes no lock on
+-- job_counts, so a sender holding one while it waits here makes no cycle.
 
 ALTER TABLE recipients ADD COLUMN milestones smallint NOT NULL DEFAULT 0;
 
--- The bits a status proves, as 0042's table: a click proves an open and a delivery, spam and unsubscribed prove a
--- delivery; `blocked` (never sent) is no bounce. pending, sent, deferred, failed and suppressed prove nothing.
+-- The bits a status proves: a click proves an open and a delivery (as Mailchimp counts it), spam and
+-- unsubscribed prove a delivery; `blocked` (Mailjet refused to send) is no bounce: the mail was never sent.
+-- pending, sent, deferred, failed and suppressed prove nothing.
 CREATE FUNCTION mailer_status_milestone_bits(status text) RETURNS smallint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT (CASE status
@@ -45,68 +47,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         CASE WHEN bits & 64 <> 0 THEN 'unsubscribed' END], NULL)
 $$;
 
--- 0042's function, now from the one table above.
-CREATE OR REPLACE FUNCTION mailer_recipient_milestones(status text) RETURNS text[]
+-- A status's counter kinds (the README's milestone table), from the one table above.
+CREATE FUNCTION mailer_recipient_milestones(status text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT mailer_milestone_kinds(mailer_status_milestone_bits(status))
-$$;
-
--- 0042's statement trigger. A change for the counters is a gain of effective milestones (status or bits); one for
--- the activity feed is, as before, a status change (not a reset to pending): a row whose bits grew while its
--- status stayed (an open after spam) is counted and writes no activity row.
-CREATE OR REPLACE FUNCTION activity_recipients_updated() RETURNS trigger LANGUAGE plpgsql
-SET enable_seqscan TO off AS $$
-BEGIN
-    WITH pairs AS (
-        SELECT n.id, n.job_id, n.email, n.message_id, n.status,
-               n.status IS DISTINCT FROM o.status AND n.status <> 'pending' AS reported,
-               ((n.milestones | mailer_status_milestone_bits(n.status))
-                & ~(o.milestones | mailer_status_milestone_bits(o.status)))::smallint AS gained
-        FROM new_rows n
-        JOIN old_rows o ON o.id = n.id
-    ), changes AS MATERIALIZED (
-        SELECT (SELECT j.app_id FROM jobs j WHERE j.id = p.job_id) AS app_id, p.*
-        FROM pairs p
-        WHERE p.reported OR p.gained <> 0
-    ), activity AS (
-        INSERT INTO recipient_activity (app_id, recipient_id, job_id, email, message_id, status)
-        SELECT app_id, id, job_id, email, message_id, status
-        FROM changes
-        WHERE reported
-        ORDER BY id
-    )
-    INSERT INTO job_counts AS c (app_id, day, kind, shard, count)
-    SELECT ch.app_id, (now() AT TIME ZONE 'UTC')::date, m.kind, pg_backend_pid() % 16, count(*)
-    FROM changes ch
-    CROSS JOIN LATERAL unnest(mailer_milestone_kinds(ch.gained)) AS m(kind)
-    WHERE ch.gained <> 0
-    GROUP BY ch.app_id, m.kind
-    ORDER BY ch.app_id, m.kind
-    ON CONFLICT ON CONSTRAINT job_counts_pkey DO UPDATE SET count = c.count + excluded.count;
-    RETURN NULL;
-END;
-$$;
-
--- A recipient stored with a status other than pending (0039's row trigger and its WHEN clause, unchanged): its
--- effective milestones.
-CREATE OR REPLACE FUNCTION activity_recipient_inserted() RETURNS trigger LANGUAGE plpgsql
-SET enable_seqscan TO off AS $$
-BEGIN
-    WITH job AS MATERIALIZED (
-        SELECT j.app_id FROM jobs j WHERE j.id = NEW.job_id
-    ), activity AS (
-        INSERT INTO recipient_activity (app_id, recipient_id, job_id, email, message_id, status)
-        SELECT app_id, NEW.id, NEW.job_id, NEW.email, NEW.message_id, NEW.status FROM job
-    )
-    INSERT INTO job_counts AS c (app_id, day, kind, shard, count)
-    SELECT job.app_id, (now() AT TIME ZONE 'UTC')::date, m.kind, pg_backend_pid() % 16, 1
-    FROM job
-    CROSS JOIN LATERAL unnest(mailer_milestone_kinds(NEW.milestones | mailer_status_milestone_bits(NEW.status)))
-        AS m(kind)
-    ORDER BY m.kind
-    ON CONFLICT ON CONSTRAINT job_counts_pkey DO UPDATE SET count = c.count + excluded.count;
-    RETURN NULL;
-END;
 $$;
 
 -- mailer_record_events as in 0034, with the milestones of every new event ORed into its recipient. CREATE OR

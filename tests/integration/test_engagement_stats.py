@@ -1,6 +1,6 @@
-"""GET /stats' recipients per milestone (migrations 0042, 0045): counted once per recipient from every event applied
-to it and every status change, by every writer (POST /events, test mode, the sender), on the UTC day of the change,
-with rates over delivered."""
+"""GET /stats' recipients per milestone (migrations 0042, 0045, 0046): counted once per recipient from every event
+applied to it and every status change, by every writer (POST /events, test mode, the sender), on the UTC day of the
+change, with rates over delivered."""
 
 from __future__ import annotations
 
@@ -233,28 +233,32 @@ def test_concurrent_writers_on_one_app_and_day_lose_no_count(client, auth, conn,
 
 
 def test_the_migration_counted_what_recipients_already_said(conn) -> None:
-    # The backfill's statement (0042) over rows stored without the counting trigger: one app, two days.
+    # The backfill's statement (0046) over rows stored without the counting trigger: one app, two days.
     app_id = apps.create_app(conn, "old")[0].id
     conn.execute("ALTER TABLE recipients DISABLE TRIGGER recipients_activity")
     conn.execute("ALTER TABLE recipients DISABLE TRIGGER recipients_activity_insert")
     try:
         job = conn.execute("INSERT INTO jobs (id, app_id, status, priority, message, run_at) VALUES (%s, %s, 'sent',"
                            " 'bulk', '{}', now()) RETURNING id", (uuid.uuid4(), app_id)).fetchone()[0]
-        for position, (status, day) in enumerate([("clicked", "2026-03-01"), ("spam", "2026-03-01"),
-                                                  ("bounced", "2026-03-02"), ("sent", "2026-03-02")]):
-            conn.execute("INSERT INTO recipients (job_id, kind, position, email, status, updated_at)"
-                         " VALUES (%s, 'to', %s, 'a@example.org', %s, %s)", (job, position, status, f"{day}T23:00Z"))
+        # The last one: a bounce after an open (0045's bits), stored between 0045 and 0046.
+        for position, (status, bits, day) in enumerate([("clicked", 0, "2026-03-01"), ("spam", 0, "2026-03-01"),
+                                                        ("bounced", 0, "2026-03-02"), ("sent", 0, "2026-03-02"),
+                                                        ("bounced", 1 | 2, "2026-03-02")]):
+            conn.execute("INSERT INTO recipients (job_id, kind, position, email, status, milestones, updated_at)"
+                         " VALUES (%s, 'to', %s, 'a@example.org', %s, %s, %s)",
+                         (job, position, status, bits, f"{day}T23:00Z"))
     finally:
         conn.execute("ALTER TABLE recipients ENABLE TRIGGER recipients_activity")
         conn.execute("ALTER TABLE recipients ENABLE TRIGGER recipients_activity_insert")
-    migration = (pathlib.Path(__file__).resolve().parents[2] / "sql" / "migrations" / "0042_engagement_counters.sql")
+    migration = pathlib.Path(__file__).resolve().parents[2] / "sql" / "migrations" / "0046_engagement_counting.sql"
     backfill = migration.read_text().split("-- What exists already")[1].split("\n", 2)[2]
     conn.execute(backfill)  # type: ignore[arg-type]
     found = conn.execute("SELECT day::text, kind, sum(count)::int FROM job_counts"
                          " WHERE app_id = %s AND kind <> ALL ('{created,sent}') GROUP BY 1, 2 ORDER BY 1, 2",
                          (app_id,)).fetchall()
     assert found == [("2026-03-01", "clicked", 1), ("2026-03-01", "delivered", 2), ("2026-03-01", "opened", 1),
-                     ("2026-03-01", "spam", 1), ("2026-03-02", "bounced", 1)]
+                     ("2026-03-01", "spam", 1), ("2026-03-02", "bounced", 2), ("2026-03-02", "delivered", 1),
+                     ("2026-03-02", "opened", 1)]
 
 
 # --- the dashboard ----------------------------------------------------------------------------------------
