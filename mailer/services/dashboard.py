@@ -17,7 +17,7 @@ import psycopg
 
 from mailer import store
 from mailer.config import Settings
-from mailer.domain import errors, json_depth
+from mailer.domain import engagement, errors, json_depth
 from mailer.services import instance_keys, logs, rate_limits
 from mailer.store import apps as apps_store
 from mailer.store import dashboard_sessions
@@ -107,17 +107,20 @@ def apps_overview(conn: psycopg.Connection, *, since: dt.date, until: dt.date) -
     """Every app (revoked ones too) with its counters of `until` and its totals since..until, and the days and
     totals across all live apps (test apps' simulated opens would skew them), for the operator: one read of the
     counters."""
-    rows = store.list_daily_counts_of_all_apps(conn, since=since, until=until)
-    by_app: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+    every_app = store.list_apps(conn)
+    rows = store.list_overview_counts(conn, since=since, until=until, left_out=[a.id for a in every_app if a.test])
+    totals: dict[int, dict[str, int]] = collections.defaultdict(dict)
+    last_day: dict[int, dict[str, int]] = collections.defaultdict(dict)
+    live = []
     for row in rows:
-        by_app[row["app_id"]].append(row)
-    apps, live = [], []
-    for app in store.list_apps(conn):
-        stats = logs.stats_of_days(by_app.get(app.id, []), since, until)
-        apps.append({"id": app.id, "name": app.name, "active": app.revoked_at is None, "test": app.test,
-                     "today": stats["days"][-1], "totals": stats["totals"]})
-        if not app.test:
-            live.extend(by_app.get(app.id, []))
+        if row["across_apps"]:
+            live.append({"day": row["day"], "kind": row["kind"], "count": row["kept"]})
+        else:
+            totals[row["app_id"]][row["kind"]] = row["count"]
+            last_day[row["app_id"]][row["kind"]] = row["last_day"]
+    apps = [{"id": app.id, "name": app.name, "active": app.revoked_at is None, "test": app.test,
+             "today": engagement.day_entry(until.isoformat(), last_day[app.id]),
+             "totals": engagement.totals([totals[app.id]])} for app in every_app]
     return {"apps": apps, **logs.stats_of_days(live, since, until)}
 
 

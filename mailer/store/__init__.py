@@ -31,8 +31,8 @@ from mailer.store.logs import (
     force_custom_plans,
     get_today_counts,
     list_daily_counts,
-    list_daily_counts_of_all_apps,
     list_logs,
+    list_overview_counts,
     list_recipients_of_jobs,
 )
 from mailer.store.rate_limits import (
@@ -79,9 +79,9 @@ __all__ = [
     "lease_rate_limit_tokens",
     "list_apps",
     "list_daily_counts",
-    "list_daily_counts_of_all_apps",
     "list_job_events",
     "list_logs",
+    "list_overview_counts",
     "list_recipient_events",
     "list_recipients",
     "list_recipients_of_jobs",
