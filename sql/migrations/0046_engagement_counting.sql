@@ -16,7 +16,10 @@
 LOCK TABLE recipients IN SHARE MODE;
 
 -- Counted on the UTC day of the transaction (now()), as job_counts, in the session's shard, upserted in key
--- order (see 0004).
+-- order (see 0004). Key order holds within a statement only: two transactions whose backends share a shard
+-- (pg_backend_pid() % 16) may update two counter rows in opposite orders across their statements (the sender's
+-- record: message ids, then statuses) and deadlock; PostgreSQL aborts one, and the sender's record_retrying
+-- (services/send_recording.py) records it again (DeadlockDetected is an OperationalError there).
 -- 0039's statement trigger, now also counting. A change for the counters is a gain of effective milestones
 -- (status or bits); one for the activity feed is, as before, a status change (not a reset to pending): a row
 -- whose bits grew while its status stayed (an open after spam) is counted and writes no activity row.
