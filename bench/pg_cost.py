@@ -18,6 +18,8 @@ and for the three events the Mailjet event detail of the body); the deliveries a
 
 To compare two revisions, run this file in a checkout of each (it measures the checkout it is in):
     git worktree add ../before REV && (cd ../before && python "$OLDPWD/bench/pg_cost.py")
+An export (git archive) instead of a worktree needs `ln -s ../sql mailer/sql` in it: without it `mailer.sql`, and
+so every migration and query, is found through the editable install's mapping, i.e. in the venv's checkout.
 """
 
 from __future__ import annotations
@@ -163,6 +165,7 @@ def _measure_events(url: str, emails: int, undated: bool = False, per_post: int 
     Their times are of the last minutes (as Mailjet's are), or with `undated` a year old (implausible: the
     events are stamped with their arrival, mailer/mailjet/events.py)."""
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET pg_stat_statements.track = 'all'")  # the statements of mailer_record_events' triggers too
         recipients = conn.execute("SELECT message_id, job_id::text, email FROM recipients").fetchall()
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         first_time = int(time.time()) - 300 - 3 * len(recipients) if not undated else int(time.time()) - 365 * 86_400
