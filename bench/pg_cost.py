@@ -1,12 +1,13 @@
 """PostgreSQL's CPU per email on the send path, one connection, no HTTP: what the schema and the queries cost.
 
-    .venv/bin/python bench/pg_cost.py [--emails 10000] [--rounds 3] [--statements]
+    .venv/bin/python bench/pg_cost.py [--emails 10000] [--rounds 3] [--statements] [--event-post 100]
 
 Starts a private PostgreSQL (fsync on), migrates a fresh database per round, then through mailer's own
 store and service functions: queues `--emails` in batches of 500 (as POST /queue does), and sends them all,
 50 per batch (claim and screening in one transaction; sent, MessageIDs and early events in another, as
 the worker records a Mailjet answer), then applies three Mailjet events per email (sent, open, click) in
-grouped POSTs of 100, as POST /events does. Prints the CPU time of the server process per email for each
+grouped POSTs of 100, as POST /events does (`--event-post 1`: one event per POST, each its own transaction and
+statement, as Mailjet posts by default). Prints the CPU time of the server process per email for each
 phase, read from /proc, so neither Python nor the network counts, and the WAL written per email
 (pg_current_wal_lsn). The end-to-end benchmark (bench/run.py) is what the issue measures; this isolates
 PostgreSQL's share, which varies far less between runs (docs/scaling.md builds on it).
@@ -17,6 +18,8 @@ and for the three events the Mailjet event detail of the body); the deliveries a
 
 To compare two revisions, run this file in a checkout of each (it measures the checkout it is in):
     git worktree add ../before REV && (cd ../before && python "$OLDPWD/bench/pg_cost.py")
+An export (git archive) instead of a worktree needs `ln -s ../sql mailer/sql` in it: without it `mailer.sql`, and
+so every migration and query, is found through the editable install's mapping, i.e. in the venv's checkout.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--statements", action="store_true", help="print pg_stat_statements' top statements")
     parser.add_argument("--undated", action="store_true",
                         help="events with a `time` a year old: stamped with their arrival, deduplicated by fingerprint")
+    parser.add_argument("--event-post", type=int, default=EVENT_POST,
+                        help="events per POST /events (1: Mailjet's default, each event its own statement)")
     parser.add_argument("--endpoints", type=int, default=0,
                         help="webhook endpoints of the app (every event): each status change is fanned out")
     args = parser.parse_args(argv)
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(args.rounds):
             url = _fresh_database(cluster, f"round{round_no}")
             phases, wal_send = _measure(url, args.emails, endpoints=args.endpoints)
-            events_cpu, wal_event = _measure_events(url, args.emails, undated=args.undated)
+            events_cpu, wal_event = _measure_events(url, args.emails, undated=args.undated, per_post=args.event_post)
             totals.append(sum(phases))
             event_costs.append(events_cpu)
             wal_sends.append(wal_send)
@@ -155,11 +160,12 @@ def _measure(url: str, emails: int, endpoints: int = 0) -> tuple[tuple[float, fl
     return ((queued - start) / emails * 1e6, claim / emails * 1e6, record / emails * 1e6), wal
 
 
-def _measure_events(url: str, emails: int, undated: bool = False) -> tuple[float, float]:
-    """CPU µs and WAL bytes per email of applying its three events (sent, open, click), 100 a POST.
+def _measure_events(url: str, emails: int, undated: bool = False, per_post: int = EVENT_POST) -> tuple[float, float]:
+    """CPU µs and WAL bytes per email of applying its three events (sent, open, click), `per_post` a POST.
     Their times are of the last minutes (as Mailjet's are), or with `undated` a year old (implausible: the
     events are stamped with their arrival, mailer/mailjet/events.py)."""
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET pg_stat_statements.track = 'all'")  # the statements of mailer_record_events' triggers too
         recipients = conn.execute("SELECT message_id, job_id::text, email FROM recipients").fetchall()
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         first_time = int(time.time()) - 300 - 3 * len(recipients) if not undated else int(time.time()) - 365 * 86_400
@@ -171,9 +177,9 @@ def _measure_events(url: str, emails: int, undated: bool = False) -> tuple[float
         ]
         wal_start = _wal_lsn(conn)
         start = _cpu_s(backend)
-        for first in range(0, len(events), EVENT_POST):
+        for first in range(0, len(events), per_post):
             with conn.transaction():
-                tracking.record_events(conn, events[first:first + EVENT_POST])
+                tracking.record_events(conn, events[first:first + per_post])
         return (_cpu_s(backend) - start) / emails * 1e6, _wal_bytes_since(conn, wal_start) / emails
 
 

@@ -198,6 +198,8 @@ class Settings:
     partitions_ahead_months: int = 3
     # How long dropping an expired partition may wait for its lock on the parent before trying next hour.
     partition_lock_timeout_ms: int = 1000
+    # How long each migration of `mailer db migrate` may wait for a lock before it rolls back and is tried again.
+    migration_lock_timeout_s: int = 5
     # Issue 21, stored templates (domain/templating.py, Limits.from_settings): the largest part (subject, html,
     # text) or variables schema a template version may have, above Gmail's 102 KB clipping of html; the time
     # one message's rendering may take on the request path; and the most one rendered message (subject + html +
@@ -391,6 +393,9 @@ class Settings:
             ),
             partition_lock_timeout_ms=reader.integer(
                 "MAILER_PARTITION_LOCK_TIMEOUT_MS", defaults.partition_lock_timeout_ms, minimum=10, maximum=60_000
+            ),
+            migration_lock_timeout_s=reader.integer(
+                "MAILER_MIGRATION_LOCK_TIMEOUT_S", defaults.migration_lock_timeout_s, minimum=1, maximum=600
             ),
             template_max_bytes=reader.integer(
                 "MAILER_TEMPLATE_MAX_BYTES", defaults.template_max_bytes, minimum=1024, maximum=MAX_TEMPLATE_BYTES

@@ -32,7 +32,8 @@ def run(base_dir: str) -> int:
     with contextlib.ExitStack() as stack:
         database_url = settings.database_url or stack.enter_context(_private_postgres(pathlib.Path(base_dir)))
         direct_url = settings.direct_database_url or database_url  # migrations take a session advisory lock
-        migrations.migrate(direct_url, connect_timeout_s=settings.db_connect_timeout_s)
+        migrations.migrate(direct_url, connect_timeout_s=settings.db_connect_timeout_s,
+                           lock_timeout_s=settings.migration_lock_timeout_s)
         with db.connect(database_url, settings) as conn:
             _, api_key = _dev_key(conn)
         web_url = f"http://127.0.0.1:{settings.port}"

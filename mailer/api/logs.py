@@ -63,7 +63,7 @@ def list_logs() -> flask.Response:
 @bp.get("/stats")
 @apidoc.operation(query=schemas.StatsArgs, responses={200: responses.StatsSchema})
 def stats() -> flask.Response:
-    """The app's counters per UTC day: created, sent, failed, suppressed, cancelled."""
+    """The app's counters per UTC day (jobs by status, recipients by milestone, rates over delivered) and totals."""
     query = _query(schemas.StatsArgs())
     app_id = auth.current_app_id()
     answer = reads.listing(lambda conn: logs.daily_stats(conn, app_id=app_id, since=query["since"],

@@ -151,19 +151,50 @@ class LogsPageSchema(Schema):
     today = fields.Nested(TodayCountsSchema, required=True)
 
 
-class DayCountsSchema(Schema):
-    date = fields.Date(required=True)
+def _rate() -> fields.Float:
+    return fields.Float(required=True, allow_none=True, validate=validate.Range(min=0), metadata={
+        "description": "count / delivered, 4 decimals; null when delivered is 0; may exceed 1 on a day"})
+
+
+class RatesSchema(Schema):
+    """Each recipient count over `delivered` of the same day (or range)."""
+
+    opened = _rate()
+    clicked = _rate()
+    bounced = _rate()
+    blocked = _rate()
+    spam = _rate()
+    unsubscribed = _rate()
+
+
+class CountsSchema(Schema):
     created = _counter()
     sent = _counter()
     failed = _counter()
     suppressed = _counter()
     cancelled = _counter()
+    delivered = fields.Integer(required=True, validate=validate.Range(min=0), metadata={
+        "description": "recipients whose mail reached the inbox server (or any later milestone) that day"})
+    opened = _counter()
+    clicked = _counter()
+    bounced = _counter()
+    blocked = fields.Integer(required=True, validate=validate.Range(min=0), metadata={
+        "description": "recipients Mailjet refused to send to (never sent, so not a bounce)"})
+    spam = _counter()
+    unsubscribed = _counter()
+    rates = fields.Nested(RatesSchema, required=True)
+
+
+class DayCountsSchema(CountsSchema):
+    date = fields.Date(required=True)
 
 
 class StatsSchema(Schema):
-    """GET /stats: every UTC day of the range, oldest first."""
+    """GET /stats: every UTC day of the range, oldest first, and the range's totals."""
 
     days = fields.List(fields.Nested(DayCountsSchema), required=True)
+    totals = fields.Nested(CountsSchema, required=True, metadata={
+        "description": "every count summed over the range, with the rates of the sums"})
 
 
 class SuppressionEntrySchema(Schema):

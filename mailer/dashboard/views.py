@@ -143,9 +143,11 @@ def index() -> ResponseReturnValue:
     principal = _principal()
     if not principal.operator:
         return flask.redirect(flask.url_for(".app_home", app_id=principal.app_id))
-    today = _today()
-    overview = reads.listing(lambda conn: dashboard.apps_overview(conn, today=today))
-    return _render("apps.html", apps=overview)
+    until = _today()
+    since = until - dt.timedelta(days=logs.STATS_DEFAULT_DAYS - 1)
+    overview = reads.listing(lambda conn: dashboard.apps_overview(conn, since=since, until=until))
+    return _render("apps.html", apps=overview["apps"], days=overview["days"], totals=overview["totals"],
+                   engagement=chart.engagement_bars(overview["days"]))
 
 
 @bp.get("/apps/<int:app_id>")
@@ -154,8 +156,10 @@ def app_home(app_id: int) -> str:
     _app(app_id)
     until = _today()
     since = until - dt.timedelta(days=logs.STATS_DEFAULT_DAYS - 1)
-    days = reads.listing(lambda conn: logs.daily_stats(conn, app_id=app_id, since=since, until=until))["days"]
-    return _render("app.html", app_id, today=days[-1], days=days, chart=chart.daily_bars(days))
+    stats = reads.listing(lambda conn: logs.daily_stats(conn, app_id=app_id, since=since, until=until))
+    days = stats["days"]
+    return _render("app.html", app_id, today=days[-1], days=days, chart=chart.daily_bars(days),
+                   totals=stats["totals"], engagement=chart.engagement_bars(days))
 
 
 @bp.get("/apps/<int:app_id>/jobs")

@@ -9,15 +9,16 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 
 from mailer import store
+from mailer.domain import engagement
 from mailer.services import status
 
 TODAY_KINDS = ("created", "sent", "failed")
-STATS_KINDS = ("created", "sent", "failed", "suppressed", "cancelled")
 STATS_DEFAULT_DAYS = 14
 STATS_MAX_DAYS = 366
 MAX_CURSOR_LENGTH = 200
@@ -90,12 +91,17 @@ def _item(job: dict[str, Any], recipients: list[dict[str, Any]]) -> dict[str, An
 
 
 def daily_stats(conn: psycopg.Connection, *, app_id: int, since: dt.date, until: dt.date) -> dict[str, Any]:
-    """The app's counters for every UTC day since..until (both included, zeros too), oldest first."""
+    """The app's counters for every UTC day since..until (both included, zeros too), oldest first, and totals."""
+    return stats_of_days(store.list_daily_counts(conn, app_id=app_id, since=since, until=until), since, until)
+
+
+def stats_of_days(rows: Iterable[dict[str, Any]], since: dt.date, until: dt.date) -> dict[str, Any]:
+    """`days` (every day of the range, with its rates) and `totals` from counter rows (day, kind, count)."""
     counts: dict[dt.date, dict[str, int]] = collections.defaultdict(dict)
-    for row in store.list_daily_counts(conn, app_id=app_id, since=since, until=until):
-        counts[row["day"]][row["kind"]] = row["count"]
+    for row in rows:
+        counts[row["day"]][row["kind"]] = counts[row["day"]].get(row["kind"], 0) + row["count"]
     days = []
     for offset in range((until - since).days + 1):
         day = since + dt.timedelta(days=offset)
-        days.append({"date": day.isoformat(), **{kind: counts[day].get(kind, 0) for kind in STATS_KINDS}})
-    return {"days": days}
+        days.append(engagement.day_entry(day.isoformat(), counts[day]))
+    return {"days": days, "totals": engagement.totals(days)}

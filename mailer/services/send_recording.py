@@ -29,7 +29,10 @@ def record_retrying(
 ) -> send_results.BatchOutcome:
     """Record the results, again on a fresh connection while the database fails it, up to MAILER_DB_TIMEOUT_S."""
     # They may hold Mailjet's MessageIDs: given up, the jobs would be taken over and looked up again. Retrying is
-    # safe: the fence drops the results of the jobs taken over meanwhile.
+    # safe: the fence drops the results of the jobs taken over meanwhile. A deadlock is retried too (psycopg's
+    # DeadlockDetected is an OperationalError, so db.connection makes it DatabaseUnavailable): two records whose
+    # backends share a job_counts shard can bump two counter rows in opposite orders across their statements
+    # (migration 0046).
     deadline = time.monotonic() + settings.db_timeout_s
     pause = RECORD_RETRY_FIRST_S
     while True:

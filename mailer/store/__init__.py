@@ -32,6 +32,7 @@ from mailer.store.logs import (
     get_today_counts,
     list_daily_counts,
     list_logs,
+    list_overview_counts,
     list_recipients_of_jobs,
 )
 from mailer.store.rate_limits import (
@@ -80,6 +81,7 @@ __all__ = [
     "list_daily_counts",
     "list_job_events",
     "list_logs",
+    "list_overview_counts",
     "list_recipient_events",
     "list_recipients",
     "list_recipients_of_jobs",

@@ -70,3 +70,9 @@ def get_today_counts(conn: psycopg.Connection, *, app_id: int) -> dict[str, int]
 def list_daily_counts(conn: psycopg.Connection, *, app_id: int, since: dt.date, until: dt.date) -> list[dict[str, Any]]:
     """The app's counters (day, kind, count) for the UTC days since..until, both included."""
     return _run.all_rows(conn, "list_daily_counts", app_id=app_id, since=since, until=until)
+
+
+def list_overview_counts(conn: psycopg.Connection, *, since: dt.date, until: dt.date,
+                         left_out: Sequence[int]) -> list[dict[str, Any]]:
+    """Per app and kind its total and `until`'s; per day and kind the sum over apps but `left_out` (the SQL says)."""
+    return _run.all_rows(conn, "list_overview_counts", since=since, until=until, left_out=list(left_out))

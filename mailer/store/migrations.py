@@ -6,6 +6,7 @@ import datetime
 import logging
 import pathlib
 import re
+import time
 
 import procrastinate
 import psycopg
@@ -19,24 +20,31 @@ PROCRASTINATE_PREFIX = "procrastinate:"
 DEFAULT_PARTITIONS_AHEAD_MONTHS = 3
 # How long each parent's partition DDL may wait for a lock here (MAILER_PARTITION_LOCK_TIMEOUT_MS's default).
 DEFAULT_PARTITION_LOCK_TIMEOUT_MS = 1000
+# How long each migration may wait for a lock before it gives up and is tried again (MAILER_MIGRATION_LOCK_TIMEOUT_S's
+# default): a migration queued behind a long transaction would queue every writer of that table behind itself.
+DEFAULT_MIGRATION_LOCK_TIMEOUT_S = 5
+# Tries of one migration that hit lock_timeout, and the pause between them (doubled each time).
+MIGRATION_ATTEMPTS = 5
+MIGRATION_RETRY_PAUSE_S = 1.0
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
-def migrate(conninfo: str, connect_timeout_s: int = 5) -> list[str]:
+def migrate(conninfo: str, connect_timeout_s: int = 5,
+            lock_timeout_s: float = DEFAULT_MIGRATION_LOCK_TIMEOUT_S) -> list[str]:
     """Apply everything not yet applied; the names applied. Safe to run concurrently.
 
-    `connect_timeout_s`: MAILER_DB_CONNECT_TIMEOUT_S (its default here too).
+    `connect_timeout_s`: MAILER_DB_CONNECT_TIMEOUT_S; `lock_timeout_s`: MAILER_MIGRATION_LOCK_TIMEOUT_S.
     """
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout_s) as conn:
         _run.all_rows(conn, "lock_migrations")
         try:
-            return _apply_pending(conn)
+            return _apply_pending(conn, lock_timeout_s)
         finally:
             _run.all_rows(conn, "unlock_migrations")
 
 
-def _apply_pending(conn: psycopg.Connection) -> list[str]:
+def _apply_pending(conn: psycopg.Connection, lock_timeout_s: float) -> list[str]:
     files = sorted((SQL_DIR / "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql"))
     with conn.transaction():
         conn.execute(files[0].read_text())  # type: ignore[arg-type]  # the migrations table itself
@@ -44,7 +52,7 @@ def _apply_pending(conn: psycopg.Connection) -> list[str]:
     done: list[str] = []
     for path in files:
         if path.stem not in applied:
-            _apply(conn, path.stem, path.read_text())
+            apply_with_retry(conn, path.stem, path.read_text(), lock_timeout_s)
             done.append(path.stem)
     done.extend(_apply_procrastinate(conn, applied))
     _run.all_rows(conn, "plan_procrastinate_fetch_by_index")  # every time (sql/queries/migrations.sql)
@@ -81,8 +89,29 @@ def _apply_procrastinate(conn: psycopg.Connection, applied: set[str]) -> list[st
     return [current]
 
 
-def _apply(conn: psycopg.Connection, name: str, sql: str) -> None:
+def apply_with_retry(conn: psycopg.Connection, name: str, sql: str, lock_timeout_s: float,
+                     attempts: int = MIGRATION_ATTEMPTS, pause_s: float = MIGRATION_RETRY_PAUSE_S) -> None:
+    """Apply one migration, each try waiting at most `lock_timeout_s` for any lock; raise after `attempts` tries."""
+    for attempt in range(1, attempts + 1):
+        try:
+            _apply(conn, name, sql, lock_timeout_s)
+            return
+        except psycopg.errors.LockNotAvailable:
+            if attempt == attempts:
+                log.error("migrate: %s still waits for a lock after %d tries of %.1f s; nothing of it was applied"
+                          " (see pg_locks for the transaction holding it, then run migrate again)",
+                          name, attempts, lock_timeout_s)
+                raise
+            log.warning("migrate: %s waited %.1f s for a lock (try %d of %d); rolled back, trying again in %.1f s",
+                        name, lock_timeout_s, attempt, attempts, pause_s)
+            time.sleep(pause_s)
+            pause_s *= 2
+
+
+def _apply(conn: psycopg.Connection, name: str, sql: str, lock_timeout_s: float | None = None) -> None:
     with conn.transaction():
+        if lock_timeout_s is not None:
+            _run.all_rows(conn, "set_migration_lock_timeout", timeout=f"{round(lock_timeout_s * 1000)}ms")
         if sql.strip():
             conn.execute(sql)  # type: ignore[arg-type]  # migration files are trusted
         _run.all_rows(conn, "record_migration", name=name)

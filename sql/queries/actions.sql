@@ -12,7 +12,8 @@ RETURNING job_id;
 
 -- retry_job --
 -- Queue a failed job again with a fresh budget of attempts; its id and history stay. Recipients
--- left out as suppressed are screened again at the next attempt (the list may have changed).
+-- left out as suppressed are screened again at the next attempt (the list may have changed); reset to pending,
+-- they lose their milestones (0045): a new send counts its delivery again.
 -- A job whose body retention has purged has nothing left to send.
 WITH target AS (
     SELECT id, attempts, last_error
@@ -27,7 +28,7 @@ WITH target AS (
     RETURNING jobs.id, jobs.priority, target.attempts AS previous_attempts, target.last_error
 ), reset_recipients AS (
     UPDATE recipients
-    SET status = 'pending', updated_at = now()
+    SET status = 'pending', milestones = 0, updated_at = now()
     FROM retried
     WHERE recipients.job_id = retried.id AND recipients.status IN ('failed', 'suppressed')
 ), audit AS (

@@ -64,3 +64,16 @@ FROM job_counts
 WHERE app_id = %(app_id)s AND day BETWEEN %(since)s::date AND %(until)s::date
 GROUP BY day, kind
 ORDER BY day, kind;
+
+-- list_overview_counts --
+-- The operator's overview, summed here to what the page shows (one read of job_counts_day_idx, however many apps;
+-- about 2,600 rows at 200 apps over 14 days, not 20,000 sorted for Python to group): per app and kind, the
+-- range's total and the last day's (`across_apps` false); per day and kind, the sum over every app but those
+-- `left_out` (test apps; `across_apps` true, app_id null). No ORDER BY: the caller files each row by its keys.
+SELECT c.app_id, c.day, c.kind, GROUPING(c.app_id) = 1 AS across_apps,
+       sum(c.count)::bigint AS count,
+       coalesce(sum(c.count) FILTER (WHERE c.day = %(until)s::date), 0)::bigint AS last_day,
+       coalesce(sum(c.count) FILTER (WHERE c.app_id <> ALL (%(left_out)s::bigint[])), 0)::bigint AS kept
+FROM job_counts c
+WHERE c.day BETWEEN %(since)s::date AND %(until)s::date
+GROUP BY GROUPING SETS ((c.app_id, c.kind), (c.day, c.kind));

@@ -26,3 +26,7 @@ SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present;
 -- own indexes whatever the statistics say (about 1 ms per fetch with 400 waiting or 50,000). Applied after
 -- every migrate: a Procrastinate upgrade that replaces the function would drop the setting.
 ALTER FUNCTION procrastinate_fetch_job_v2(character varying[], bigint) SET enable_seqscan = off;
+
+-- set_migration_lock_timeout --
+-- How long this migration's transaction may wait for any lock (SET LOCAL: this transaction only).
+SELECT set_config('lock_timeout', %(timeout)s, true);

@@ -94,6 +94,8 @@ def test_an_email_appears_in_the_dashboard_changes_status_and_shows_its_timeline
         wait_for(lambda d: "Overview" in d.find_element(By.TAG_NAME, "header").text, "the app's dashboard")
         app_url = driver.current_url.split("?")[0]
         assert driver.find_element(By.ID, "daily-chart").tag_name == "svg"
+        assert driver.find_element(By.ID, "engagement-chart").tag_name == "svg"
+        assert driver.find_element(By.ID, "total-delivered").text == "0"
 
         # The job list, with the auto-refresh box ticked through the filter form.
         driver.find_element(By.LINK_TEXT, "Jobs").click()

@@ -103,6 +103,13 @@ def test_a_test_apps_mail_goes_through_every_step_but_mailjet(database_url: str,
                                                        timeout=5).json()["items"], 5)
         assert sorted(item["email"] for item in suppressions) == [
             f"{local}@{DOMAIN}" for local in ("blocked", "bounced", "spam", "unsubscribed")]
+        # GET /stats counts the recipients by milestone (issue 22): every delivered one, the click as an open too.
+        totals = requests.get(f"{system.web_url}/stats", headers=auth, timeout=5).json()["totals"]
+        assert {kind: totals[kind] for kind in ("sent", "failed", "delivered", "opened", "clicked", "bounced",
+                                                "blocked", "spam", "unsubscribed")} == {
+            "sent": 9, "failed": 1, "delivered": 6, "opened": 3, "clicked": 1, "bounced": 1, "blocked": 1, "spam": 1,
+            "unsubscribed": 1}
+        assert totals["rates"]["opened"] == 0.5
         sent_to_simulator = requests.get(f"{system.simulator_url}/_sim/sends", timeout=5).json()["calls"]
     assert mailjet_calls == []  # nothing of the test app ever reached MAILJET_API_URL
     assert sent_to_simulator == 0

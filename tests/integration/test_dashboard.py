@@ -141,7 +141,7 @@ def test_home_shows_todays_counters_and_a_14_day_chart(client, conn, api_key):
     page = client.get(f"/dashboard/apps/{app_id_of(conn, 'billing')}", headers=auth)
     assert page.status_code == 200
     assert re.search(r'id="today-created"><b>2</b>', page.text)
-    assert page.text.count("<rect ") == 14 * 3
+    assert page.text.count("<rect ") == 14 * 3 + 14 * 4  # jobs: created, sent, failed; recipients: four kinds
     assert "2 created</title>" in page.text
 
 

@@ -368,23 +368,35 @@ def test_an_event_with_only_the_message_id_is_applied_after_the_send(client, aut
     assert (shown["status"], shown["message_id"]) == ("delivered", str(message_id))
 
 
+def engagement_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """/stats' recipient counters (migrations 0042, 0045), summed over apps, days and shards."""
+    return dict(conn.execute(
+        "SELECT kind, sum(count)::int FROM job_counts WHERE kind <> ALL ('{created,sent}') GROUP BY kind"
+    ).fetchall())
+
+
 def test_an_event_that_arrives_before_its_message_id_is_applied_once_it_is_known(client, auth, conn):
     job_id = queue(client, auth)
     response = post_events(client, [event("sent", at=T0, message_id=BIG_ID),
-                                    event("open", at=T0 + 30, message_id=str(BIG_ID))])
-    assert response.json == {"received": 2, "new": 2, "matched": 0}
-    assert conn.execute("SELECT count(*) FROM mailjet_events WHERE applied_at IS NULL").fetchone()[0] == 2
+                                    event("open", at=T0 + 30, message_id=str(BIG_ID)),
+                                    event("unsub", at=T0 + 60, message_id=BIG_ID, mj_list_id=1)])
+    assert response.json == {"received": 3, "new": 3, "matched": 0}
+    assert conn.execute("SELECT count(*) FROM mailjet_events WHERE applied_at IS NULL").fetchone()[0] == 3
     assert recipient(client, auth, job_id)["status"] == "pending"
 
     mark_sent(conn, job_id, BIG_ID)  # the send result lands after its events
 
     shown = recipient(client, auth, job_id)
-    assert shown["status"] == "opened"
-    assert shown["events"] == [{"type": "delivered", "at": rfc3339(T0)}, {"type": "opened", "at": rfc3339(T0 + 30)}]
+    assert shown["status"] == "unsubscribed"
+    assert shown["events"] == [{"type": "delivered", "at": rfc3339(T0)}, {"type": "opened", "at": rfc3339(T0 + 30)},
+                               {"type": "unsubscribed", "at": rfc3339(T0 + 60)}]
     assert conn.execute("SELECT count(*) FROM mailjet_events WHERE applied_at IS NULL").fetchone()[0] == 0
+    # Every milestone of the events applied at once, the open too (0045), not only those of the status.
+    assert engagement_counts(conn) == {"delivered": 1, "opened": 1, "unsubscribed": 1}
     # Applying the same send result again changes nothing (the sender may record twice after a crash).
     mark_sent(conn, job_id, BIG_ID)
     assert recipient(client, auth, job_id)["events"] == shown["events"]
+    assert engagement_counts(conn) == {"delivered": 1, "opened": 1, "unsubscribed": 1}
 
 
 def test_message_ids_are_exact_strings_in_status(client, auth, conn):

@@ -431,7 +431,9 @@ def test_today_counts_creation_sending_failing_and_a_retry(client, auth, conn) -
 
     today = dt.datetime.now(dt.UTC).date().isoformat()
     day = client.get(f"/stats?since={today}&until={today}", headers=auth).json["days"]
-    assert day == [{"date": today, "created": 4, "sent": 2, "failed": 2, "suppressed": 0, "cancelled": 1}]
+    jobs_only = ("date", "created", "sent", "failed", "suppressed", "cancelled")
+    assert [{kind: entry[kind] for kind in jobs_only} for entry in day] == [
+        {"date": today, "created": 4, "sent": 2, "failed": 2, "suppressed": 0, "cancelled": 1}]
     counted = conn.execute(
         "SELECT kind, sum(count)::int FROM job_counts WHERE app_id = %s GROUP BY kind ORDER BY kind", (app_id,)
     ).fetchall()
@@ -535,7 +537,9 @@ def test_a_job_born_final_counts_as_created_and_in_that_status(client, auth, con
     )
     today = dt.datetime.now(dt.UTC).date().isoformat()
     day = client.get(f"/stats?since={today}", headers=auth).json["days"]
-    assert day == [{"date": today, "created": 1, "sent": 0, "failed": 0, "suppressed": 1, "cancelled": 0}]
+    jobs_only = ("date", "created", "sent", "failed", "suppressed", "cancelled")
+    assert [{kind: entry[kind] for kind in jobs_only} for entry in day] == [
+        {"date": today, "created": 1, "sent": 0, "failed": 0, "suppressed": 1, "cancelled": 0}]
 
 
 def test_every_recipient_address_of_a_job_is_indexed_once(client, auth, conn) -> None:

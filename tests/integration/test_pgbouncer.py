@@ -147,9 +147,9 @@ def test_db_migrate_runs_on_the_direct_url(
     used: list[str] = []
     real = migrations.migrate
 
-    def recording(conninfo: str, connect_timeout_s: int = 5) -> list[str]:
+    def recording(conninfo: str, connect_timeout_s: int = 5, lock_timeout_s: float = 5) -> list[str]:
         used.append(conninfo)
-        return real(conninfo, connect_timeout_s)
+        return real(conninfo, connect_timeout_s, lock_timeout_s)
 
     monkeypatch.setattr(migrations, "migrate", recording)
     monkeypatch.setenv("DATABASE_URL", pooled_settings.require_database_url())

@@ -11,7 +11,10 @@ import pytest
 from tests.integration.conftest import make_key
 from tests.integration.test_logs_api import _not_at_midnight, app_id_of, queue  # noqa: F401  # fixture too
 
-KINDS = ["date", "created", "sent", "failed", "suppressed", "cancelled"]
+KINDS = ["date", "created", "sent", "failed", "suppressed", "cancelled",
+         "delivered", "opened", "clicked", "bounced", "blocked", "spam", "unsubscribed", "rates"]
+NO_ENGAGEMENT = {"delivered": 0, "opened": 0, "clicked": 0, "bounced": 0, "blocked": 0, "spam": 0, "unsubscribed": 0,
+                 "rates": dict.fromkeys(("opened", "clicked", "bounced", "blocked", "spam", "unsubscribed"))}
 
 
 def today() -> dt.date:
@@ -21,7 +24,7 @@ def today() -> dt.date:
 def get_stats(client, auth, query: str = "") -> list[dict]:  # type: ignore[no-untyped-def]
     response = client.get(f"/stats{query}", headers=auth)
     assert response.status_code == 200, response.json
-    assert list(response.json) == ["days"]
+    assert list(response.json) == ["days", "totals"]
     for day in response.json["days"]:
         assert list(day) == KINDS
     return response.json["days"]
@@ -44,8 +47,8 @@ def test_the_last_14_days_by_default_zeros_included_oldest_first(client, auth) -
     expected = [(today() - dt.timedelta(days=n)).isoformat() for n in range(13, -1, -1)]
     assert [day["date"] for day in days] == expected
     assert days[-1] == {"date": today().isoformat(), "created": 1, "sent": 0, "failed": 0, "suppressed": 0,
-                        "cancelled": 0}
-    assert all(day | {"date": None} == dict.fromkeys(KINDS, 0) | {"date": None} for day in days[:-1])
+                        "cancelled": 0, **NO_ENGAGEMENT}
+    assert all(day | {"date": None} == dict.fromkeys(KINDS, 0) | NO_ENGAGEMENT | {"date": None} for day in days[:-1])
 
 
 def test_counts_per_day_and_status(client, auth, conn) -> None:
@@ -75,7 +78,7 @@ def test_every_final_status_has_its_column(client, auth, conn) -> None:
             add_job(conn, app_id, now, status)
     [day] = get_stats(client, auth, f"?since={today()}&until={today()}")
     assert day == {"date": today().isoformat(), "created": 10, "sent": 4, "failed": 3, "suppressed": 2,
-                   "cancelled": 1}
+                   "cancelled": 1, **NO_ENGAGEMENT}
 
 
 def test_only_since_or_only_until(client, auth) -> None:

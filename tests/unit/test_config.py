@@ -631,3 +631,11 @@ def test_the_webhook_replay_settings():
                       ("MAILER_WEBHOOK_REPLAY_IN_FLIGHT", "many")):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: raw})
+
+
+def test_the_migration_lock_timeout_is_read_and_bounded():
+    assert Settings.from_env({}).migration_lock_timeout_s == 5
+    assert Settings.from_env({"MAILER_MIGRATION_LOCK_TIMEOUT_S": "30"}).migration_lock_timeout_s == 30
+    for raw in ("0", "601", "1.5"):
+        with pytest.raises(ConfigError, match="MAILER_MIGRATION_LOCK_TIMEOUT_S"):
+            Settings.from_env({"MAILER_MIGRATION_LOCK_TIMEOUT_S": raw})
