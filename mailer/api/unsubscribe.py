@@ -38,11 +38,12 @@ def confirm_page(token: str) -> flask.Response:
     """A page with one button that unsubscribes (a link prefetcher's GET changes nothing)."""
     with db.connection(flask.current_app.extensions["mailer.pool"]) as conn:
         email = unsubscribe.address_of(conn, token)
-    action = html.escape(flask.url_for(".one_click", token=token))
+    # No action: the form posts to the page's own URL, which is right behind a proxy that adds a path prefix
+    # (MAILER_PUBLIC_URL may have one), where a URL built here would lack it.
     return _page("Unsubscribe", (
         f"<p>Stop bulk mail (newsletters, announcements) to <strong>{html.escape(email)}</strong>? "
         "Messages you need, such as receipts and password resets, still come.</p>"
-        f'<form method="post" action="{action}">'
+        '<form method="post">'
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
         '<button type="submit">Unsubscribe</button></form>'
     ))

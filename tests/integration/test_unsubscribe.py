@@ -87,6 +87,7 @@ def test_the_link_round_trip_suppresses_bulk_mail_only(client, auth, conn, simul
     page = client.get(path)
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert "ann@example.org" in page.text and '<form method="post"' in page.text and "<script" not in page.text
+    assert "action=" not in page.text  # posts back to its own URL, path prefix and all
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     assert client.get("/suppressions", headers=auth).json["items"] == []  # a GET changes nothing
 
