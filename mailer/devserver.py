@@ -71,7 +71,8 @@ def run(base_dir: str) -> int:
         children.append(_spawn([sys.executable, "-m", "mailer.cli", "worker"], env))
         _wait_for_web(web_url, children)
         print(f"\nmailer dev is running at {web_url}  (Ctrl-C stops everything)")
-        print("Mailjet: " + ("the built-in simulator" if not settings.mailjet_api_key else settings.mailjet_api_url))
+        print("Mailjet: " + (f"the built-in simulator at {env['MAILJET_API_URL']} (what it was sent: /_sim/sends)"
+                             if not settings.mailjet_api_key else settings.mailjet_api_url))
         print(f"try:\n  curl -s -X POST {web_url}/queue -H 'Authorization: Bearer {api_key}' \\\n"
               "    -H 'Content-Type: application/json' \\\n"
               "    -d '{\"from\":{\"email\":\"me@example.com\"},\"to\":[{\"email\":\"ann@example.org\"}],"

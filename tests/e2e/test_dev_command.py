@@ -100,8 +100,24 @@ def test_mailer_dev_serves_the_dashboard_cookie_without_secure_over_its_plain_ht
         assert login.status_code == 302, login.text
         cookie = login.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "Secure" not in cookie  # a browser keeps it on plain http too
-        # Issue 22: it sets MAILER_PUBLIC_URL to its own address, so web warns of no missing one (it would by now).
+        # Issue 22: it sets MAILER_PUBLIC_URL to its own address: web warns of no missing one, and bulk mail's
+        # unsubscribe link, as the simulator recorded it, points at this web.
         assert "MAILER_PUBLIC_URL is not set" not in output.read_text()
+        sim_url = re.search(r"the built-in simulator at (http://\S+)", output.read_text())
+        assert sim_url, output.read_text()
+        queued = requests.post(
+            f"http://127.0.0.1:{port}/queue", headers={"Authorization": f"Bearer {api_key}"}, timeout=10,
+            json={"from": {"email": "news@example.com"}, "to": [{"email": "ann@example.org"}], "subject": "News",
+                  "text": "News", "priority": "bulk"},
+        )
+        assert queued.status_code == 202, queued.text
+
+        def recorded() -> dict | None:
+            messages = requests.get(f"{sim_url.group(1)}/_sim/sends", timeout=5).json()["messages"]
+            return next((m for m in messages if m["custom_id"] == queued.json()["id"]), None)
+
+        message = wait_until(recorded, 30, message="the bulk message at the simulator")
+        assert message["headers"]["List-Unsubscribe"].startswith(f"<http://127.0.0.1:{port}/unsubscribe/")
     finally:
         children = _descendants(dev.pid)
         os.killpg(dev.pid, signal.SIGINT)
