@@ -93,9 +93,13 @@ def _migrate(_: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     # Direct: migrators serialize on a session advisory lock (sql/queries/migrations.sql).
-    applied = migrations.migrate(settings.require_direct_database_url(),
-                                 connect_timeout_s=settings.db_connect_timeout_s,
-                                 lock_timeout_s=settings.migration_lock_timeout_s)
+    try:
+        applied = migrations.migrate(settings.require_direct_database_url(),
+                                     connect_timeout_s=settings.db_connect_timeout_s,
+                                     lock_timeout_s=settings.migration_lock_timeout_s)
+    except migrations.MigrationLockError as exc:  # an OperationalError's cause, not "cannot reach the database"
+        print(f"mailer: {exc}", file=sys.stderr)
+        return 2
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     # After the SQL: secrets stored in the clear (before 0020) get encrypted. Re-keying is left to
     # `mailer webhooks reencrypt`, so that a secret no key reads never fails a deploy.

@@ -89,6 +89,15 @@ def _apply_procrastinate(conn: psycopg.Connection, applied: set[str]) -> list[st
     return [current]
 
 
+class MigrationLockError(RuntimeError):
+    """A migration that could not take its locks in any of its tries; nothing of it was applied."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"migration {name} {why} on every try and was not applied; find the transaction holding "
+                         "its lock in pg_locks (or wait for it to end), then run `mailer db migrate` again")
+        self.name = name
+
+
 def apply_with_retry(conn: psycopg.Connection, name: str, sql: str, lock_timeout_s: float,
                      attempts: int = MIGRATION_ATTEMPTS, pause_s: float = MIGRATION_RETRY_PAUSE_S) -> None:
     """Apply one migration, each try waiting at most `lock_timeout_s` for any lock; raise after `attempts` tries."""
@@ -96,14 +105,18 @@ def apply_with_retry(conn: psycopg.Connection, name: str, sql: str, lock_timeout
         try:
             _apply(conn, name, sql, lock_timeout_s)
             return
-        except psycopg.errors.LockNotAvailable:
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+            # A deadlock with a running writer (a table's ACCESS EXCLUSIVE taken after another's) rolled the
+            # migration back whole, as a lock timeout does: the same retry fits it.
+            why = ("was chosen to end a deadlock" if isinstance(exc, psycopg.errors.DeadlockDetected)
+                   else f"waited {lock_timeout_s:.1f} s for a lock")
             if attempt == attempts:
-                log.error("migrate: %s still waits for a lock after %d tries of %.1f s; nothing of it was applied"
-                          " (see pg_locks for the transaction holding it, then run migrate again)",
-                          name, attempts, lock_timeout_s)
-                raise
-            log.warning("migrate: %s waited %.1f s for a lock (try %d of %d); rolled back, trying again in %.1f s",
-                        name, lock_timeout_s, attempt, attempts, pause_s)
+                log.error("migrate: %s %s on the last of %d tries; nothing of it was applied"
+                          " (see pg_locks for the transaction holding its lock, then run migrate again)",
+                          name, why, attempts)
+                raise MigrationLockError(name, why) from exc
+            log.warning("migrate: %s %s (try %d of %d); rolled back, trying again in %.1f s",
+                        name, why, attempt, attempts, pause_s)
             time.sleep(pause_s)
             pause_s *= 2
 

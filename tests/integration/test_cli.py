@@ -175,3 +175,20 @@ def test_apps_create_test_makes_a_test_app_with_a_mk_test_key(database_url: str,
     assert listed["sandbox"].startswith("active\ttest\t") and "\tkey mk_test_" in listed["sandbox"]
     assert listed["billing"].startswith("active\tlive\t") and "\tkey mk_" in listed["billing"]
     assert key not in str(listed)
+
+
+def test_a_migration_that_never_got_its_lock_is_named_not_called_unreachable(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mailer import cli
+    from mailer.store import migrations
+
+    def gives_up(*_: object, **__: object) -> list[str]:
+        raise migrations.MigrationLockError("0046_engagement_counting", "waited 5.0 s for a lock")
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setattr(migrations, "migrate", gives_up)
+    assert cli.main(["db", "migrate"]) == 2
+    err = capsys.readouterr().err
+    assert "migration 0046_engagement_counting waited 5.0 s for a lock on every try" in err
+    assert "pg_locks" in err and "cannot reach the database" not in err
