@@ -1,6 +1,9 @@
 """Replay by window at 100,000 events (issue 22): the request's time, the worker's expansion rate and chunk
 times, and how long a live delivery waits while a replay is being delivered. Run on its own:
-`.venv/bin/python -m bench.replay_window [events]` (a throwaway PostgreSQL server, a receiver on 127.0.0.1)."""
+`.venv/bin/python -m bench.replay_window [events] [--no-host-rate]` (a throwaway PostgreSQL server, a receiver on
+127.0.0.1, mailer's default settings but MAILER_WEBHOOK_ALLOW_PRIVATE=1 for that receiver; `--no-host-rate` sets
+MAILER_WEBHOOK_HOST_RATE_PER_S=0, the per-host limit off, and says so in its output). No worker process: the script
+calls the webhook task's functions itself, back to back."""
 
 from __future__ import annotations
 
@@ -53,7 +56,9 @@ class _Receiver(http.server.ThreadingHTTPServer):
 
 
 def main(argv: list[str]) -> int:
-    events = int(argv[0]) if argv else EVENTS
+    no_host_rate = "--no-host-rate" in argv
+    numbers = [a for a in argv if a != "--no-host-rate"]
+    events = int(numbers[0]) if numbers else EVENTS
     base = tempfile.mkdtemp(prefix="mailer-bench-replay-")
     cluster = pgcluster.Cluster(base_dir=pgcluster.pathlib.Path(base), port=pgcluster.free_port())
     cluster.ensure_running()
@@ -66,8 +71,11 @@ def main(argv: list[str]) -> int:
         migrations.migrate(url)
         settings = dataclasses.replace(
             Settings.from_env({"DATABASE_URL": url, "MAILER_EVENTS_AUTH": "u:p"}), webhook_allow_private=True,
-            webhook_host_rate_per_s=0,
         )
+        if no_host_rate:
+            settings = dataclasses.replace(settings, webhook_host_rate_per_s=0)
+        print(f"settings: defaults, MAILER_WEBHOOK_HOST_RATE_PER_S={settings.webhook_host_rate_per_s:g}"
+              + (" (the per-host limit off)" if no_host_rate else " (the default)"))
         _run(url, settings, receiver, events)
     finally:
         receiver.shutdown()
@@ -135,7 +143,7 @@ def _run(url: str, settings: Settings, receiver: _Receiver, events: int) -> None
         waits, probes, posted = [], 0, 0
         started = time.perf_counter()
         while probes < LIVE_PROBES:
-            posted += len(webhook_delivery.deliver_due_batch(pool, settings))
+            posted += _post_round(pool, settings)
             if posted >= (probes + 1) * 300:
                 wait_ms, replayed = _live_wait(conn, pool, settings, receiver, app.id, endpoint["id"])
                 waits.append(wait_ms)
@@ -145,6 +153,12 @@ def _run(url: str, settings: Settings, receiver: _Receiver, events: int) -> None
         print(f"live under replay: {posted} replayed posts in {elapsed:.1f} s ({posted / elapsed:,.0f}/s, "
               f"per-endpoint concurrency {webhook_delivery.per_endpoint_limit(settings)}); live delivery waits "
               f"{', '.join(f'{w:.0f}' for w in waits)} ms (lane {settings.webhook_replay_in_flight})")
+
+
+def _post_round(pool: psycopg_pool.ConnectionPool, settings: Settings) -> int:
+    """One round of the webhook task's delivery: how many it posted (not those put back while their host is over
+    MAILER_WEBHOOK_HOST_RATE_PER_S)."""
+    return sum(1 for done in webhook_delivery.deliver_due_batch(pool, settings) if done.attempt is not None)
 
 
 def _live_wait(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, settings: Settings,
@@ -161,7 +175,7 @@ def _live_wait(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, sett
     while msg[0] not in receiver.arrived:
         if time.monotonic() - queued_at > LIVE_WAIT_MAX_S:
             raise RuntimeError(f"a live delivery waited over {LIVE_WAIT_MAX_S} s: starved")
-        posted += max(0, len(webhook_delivery.deliver_due_batch(pool, settings)) - 1)
+        posted += _post_round(pool, settings)
     return (receiver.arrived[msg[0]] - queued_at) * 1000, posted
 
 if __name__ == "__main__":
