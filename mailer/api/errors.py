@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import flask
 import psycopg
 import psycopg_pool
+from marshmallow import Schema, ValidationError
 from werkzeug import exceptions as http
 
 from mailer.domain import errors
@@ -83,3 +85,19 @@ def details_from_marshmallow(messages: Any) -> dict[str, Any]:
     if isinstance(messages, list):
         return [details_from_marshmallow(item) for item in messages]  # type: ignore[return-value]
     return messages
+
+
+def load_or_422(schema: Schema, data: Any, message: str) -> dict[str, Any]:
+    """`schema.load(data)`, or a 422 with `message` and each field's problems."""
+    try:
+        return schema.load(data)  # type: ignore[no-any-return]  # a dict: these schemas are not many=True
+    except ValidationError as exc:
+        raise errors.ValidationFailed(message, details_from_marshmallow(exc.messages)) from None
+
+
+def id_or_404(raw: str, what: str) -> uuid.UUID:
+    """An id from a URL; one that is not a UUID is simply unknown: 404 "no {what} {raw}"."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise errors.NotFound(f"no {what} {raw}") from None

@@ -7,11 +7,11 @@ import uuid
 from typing import Any
 
 import flask
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema
 
 from mailer import db
 from mailer.api import apidoc, auth, body, cursors, queue, responses
-from mailer.api.errors import details_from_marshmallow
+from mailer.api import errors as api_errors
 from mailer.api.schedule_schemas import ScheduleCreateSchema, ScheduleListSchema, SchedulePatchSchema
 from mailer.domain import errors, recurrence
 from mailer.services import scheduling, template_messages
@@ -36,18 +36,11 @@ def _settings() -> Any:
 
 
 def _load(schema: Schema, data: Any) -> dict[str, Any]:
-    try:
-        return schema.load(data)
-    except ValidationError as exc:
-        details = details_from_marshmallow(exc.messages)
-        raise errors.ValidationFailed("the request is not a valid schedule", details) from None
+    return api_errors.load_or_422(schema, data, "the request is not a valid schedule")
 
 
 def _schedule_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise errors.NotFound(f"no schedule {raw}") from None
+    return api_errors.id_or_404(raw, "schedule")
 
 
 def _spec(loaded: dict[str, Any], timezone: str) -> dict[str, Any]:

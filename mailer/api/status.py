@@ -8,7 +8,7 @@ import flask
 
 from mailer import db
 from mailer.api import apidoc, auth, responses
-from mailer.domain import errors
+from mailer.api import errors as api_errors
 from mailer.services import status
 
 bp = flask.Blueprint("status", __name__)
@@ -17,10 +17,7 @@ bp.before_request(auth.require_app_key)
 
 def parse_job_id(raw: str) -> uuid.UUID:
     """A job id from a URL; an id that is not a UUID is simply unknown (404)."""
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise errors.NotFound(f"no job {raw}") from None
+    return api_errors.id_or_404(raw, "job")
 
 
 @bp.get("/status/<job_id>")

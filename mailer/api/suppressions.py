@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import flask
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema
 
 from mailer import db
 from mailer.api import apidoc, auth, body, responses, schemas
-from mailer.api.errors import details_from_marshmallow
+from mailer.api import errors as api_errors
 from mailer.domain import errors
 from mailer.services import suppressions
 
@@ -18,10 +18,7 @@ bp.before_request(auth.require_app_key)
 
 
 def _load(schema: Schema, data: Any, what: str) -> dict[str, Any]:
-    try:
-        return schema.load(data)
-    except ValidationError as exc:
-        raise errors.ValidationFailed(f"the {what} is not valid", details_from_marshmallow(exc.messages)) from None
+    return api_errors.load_or_422(schema, data, f"the {what} is not valid")
 
 
 @bp.get("/suppressions")

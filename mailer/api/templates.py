@@ -6,14 +6,13 @@ import uuid
 from typing import Any
 
 import flask
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema
 
 from mailer import db
 from mailer.api import apidoc, auth, body, cursors
+from mailer.api import errors as api_errors
 from mailer.api import template_schemas as ts
-from mailer.api.errors import details_from_marshmallow
 from mailer.config import Settings
-from mailer.domain import errors
 from mailer.services import templates
 
 bp = flask.Blueprint("templates", __name__)
@@ -24,18 +23,11 @@ _SOURCE_FIELDS = ("subject", "html", "text", "variables")
 
 
 def _load(schema: Schema, data: Any, what: str) -> dict[str, Any]:
-    try:
-        return schema.load(data)  # type: ignore[no-any-return]  # a dict: these schemas are not many=True
-    except ValidationError as exc:
-        raise errors.ValidationFailed(f"the {what} is not valid", details_from_marshmallow(exc.messages)) from None
+    return api_errors.load_or_422(schema, data, f"the {what} is not valid")
 
 
 def _template_id(raw: str) -> uuid.UUID:
-    """A template id from a URL; one that is not a UUID is simply unknown (404)."""
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise errors.NotFound(f"no template {raw}") from None
+    return api_errors.id_or_404(raw, "template")
 
 
 def _pool() -> Any:

@@ -6,11 +6,11 @@ import uuid
 from typing import Any
 
 import flask
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema
 
 from mailer import db
 from mailer.api import apidoc, auth, body, replay_schemas, responses, schemas
-from mailer.api.errors import details_from_marshmallow
+from mailer.api import errors as api_errors
 from mailer.config import Settings
 from mailer.domain import errors
 from mailer.services import webhook_replays, webhooks
@@ -22,18 +22,11 @@ _ID = {"endpoint_id": apidoc.UUID}
 
 
 def _load(schema: Schema, data: Any, what: str) -> dict[str, Any]:
-    try:
-        return schema.load(data)  # type: ignore[no-any-return]  # a dict: these schemas are not many=True
-    except ValidationError as exc:
-        raise errors.ValidationFailed(f"the {what} is not valid", details_from_marshmallow(exc.messages)) from None
+    return api_errors.load_or_422(schema, data, f"the {what} is not valid")
 
 
 def _endpoint_id(raw: str) -> uuid.UUID:
-    """An endpoint id from a URL; one that is not a UUID is simply unknown (404)."""
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise errors.NotFound(f"no webhook {raw}") from None
+    return api_errors.id_or_404(raw, "webhook")
 
 
 def _pool() -> Any:

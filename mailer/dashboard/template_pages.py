@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 
 from mailer import db
 from mailer.api import body, cursors
+from mailer.api import errors as api_errors
 from mailer.api import template_schemas as ts
 from mailer.config import Settings
 from mailer.dashboard import views
@@ -27,10 +28,7 @@ def _settings() -> Settings:
 
 
 def _template_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise errors.NotFound(f"no template {raw}") from None
+    return api_errors.id_or_404(raw, "template")
 
 
 @bp.get("/apps/<int:app_id>/templates")
